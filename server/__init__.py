@@ -1,0 +1,1 @@
+"""agentq server: the gRPC service, its queue workers and their persistence."""

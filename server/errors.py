@@ -1,0 +1,95 @@
+"""The one exception hierarchy of agentq, and its table to gRPC status codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One bad request field: its name and what is wrong with it."""
+
+    field: str
+    description: str
+
+
+class AgentQError(Exception):
+    """Base of every error a client is meant to see; `message` is sent as is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidArgument(AgentQError):
+    """A request field is missing, of the wrong type or out of range."""
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        super().__init__(violations[0].description)
+        self.violations = violations
+
+    @classmethod
+    def field(cls, field: str, description: str) -> InvalidArgument:
+        """One violation of one field."""
+        return cls([FieldViolation(field, description)])
+
+
+class Unauthenticated(AgentQError):
+    """Missing, malformed, invalid or expired credentials."""
+
+
+class PermissionDenied(AgentQError):
+    """Authenticated, but not allowed to do this."""
+
+
+class NotFound(AgentQError):
+    """No such resource for the caller's tenant."""
+
+
+class Conflict(AgentQError):
+    """The resource is in a state that forbids the request."""
+
+
+class ResourceExhausted(AgentQError):
+    """A rate limit or a cap was hit."""
+
+
+class Unavailable(AgentQError):
+    """A dependency (database, broker) is down; the client may retry."""
+
+
+class DeadlineExceeded(AgentQError):
+    """The call ran past its deadline."""
+
+
+class Internal(AgentQError):
+    """Anything unexpected. The message sent is always the generic one."""
+
+    def __init__(self, message: str = "An internal error occurred") -> None:
+        super().__init__(message)
+
+
+INTERNAL_MESSAGE = "An internal error occurred"
+
+# The one table from exception to gRPC code and ErrorInfo reason (contract §2).
+STATUS_TABLE: dict[type[AgentQError], tuple[grpc.StatusCode, str]] = {
+    InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR"),
+    Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHORIZED"),
+    PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "FORBIDDEN"),
+    NotFound: (grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
+    Conflict: (grpc.StatusCode.FAILED_PRECONDITION, "CONFLICT"),
+    ResourceExhausted: (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
+    Unavailable: (grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE"),
+    DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, "TIMEOUT"),
+    Internal: (grpc.StatusCode.INTERNAL, "INTERNAL_ERROR"),
+}
+
+
+def status_for(error: AgentQError) -> tuple[grpc.StatusCode, str]:
+    """The gRPC code and reason of an error, by its nearest class in the table."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_TABLE:
+            return STATUS_TABLE[cls]
+    return STATUS_TABLE[Internal]

@@ -1,0 +1,75 @@
+"""The one settings class, read from the environment by the entry points."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The contract fixes these names; everything else is prefixed AGENTQ_.
+_SECRET_ENV = "VEX_JWT_SECRET"
+MIN_SECRET_BYTES = 32
+
+
+class Settings(BaseSettings):
+    """Every knob of agentq. Built once by an entry point and passed down."""
+
+    model_config = SettingsConfigDict(env_prefix="AGENTQ_", extra="ignore")
+
+    jwt_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices(_SECRET_ENV, "jwt_secret")
+    )
+    jwt_issuer: str = "vex-api"
+    jwt_audience: str | None = None
+    dev_mode: bool = False
+
+    database_url: str = "sqlite:///agentq.db"
+    redis_url: str | None = None
+    # Namespaces the Dramatiq keys in Redis, so several deployments (or test
+    # runs) can share one Redis server.
+    redis_namespace: str = "agentq"
+
+    grpc_addr: str = "0.0.0.0:50051"
+    http_addr: str = "0.0.0.0:8080"
+    grpc_target: str | None = None
+
+    # Threads that run blocking database work for the async gRPC server.
+    server_threads: int = Field(default=16, ge=1)
+    # In-process worker threads on the embedded default; `agentq worker` threads.
+    worker_threads: int = Field(default=8, ge=1)
+    worker_processes: int = Field(default=1, ge=1)
+
+    max_attempts: int = Field(default=3, ge=1)
+    job_time_limit_s: float = Field(default=120.0, gt=0)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    retry_backoff_max_s: float = Field(default=60.0, ge=0)
+    # How long past its time limit a running job may go unheard from before it
+    # is taken for lost (its worker died) and run again.
+    lease_grace_s: float = Field(default=15.0, ge=0)
+    # A pending job whose message was sent this long ago without being picked
+    # up is enqueued again (the message may have been lost).
+    requeue_after_s: float = Field(default=60.0, gt=0)
+    recovery_interval_s: float = Field(default=5.0, gt=0)
+
+    provider: Literal["builtin", "openai"] = "builtin"
+    builtin_latency_ms: int = Field(default=50, ge=0)
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_timeout_s: float = Field(default=60.0, gt=0)
+
+    @property
+    def db_type(self) -> str:
+        """`postgres` or `sqlite`, as /health reports it."""
+        return "postgres" if self.database_url.startswith("postgres") else "sqlite"
+
+    @property
+    def grpc_port_target(self) -> str:
+        """The address a local client (the shim, the CLI) should dial."""
+        if self.grpc_target:
+            return self.grpc_target
+        host, _, port = self.grpc_addr.rpartition(":")
+        if host in ("", "0.0.0.0", "[::]", "::"):
+            host = "127.0.0.1"
+        return f"{host}:{port}"
