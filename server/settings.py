@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     # A pending job whose message was sent this long ago without being picked
     # up is enqueued again (the message may have been lost).
     requeue_after_s: float = Field(default=60.0, gt=0)
+    # Redis broker: how long a silent worker process is given before Dramatiq
+    # hands its unacknowledged messages to other workers.
+    broker_heartbeat_timeout_s: float = Field(default=30.0, gt=0)
     recovery_interval_s: float = Field(default=5.0, gt=0)
 
     provider: Literal["builtin", "openai"] = "builtin"

@@ -1,0 +1,253 @@
+"""Bearer-token authentication: verify and mint the HS256 JWTs of contract §1.
+
+`verify_bearer` checks, in this order, and reports only the first failure:
+
+1. header format: `Missing Authorization header`, `Invalid Authorization header format`;
+2. token format: three dot-separated parts that decode to a JSON header and payload,
+   else `Invalid token`. The signature part alone may be empty at this step, so that an
+   unsigned (`alg: none`) token is reported by step 3 rather than hidden behind step 2;
+3. algorithm: the header's `alg` must be `HS256`, else `InvalidAlgorithm`. Only then is an
+   empty signature part a format error (`Invalid token`);
+4. signature, by pyjwt with the UTF-8 bytes of the secret: `InvalidSignature`;
+5. expiry, with 60 s leeway: `Token expired`;
+6. issuer: `InvalidIssuer`;
+7. audience: `InvalidAudience` (or `MissingClaim(aud)` when one is configured and absent);
+8. required claims present and well typed: `MissingClaim(<name>)`.
+
+Steps 5 and 6 judge `exp` and `iss` only when present and of the right type; an absent or
+mistyped required claim is left to step 8, so each claim has one place that reports it.
+`aud` is not a required claim, so step 7 judges it whole (absent, mistyped or mismatched).
+Not checked: `nbf`, and an `iat` in the future; the contract gives no reason for either, and
+tokens minted here never carry `nbf`.
+
+pyjwt decodes and verifies the signature; the claim checks are made here rather than by
+pyjwt because pyjwt checks required claims before expiry (the order above is the other way
+round), reads the wall clock (callers and tests pass `now`), accepts float and boolean
+times, and treats an empty `aud` as absent.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+import jwt
+
+from server.errors import PermissionDenied, Unauthenticated
+
+ROLES = ("admin", "user", "agent")
+
+ALGORITHM = "HS256"
+LEEWAY_S = 60
+
+MISSING_HEADER = "Missing Authorization header"
+INVALID_HEADER_FORMAT = "Invalid Authorization header format"
+INVALID_TOKEN = "Invalid token"
+TOKEN_EXPIRED = "Token expired"
+INSUFFICIENT_PERMISSIONS = "Insufficient permissions"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: who, with which role, in which tenant."""
+
+    subject: str
+    role: str
+    tenant_id: str
+
+
+def _validation_failed(reason: str) -> Unauthenticated:
+    """The catch-all 401 of contract §1 with its reason."""
+    return Unauthenticated(f"Token validation failed: {reason}")
+
+
+def _missing_claim(name: str) -> Unauthenticated:
+    """The 401 for a required claim that is absent or of the wrong type."""
+    return _validation_failed(f"MissingClaim({name})")
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """True for a JSON integer; bool is an int subclass in Python but not a JWT time."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_non_empty_str(value: object) -> bool:
+    """True for a string with at least one character."""
+    return isinstance(value, str) and value != ""
+
+
+def _bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` value, or the format 401."""
+    if not authorization:
+        raise Unauthenticated(MISSING_HEADER)
+    parts = authorization.split(" ")
+    if len(parts) != 2 or parts[0].lower() != "bearer" or not parts[1]:
+        raise Unauthenticated(INVALID_HEADER_FORMAT)
+    return parts[1]
+
+
+def _unverified_header(token: str) -> dict[str, Any]:
+    """The JOSE header of a token whose header and payload decode, else `Invalid token`."""
+    parts = token.split(".")
+    if len(parts) != 3 or not parts[0] or not parts[1]:
+        raise Unauthenticated(INVALID_TOKEN)
+    try:
+        decoded = jwt.decode_complete(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError as exc:
+        raise Unauthenticated(INVALID_TOKEN) from exc
+    header: dict[str, Any] = decoded["header"]
+    return header
+
+
+def _verified_payload(token: str, secret: str) -> dict[str, Any]:
+    """The payload of an HS256 token whose signature matches the secret."""
+    try:
+        payload: dict[str, Any] = jwt.decode(
+            token,
+            key=secret.encode("utf-8"),
+            algorithms=[ALGORITHM],
+            # pyjwt's claim checks are all off: _check_claims makes them, in order.
+            options={
+                "verify_signature": True,
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "verify_aud": False,
+                "verify_iss": False,
+                "verify_sub": False,
+                "verify_jti": False,
+                "require": [],
+            },
+        )
+    except jwt.InvalidSignatureError as exc:
+        raise _validation_failed("InvalidSignature") from exc
+    except jwt.InvalidAlgorithmError as exc:
+        raise _validation_failed("InvalidAlgorithm") from exc
+    except jwt.InvalidTokenError as exc:
+        # The format step already decoded the token, so this is a defensive net only.
+        # jwt.InvalidKeyError (a bad server secret) is deliberately not caught: it is
+        # the server's fault and must surface as an internal error, not a 401.
+        raise Unauthenticated(INVALID_TOKEN) from exc
+    return payload
+
+
+def _check_audience(payload: dict[str, Any], audience: str | None) -> None:
+    """Reject `aud` unless an audience is configured, then require it to match (RFC 7519)."""
+    if "aud" not in payload:
+        if audience is not None:
+            raise _missing_claim("aud")
+        return
+    aud = payload["aud"]
+    if audience is None:
+        raise _validation_failed("InvalidAudience")
+    if isinstance(aud, str):
+        matches = aud == audience
+    elif isinstance(aud, list) and all(isinstance(item, str) for item in aud):
+        matches = audience in aud
+    else:
+        matches = False
+    if not matches:
+        raise _validation_failed("InvalidAudience")
+
+
+def _check_required_claims(payload: dict[str, Any]) -> None:
+    """Every required claim present and well typed, in a fixed order.
+
+    An absent claim and a claim of the wrong type (a float `exp`, a string `iat`, an empty
+    `sub`) both answer `MissingClaim(<name>)`: the contract has no separate reason for a bad
+    type, and to the server a claim it cannot use is a claim it does not have.
+    """
+    checks = (
+        ("sub", _is_non_empty_str),
+        ("exp", _is_int),
+        ("iat", _is_int),
+        ("iss", lambda value: isinstance(value, str)),
+        ("role", lambda value: isinstance(value, str)),
+    )
+    for name, is_valid in checks:
+        if name not in payload or not is_valid(payload[name]):
+            raise _missing_claim(name)
+    # tenant_id is optional, but once present it must be usable: a malformed tenant must
+    # never fall back to `sub` silently, or a caller could land in another tenant.
+    if "tenant_id" in payload and not _is_non_empty_str(payload["tenant_id"]):
+        raise _missing_claim("tenant_id")
+
+
+def _check_claims(
+    payload: dict[str, Any], *, issuer: str, audience: str | None, now: float
+) -> None:
+    """Expiry, issuer, audience, then required claims (module docstring, steps 5-8)."""
+    exp = payload.get("exp")
+    if _is_int(exp) and exp + LEEWAY_S <= now:
+        raise Unauthenticated(TOKEN_EXPIRED)
+    iss = payload.get("iss")
+    if isinstance(iss, str) and iss != issuer:
+        raise _validation_failed("InvalidIssuer")
+    _check_audience(payload, audience)
+    _check_required_claims(payload)
+
+
+def verify_bearer(
+    authorization: str | None,
+    *,
+    secret: str,
+    issuer: str,
+    audience: str | None = None,
+    now: float | None = None,
+) -> Principal:
+    """Checks an `Authorization` header value; raises Unauthenticated with the contract's text."""
+    token = _bearer_token(authorization)
+    header = _unverified_header(token)
+    if header.get("alg") != ALGORITHM:
+        raise _validation_failed("InvalidAlgorithm")
+    if not token.rsplit(".", 1)[1]:
+        raise Unauthenticated(INVALID_TOKEN)
+    payload = _verified_payload(token, secret)
+    _check_claims(
+        payload, issuer=issuer, audience=audience, now=time.time() if now is None else now
+    )
+    return Principal(
+        subject=payload["sub"],
+        role=payload["role"],
+        tenant_id=payload.get("tenant_id", payload["sub"]),
+    )
+
+
+def mint_token(
+    *,
+    secret: str,
+    subject: str,
+    role: str,
+    issuer: str = "vex-api",
+    tenant_id: str | None = None,
+    lifetime_s: int = 3600,
+    audience: str | None = None,
+    now: float | None = None,
+) -> str:
+    """An HS256 JWT with sub, role, iss, iat, exp (integers) and tenant_id/aud when given."""
+    # Refuse to mint what verify_bearer would refuse to accept.
+    if not subject:
+        raise ValueError("subject must be a non-empty string")
+    if tenant_id is not None and not tenant_id:
+        raise ValueError("tenant_id must be a non-empty string when given")
+    issued_at = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "role": role,
+        "iss": issuer,
+        "iat": issued_at,
+        "exp": issued_at + lifetime_s,
+    }
+    if tenant_id is not None:
+        claims["tenant_id"] = tenant_id
+    if audience is not None:
+        claims["aud"] = audience
+    return jwt.encode(claims, key=secret.encode("utf-8"), algorithm=ALGORITHM)
+
+
+def require_role(principal: Principal, allowed: Collection[str]) -> None:
+    """Raises PermissionDenied unless the caller's role is allowed; admin is always allowed."""
+    if principal.role != "admin" and principal.role not in allowed:
+        raise PermissionDenied(INSUFFICIENT_PERMISSIONS)
