@@ -1,0 +1,1 @@
+"""Execution providers: the models an agent runs on."""
