@@ -1,0 +1,87 @@
+"""The `agentq` command: serve, worker, token, migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from pydantic import ValidationError
+
+from server import logs
+from server.auth import ROLES, mint_token
+from server.db import create_db_engine, migrate
+from server.runtime import ConfigurationError, jwt_secret
+from server.settings import Settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentq", description=__doc__)
+    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gRPC service (and workers on the embedded default)")
+    serve.add_argument("--dev", action="store_true", help="development mode: make a JWT secret if none is set")
+
+    worker = commands.add_parser("worker", help="run queue workers for the Redis broker")
+    worker.add_argument("--processes", type=int, help="worker processes (AGENTQ_WORKER_PROCESSES)")
+    worker.add_argument("--threads", type=int, help="threads per process (AGENTQ_WORKER_THREADS)")
+
+    token = commands.add_parser("token", help="mint a JWT signed with VEX_JWT_SECRET")
+    token.add_argument("--sub", required=True, help="the subject (sub claim)")
+    token.add_argument("--role", default="user", help=f"the role claim, one of {', '.join(ROLES)} (default user)")
+    token.add_argument("--tenant", help="the tenant_id claim (default: the subject's own tenant)")
+    token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
+    token.add_argument("--audience", help="the aud claim (default: AGENTQ_JWT_AUDIENCE, if set)")
+
+    commands.add_parser("migrate", help="apply database migrations and exit")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `agentq` console script."""
+    args = _parser().parse_args(argv)
+    logs.configure(args.log_level)
+    try:
+        settings = Settings()
+        return _run(args, settings)
+    except (ConfigurationError, ValidationError, ValueError) as error:
+        print(f"agentq: {error}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "serve":
+        from server.serve import serve
+
+        if args.dev:
+            settings = settings.model_copy(update={"dev_mode": True})
+        asyncio.run(serve(settings))
+    elif args.command == "worker":
+        from server.serve import work
+
+        updates = {"worker_processes": args.processes, "worker_threads": args.threads}
+        settings = settings.model_copy(update={k: v for k, v in updates.items() if v})
+        work(settings)
+    elif args.command == "token":
+        if args.ttl <= 0:
+            raise ValueError("--ttl must be a positive number of seconds")
+        secret = jwt_secret(settings.model_copy(update={"dev_mode": False}))
+        print(
+            mint_token(
+                secret=secret,
+                subject=args.sub,
+                role=args.role,
+                issuer=settings.jwt_issuer,
+                tenant_id=args.tenant,
+                lifetime_s=args.ttl,
+                audience=args.audience or settings.jwt_audience,
+            )
+        )
+    elif args.command == "migrate":
+        migrate(create_db_engine(settings.database_url))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,85 @@
+"""Conversions between stored rows and agentq.v1 messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agentq.v1 import agent_pb2, job_pb2
+from server.models import Agent, Job, JobStatus
+
+_STATUS = {
+    JobStatus.PENDING: job_pb2.JOB_STATUS_PENDING,
+    JobStatus.RUNNING: job_pb2.JOB_STATUS_RUNNING,
+    JobStatus.COMPLETED: job_pb2.JOB_STATUS_COMPLETED,
+    JobStatus.FAILED: job_pb2.JOB_STATUS_FAILED,
+    JobStatus.CANCELLED: job_pb2.JOB_STATUS_CANCELLED,
+}
+
+
+def timestamp(value: datetime) -> Timestamp:
+    """A protobuf Timestamp of an aware datetime."""
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def job_status(status: JobStatus) -> job_pb2.JobStatus.ValueType:
+    """The proto enum value of a job status."""
+    return _STATUS[status]
+
+
+def agent_message(agent: Agent) -> agent_pb2.Agent:
+    """The Agent message of a stored agent."""
+    return agent_pb2.Agent(
+        id=agent.id,
+        name=agent.name,
+        role=agent.role,
+        max_depth=agent.max_depth,
+        spawn_shadow=agent.spawn_shadow,
+        generation=agent.generation,
+        fitness=agent.fitness,
+        created_at=timestamp(agent.created_at),
+    )
+
+
+def job_message(job: Job) -> job_pb2.Job:
+    """The Job message of a stored job, with its result once it has finished."""
+    message = job_pb2.Job(
+        job_id=job.id,
+        agent_id=job.agent_id,
+        status=job_status(job.job_status),
+        queued_at=timestamp(job.queued_at),
+        attempts=job.attempts,
+    )
+    if job.started_at is not None:
+        message.started_at.CopyFrom(timestamp(job.started_at))
+    if job.completed_at is not None:
+        message.completed_at.CopyFrom(timestamp(job.completed_at))
+    if job.job_status is JobStatus.FAILED and job.error is not None:
+        message.error = job.error
+    if job.job_status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        message.result.CopyFrom(_result_message(job))
+    return message
+
+
+def _result_message(job: Job) -> job_pb2.AgentJobResult:
+    assert job.completed_at is not None
+    result = job_pb2.AgentJobResult(
+        job_id=job.id,
+        agent_id=job.agent_id,
+        success=job.job_status is JobStatus.COMPLETED,
+        response=job.response or "",
+        tokens_used=job.tokens_used,
+        completed_at=timestamp(job.completed_at),
+        prompt=job.prompt,
+        context_hash=job.context_hash or "",
+        merkle_root=job.merkle_root or "",
+        verified=job.verified,
+    )
+    if job.error is not None:
+        result.error = job.error
+    if job.confidence is not None:
+        result.confidence = job.confidence
+    return result

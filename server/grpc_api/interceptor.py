@@ -1,0 +1,142 @@
+"""The one interceptor: request ids, authentication, roles, and errors as google.rpc.Status."""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from server.auth import Principal, require_role
+from server.errors import INTERNAL_MESSAGE, AgentQError, Internal, InvalidArgument, PermissionDenied, status_for
+from server.grpc_api import policy
+from server.grpc_api.context import principal_var, request_id_var
+
+log = logging.getLogger(__name__)
+
+ERROR_DOMAIN = "agentq"
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+Authenticate = Callable[[str | None], Principal]
+
+
+def status_details(error: AgentQError) -> tuple[grpc.StatusCode, bytes]:
+    """The gRPC code and serialized google.rpc.Status (ErrorInfo, BadRequest) of an error."""
+    code, reason = status_for(error)
+    status = status_pb2.Status(code=code.value[0], message=error.message)
+    info = any_pb2.Any()
+    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
+    status.details.append(info)
+    if isinstance(error, InvalidArgument):
+        bad = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        packed = any_pb2.Any()
+        packed.Pack(bad)
+        status.details.append(packed)
+    return code, status.SerializeToString()
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps every handler so no RPC runs unauthenticated and every error has one shape."""
+
+    def __init__(self, authenticate: Authenticate) -> None:
+        self._authenticate = authenticate
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        guard = _Guard(self._authenticate, method, metadata)
+        return guard.wrap(handler)
+
+
+class _Guard:
+    """The checks and error mapping around one call."""
+
+    def __init__(self, authenticate: Authenticate, method: str, metadata: dict[str, Any]) -> None:
+        self._authenticate = authenticate
+        self._method = method
+        self._metadata = metadata
+
+    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        kwargs = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), **kwargs)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream), **kwargs)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary), **kwargs)
+        return grpc.stream_stream_rpc_method_handler(self._stream(handler.stream_stream), **kwargs)
+
+    def _unary(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                self._admit(context)
+                return await behavior(request, context)
+            except Exception as error:
+                await self._abort(context, error)
+
+        return guarded
+
+    def _stream(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                self._admit(context)
+                async for response in behavior(request, context):
+                    yield response
+            except Exception as error:
+                await self._abort(context, error)
+
+        return guarded
+
+    def _admit(self, context: grpc.aio.ServicerContext) -> None:
+        sent = self._metadata.get("x-request-id")
+        request_id = sent if isinstance(sent, str) and _SANE_REQUEST_ID.fullmatch(sent) else None
+        request_id_var.set(request_id or str(uuid.uuid4()))
+        if self._method in policy.PUBLIC:
+            return
+        principal = self._authenticate(self._metadata.get("authorization"))
+        if self._method not in policy.ROLES:
+            # Fail closed: a method nobody listed is nobody's.
+            raise PermissionDenied("Insufficient permissions")
+        allowed = policy.ROLES[self._method]
+        if allowed is not None:
+            require_role(principal, allowed)
+        principal_var.set(principal)
+
+    async def _abort(self, context: grpc.aio.ServicerContext, error: Exception) -> None:
+        if isinstance(error, grpc.aio.AbortError):
+            raise error
+        if not isinstance(error, AgentQError):
+            log.error(
+                "unexpected error in %s (request %s)", self._method, request_id_var.get(),
+                exc_info=error,
+            )
+            error = Internal(INTERNAL_MESSAGE)
+        code, details = status_details(error)
+        await context.abort(
+            code,
+            error.message,
+            trailing_metadata=(
+                ("grpc-status-details-bin", details),
+                ("x-request-id", request_id_var.get()),
+            ),
+        )

@@ -1,0 +1,135 @@
+"""SQLAlchemy models of agents and jobs: the database is the source of truth."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores UTC; always hands back an aware UTC datetime (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored")
+        value = value.astimezone(UTC)
+        # SQLite compares timestamps as text, so every value must share one format.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class JobStatus(enum.StrEnum):
+    """The states of a job (contract §4)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the states a job never leaves."""
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Base(DeclarativeBase):
+    """Declarative base with stable constraint names, so migrations can refer to them."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+            "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+
+
+class Agent(Base):
+    """A stored agent of one tenant."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(500))
+    max_depth: Mapped[int] = mapped_column(Integer)
+    spawn_shadow: Mapped[bool] = mapped_column(Boolean)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    fitness: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Job(Base):
+    """One queued execution of an agent, its run state and, once finished, its result."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # The recovery sweeper scans by state and time; these keep it off a full scan.
+        Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
+        Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.id"), index=True)
+    status: Mapped[JobStatus] = mapped_column(String(16))
+    prompt: Mapped[str] = mapped_column(Text)
+    context_id: Mapped[str | None] = mapped_column(Text)
+    enable_adversarial: Mapped[bool] = mapped_column(Boolean)
+    enable_self_correction: Mapped[bool] = mapped_column(Boolean)
+    max_debate_rounds: Mapped[int] = mapped_column(Integer)
+
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    queued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Earliest time the next attempt may start (retry backoff).
+    next_run_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # When the newest queue message for this job is due; a pending job whose
+    # message is long overdue is enqueued again.
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # While running: the attempt's token and how long its worker may take.
+    run_token: Mapped[str | None] = mapped_column(String(36))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The latest attempt's error, kept while a retry is pending.
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    error: Mapped[str | None] = mapped_column(Text)
+    response: Mapped[str | None] = mapped_column(Text)
+    tokens_used: Mapped[int] = mapped_column(Integer, default=0)
+    context_hash: Mapped[str | None] = mapped_column(String(64))
+    merkle_root: Mapped[str | None] = mapped_column(String(64))
+    verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    confidence: Mapped[float | None] = mapped_column(Float)
+
+    @property
+    def job_status(self) -> JobStatus:
+        """The status as the enum (the column holds its string)."""
+        return JobStatus(self.status)

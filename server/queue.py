@@ -1,0 +1,77 @@
+"""The job queue: a Dramatiq broker (Redis, or in-process) and the one actor that runs jobs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import dramatiq
+from dramatiq.brokers.redis import RedisBroker
+from dramatiq.brokers.stub import StubBroker
+
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+QUEUE_NAME = "agentq_jobs"
+ACTOR_NAME = "run_job"
+
+
+class JobQueue(Protocol):
+    """Sends a job's id to the workers, now or after a delay."""
+
+    def enqueue(self, job_id: str, *, delay_s: float = 0.0) -> None: ...
+
+
+def build_broker(settings: Settings) -> dramatiq.Broker:
+    """Redis when a Redis URL is configured, else an in-process broker; made global."""
+    broker: dramatiq.Broker
+    if settings.redis_url:
+        broker = RedisBroker(
+            url=settings.redis_url,
+            namespace=settings.redis_namespace,
+            # A dead worker's unacknowledged messages return to the queue after
+            # this long; the database sweeper covers the jobs themselves sooner.
+            heartbeat_timeout=int(settings.broker_heartbeat_timeout_s * 1000),
+        )
+    else:
+        broker = StubBroker()
+    dramatiq.set_broker(broker)
+    return broker
+
+
+def declare_job_actor(
+    broker: dramatiq.Broker, run: Callable[[str], None], *, time_limit_s: float
+) -> dramatiq.Actor[[str], None]:
+    """Register the actor that runs one job by id; it delegates to `run`."""
+
+    def run_job(job_id: str) -> None:
+        run(job_id)
+
+    return dramatiq.actor(
+        run_job,
+        broker=broker,
+        actor_name=ACTOR_NAME,
+        queue_name=QUEUE_NAME,
+        # Attempts are counted in the database, where a lost worker still
+        # counts; the runner re-sends a retry with its backoff as a delay.
+        max_retries=0,
+        # A backstop only: the runner ends an attempt at the job time limit.
+        time_limit=int(time_limit_s * 1000),
+    )
+
+
+class DramatiqJobQueue:
+    """JobQueue over a Dramatiq broker, sending messages to the job actor by name."""
+
+    def __init__(self, broker: dramatiq.Broker) -> None:
+        self._broker = broker
+
+    def enqueue(self, job_id: str, *, delay_s: float = 0.0) -> None:
+        """Send one message for the job."""
+        message: dramatiq.Message[None] = dramatiq.Message(
+            queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
+        )
+        delay_ms = int(delay_s * 1000)
+        self._broker.enqueue(message, delay=delay_ms if delay_ms > 0 else None)

@@ -1,0 +1,119 @@
+"""The recovery sweeper: finds jobs whose message or worker was lost and runs them again."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from server.clock import Clock, utc_now
+from server.models import Job, JobStatus
+from server.queue import JobQueue
+from server.runner import RetryPolicy
+from server.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+class Recovery:
+    """One sweep at a time; any number of processes may sweep, transitions are CAS."""
+
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        queue: JobQueue,
+        policy: RetryPolicy,
+        *,
+        requeue_after_s: float,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._uow = uow
+        self._queue = queue
+        self._policy = policy
+        self._requeue_after = timedelta(seconds=requeue_after_s)
+        self._clock = clock
+
+    def sweep(self) -> int:
+        """Recover lost runs and re-send overdue messages; returns how many jobs it touched."""
+        return self._recover_lost_runs() + self._resend_overdue()
+
+    def _recover_lost_runs(self) -> int:
+        now = self._clock()
+        recovered = 0
+        with self._uow() as uow:
+            lost = list(uow.jobs.lost_runs(now=now, limit=BATCH))
+            retry: list[str] = []
+            for job in lost:
+                if self._give_back(uow, job, now):
+                    recovered += 1
+                    if job.attempts < self._policy.max_attempts:
+                        retry.append(job.id)
+            uow.commit()
+        for job_id in retry:
+            self._queue.enqueue(job_id)
+        if recovered:
+            log.warning("recovered %d jobs whose worker was lost", recovered)
+        return recovered
+
+    def _give_back(self, uow: UnitOfWork, job: Job, now: object) -> bool:
+        assert job.run_token is not None
+        message = (
+            f"Attempt {job.attempts} was lost: its worker stopped or it ran past "
+            f"the time limit of {self._policy.time_limit_s:g}s"
+        )
+        if job.attempts >= self._policy.max_attempts:
+            values = {
+                "status": JobStatus.FAILED,
+                "completed_at": now,
+                "error": message,
+                "last_error": message,
+                "response": "",
+            }
+        else:
+            values = {
+                "status": JobStatus.PENDING,
+                "next_run_at": now,
+                "enqueued_at": now,
+                "last_error": message,
+            }
+        return uow.jobs.finish_attempt(job.id, token=job.run_token, values=values)
+
+    def _resend_overdue(self) -> int:
+        now = self._clock()
+        resend: list[str] = []
+        with self._uow() as uow:
+            for job in uow.jobs.overdue_pending(before=now - self._requeue_after, limit=BATCH):
+                if uow.jobs.mark_enqueued(job.id, previous=job.enqueued_at, due=now):
+                    resend.append(job.id)
+            uow.commit()
+        for job_id in resend:
+            self._queue.enqueue(job_id)
+        if resend:
+            log.warning("re-sent %d pending jobs whose message was overdue", len(resend))
+        return len(resend)
+
+
+class RecoveryThread(threading.Thread):
+    """Runs sweeps every `interval_s` until stopped; a failed sweep is logged, not fatal."""
+
+    def __init__(self, recovery: Recovery, *, interval_s: float) -> None:
+        super().__init__(name="agentq-recovery", daemon=True)
+        self._recovery = recovery
+        self._interval_s = interval_s
+        self._stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self._recovery.sweep()
+            except Exception:
+                log.exception("recovery sweep failed; trying again in %.1fs", self._interval_s)
+            self._stopped.wait(self._interval_s)
+
+    def stop(self) -> None:
+        """Ask the thread to end after its current sweep."""
+        self._stopped.set()
+        self.join(timeout=10)

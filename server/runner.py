@@ -1,0 +1,167 @@
+"""Running one job attempt on a worker: claim, call the provider, record the outcome."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from server.clock import Clock, utc_now
+from server.models import Agent, Job, JobStatus
+from server.proof import context_hash, merkle_root
+from server.providers.base import Completion, Provider, ProviderError
+from server.queue import JobQueue
+from server.unit_of_work import UnitOfWork
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how soon a failed attempt is tried again, and how long one may run."""
+
+    max_attempts: int = 3
+    backoff_s: float = 1.0
+    backoff_max_s: float = 60.0
+    time_limit_s: float = 120.0
+    lease_grace_s: float = 15.0
+
+    def delay_after(self, attempt: int) -> float:
+        """Exponential backoff: base, 2 x base, 4 x base, ... capped."""
+        return float(min(self.backoff_max_s, self.backoff_s * 2 ** (attempt - 1)))
+
+    @property
+    def lease_s(self) -> float:
+        """How long a running attempt may go before it is taken for lost."""
+        return self.time_limit_s + self.lease_grace_s
+
+
+class JobRunner:
+    """Runs job attempts. Idempotent per message: only a successful claim runs."""
+
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        provider: Provider,
+        queue: JobQueue,
+        policy: RetryPolicy,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._uow = uow
+        self._provider = provider
+        self._queue = queue
+        self._policy = policy
+        self._clock = clock
+
+    def run(self, job_id: str) -> None:
+        """Handle one queue message for a job."""
+        claimed = self._claim(job_id)
+        if claimed is None:
+            return
+        job, agent, token = claimed
+        if agent is None:
+            self._fail(job, token, "Agent not found", tokens=0)
+            return
+        started = time.monotonic()
+        try:
+            completion = self._provider.complete(
+                system=agent.role, prompt=job.prompt, timeout_s=self._policy.time_limit_s
+            )
+        except ProviderError as error:
+            self._after_error(job, token, error.message, error.retryable, error.tokens_used)
+            return
+        except Exception:
+            log.exception("provider raised unexpectedly on job %s", job_id)
+            self._after_error(job, token, "Provider failed unexpectedly", True, 0)
+            return
+        if time.monotonic() - started > self._policy.time_limit_s:
+            message = f"Job exceeded its time limit of {self._policy.time_limit_s:g}s"
+            self._after_error(job, token, message, True, completion.tokens_used)
+            return
+        self._complete(job, agent, token, completion)
+
+    def _claim(self, job_id: str) -> tuple[Job, Agent | None, str] | None:
+        now = self._clock()
+        token = str(uuid.uuid4())
+        lease_until = now + timedelta(seconds=self._policy.lease_s)
+        with self._uow() as uow:
+            if not uow.jobs.claim(job_id, now=now, token=token, lease_until=lease_until):
+                job = uow.jobs.get(job_id)
+                early = job is not None and job.job_status is JobStatus.PENDING
+                delay = (job.next_run_at - now).total_seconds() if early and job else 0.0
+                uow.commit()
+                if early and delay > 0:
+                    # The message came before the backoff ended: send it back for later.
+                    self._queue.enqueue(job_id, delay_s=delay)
+                return None
+            job = uow.jobs.get(job_id)
+            if job is None:  # pragma: no cover - the row was claimed in this transaction
+                raise RuntimeError(f"claimed job {job_id} vanished")
+            agent = uow.agents.get(job.agent_id)
+            uow.commit()
+        log.info("job %s attempt %d started", job_id, job.attempts)
+        return job, agent, token
+
+    def _complete(self, job: Job, agent: Agent, token: str, completion: Completion) -> None:
+        digest = context_hash(
+            agent_id=agent.id, role=agent.role, prompt=job.prompt, response=completion.text
+        )
+        self._finish(
+            job,
+            token,
+            {
+                "status": JobStatus.COMPLETED,
+                "completed_at": self._clock(),
+                "response": completion.text,
+                "tokens_used": job.tokens_used + completion.tokens_used,
+                "context_hash": digest,
+                "merkle_root": merkle_root([digest]),
+                "error": None,
+            },
+        )
+
+    def _after_error(
+        self, job: Job, token: str, message: str, retryable: bool, tokens: int
+    ) -> None:
+        if not retryable or job.attempts >= self._policy.max_attempts:
+            self._fail(job, token, message, tokens=tokens)
+            return
+        delay = self._policy.delay_after(job.attempts)
+        due = self._clock() + timedelta(seconds=delay)
+        values = {
+            "status": JobStatus.PENDING,
+            "next_run_at": due,
+            "enqueued_at": due,
+            "last_error": message,
+            "tokens_used": job.tokens_used + tokens,
+        }
+        if self._finish(job, token, values):
+            log.info("job %s attempt %d failed (%s); retry in %.1fs", job.id, job.attempts, message, delay)
+            self._queue.enqueue(job.id, delay_s=delay)
+
+    def _fail(self, job: Job, token: str, message: str, *, tokens: int) -> None:
+        values = {
+            "status": JobStatus.FAILED,
+            "completed_at": self._clock(),
+            "error": message,
+            "last_error": message,
+            "response": "",
+            "tokens_used": job.tokens_used + tokens,
+        }
+        self._finish(job, token, values)
+
+    def _finish(self, job: Job, token: str, values: dict[str, Any]) -> bool:
+        with self._uow() as uow:
+            won = uow.jobs.finish_attempt(job.id, token=token, values=values)
+            uow.commit()
+        if not won:
+            # The lease ran out and recovery gave the job to another attempt.
+            log.warning("job %s attempt %d lost its claim; outcome dropped", job.id, job.attempts)
+        else:
+            log.info("job %s attempt %d -> %s", job.id, job.attempts, values["status"])
+        return won

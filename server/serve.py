@@ -1,0 +1,95 @@
+"""The long-running processes: `agentq serve` and `agentq worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import signal
+import sys
+
+from server.auth import mint_token
+from server.grpc_api.blocking import Blocking
+from server.grpc_api.server import create_grpc_server, mark_serving
+from server.runtime import authenticator, build_runtime, jwt_secret
+from server.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _print_dev_banner(settings: Settings, secret: str) -> None:
+    token = mint_token(secret=secret, subject="dev", role="admin", issuer=settings.jwt_issuer)
+    print(
+        "agentq is in development mode with a secret made for this run.\n"
+        f"  export VEX_JWT_SECRET='{secret}'\n"
+        "  agentq token --sub you --role user     # mint a token with it\n"
+        f"An admin token valid for one hour:\n  {token}\n",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """Serve gRPC until SIGINT/SIGTERM, with in-process workers unless Redis is configured."""
+    secret = jwt_secret(settings)
+    runtime = build_runtime(settings)
+    if settings.redis_url is None:
+        runtime.start_workers(settings.worker_threads)
+    runtime.start_recovery()
+    blocking = Blocking(settings.server_threads)
+    server, port = create_grpc_server(
+        runtime.services, authenticator(settings, secret), blocking, address=settings.grpc_addr
+    )
+    await server.start()
+    await mark_serving(server)
+    if settings.jwt_secret is None or secret != settings.jwt_secret.get_secret_value():
+        _print_dev_banner(settings, secret)
+    mode = "with Redis" if settings.redis_url else "embedded, with in-process workers"
+    log.info("agentq gRPC listening on port %d (%s, %s)", port, settings.db_type, mode)
+    print(f"agentq gRPC listening on port {port}", flush=True)
+    await _until_signalled()
+    log.info("shutting down")
+    await server.stop(grace=5)
+    blocking.close()
+    runtime.close()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+
+def work(settings: Settings) -> None:
+    """Run Dramatiq worker processes against the Redis broker until signalled."""
+    if settings.redis_url is None:
+        raise SystemExit("agentq worker needs AGENTQ_REDIS_URL: without it `agentq serve` runs the workers")
+    children = [
+        multiprocessing.get_context("spawn").Process(target=_work_one, args=(settings,))
+        for _ in range(settings.worker_processes - 1)
+    ]
+    for child in children:
+        child.start()
+    try:
+        _work_one(settings)
+    finally:
+        for child in children:
+            child.terminate()
+        for child in children:
+            child.join(timeout=30)
+
+
+def _work_one(settings: Settings) -> None:
+    runtime = build_runtime(settings)
+    runtime.start_workers(settings.worker_threads)
+    runtime.start_recovery()
+    log.info("agentq worker running %d threads", settings.worker_threads)
+    print("agentq worker ready", flush=True)
+    stopped = asyncio.Event()
+    try:
+        asyncio.run(_until_signalled())
+    finally:
+        del stopped
+        runtime.close()

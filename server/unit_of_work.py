@@ -1,0 +1,60 @@
+"""The unit of work: one transaction per RPC and per worker message."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol, Self
+
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from server.errors import Unavailable
+from server.repository import AgentRepository, JobRepository
+
+
+class UnitOfWork(Protocol):
+    """What the service layer needs: repositories and one commit."""
+
+    agents: AgentRepository
+    jobs: JobRepository
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
+
+
+class SqlUnitOfWork:
+    """A session for the span of a `with` block; rolled back unless committed."""
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def __enter__(self) -> Self:
+        self._session = self._sessions()
+        self.agents = AgentRepository(self._session)
+        self.jobs = JobRepository(self._session)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # close() ends an uncommitted transaction by rolling it back, but unlike
+        # rollback() it leaves loaded rows readable for the caller.
+        self._session.close()
+        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
+            # A dropped or refused connection: the client may retry later.
+            raise Unavailable("Database unavailable") from exc
+
+    def commit(self) -> None:
+        """Make everything staged in this unit of work durable."""
+        self._session.commit()
