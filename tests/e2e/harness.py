@@ -1,0 +1,212 @@
+"""Real agentq processes for end-to-end tests: a gRPC server on port 0, workers, clients."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from agentq.v1 import agent_service_pb2 as agents_pb
+from agentq.v1 import agent_service_pb2_grpc as agents_grpc
+from agentq.v1 import job_pb2
+from agentq.v1 import job_service_pb2 as jobs_pb
+from agentq.v1 import job_service_pb2_grpc as jobs_grpc
+from server.auth import mint_token
+from server.grpc_api.blocking import Blocking
+from server.grpc_api.server import create_grpc_server, mark_serving
+from server.runtime import Runtime, authenticator, build_runtime
+from server.settings import Settings
+
+SECRET = "e2e-secret-that-is-long-enough-for-hs256-0123456789"
+FINISHED = (job_pb2.JOB_STATUS_COMPLETED, job_pb2.JOB_STATUS_FAILED, job_pb2.JOB_STATUS_CANCELLED)
+
+
+def settings_for(**overrides: Any) -> Settings:
+    """Test settings: fixed secret, a free port, fast timings; overrides win."""
+    values: dict[str, Any] = {
+        "jwt_secret": SECRET,
+        "grpc_addr": "127.0.0.1:0",
+        "builtin_latency_ms": 0,
+        "recovery_interval_s": 0.5,
+        "retry_backoff_s": 0.1,
+        "server_threads": 8,
+        "worker_threads": 4,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def env_for(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process the same settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTQ_")}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        key = "VEX_JWT_SECRET" if name == "jwt_secret" else f"AGENTQ_{name.upper()}"
+        env[key] = str(value)
+    return env
+
+
+def token(sub: str = "alice", *, role: str = "user", tenant: str | None = None) -> str:
+    """A valid token for the test secret."""
+    return mint_token(secret=SECRET, subject=sub, role=role, tenant_id=tenant)
+
+
+@dataclass
+class Client:
+    """Sync gRPC stubs with one caller's token."""
+
+    channel: grpc.Channel
+    bearer: str | None
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return () if self.bearer is None else (("authorization", f"Bearer {self.bearer}"),)
+
+    def create_agent(self, **fields: Any) -> Any:
+        fields.setdefault("name", "helper")
+        fields.setdefault("role", "You are a helpful assistant.")
+        stub = agents_grpc.AgentServiceStub(self.channel)
+        request = agents_pb.CreateAgentRequest(**fields)
+        return stub.CreateAgent(request, metadata=self.metadata, timeout=10).agent
+
+    def get_agent(self, agent_id: str) -> Any:
+        stub = agents_grpc.AgentServiceStub(self.channel)
+        request = agents_pb.GetAgentRequest(agent_id=agent_id)
+        return stub.GetAgent(request, metadata=self.metadata, timeout=10).agent
+
+    def execute(self, agent_id: str, prompt: str = "What is 2+2?", **fields: Any) -> Any:
+        stub = agents_grpc.AgentServiceStub(self.channel)
+        request = agents_pb.ExecuteRequest(agent_id=agent_id, prompt=prompt, **fields)
+        return stub.Execute(request, metadata=self.metadata, timeout=10)
+
+    def get_job(self, job_id: str) -> Any:
+        stub = jobs_grpc.JobServiceStub(self.channel)
+        return stub.GetJob(jobs_pb.GetJobRequest(job_id=job_id), metadata=self.metadata, timeout=10).job
+
+    def wait_finished(self, job_id: str, *, timeout_s: float = 30) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            job = self.get_job(job_id)
+            if job.status in FINISHED:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} still {job.status} after {timeout_s}s")
+            time.sleep(0.02)
+
+
+class ServerThread:
+    """An agentq gRPC server (with its runtime) on its own event loop in a thread."""
+
+    def __init__(self, settings: Settings, *, in_process_workers: bool) -> None:
+        self.settings = settings
+        self._in_process_workers = in_process_workers
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.port = 0
+        self.runtime: Runtime
+
+    def start(self) -> ServerThread:
+        self.runtime = build_runtime(self.settings)
+        if self._in_process_workers:
+            self.runtime.start_workers(self.settings.worker_threads)
+        self.runtime.start_recovery()
+        self._blocking = Blocking(self.settings.server_threads)
+        self._thread.start()
+        self._server, self.port = self._call(self._create())
+        return self
+
+    async def _create(self) -> tuple[grpc.aio.Server, int]:
+        server, port = create_grpc_server(
+            self.runtime.services,
+            authenticator(self.settings, SECRET),
+            self._blocking,
+            address=self.settings.grpc_addr,
+        )
+        await server.start()
+        await mark_serving(server)
+        return server, port
+
+    def _call(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)
+
+    @contextmanager
+    def client(self, bearer: str | None = None) -> Iterator[Client]:
+        channel = grpc.insecure_channel(f"127.0.0.1:{self.port}")
+        try:
+            yield Client(channel, bearer)
+        finally:
+            channel.close()
+
+    def stop(self) -> None:
+        self._call(self._server.stop(grace=1))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._blocking.close()
+        self.runtime.close()
+
+
+@contextmanager
+def running_server(settings: Settings, *, in_process_workers: bool) -> Iterator[ServerThread]:
+    """A started ServerThread, stopped on exit."""
+    server = ServerThread(settings, in_process_workers=in_process_workers).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class WorkerProcess:
+    """`agentq worker` in a child process, as an operator would run it."""
+
+    def __init__(self, settings: Settings, *, threads: int = 4) -> None:
+        command = [sys.executable, "-m", "server.cli", "worker", "--threads", str(threads)]
+        self.process = subprocess.Popen(
+            command,
+            env=env_for(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._lines: list[str] = []
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(timeout=60):
+            self.stop()
+            raise AssertionError("worker did not start:\n" + self.output)
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.append(line)
+            if "agentq worker ready" in line:
+                self._ready.set()
+
+    @property
+    def output(self) -> str:
+        return "".join(self._lines)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up, as when a machine dies."""
+        self.process.kill()
+        self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)

@@ -1,0 +1,237 @@
+"""Every auth, tenant and validation rule over real gRPC: exact code, message and details."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import jwt
+import pytest
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from sqlalchemy import func, select
+
+from server.models import Agent, Job
+from tests.e2e.harness import SECRET, ServerThread, token
+
+
+def _error(call: grpc.RpcError) -> tuple[grpc.StatusCode, str, str, list[tuple[str, str]]]:
+    """Code, message, ErrorInfo reason and BadRequest violations of a failed call."""
+    status = rpc_status.from_call(call)  # type: ignore[arg-type]
+    assert status is not None, "the error carries no google.rpc.Status"
+    reason, violations = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            assert info.domain == "agentq"
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = [(v.field, v.description) for v in bad.field_violations]
+    return call.code(), call.details(), reason, violations
+
+
+def _count(server: ServerThread, model: type[Agent] | type[Job]) -> int:
+    with server.runtime.engine.connect() as connection:
+        return int(connection.execute(select(func.count()).select_from(model)).scalar_one())
+
+
+def _signed(claims: dict[str, object], *, secret: str = SECRET, alg: str = "HS256") -> str:
+    return jwt.encode(claims, secret, algorithm=alg)
+
+
+def _claims(**changes: object) -> dict[str, object]:
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": "alice", "role": "user", "iss": "vex-api", "iat": now, "exp": now + 600}
+    claims.update(changes)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+BAD_CREDENTIALS = [
+    (None, "Missing Authorization header"),
+    ("Basic abc", "Invalid Authorization header format"),
+    ("Bearer", "Invalid Authorization header format"),
+    ("Bearer not-a-jwt", "Invalid token"),
+    ("Bearer " + _signed(_claims(exp=int(time.time()) - 3600)), "Token expired"),
+    ("Bearer " + _signed(_claims(), secret="another-secret-" + "x" * 32), "Token validation failed: InvalidSignature"),
+    ("Bearer " + _signed(_claims(iss="someone-else")), "Token validation failed: InvalidIssuer"),
+    ("Bearer " + _signed(_claims(aud="elsewhere")), "Token validation failed: InvalidAudience"),
+    ("Bearer " + _signed(_claims(), alg="HS512"), "Token validation failed: InvalidAlgorithm"),
+    ("Bearer " + _signed(_claims(role=None)), "Token validation failed: MissingClaim(role)"),
+    ("Bearer " + _signed(_claims(sub=None)), "Token validation failed: MissingClaim(sub)"),
+]
+
+
+@pytest.mark.parametrize(("header", "message"), BAD_CREDENTIALS)
+def test_bad_credentials_are_unauthenticated_with_the_contract_message(
+    embedded: ServerThread, header: str | None, message: str
+) -> None:
+    with embedded.client() as client:
+        metadata = () if header is None else (("authorization", header),)
+        stub_call = client.channel.unary_unary(
+            "/agentq.v1.AgentService/CreateAgent",
+            request_serializer=lambda r: r.SerializeToString(),
+            response_deserializer=lambda b: b,
+        )
+        from agentq.v1 import agent_service_pb2
+
+        with pytest.raises(grpc.RpcError) as raised:
+            stub_call(
+                agent_service_pb2.CreateAgentRequest(name="x", role="abc"),
+                metadata=metadata,
+                timeout=10,
+            )
+    assert _error(raised.value)[:3] == (grpc.StatusCode.UNAUTHENTICATED, message, "UNAUTHORIZED")
+    assert _count(embedded, Agent) == 0
+
+
+def test_an_agent_role_may_execute_but_not_create_agents(embedded: ServerThread) -> None:
+    with embedded.client(token("owner")) as owner:
+        agent = owner.create_agent()
+    with embedded.client(token("owner", role="agent")) as caller:
+        with pytest.raises(grpc.RpcError) as raised:
+            caller.create_agent()
+        assert _error(raised.value)[:3] == (
+            grpc.StatusCode.PERMISSION_DENIED,
+            "Insufficient permissions",
+            "FORBIDDEN",
+        )
+        assert caller.execute(agent.id).response.startswith("Job queued: ")
+    assert _count(embedded, Agent) == 1
+
+
+def test_an_unknown_role_is_forbidden_everywhere(embedded: ServerThread) -> None:
+    with embedded.client(token("eve", role="viewer")) as client:
+        with pytest.raises(grpc.RpcError) as raised:
+            client.get_job("6f1c2a4e-0000-4000-8000-000000000000")
+    assert _error(raised.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "Insufficient permissions")
+
+
+def test_another_tenants_agent_and_job_answer_like_ids_that_do_not_exist(
+    embedded: ServerThread,
+) -> None:
+    with embedded.client(token("alice")) as alice:
+        agent = alice.create_agent()
+        job_id = alice.execute(agent.id).job_id
+    with embedded.client(token("bob")) as bob:
+        for call, message in [
+            (lambda: bob.get_agent(agent.id), "Agent not found"),
+            (lambda: bob.execute(agent.id), "Agent not found"),
+            (lambda: bob.get_job(job_id), f"Job {job_id} not found"),
+        ]:
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            assert _error(raised.value)[:3] == (grpc.StatusCode.NOT_FOUND, message, "NOT_FOUND")
+    assert _count(embedded, Job) == 1
+
+
+def test_the_tenant_claim_groups_subjects_into_one_tenant(embedded: ServerThread) -> None:
+    with embedded.client(token("alice", tenant="acme")) as alice:
+        agent = alice.create_agent()
+    with embedded.client(token("bob", tenant="acme")) as bob:
+        assert bob.get_agent(agent.id).id == agent.id
+
+
+def test_invalid_agent_fields_are_all_reported_and_nothing_is_stored(embedded: ServerThread) -> None:
+    with embedded.client(token()) as client:
+        with pytest.raises(grpc.RpcError) as raised:
+            client.create_agent(name="bad!name", role="ab", max_depth=11)
+    code, message, reason, violations = _error(raised.value)
+    assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR")
+    assert message == "Invalid name: only letters, digits, spaces, '-' and '_' are allowed"
+    assert violations == [
+        ("name", "Invalid name: only letters, digits, spaces, '-' and '_' are allowed"),
+        ("role", "Invalid role: must be 3 to 500 characters after trimming"),
+        ("max_depth", "max_depth exceeds safety limit of 10"),
+    ]
+    assert _count(embedded, Agent) == 0
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "message"),
+    [
+        ({"prompt": "   "}, "prompt", "Invalid prompt: must be 1 to 50000 characters after trimming"),
+        ({"prompt": "x" * 50_001}, "prompt", "Invalid prompt: must be 1 to 50000 characters after trimming"),
+        ({"max_debate_rounds": 0}, "max_debate_rounds", "Invalid max_debate_rounds: must be between 1 and 10"),
+        ({"max_debate_rounds": 11}, "max_debate_rounds", "Invalid max_debate_rounds: must be between 1 and 10"),
+    ],
+)
+def test_invalid_execute_fields_store_no_job(
+    embedded: ServerThread, fields: dict[str, object], field: str, message: str
+) -> None:
+    with embedded.client(token()) as client:
+        agent = client.create_agent()
+        fields.setdefault("prompt", "hello")
+        prompt = fields.pop("prompt")
+        with pytest.raises(grpc.RpcError) as raised:
+            client.execute(agent.id, prompt=prompt, **fields)
+    assert _error(raised.value) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        message,
+        "VALIDATION_ERROR",
+        [(field, message)],
+    )
+    assert _count(embedded, Job) == 0
+
+
+def test_ids_that_are_not_uuids_are_invalid_arguments(embedded: ServerThread) -> None:
+    with embedded.client(token()) as client:
+        for call, field in [
+            (lambda: client.get_agent("nope"), "agent_id"),
+            (lambda: client.execute("nope"), "agent_id"),
+            (lambda: client.get_job("nope"), "job_id"),
+        ]:
+            with pytest.raises(grpc.RpcError) as raised:
+                call()
+            message = f"Invalid {field}: must be a UUID"
+            assert _error(raised.value) == (
+                grpc.StatusCode.INVALID_ARGUMENT,
+                message,
+                "VALIDATION_ERROR",
+                [(field, message)],
+            )
+
+
+def test_uppercase_ids_find_the_same_agent(embedded: ServerThread) -> None:
+    with embedded.client(token()) as client:
+        agent = client.create_agent()
+        assert client.get_agent(agent.id.upper()).id == agent.id
+
+
+def test_health_answers_without_a_token(embedded: ServerThread) -> None:
+    with embedded.client() as client:
+        stub = health_pb2_grpc.HealthStub(client.channel)
+        for service in ("", "agentq.v1.AgentService", "agentq.v1.JobService"):
+            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_services_to_an_authenticated_caller(embedded: ServerThread) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    with embedded.client(token()) as client:
+        stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+        replies = list(stub.ServerReflectionInfo(iter([request]), metadata=client.metadata, timeout=10))
+        names = {s.name for s in replies[0].list_services_response.service}
+        assert {"agentq.v1.AgentService", "agentq.v1.JobService"} <= names
+        with pytest.raises(grpc.RpcError) as raised:
+            list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+    assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_every_error_echoes_the_callers_request_id(embedded: ServerThread) -> None:
+    with embedded.client() as client:
+        from agentq.v1 import job_service_pb2, job_service_pb2_grpc
+
+        stub = job_service_pb2_grpc.JobServiceStub(client.channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.GetJob(
+                job_service_pb2.GetJobRequest(job_id="x"),
+                metadata=(("x-request-id", "req-123"),),
+                timeout=10,
+            )
+    assert ("x-request-id", "req-123") in list(raised.value.trailing_metadata())
