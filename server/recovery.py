@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from server.clock import Clock, utc_now
 from server.models import Job, JobStatus
@@ -52,13 +52,12 @@ class Recovery:
                     if job.attempts < self._policy.max_attempts:
                         retry.append(job.id)
             uow.commit()
-        for job_id in retry:
-            self._queue.enqueue(job_id)
+        self._send(retry)
         if recovered:
             log.warning("recovered %d jobs whose worker was lost", recovered)
         return recovered
 
-    def _give_back(self, uow: UnitOfWork, job: Job, now: object) -> bool:
+    def _give_back(self, uow: UnitOfWork, job: Job, now: datetime) -> bool:
         assert job.run_token is not None
         message = (
             f"Attempt {job.attempts} was lost: its worker stopped or it ran past "
@@ -89,11 +88,18 @@ class Recovery:
                 if uow.jobs.mark_enqueued(job.id, previous=job.enqueued_at, due=now):
                     resend.append(job.id)
             uow.commit()
-        for job_id in resend:
-            self._queue.enqueue(job_id)
+        self._send(resend)
         if resend:
             log.warning("re-sent %d pending jobs whose message was overdue", len(resend))
         return len(resend)
+
+    def _send(self, job_ids: list[str]) -> None:
+        for job_id in job_ids:
+            try:
+                self._queue.enqueue(job_id)
+            except Exception:
+                # Still pending in the database: the next overdue sweep sends it.
+                log.warning("could not enqueue job %s; will retry", job_id, exc_info=True)
 
 
 class RecoveryThread(threading.Thread):

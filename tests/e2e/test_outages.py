@@ -1,0 +1,60 @@
+"""Dependencies going away: a clear UNAVAILABLE, and no acknowledged job ever lost."""
+
+from __future__ import annotations
+
+import grpc
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from agentq.v1 import job_pb2
+from server.settings import Settings
+from tests.e2e.harness import WorkerProcess, running_server, token
+
+
+def _admin_conninfo(database_url: str) -> tuple[str, str]:
+    url = make_url(database_url)
+    admin = url.set(drivername="postgresql", database="postgres")
+    return admin.render_as_string(hide_password=False), str(url.database)
+
+
+def test_a_database_outage_is_unavailable_not_internal(scaled_settings: Settings) -> None:
+    conninfo, name = _admin_conninfo(scaled_settings.database_url)
+    with running_server(scaled_settings, in_process_workers=False) as server, server.client(
+        token()
+    ) as client:
+        agent = client.create_agent()
+        with psycopg.connect(conninfo, autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+            )
+            try:
+                with pytest.raises(grpc.RpcError) as raised:
+                    client.get_agent(agent.id)
+            finally:
+                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert raised.value.details() == "Database unavailable"
+        # Once the database is back, so is the service.
+        assert client.get_agent(agent.id).id == agent.id
+
+
+def test_a_job_acknowledged_while_the_broker_was_down_still_runs(scaled_settings: Settings) -> None:
+    # Nothing listens on port 1: every send to this "broker" fails.
+    dead_broker = scaled_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    with running_server(dead_broker, in_process_workers=False) as server, server.client(
+        token()
+    ) as client:
+        agent = client.create_agent()
+        ack = client.execute(agent.id)
+        assert ack.response == f"Job queued: {ack.job_id}"
+        assert client.get_job(ack.job_id).status == job_pb2.JOB_STATUS_PENDING
+        # A worker on the real broker finds the job whose message never left.
+        worker = WorkerProcess(scaled_settings.model_copy(update={"requeue_after_s": 1}), threads=1)
+        try:
+            job = client.wait_finished(ack.job_id, timeout_s=30)
+        finally:
+            worker.stop()
+    assert job.status == job_pb2.JOB_STATUS_COMPLETED
+    assert job.attempts == 1
