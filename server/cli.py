@@ -20,8 +20,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the gRPC service (and workers on the embedded default)")
-    serve.add_argument("--dev", action="store_true", help="development mode: make a JWT secret if none is set")
+    serve = commands.add_parser(
+        "serve", help="run the gRPC service (and workers on the embedded default)"
+    )
+    serve.add_argument(
+        "--dev", action="store_true", help="development mode: make a JWT secret if none is set"
+    )
 
     worker = commands.add_parser("worker", help="run queue workers for the Redis broker")
     worker.add_argument("--processes", type=int, help="worker processes (AGENTQ_WORKER_PROCESSES)")
@@ -29,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="mint a JWT signed with VEX_JWT_SECRET")
     token.add_argument("--sub", required=True, help="the subject (sub claim)")
-    token.add_argument("--role", default="user", help=f"the role claim, one of {', '.join(ROLES)} (default user)")
+    token.add_argument(
+        "--role", default="user", help=f"the role claim, one of {', '.join(ROLES)} (default user)"
+    )
     token.add_argument("--tenant", help="the tenant_id claim (default: the subject's own tenant)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--audience", help="the aud claim (default: AGENTQ_JWT_AUDIENCE, if set)")

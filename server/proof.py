@@ -28,6 +28,8 @@ def merkle_root(step_hashes: list[str]) -> str:
         raise ValueError("a run has at least one step")
     level = [bytes.fromhex(h) for h in step_hashes]
     while len(level) > 1:
-        paired = [hashlib.sha256(a + b).digest() for a, b in zip(level[::2], level[1::2], strict=False)]
+        paired = [
+            hashlib.sha256(a + b).digest() for a, b in zip(level[::2], level[1::2], strict=False)
+        ]
         level = paired + ([level[-1]] if len(level) % 2 else [])
     return level[0].hex()

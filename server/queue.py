@@ -28,7 +28,7 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     """Redis when a Redis URL is configured, else an in-process broker; made global."""
     broker: dramatiq.Broker
     if settings.redis_url:
-        broker = RedisBroker(
+        broker = RedisBroker(  # type: ignore[no-untyped-call]
             url=settings.redis_url,
             namespace=settings.redis_namespace,
             # A dead worker's unacknowledged messages return to the queue after
@@ -49,8 +49,7 @@ def declare_job_actor(
     def run_job(job_id: str) -> None:
         run(job_id)
 
-    return dramatiq.actor(
-        run_job,
+    decorate = dramatiq.actor(
         broker=broker,
         actor_name=ACTOR_NAME,
         queue_name=QUEUE_NAME,
@@ -60,6 +59,7 @@ def declare_job_actor(
         # A backstop only: the runner ends an attempt at the job time limit.
         time_limit=int(time_limit_s * 1000),
     )
+    return decorate(run_job)
 
 
 class DramatiqJobQueue:

@@ -141,7 +141,13 @@ class JobRunner:
             "tokens_used": job.tokens_used + tokens,
         }
         if self._finish(job, token, values):
-            log.info("job %s attempt %d failed (%s); retry in %.1fs", job.id, job.attempts, message, delay)
+            log.info(
+                "job %s attempt %d failed (%s); retry in %.1fs",
+                job.id,
+                job.attempts,
+                message,
+                delay,
+            )
             self._queue.enqueue(job.id, delay_s=delay)
 
     def _fail(self, job: Job, token: str, message: str, *, tokens: int) -> None:

@@ -65,7 +65,9 @@ async def _until_signalled() -> None:
 def work(settings: Settings) -> None:
     """Run Dramatiq worker processes against the Redis broker until signalled."""
     if settings.redis_url is None:
-        raise SystemExit("agentq worker needs AGENTQ_REDIS_URL: without it `agentq serve` runs the workers")
+        raise SystemExit(
+            "agentq worker needs AGENTQ_REDIS_URL: without it `agentq serve` runs the workers"
+        )
     children = [
         multiprocessing.get_context("spawn").Process(target=_work_one, args=(settings,))
         for _ in range(settings.worker_processes - 1)

@@ -44,9 +44,7 @@ def parse_id(value: str, field: str) -> str:
         raise InvalidArgument.field(field, f"Invalid {field}: must be a UUID") from None
 
 
-def agent_spec(
-    *, name: str, role: str, max_depth: int | None, spawn_shadow: bool
-) -> AgentSpec:
+def agent_spec(*, name: str, role: str, max_depth: int | None, spawn_shadow: bool) -> AgentSpec:
     """Check a create-agent request; every broken rule is reported at once."""
     violations: list[FieldViolation] = []
     name = name.strip()
@@ -91,9 +89,7 @@ def execution_spec(
     prompt = prompt.strip()
     if not 1 <= len(prompt) <= MAX_PROMPT_CHARS:
         violations.append(
-            FieldViolation(
-                "prompt", "Invalid prompt: must be 1 to 50000 characters after trimming"
-            )
+            FieldViolation("prompt", "Invalid prompt: must be 1 to 50000 characters after trimming")
         )
     rounds = DEFAULT_DEBATE_ROUNDS if max_debate_rounds is None else max_debate_rounds
     if not 1 <= rounds <= 10:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import time
 
-import grpc
-
 from agentq.v1 import agent_service_pb2 as pb
 from agentq.v1 import agent_service_pb2_grpc as pb_grpc
 from agentq.v1 import job_pb2
 from server.grpc_api.blocking import Blocking
-from server.grpc_api.context import current_principal
+from server.grpc_api.context import Context, current_principal
 from server.grpc_api.convert import agent_message
 from server.services import Services
 from server.validation import agent_spec, execution_spec, parse_id
@@ -24,7 +22,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self._blocking = blocking
 
     async def CreateAgent(
-        self, request: pb.CreateAgentRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateAgentRequest, context: Context
     ) -> pb.CreateAgentResponse:
         spec = agent_spec(
             name=request.name,
@@ -32,21 +30,15 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             max_depth=request.max_depth if request.HasField("max_depth") else None,
             spawn_shadow=request.spawn_shadow,
         )
-        agent = await self._blocking(
-            self._services.agents.create_agent, current_principal(), spec
-        )
+        agent = await self._blocking(self._services.agents.create_agent, current_principal(), spec)
         return pb.CreateAgentResponse(agent=agent_message(agent))
 
-    async def GetAgent(
-        self, request: pb.GetAgentRequest, context: grpc.aio.ServicerContext
-    ) -> pb.GetAgentResponse:
+    async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
         agent_id = parse_id(request.agent_id, "agent_id")
         agent = await self._blocking(self._services.agents.get_agent, current_principal(), agent_id)
         return pb.GetAgentResponse(agent=agent_message(agent))
 
-    async def Execute(
-        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ExecuteResponse:
+    async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
         started = time.perf_counter()
         agent_id = parse_id(request.agent_id, "agent_id")
         spec = execution_spec(
@@ -58,9 +50,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 request.max_debate_rounds if request.HasField("max_debate_rounds") else None
             ),
         )
-        job = await self._blocking(
-            self._services.jobs.execute, current_principal(), agent_id, spec
-        )
+        job = await self._blocking(self._services.jobs.execute, current_principal(), agent_id, spec)
         return pb.ExecuteResponse(
             agent_id=job.agent_id,
             job_id=job.id,

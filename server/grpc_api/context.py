@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import contextvars
+from typing import Any
+
+import grpc
 
 from server.auth import Principal
+
+# The servicer context of any RPC; the message types don't matter to its users.
+Context = grpc.aio.ServicerContext[Any, Any]
 
 principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")

@@ -13,9 +13,16 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from server.auth import Principal, require_role
-from server.errors import INTERNAL_MESSAGE, AgentQError, Internal, InvalidArgument, PermissionDenied, status_for
+from server.errors import (
+    INTERNAL_MESSAGE,
+    AgentQError,
+    Internal,
+    InvalidArgument,
+    PermissionDenied,
+    status_for,
+)
 from server.grpc_api import policy
-from server.grpc_api.context import principal_var, request_id_var
+from server.grpc_api.context import Context, principal_var, request_id_var
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +42,9 @@ def status_details(error: AgentQError) -> tuple[grpc.StatusCode, bytes]:
     if isinstance(error, InvalidArgument):
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
                 for v in error.violations
             ]
         )
@@ -53,9 +62,11 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
@@ -73,7 +84,7 @@ class _Guard:
         self._method = method
         self._metadata = metadata
 
-    def wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         kwargs = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
@@ -81,13 +92,19 @@ class _Guard:
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(self._unary(handler.unary_unary), **kwargs)
         if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(self._stream(handler.unary_stream), **kwargs)
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream), **kwargs
+            )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(self._unary(handler.stream_unary), **kwargs)
-        return grpc.stream_stream_rpc_method_handler(self._stream(handler.stream_stream), **kwargs)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(
+                self._stream(handler.stream_stream), **kwargs
+            )
+        raise RuntimeError(f"handler of {self._method} has no behaviour")
 
     def _unary(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def guarded(request: Any, context: Context) -> Any:
             try:
                 self._admit(context)
                 return await behavior(request, context)
@@ -97,7 +114,7 @@ class _Guard:
         return guarded
 
     def _stream(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
                 self._admit(context)
                 async for response in behavior(request, context):
@@ -107,7 +124,7 @@ class _Guard:
 
         return guarded
 
-    def _admit(self, context: grpc.aio.ServicerContext) -> None:
+    def _admit(self, context: Context) -> None:
         sent = self._metadata.get("x-request-id")
         request_id = sent if isinstance(sent, str) and _SANE_REQUEST_ID.fullmatch(sent) else None
         request_id_var.set(request_id or str(uuid.uuid4()))
@@ -122,12 +139,14 @@ class _Guard:
             require_role(principal, allowed)
         principal_var.set(principal)
 
-    async def _abort(self, context: grpc.aio.ServicerContext, error: Exception) -> None:
+    async def _abort(self, context: Context, error: Exception) -> None:
         if isinstance(error, grpc.aio.AbortError):
             raise error
         if not isinstance(error, AgentQError):
             log.error(
-                "unexpected error in %s (request %s)", self._method, request_id_var.get(),
+                "unexpected error in %s (request %s)",
+                self._method,
+                request_id_var.get(),
                 exc_info=error,
             )
             error = Internal(INTERNAL_MESSAGE)

@@ -6,7 +6,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from agentq.v1 import agent_service_pb2, agent_service_pb2_grpc, job_service_pb2, job_service_pb2_grpc
+from agentq.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    job_service_pb2,
+    job_service_pb2_grpc,
+)
 from server.grpc_api import policy
 from server.grpc_api.agents import AgentServicer
 from server.grpc_api.blocking import Blocking

@@ -23,7 +23,9 @@ class Reply:
     @classmethod
     def answer(cls, text: str, tokens: int, *, delay_s: float = 0.0) -> Reply:
         message = {"role": "assistant", "content": text}
-        return cls(200, {"choices": [{"message": message}], "usage": {"total_tokens": tokens}}, delay_s)
+        return cls(
+            200, {"choices": [{"message": message}], "usage": {"total_tokens": tokens}}, delay_s
+        )
 
     @classmethod
     def error(cls, status: int, message: str) -> Reply:
@@ -51,7 +53,7 @@ def fake_llm(replies: list[Reply]) -> Iterator[tuple[FakeLLM, str]]:
     llm = FakeLLM(replies)
 
     class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
             reply = llm.next_reply(json.loads(self.rfile.read(length)))
             time.sleep(reply.delay_s)

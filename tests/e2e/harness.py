@@ -93,7 +93,9 @@ class Client:
 
     def get_job(self, job_id: str) -> Any:
         stub = jobs_grpc.JobServiceStub(self.channel)
-        return stub.GetJob(jobs_pb.GetJobRequest(job_id=job_id), metadata=self.metadata, timeout=10).job
+        return stub.GetJob(
+            jobs_pb.GetJobRequest(job_id=job_id), metadata=self.metadata, timeout=10
+        ).job
 
     def wait_finished(self, job_id: str, *, timeout_s: float = 30) -> Any:
         deadline = time.monotonic() + timeout_s

@@ -45,7 +45,13 @@ def _signed(claims: dict[str, object], *, secret: str = SECRET, alg: str = "HS25
 
 def _claims(**changes: object) -> dict[str, object]:
     now = int(time.time())
-    claims: dict[str, object] = {"sub": "alice", "role": "user", "iss": "vex-api", "iat": now, "exp": now + 600}
+    claims: dict[str, object] = {
+        "sub": "alice",
+        "role": "user",
+        "iss": "vex-api",
+        "iat": now,
+        "exp": now + 600,
+    }
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not None}
 
@@ -56,7 +62,10 @@ BAD_CREDENTIALS = [
     ("Bearer", "Invalid Authorization header format"),
     ("Bearer not-a-jwt", "Invalid token"),
     ("Bearer " + _signed(_claims(exp=int(time.time()) - 3600)), "Token expired"),
-    ("Bearer " + _signed(_claims(), secret="another-secret-" + "x" * 32), "Token validation failed: InvalidSignature"),
+    (
+        "Bearer " + _signed(_claims(), secret="another-secret-" + "x" * 32),
+        "Token validation failed: InvalidSignature",
+    ),
     ("Bearer " + _signed(_claims(iss="someone-else")), "Token validation failed: InvalidIssuer"),
     ("Bearer " + _signed(_claims(aud="elsewhere")), "Token validation failed: InvalidAudience"),
     ("Bearer " + _signed(_claims(), alg="HS512"), "Token validation failed: InvalidAlgorithm"),
@@ -104,10 +113,15 @@ def test_an_agent_role_may_execute_but_not_create_agents(embedded: ServerThread)
 
 
 def test_an_unknown_role_is_forbidden_everywhere(embedded: ServerThread) -> None:
-    with embedded.client(token("eve", role="viewer")) as client:
-        with pytest.raises(grpc.RpcError) as raised:
-            client.get_job("6f1c2a4e-0000-4000-8000-000000000000")
-    assert _error(raised.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "Insufficient permissions")
+    with (
+        embedded.client(token("eve", role="viewer")) as client,
+        pytest.raises(grpc.RpcError) as raised,
+    ):
+        client.get_job("6f1c2a4e-0000-4000-8000-000000000000")
+    assert _error(raised.value)[:2] == (
+        grpc.StatusCode.PERMISSION_DENIED,
+        "Insufficient permissions",
+    )
 
 
 def test_another_tenants_agent_and_job_answer_like_ids_that_do_not_exist(
@@ -135,10 +149,11 @@ def test_the_tenant_claim_groups_subjects_into_one_tenant(embedded: ServerThread
         assert bob.get_agent(agent.id).id == agent.id
 
 
-def test_invalid_agent_fields_are_all_reported_and_nothing_is_stored(embedded: ServerThread) -> None:
-    with embedded.client(token()) as client:
-        with pytest.raises(grpc.RpcError) as raised:
-            client.create_agent(name="bad!name", role="ab", max_depth=11)
+def test_invalid_agent_fields_are_all_reported_and_nothing_is_stored(
+    embedded: ServerThread,
+) -> None:
+    with embedded.client(token()) as client, pytest.raises(grpc.RpcError) as raised:
+        client.create_agent(name="bad!name", role="ab", max_depth=11)
     code, message, reason, violations = _error(raised.value)
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR")
     assert message == "Invalid name: only letters, digits, spaces, '-' and '_' are allowed"
@@ -153,10 +168,26 @@ def test_invalid_agent_fields_are_all_reported_and_nothing_is_stored(embedded: S
 @pytest.mark.parametrize(
     ("fields", "field", "message"),
     [
-        ({"prompt": "   "}, "prompt", "Invalid prompt: must be 1 to 50000 characters after trimming"),
-        ({"prompt": "x" * 50_001}, "prompt", "Invalid prompt: must be 1 to 50000 characters after trimming"),
-        ({"max_debate_rounds": 0}, "max_debate_rounds", "Invalid max_debate_rounds: must be between 1 and 10"),
-        ({"max_debate_rounds": 11}, "max_debate_rounds", "Invalid max_debate_rounds: must be between 1 and 10"),
+        (
+            {"prompt": "   "},
+            "prompt",
+            "Invalid prompt: must be 1 to 50000 characters after trimming",
+        ),
+        (
+            {"prompt": "x" * 50_001},
+            "prompt",
+            "Invalid prompt: must be 1 to 50000 characters after trimming",
+        ),
+        (
+            {"max_debate_rounds": 0},
+            "max_debate_rounds",
+            "Invalid max_debate_rounds: must be between 1 and 10",
+        ),
+        (
+            {"max_debate_rounds": 11},
+            "max_debate_rounds",
+            "Invalid max_debate_rounds: must be between 1 and 10",
+        ),
     ],
 )
 def test_invalid_execute_fields_store_no_job(
@@ -215,7 +246,9 @@ def test_reflection_lists_the_services_to_an_authenticated_caller(embedded: Serv
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     with embedded.client(token()) as client:
         stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
-        replies = list(stub.ServerReflectionInfo(iter([request]), metadata=client.metadata, timeout=10))
+        replies = list(
+            stub.ServerReflectionInfo(iter([request]), metadata=client.metadata, timeout=10)
+        )
         names = {s.name for s in replies[0].list_services_response.service}
         assert {"agentq.v1.AgentService", "agentq.v1.JobService"} <= names
         with pytest.raises(grpc.RpcError) as raised:

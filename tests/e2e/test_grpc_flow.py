@@ -60,13 +60,15 @@ def test_an_execution_completes_on_postgres_and_redis_with_a_separate_worker(
 def test_a_job_stays_pending_until_a_worker_runs_it(
     scaled_settings,  # type: ignore[no-untyped-def]
 ) -> None:
-    with running_server(scaled_settings, in_process_workers=False) as server:
-        with server.client(token()) as client:
-            agent = client.create_agent()
-            ack = client.execute(agent.id)
-            assert client.get_job(ack.job_id).status == job_pb2.JOB_STATUS_PENDING
-            worker = WorkerProcess(scaled_settings, threads=1)
-            try:
-                assert client.wait_finished(ack.job_id).status == job_pb2.JOB_STATUS_COMPLETED
-            finally:
-                worker.stop()
+    with (
+        running_server(scaled_settings, in_process_workers=False) as server,
+        server.client(token()) as client,
+    ):
+        agent = client.create_agent()
+        ack = client.execute(agent.id)
+        assert client.get_job(ack.job_id).status == job_pb2.JOB_STATUS_PENDING
+        worker = WorkerProcess(scaled_settings, threads=1)
+        try:
+            assert client.wait_finished(ack.job_id).status == job_pb2.JOB_STATUS_COMPLETED
+        finally:
+            worker.stop()

@@ -32,23 +32,35 @@ def _run_one(client: Client, prompt: str = "Summarise the news") -> job_pb2.Job:
 
 
 def test_retryable_provider_errors_back_off_and_then_succeed(tmp_path: Path) -> None:
-    replies = [Reply.error(500, "overloaded"), Reply.error(429, "slow down"), Reply.answer("Done.", 7)]
-    with fake_llm(replies) as (llm, url), running_server(
-        _embedded_with(tmp_path, url), in_process_workers=True
-    ) as server, server.client(token()) as client:
+    replies = [
+        Reply.error(500, "overloaded"),
+        Reply.error(429, "slow down"),
+        Reply.answer("Done.", 7),
+    ]
+    with (
+        fake_llm(replies) as (llm, url),
+        running_server(_embedded_with(tmp_path, url), in_process_workers=True) as server,
+        server.client(token()) as client,
+    ):
         job = _run_one(client)
     assert job.status == job_pb2.JOB_STATUS_COMPLETED
     assert job.attempts == 3
     assert job.result.response == "Done."
     assert job.result.tokens_used == 7
-    assert [r["messages"][0] for r in llm.requests] == [{"role": "system", "content": "You are terse."}] * 3
+    assert [r["messages"][0] for r in llm.requests] == [
+        {"role": "system", "content": "You are terse."}
+    ] * 3
     assert llm.requests[0]["model"] == "test-model"
 
 
 def test_a_job_that_keeps_failing_ends_failed_after_max_attempts(tmp_path: Path) -> None:
-    with fake_llm([Reply.error(503, "down for maintenance")]) as (llm, url), running_server(
-        _embedded_with(tmp_path, url, max_attempts=3), in_process_workers=True
-    ) as server, server.client(token()) as client:
+    with (
+        fake_llm([Reply.error(503, "down for maintenance")]) as (llm, url),
+        running_server(
+            _embedded_with(tmp_path, url, max_attempts=3), in_process_workers=True
+        ) as server,
+        server.client(token()) as client,
+    ):
         job = _run_one(client)
     message = "Provider returned HTTP 503: down for maintenance"
     assert job.status == job_pb2.JOB_STATUS_FAILED
@@ -61,9 +73,11 @@ def test_a_job_that_keeps_failing_ends_failed_after_max_attempts(tmp_path: Path)
 
 
 def test_a_permanent_provider_error_fails_at_once(tmp_path: Path) -> None:
-    with fake_llm([Reply.error(400, "bad model")]) as (llm, url), running_server(
-        _embedded_with(tmp_path, url), in_process_workers=True
-    ) as server, server.client(token()) as client:
+    with (
+        fake_llm([Reply.error(400, "bad model")]) as (_, url),
+        running_server(_embedded_with(tmp_path, url), in_process_workers=True) as server,
+        server.client(token()) as client,
+    ):
         job = _run_one(client)
     assert job.status == job_pb2.JOB_STATUS_FAILED
     assert job.attempts == 1
@@ -72,9 +86,13 @@ def test_a_permanent_provider_error_fails_at_once(tmp_path: Path) -> None:
 
 def test_a_run_past_the_time_limit_is_a_failed_attempt(tmp_path: Path) -> None:
     replies = [Reply.answer("too late", 1, delay_s=2.0), Reply.answer("in time", 2)]
-    with fake_llm(replies) as (_, url), running_server(
-        _embedded_with(tmp_path, url, job_time_limit_s=0.5), in_process_workers=True
-    ) as server, server.client(token()) as client:
+    with (
+        fake_llm(replies) as (_, url),
+        running_server(
+            _embedded_with(tmp_path, url, job_time_limit_s=0.5), in_process_workers=True
+        ) as server,
+        server.client(token()) as client,
+    ):
         job = _run_one(client)
     assert job.status == job_pb2.JOB_STATUS_COMPLETED
     assert job.attempts == 2
@@ -93,7 +111,10 @@ def test_a_job_whose_worker_is_killed_mid_run_runs_again_as_a_new_attempt(
     settings = scaled_settings.model_copy(
         update={"builtin_latency_ms": 3000, "job_time_limit_s": 5, "lease_grace_s": 0.5}
     )
-    with running_server(settings, in_process_workers=False) as server, server.client(token()) as client:
+    with (
+        running_server(settings, in_process_workers=False) as server,
+        server.client(token()) as client,
+    ):
         agent = client.create_agent()
         first = WorkerProcess(settings, threads=1)
         job_id = client.execute(agent.id).job_id
@@ -111,7 +132,9 @@ def test_a_job_whose_worker_is_killed_mid_run_runs_again_as_a_new_attempt(
     assert job.attempts == 2
 
 
-def test_every_job_completes_exactly_once_when_a_worker_is_killed(scaled_settings: Settings) -> None:
+def test_every_job_completes_exactly_once_when_a_worker_is_killed(
+    scaled_settings: Settings,
+) -> None:
     total = int(os.environ.get("AGENTQ_TEST_SOAK_JOBS", "200"))
     threads = 4
     settings = scaled_settings.model_copy(
@@ -123,7 +146,10 @@ def test_every_job_completes_exactly_once_when_a_worker_is_killed(scaled_setting
             "broker_heartbeat_timeout_s": 5,
         }
     )
-    with running_server(settings, in_process_workers=False) as server, server.client(token()) as client:
+    with (
+        running_server(settings, in_process_workers=False) as server,
+        server.client(token()) as client,
+    ):
         agent = client.create_agent()
         doomed = WorkerProcess(settings, threads=threads)
         survivor = WorkerProcess(settings, threads=threads)
@@ -151,7 +177,9 @@ def test_every_job_completes_exactly_once_when_a_worker_is_killed(scaled_setting
             doomed.stop()
     assert len(rows) == total
     # A job that had completed was never started again.
-    assert {i: (rows[i].completed_at, rows[i].attempts, rows[i].response) for i in before_kill} == before_kill
+    assert {
+        i: (rows[i].completed_at, rows[i].attempts, rows[i].response) for i in before_kill
+    } == before_kill
     # Only the runs cut off by the kill (at most one per thread) were run again.
     attempts = sorted(r.attempts for r in rows.values())
     assert attempts[-1] <= 2

@@ -20,9 +20,10 @@ def _admin_conninfo(database_url: str) -> tuple[str, str]:
 
 def test_a_database_outage_is_unavailable_not_internal(scaled_settings: Settings) -> None:
     conninfo, name = _admin_conninfo(scaled_settings.database_url)
-    with running_server(scaled_settings, in_process_workers=False) as server, server.client(
-        token()
-    ) as client:
+    with (
+        running_server(scaled_settings, in_process_workers=False) as server,
+        server.client(token()) as client,
+    ):
         agent = client.create_agent()
         with psycopg.connect(conninfo, autocommit=True) as admin:
             admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
@@ -43,9 +44,10 @@ def test_a_database_outage_is_unavailable_not_internal(scaled_settings: Settings
 def test_a_job_acknowledged_while_the_broker_was_down_still_runs(scaled_settings: Settings) -> None:
     # Nothing listens on port 1: every send to this "broker" fails.
     dead_broker = scaled_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
-    with running_server(dead_broker, in_process_workers=False) as server, server.client(
-        token()
-    ) as client:
+    with (
+        running_server(dead_broker, in_process_workers=False) as server,
+        server.client(token()) as client,
+    ):
         agent = client.create_agent()
         ack = client.execute(agent.id)
         assert ack.response == f"Job queued: {ack.job_id}"

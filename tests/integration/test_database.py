@@ -33,12 +33,34 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 
 def _pending_job(engine: Engine) -> str:
     now = datetime.now(UTC)
-    agent = Agent(id=str(uuid.uuid4()), tenant_id="t", name="a", role="role", max_depth=3,
-                  spawn_shadow=False, generation=0, fitness=0.0, created_at=now)
-    job = Job(id=str(uuid.uuid4()), tenant_id="t", agent_id=agent.id, status=JobStatus.PENDING,
-              prompt="p", context_id=None, enable_adversarial=False, enable_self_correction=False,
-              max_debate_rounds=3, attempts=0, queued_at=now, next_run_at=now, enqueued_at=now,
-              tokens_used=0, verified=False)
+    agent = Agent(
+        id=str(uuid.uuid4()),
+        tenant_id="t",
+        name="a",
+        role="role",
+        max_depth=3,
+        spawn_shadow=False,
+        generation=0,
+        fitness=0.0,
+        created_at=now,
+    )
+    job = Job(
+        id=str(uuid.uuid4()),
+        tenant_id="t",
+        agent_id=agent.id,
+        status=JobStatus.PENDING,
+        prompt="p",
+        context_id=None,
+        enable_adversarial=False,
+        enable_self_correction=False,
+        max_debate_rounds=3,
+        attempts=0,
+        queued_at=now,
+        next_run_at=now,
+        enqueued_at=now,
+        tokens_used=0,
+        verified=False,
+    )
     with SqlUnitOfWork(session_factory(engine)) as uow:
         uow.agents.add(agent)
         uow.commit()
@@ -93,7 +115,9 @@ def test_only_one_of_many_racing_workers_claims_a_job(engine: Engine) -> None:
         token = str(uuid.uuid4())
         barrier.wait()
         with SqlUnitOfWork(sessions) as uow:
-            if uow.jobs.claim(job_id, now=now, token=token, lease_until=now + timedelta(seconds=60)):
+            if uow.jobs.claim(
+                job_id, now=now, token=token, lease_until=now + timedelta(seconds=60)
+            ):
                 wins.append(token)
             uow.commit()
 
@@ -117,8 +141,12 @@ def test_an_attempt_that_lost_its_claim_cannot_record_an_outcome(engine: Engine)
         assert uow.jobs.claim(job_id, now=now, token="first", lease_until=now)
         uow.commit()
     with SqlUnitOfWork(sessions) as uow:
-        assert not uow.jobs.finish_attempt(job_id, token="other", values={"status": JobStatus.COMPLETED})
-        assert uow.jobs.finish_attempt(job_id, token="first", values={"status": JobStatus.COMPLETED})
+        assert not uow.jobs.finish_attempt(
+            job_id, token="other", values={"status": JobStatus.COMPLETED}
+        )
+        assert uow.jobs.finish_attempt(
+            job_id, token="first", values={"status": JobStatus.COMPLETED}
+        )
         uow.commit()
     with SqlUnitOfWork(sessions) as uow:
         job = uow.jobs.get(job_id)

@@ -1,0 +1,325 @@
+"""The `agentq` command as an operator runs it: serve, token, migrate and worker.
+
+Every test runs `python -m server.cli` in a child process with an environment cleared of
+agentq settings and a temporary working directory, so what it sees is what a fresh shell
+would see.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import jwt
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from agentq.v1 import agent_service_pb2 as agents_pb
+from agentq.v1 import agent_service_pb2_grpc as agents_grpc
+
+SECRET = "cli-test-secret-that-is-long-enough-0123456789"
+COMMAND_TIMEOUT_S = 30
+START_TIMEOUT_S = 30
+STOP_TIMEOUT_S = 15
+# A refusal to start should come before any slow set-up; this only catches a hang.
+QUICK_EXIT_S = 15
+JWT_PATTERN = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+def _clean_env(**settings: str) -> dict[str, str]:
+    """os.environ without any agentq setting or secret, plus `settings`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("AGENTQ_") and key != "VEX_JWT_SECRET"
+    }
+    env.update(settings)
+    return env
+
+
+def _agentq(
+    *args: str, cwd: Path, env: dict[str, str], timeout: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    """Run one `agentq` command to completion."""
+    return subprocess.run(
+        [sys.executable, "-m", "server.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def _free_port() -> int:
+    """A TCP port that nothing was listening on a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _is_listening(port: int) -> bool:
+    """True when something accepts TCP connections on 127.0.0.1:port."""
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _decode(token: str, *, issuer: str = "vex-api") -> dict[str, object]:
+    """The claims of a token, verified with the test secret, HS256 only."""
+    claims: dict[str, object] = jwt.decode(
+        token, SECRET.encode("utf-8"), algorithms=["HS256"], issuer=issuer
+    )
+    return claims
+
+
+# --- agentq serve -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("secret", "expected"),
+    [
+        pytest.param(None, ("VEX_JWT_SECRET", "--dev"), id="no-secret"),
+        pytest.param("0123456789", ("VEX_JWT_SECRET", "too short"), id="ten-byte-secret"),
+    ],
+)
+def test_serve_refuses_to_start_without_a_strong_secret_and_says_why(
+    tmp_path: Path, secret: str | None, expected: tuple[str, ...]
+) -> None:
+    port = _free_port()
+    env = _clean_env(
+        AGENTQ_GRPC_ADDR=f"127.0.0.1:{port}",
+        AGENTQ_DATABASE_URL=f"sqlite:///{tmp_path / 'refused.db'}",
+    )
+    if secret is not None:
+        env["VEX_JWT_SECRET"] = secret
+
+    started = time.monotonic()
+    refused = _agentq("serve", cwd=tmp_path, env=env)
+    elapsed = time.monotonic() - started
+
+    assert refused.returncode == 2, refused.stderr
+    assert elapsed < QUICK_EXIT_S
+    for fragment in expected:
+        assert fragment in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert "listening" not in refused.stdout + refused.stderr
+    assert not _is_listening(port)
+    assert not (tmp_path / "refused.db").exists(), "a refused start should touch no database"
+
+
+@dataclass
+class ServeProcess:
+    """`agentq serve` in a child process, with its output read as it comes."""
+
+    process: subprocess.Popen[str]
+    stdout: list[str] = field(default_factory=list)
+    stderr: list[str] = field(default_factory=list)
+    _listening: queue.Queue[str] = field(default_factory=queue.Queue)
+
+    def start_reading(self) -> None:
+        threading.Thread(target=self._read_stdout, daemon=True).start()
+        threading.Thread(target=self._read_stderr, daemon=True).start()
+
+    def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.stdout.append(line)
+            if "agentq gRPC listening on port" in line:
+                self._listening.put(line)
+
+    def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            self.stderr.append(line)
+
+    def wait_listening(self) -> str:
+        """The "listening" line, or an AssertionError with everything printed so far."""
+        try:
+            return self._listening.get(timeout=START_TIMEOUT_S)
+        except queue.Empty:
+            raise AssertionError(f"agentq serve did not start:\n{self.output}") from None
+
+    @property
+    def output(self) -> str:
+        return "stdout:\n" + "".join(self.stdout) + "\nstderr:\n" + "".join(self.stderr)
+
+
+@pytest.fixture
+def dev_server(tmp_path: Path) -> Iterator[tuple[ServeProcess, int]]:
+    """`agentq serve --dev` on a free port with a SQLite file, and that port."""
+    port = _free_port()
+    env = _clean_env(
+        AGENTQ_GRPC_ADDR=f"127.0.0.1:{port}",
+        AGENTQ_DATABASE_URL=f"sqlite:///{tmp_path / 'a.db'}",
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server.cli", "serve", "--dev"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    serve = ServeProcess(process)
+    serve.start_reading()
+    try:
+        yield serve, port
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _banner_secret_and_token(stderr: str) -> tuple[str, str]:
+    """The secret and the admin token that the development banner printed."""
+    secret = re.search(r"export VEX_JWT_SECRET='?([^'\s]+)'?", stderr)
+    assert secret, f"no `export VEX_JWT_SECRET=` in the dev banner:\n{stderr}"
+    after_secret = stderr[secret.end() :]
+    bearer = JWT_PATTERN.search(after_secret)
+    assert bearer, f"no token in the dev banner:\n{stderr}"
+    return secret.group(1), bearer.group(0)
+
+
+def test_serve_in_dev_mode_prints_a_working_admin_token_and_stops_cleanly_on_sigterm(
+    dev_server: tuple[ServeProcess, int],
+) -> None:
+    serve, port = dev_server
+    serve.wait_listening()
+    secret, bearer = _banner_secret_and_token("".join(serve.stderr))
+    assert len(secret.encode("utf-8")) >= 32
+    claims = jwt.decode(bearer, secret.encode("utf-8"), algorithms=["HS256"], issuer="vex-api")
+    assert claims["role"] == "admin"
+
+    metadata = (("authorization", f"Bearer {bearer}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), metadata=metadata, timeout=10
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        created = agents_grpc.AgentServiceStub(channel).CreateAgent(
+            agents_pb.CreateAgentRequest(name="dev bot", role="You answer briefly."),
+            metadata=metadata,
+            timeout=10,
+        )
+    assert created.agent.id
+    assert created.agent.name == "dev bot"
+
+    serve.process.send_signal(signal.SIGTERM)
+    try:
+        returncode = serve.process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(
+            f"agentq serve still running {STOP_TIMEOUT_S} s after SIGTERM:\n{serve.output}"
+        ) from None
+    assert returncode == 0, serve.output
+    assert "Traceback" not in "".join(serve.stderr)
+
+
+# --- agentq token -------------------------------------------------------------------------
+
+
+def test_token_mints_an_hs256_jwt_with_the_requested_claims(tmp_path: Path) -> None:
+    minted = _agentq(
+        "token",
+        *("--sub", "alice", "--role", "agent", "--tenant", "acme", "--ttl", "120"),
+        cwd=tmp_path,
+        env=_clean_env(VEX_JWT_SECRET=SECRET),
+    )
+
+    assert minted.returncode == 0, minted.stderr
+    bearer = minted.stdout.strip()
+    assert JWT_PATTERN.fullmatch(bearer), minted.stdout
+    assert jwt.get_unverified_header(bearer)["alg"] == "HS256"
+    claims = _decode(bearer)
+    assert claims["sub"] == "alice"
+    assert claims["role"] == "agent"
+    assert claims["tenant_id"] == "acme"
+    assert claims["iss"] == "vex-api"
+    assert isinstance(claims["iat"], int)
+    assert isinstance(claims["exp"], int)
+    assert claims["exp"] - claims["iat"] == 120
+    assert abs(claims["iat"] - time.time()) < 60
+
+
+def test_token_uses_the_configured_issuer(tmp_path: Path) -> None:
+    minted = _agentq(
+        "token",
+        *("--sub", "alice"),
+        cwd=tmp_path,
+        env=_clean_env(VEX_JWT_SECRET=SECRET, AGENTQ_JWT_ISSUER="custom"),
+    )
+
+    assert minted.returncode == 0, minted.stderr
+    assert _decode(minted.stdout.strip(), issuer="custom")["iss"] == "custom"
+
+
+def test_token_without_a_secret_exits_2_and_names_vex_jwt_secret(tmp_path: Path) -> None:
+    refused = _agentq("token", "--sub", "alice", cwd=tmp_path, env=_clean_env())
+
+    assert refused.returncode == 2
+    assert "VEX_JWT_SECRET" in refused.stderr
+    assert refused.stdout == ""
+    assert "Traceback" not in refused.stderr
+
+
+def test_token_with_a_lifetime_of_zero_exits_2_and_names_the_option(tmp_path: Path) -> None:
+    refused = _agentq(
+        "token", "--sub", "alice", "--ttl", "0", cwd=tmp_path, env=_clean_env(VEX_JWT_SECRET=SECRET)
+    )
+
+    assert refused.returncode == 2
+    assert "--ttl" in refused.stderr
+    assert refused.stdout == ""
+    assert "Traceback" not in refused.stderr
+
+
+# --- agentq migrate -----------------------------------------------------------------------
+
+
+def _tables(database: Path) -> set[str]:
+    with sqlite3.connect(database) as conn:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    return {name for (name,) in rows}
+
+
+def test_migrate_creates_the_agents_and_jobs_tables_and_can_run_again(tmp_path: Path) -> None:
+    database = tmp_path / "m.db"
+    env = _clean_env(AGENTQ_DATABASE_URL=f"sqlite:///{database}")
+
+    first = _agentq("migrate", cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr
+    assert {"agents", "jobs"} <= _tables(database)
+
+    second = _agentq("migrate", cwd=tmp_path, env=env)
+    assert second.returncode == 0, second.stderr
+    assert {"agents", "jobs"} <= _tables(database)
+
+
+# --- agentq worker ------------------------------------------------------------------------
+
+
+def test_worker_without_a_redis_url_exits_and_says_it_needs_agentq_redis_url(
+    tmp_path: Path,
+) -> None:
+    env = _clean_env(VEX_JWT_SECRET=SECRET, AGENTQ_DATABASE_URL=f"sqlite:///{tmp_path / 'w.db'}")
+
+    refused = _agentq("worker", cwd=tmp_path, env=env, timeout=QUICK_EXIT_S)
+
+    assert refused.returncode != 0
+    assert "AGENTQ_REDIS_URL" in refused.stderr
+    assert "Traceback" not in refused.stderr

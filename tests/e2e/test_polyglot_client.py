@@ -1,0 +1,155 @@
+"""A Node.js client built from proto/ alone runs the create -> execute -> poll flow.
+
+This is the proof that the .proto files are the whole contract: `polyglot/client.mjs`
+loads them with @grpc/proto-loader (no generated Python, no server code) and talks to a
+real server with a token minted by the real `agentq token` command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import google.api
+import pytest
+
+from tests.e2e.harness import SECRET, ServerThread
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+POLYGLOT_DIR = Path(__file__).resolve().parent / "polyglot"
+NPM_INSTALL_TIMEOUT_S = 120
+CLIENT_TIMEOUT_S = 45
+
+
+def _unavailable(message: str) -> NoReturn:
+    """Skip the test, or fail it when running in CI (as tests/conftest.py does for servers)."""
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any agentq setting, plus `extra`."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("AGENTQ_") and key != "VEX_JWT_SECRET"
+    }
+    env.update(extra)
+    return env
+
+
+def _googleapis_include_dir() -> Path:
+    """The directory whose child is google/api/annotations.proto (googleapis-common-protos)."""
+    for package_dir in google.api.__path__:
+        if (Path(package_dir) / "annotations.proto").is_file():
+            return Path(package_dir).parent.parent
+    raise AssertionError("googleapis-common-protos ships no google/api/annotations.proto")
+
+
+@pytest.fixture(scope="module")
+def node_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temporary copy of polyglot/ with its npm dependencies installed; the script's path."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        _unavailable("Node.js and npm are needed for the polyglot client test — install them")
+    workdir = tmp_path_factory.mktemp("polyglot")
+    for name in ("package.json", "client.mjs"):
+        shutil.copy(POLYGLOT_DIR / name, workdir / name)
+    # --ignore-scripts: neither dependency needs an install script to work.
+    command = [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts"]
+    try:
+        installed = subprocess.run(
+            command,
+            cwd=workdir,
+            env={**os.environ, "npm_config_update_notifier": "false"},
+            capture_output=True,
+            text=True,
+            timeout=NPM_INSTALL_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        _unavailable(
+            f"npm install took over {NPM_INSTALL_TIMEOUT_S} s — is the registry reachable?"
+        )
+    if installed.returncode != 0:
+        tail = " ".join(installed.stderr.split()[-40:])
+        _unavailable(f"npm install failed (exit {installed.returncode}): {tail}")
+    return workdir / "client.mjs"
+
+
+def _mint_token_with_cli(*, sub: str, role: str) -> str:
+    """A token from the real `agentq token` command, signed with the harness secret."""
+    minted = subprocess.run(
+        [sys.executable, "-m", "server.cli", "token", "--sub", sub, "--role", role],
+        env=_clean_env(VEX_JWT_SECRET=SECRET),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert minted.returncode == 0, minted.stderr
+    return minted.stdout.strip()
+
+
+def _run_node_client(script: Path, *, port: int, bearer: str) -> dict[str, Any]:
+    """Run client.mjs against the server and return the JSON line it printed."""
+    command = [
+        "node",
+        str(script),
+        "--target",
+        f"127.0.0.1:{port}",
+        "--proto-dir",
+        str(REPO_ROOT / "proto"),
+        "--googleapis-dir",
+        str(_googleapis_include_dir()),
+    ]
+    finished = subprocess.run(
+        command,
+        cwd=script.parent,
+        env=_clean_env(AGENTQ_TOKEN=bearer),
+        capture_output=True,
+        text=True,
+        timeout=CLIENT_TIMEOUT_S,
+        check=False,
+    )
+    assert finished.returncode == 0, f"client.mjs failed:\n{finished.stderr}"
+    lines = finished.stdout.strip().splitlines()
+    assert len(lines) == 1, f"expected one JSON line, got:\n{finished.stdout}"
+    outcome: dict[str, Any] = json.loads(lines[0])
+    return outcome
+
+
+def test_a_node_client_built_from_the_protos_alone_runs_a_job_to_completion(
+    embedded: ServerThread, node_client: Path
+) -> None:
+    bearer = _mint_token_with_cli(sub="polyglot", role="user")
+
+    outcome = _run_node_client(node_client, port=embedded.port, bearer=bearer)
+
+    assert outcome["status"] == "JOB_STATUS_COMPLETED"
+    assert outcome["response"].strip()
+    assert outcome["tokens_used"] > 0
+    assert re.fullmatch(r"[0-9a-f]{64}", outcome["context_hash"])
+    with embedded.client(bearer) as client:
+        job = client.get_job(outcome["job_id"])
+    assert job.agent_id == outcome["agent_id"]
+    assert job.result.context_hash == outcome["context_hash"]
+
+
+def test_a_node_client_without_a_token_is_told_the_authorization_header_is_missing(
+    embedded: ServerThread, node_client: Path
+) -> None:
+    bearer = _mint_token_with_cli(sub="polyglot", role="user")
+
+    outcome = _run_node_client(node_client, port=embedded.port, bearer=bearer)
+
+    assert outcome["unauthenticated"] == {
+        "code": "UNAUTHENTICATED",
+        "details": "Missing Authorization header",
+    }
