@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     token = commands.add_parser("token", help="mint a JWT signed with VEX_JWT_SECRET")
     token.add_argument("--sub", required=True, help="the subject (sub claim)")
     token.add_argument(
-        "--role", default="user", help=f"the role claim, one of {', '.join(ROLES)} (default user)"
+        "--role", default="user", choices=ROLES, help="the role claim (default user)"
     )
     token.add_argument("--tenant", help="the tenant_id claim (default: the subject's own tenant)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")

@@ -64,6 +64,15 @@ class JobRunner:
         if claimed is None:
             return
         job, agent, token = claimed
+        try:
+            self._attempt(job, agent, token)
+        except Exception:
+            # Whatever broke, the claimed job must not sit in `running` until
+            # its lease runs out: record the attempt as failed now.
+            log.exception("attempt %d of job %s failed unexpectedly", job.attempts, job_id)
+            self._after_error(job, token, "Internal error while running the job", True, 0)
+
+    def _attempt(self, job: Job, agent: Agent | None, token: str) -> None:
         if agent is None:
             self._fail(job, token, "Agent not found", tokens=0)
             return
@@ -76,7 +85,7 @@ class JobRunner:
             self._after_error(job, token, error.message, error.retryable, error.tokens_used)
             return
         except Exception:
-            log.exception("provider raised unexpectedly on job %s", job_id)
+            log.exception("provider raised unexpectedly on job %s", job.id)
             self._after_error(job, token, "Provider failed unexpectedly", True, 0)
             return
         if time.monotonic() - started > self._policy.time_limit_s:
@@ -108,16 +117,17 @@ class JobRunner:
         return job, agent, token
 
     def _complete(self, job: Job, agent: Agent, token: str, completion: Completion) -> None:
-        digest = context_hash(
-            agent_id=agent.id, role=agent.role, prompt=job.prompt, response=completion.text
-        )
+        # A model may cut a character in half (a lone surrogate), which neither
+        # the hash nor the database can encode; store the readable rest.
+        text = completion.text.encode("utf-8", "replace").decode("utf-8")
+        digest = context_hash(agent_id=agent.id, role=agent.role, prompt=job.prompt, response=text)
         self._finish(
             job,
             token,
             {
                 "status": JobStatus.COMPLETED,
                 "completed_at": self._clock(),
-                "response": completion.text,
+                "response": text,
                 "tokens_used": job.tokens_used + completion.tokens_used,
                 "context_hash": digest,
                 "merkle_root": merkle_root([digest]),

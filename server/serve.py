@@ -11,7 +11,7 @@ import sys
 from server.auth import mint_token
 from server.grpc_api.blocking import Blocking
 from server.grpc_api.server import create_grpc_server, mark_serving
-from server.runtime import authenticator, build_runtime, jwt_secret
+from server.runtime import ConfigurationError, authenticator, build_runtime, jwt_secret
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,8 @@ async def _until_signalled() -> None:
 def work(settings: Settings) -> None:
     """Run Dramatiq worker processes against the Redis broker until signalled."""
     if settings.redis_url is None:
-        raise SystemExit(
-            "agentq worker needs AGENTQ_REDIS_URL: without it `agentq serve` runs the workers"
+        raise ConfigurationError(
+            "agentq worker needs AGENTQ_REDIS_URL; without it `agentq serve` runs the workers"
         )
     children = [
         multiprocessing.get_context("spawn").Process(target=_work_one, args=(settings,))
@@ -89,9 +89,7 @@ def _work_one(settings: Settings) -> None:
     runtime.start_recovery()
     log.info("agentq worker running %d threads", settings.worker_threads)
     print("agentq worker ready", flush=True)
-    stopped = asyncio.Event()
     try:
         asyncio.run(_until_signalled())
     finally:
-        del stopped
         runtime.close()

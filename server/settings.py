@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The contract fixes these names; everything else is prefixed AGENTQ_.
@@ -15,11 +15,9 @@ MIN_SECRET_BYTES = 32
 class Settings(BaseSettings):
     """Every knob of agentq. Built once by an entry point and passed down."""
 
-    model_config = SettingsConfigDict(env_prefix="AGENTQ_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="AGENTQ_", extra="ignore", populate_by_name=True)
 
-    jwt_secret: SecretStr | None = Field(
-        default=None, validation_alias=AliasChoices(_SECRET_ENV, "jwt_secret")
-    )
+    jwt_secret: SecretStr | None = Field(default=None, validation_alias=_SECRET_ENV)
     jwt_issuer: str = "vex-api"
     jwt_audience: str | None = None
     dev_mode: bool = False

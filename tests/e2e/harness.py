@@ -26,7 +26,7 @@ from server.grpc_api.server import create_grpc_server, mark_serving
 from server.runtime import Runtime, authenticator, build_runtime
 from server.settings import Settings
 
-SECRET = "e2e-secret-that-is-long-enough-for-hs256-0123456789"
+SECRET = "e2e-secret-long-enough-for-every-hmac-size-0123456789abcdef0123456789"
 FINISHED = (job_pb2.JOB_STATUS_COMPLETED, job_pb2.JOB_STATUS_FAILED, job_pb2.JOB_STATUS_CANCELLED)
 
 

@@ -78,8 +78,9 @@ def node_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
             f"npm install took over {NPM_INSTALL_TIMEOUT_S} s — is the registry reachable?"
         )
     if installed.returncode != 0:
-        tail = " ".join(installed.stderr.split()[-40:])
-        _unavailable(f"npm install failed (exit {installed.returncode}): {tail}")
+        # npm names the cause in its first few error lines; the rest is a stack trace.
+        cause = " | ".join(installed.stderr.strip().splitlines()[:4])
+        _unavailable(f"npm install failed (exit {installed.returncode}): {cause}")
     return workdir / "client.mjs"
 
 
