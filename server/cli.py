@@ -1,4 +1,4 @@
-"""The `agentq` command: serve, worker, token, migrate."""
+"""The `agentq` command: serve, worker, rest, token, migrate."""
 
 from __future__ import annotations
 
@@ -21,10 +21,15 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser(
-        "serve", help="run the gRPC service (and workers on the embedded default)"
+        "serve", help="run gRPC and REST (and the workers, on the embedded default)"
     )
     serve.add_argument(
         "--dev", action="store_true", help="development mode: make a JWT secret if none is set"
+    )
+    serve.add_argument("--no-rest", action="store_true", help="serve gRPC only, no REST shim")
+
+    commands.add_parser(
+        "rest", help="run the REST shim alone against AGENTQ_GRPC_TARGET (scale it separately)"
     )
 
     worker = commands.add_parser("worker", help="run queue workers for the Redis broker")
@@ -62,7 +67,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
 
         if args.dev:
             settings = settings.model_copy(update={"dev_mode": True})
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, rest=not args.no_rest))
+    elif args.command == "rest":
+        from rest_shim.serving import run_rest
+        from rest_shim.settings import RestSettings
+
+        run_rest(RestSettings())
     elif args.command == "worker":
         from server.serve import work
 

@@ -8,8 +8,11 @@ import pathlib
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from server.errors import Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,15 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     """Sessions whose rows stay readable after commit (they leave the unit of work)."""
     return sessionmaker(engine, expire_on_commit=False)
+
+
+def ping(engine: Engine) -> None:
+    """Raise Unavailable unless the database answers a trivial query."""
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
+        raise Unavailable("Database unavailable") from error
 
 
 def migrate(engine: Engine) -> None:

@@ -11,13 +11,13 @@ import dramatiq
 from sqlalchemy import Engine
 
 from server.auth import Principal, verify_bearer
-from server.db import create_db_engine, migrate, session_factory
+from server.db import create_db_engine, migrate, ping, session_factory
 from server.providers.base import Provider
 from server.providers.factory import build_provider
 from server.queue import DramatiqJobQueue, build_broker, declare_job_actor
 from server.recovery import Recovery, RecoveryThread
 from server.runner import JobRunner, RetryPolicy
-from server.services import AgentService, JobService, Services
+from server.services import AgentService, JobService, Services, SystemService
 from server.settings import MIN_SECRET_BYTES, Settings
 from server.unit_of_work import SqlUnitOfWork, UnitOfWork
 
@@ -105,7 +105,11 @@ def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Ru
     queue = DramatiqJobQueue(broker)
     runner = JobRunner(uow, provider or build_provider(settings), queue, policy)
     declare_job_actor(broker, runner.run, time_limit_s=policy.lease_s)
-    services = Services(agents=AgentService(uow), jobs=JobService(uow, queue))
+    services = Services(
+        agents=AgentService(uow),
+        jobs=JobService(uow, queue),
+        system=SystemService(lambda: ping(engine), db_type=settings.db_type),
+    )
     recovery = Recovery(uow, queue, policy, requeue_after_s=settings.requeue_after_s)
     return Runtime(settings, engine, broker, services, runner, recovery)
 

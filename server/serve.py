@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import signal
 import sys
+from typing import Any
 
 from server.auth import mint_token
 from server.grpc_api.blocking import Blocking
@@ -29,8 +30,8 @@ def _print_dev_banner(settings: Settings, secret: str) -> None:
     )
 
 
-async def serve(settings: Settings) -> None:
-    """Serve gRPC until SIGINT/SIGTERM, with in-process workers unless Redis is configured."""
+async def serve(settings: Settings, *, rest: bool = True) -> None:
+    """Serve gRPC (and REST) until SIGINT/SIGTERM; in-process workers unless Redis is set."""
     secret = jwt_secret(settings)
     runtime = build_runtime(settings)
     if settings.redis_url is None:
@@ -47,11 +48,36 @@ async def serve(settings: Settings) -> None:
     mode = "with Redis" if settings.redis_url else "embedded, with in-process workers"
     log.info("agentq gRPC listening on port %d (%s, %s)", port, settings.db_type, mode)
     print(f"agentq gRPC listening on port {port}", flush=True)
+    http = await _start_rest(settings, port) if rest else None
     await _until_signalled()
     log.info("shutting down")
+    if http is not None:
+        http_server, http_task = http
+        http_server.should_exit = True
+        await http_task
     await server.stop(grace=5)
     blocking.close()
     runtime.close()
+
+
+async def _start_rest(settings: Settings, grpc_port: int) -> tuple[Any, asyncio.Task[None]]:
+    # Imported here: the shim is optional for the server, and it never
+    # imports the server, so the dependency points this way only.
+    from rest_shim.serving import http_server
+    from rest_shim.settings import RestSettings
+
+    rest_settings = RestSettings(
+        http_addr=settings.http_addr, grpc_target=settings.local_grpc_target(grpc_port)
+    )
+    http = http_server(rest_settings, embedded=True)
+    task = asyncio.create_task(http.serve())
+    while not http.started:
+        if task.done():
+            task.result()
+            raise RuntimeError(f"the REST server could not start on {settings.http_addr}")
+        await asyncio.sleep(0.01)
+    print(f"agentq REST listening on port {http.port}", flush=True)  # type: ignore[attr-defined]
+    return http, task
 
 
 async def _until_signalled() -> None:

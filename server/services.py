@@ -6,6 +6,8 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from importlib import metadata
 
 from server.auth import Principal
 from server.clock import Clock, utc_now
@@ -21,11 +23,45 @@ AGENT_NOT_FOUND = "Agent not found"
 
 
 @dataclass(frozen=True)
+class Health:
+    """What the health check reports."""
+
+    version: str
+    checked_at: datetime
+    db_type: str
+
+
+@dataclass(frozen=True)
 class Services:
     """What the gRPC servicers call."""
 
     agents: AgentService
     jobs: JobService
+    system: SystemService
+
+
+class SystemService:
+    """Reports on the service itself."""
+
+    def __init__(
+        self, check_database: Callable[[], None], *, db_type: str, clock: Clock = utc_now
+    ) -> None:
+        self._check_database = check_database
+        self._db_type = db_type
+        self._clock = clock
+
+    def health(self) -> Health:
+        """Healthy when the database answers; raises Unavailable otherwise."""
+        self._check_database()
+        return Health(version=agentq_version(), checked_at=self._clock(), db_type=self._db_type)
+
+
+def agentq_version() -> str:
+    """The installed agentq version."""
+    try:
+        return metadata.version("agentq")
+    except metadata.PackageNotFoundError:  # running from a source tree without install
+        return "0+unknown"
 
 
 class AgentService:

@@ -65,12 +65,9 @@ class Settings(BaseSettings):
         """`postgres` or `sqlite`, as /health reports it."""
         return "postgres" if self.database_url.startswith("postgres") else "sqlite"
 
-    @property
-    def grpc_port_target(self) -> str:
-        """The address a local client (the shim, the CLI) should dial."""
-        if self.grpc_target:
-            return self.grpc_target
-        host, _, port = self.grpc_addr.rpartition(":")
+    def local_grpc_target(self, port: int | None = None) -> str:
+        """The address a client on this machine dials to reach our gRPC server."""
+        host, _, bound = self.grpc_addr.rpartition(":")
         if host in ("", "0.0.0.0", "[::]", "::"):
             host = "127.0.0.1"
-        return f"{host}:{port}"
+        return f"{host}:{port if port is not None else bound}"

@@ -7,7 +7,13 @@ from collections.abc import Iterable
 from google.protobuf.descriptor import FileDescriptor
 
 # Methods anyone may call, without a token.
-PUBLIC = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+PUBLIC = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/agentq.v1.SystemService/GetHealth",
+    }
+)
 
 # Roles allowed per method (admin is always allowed); None = any authenticated caller.
 _READERS = frozenset({"user", "agent"})

@@ -11,15 +11,18 @@ from agentq.v1 import (
     agent_service_pb2_grpc,
     job_service_pb2,
     job_service_pb2_grpc,
+    system_service_pb2,
+    system_service_pb2_grpc,
 )
 from server.grpc_api import policy
 from server.grpc_api.agents import AgentServicer
 from server.grpc_api.blocking import Blocking
 from server.grpc_api.interceptor import Authenticate, GuardInterceptor
 from server.grpc_api.jobs import JobServicer
+from server.grpc_api.system import SystemServicer
 from server.services import Services
 
-_FILES = (agent_service_pb2.DESCRIPTOR, job_service_pb2.DESCRIPTOR)
+_FILES = (agent_service_pb2.DESCRIPTOR, job_service_pb2.DESCRIPTOR, system_service_pb2.DESCRIPTOR)
 SERVICE_NAMES = tuple(
     service.full_name for file in _FILES for service in file.services_by_name.values()
 )
@@ -35,6 +38,9 @@ def create_grpc_server(
         AgentServicer(services, blocking), server
     )
     job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(services, blocking), server)
+    system_service_pb2_grpc.add_SystemServiceServicer_to_server(
+        SystemServicer(services, blocking), server
+    )
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import ServerThread, running_server, settings_for
+from tests.e2e.harness import RestThread, ServerThread, running_rest, running_server, settings_for
 
 
 @pytest.fixture
@@ -24,3 +24,10 @@ def scaled_settings(fresh_postgres_url: str, redis_url: str, redis_namespace: st
     return settings_for(
         database_url=fresh_postgres_url, redis_url=redis_url, redis_namespace=redis_namespace
     )
+
+
+@pytest.fixture
+def rest(embedded: ServerThread) -> Iterator[RestThread]:
+    """The REST shim over real HTTP in front of the embedded server."""
+    with running_rest(f"127.0.0.1:{embedded.port}") as shim:
+        yield shim

@@ -212,3 +212,40 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+class RestThread:
+    """The REST shim under uvicorn on a free port, in its own thread, calling `grpc_target`."""
+
+    def __init__(self, grpc_target: str, **overrides: Any) -> None:
+        from rest_shim.serving import http_server
+        from rest_shim.settings import RestSettings
+
+        settings = RestSettings(http_addr="127.0.0.1:0", grpc_target=grpc_target, **overrides)
+        self._server = http_server(settings, embedded=True)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> RestThread:
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                raise AssertionError("the REST shim did not start")
+            time.sleep(0.01)
+        self.port = self._server.port  # type: ignore[attr-defined]
+        self.url = f"http://127.0.0.1:{self.port}"
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+
+
+@contextmanager
+def running_rest(grpc_target: str, **overrides: Any) -> Iterator[RestThread]:
+    """A started RestThread, stopped on exit."""
+    rest = RestThread(grpc_target, **overrides).start()
+    try:
+        yield rest
+    finally:
+        rest.stop()

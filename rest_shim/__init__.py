@@ -1,0 +1,1 @@
+"""agentq REST shim: vex-api-compatible JSON routes over the agentq gRPC API."""

@@ -1,0 +1,46 @@
+"""The REST shim's FastAPI app, built from settings by `create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+
+from fastapi import FastAPI
+
+from rest_shim import handlers
+from rest_shim.backend import Backend
+from rest_shim.middleware import RequestContextMiddleware
+from rest_shim.routes import router
+from rest_shim.settings import RestSettings
+
+DESCRIPTION = """\
+JSON face of the agentq gRPC API, wire-compatible with vex-api: mint an HS256 JWT,
+create an agent, queue an execution, and poll the job. Every error has the body
+`{"detail", "error": {"code", "message", "status"}}` and every response an `X-Request-ID`.
+"""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("agentq")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+def create_app(settings: RestSettings) -> FastAPI:
+    """The app; its gRPC channel opens at startup and closes at shutdown."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.backend = Backend(settings.target, timeout_s=settings.rest_timeout_s)
+        try:
+            yield
+        finally:
+            await app.state.backend.close()
+
+    app = FastAPI(title="agentq", version=_version(), description=DESCRIPTION, lifespan=lifespan)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    handlers.install(app)
+    app.include_router(router)
+    return app

@@ -1,0 +1,91 @@
+"""The one error body of contract §2, built from google.rpc.Status details or the shim's checks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import grpc
+from fastapi.responses import JSONResponse
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+INTERNAL_MESSAGE = "An internal error occurred"
+
+# HTTP status of each error code of the contract.
+HTTP_STATUS = {
+    "BAD_REQUEST": 400,
+    "UNAUTHORIZED": 401,
+    "FORBIDDEN": 403,
+    "NOT_FOUND": 404,
+    "METHOD_NOT_ALLOWED": 405,
+    "CONFLICT": 409,
+    "PAYLOAD_TOO_LARGE": 413,
+    "UNSUPPORTED_MEDIA_TYPE": 415,
+    "VALIDATION_ERROR": 422,
+    "RATE_LIMITED": 429,
+    "INTERNAL_ERROR": 500,
+    "SERVICE_UNAVAILABLE": 503,
+    "TIMEOUT": 504,
+}
+
+# The code of a gRPC status that came without an ErrorInfo (e.g. from the
+# channel itself when the server is down), with the message sent instead.
+_BY_GRPC_CODE: dict[grpc.StatusCode, tuple[str, str]] = {
+    grpc.StatusCode.UNAVAILABLE: ("SERVICE_UNAVAILABLE", "Service unavailable"),
+    grpc.StatusCode.DEADLINE_EXCEEDED: ("TIMEOUT", "Request timed out"),
+    grpc.StatusCode.UNAUTHENTICATED: ("UNAUTHORIZED", "Unauthorized"),
+    grpc.StatusCode.PERMISSION_DENIED: ("FORBIDDEN", "Insufficient permissions"),
+    grpc.StatusCode.NOT_FOUND: ("NOT_FOUND", "Not found"),
+    grpc.StatusCode.INVALID_ARGUMENT: ("VALIDATION_ERROR", "Invalid request"),
+    grpc.StatusCode.FAILED_PRECONDITION: ("CONFLICT", "Conflict"),
+    grpc.StatusCode.ABORTED: ("CONFLICT", "Conflict"),
+    grpc.StatusCode.ALREADY_EXISTS: ("CONFLICT", "Conflict"),
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ("RATE_LIMITED", "Too many requests"),
+}
+
+
+def error_response(
+    code: str,
+    message: str,
+    *,
+    detail: str | Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """`{"detail", "error": {"code", "message", "status"}}` with the code's HTTP status."""
+    status = HTTP_STATUS[code]
+    body = {
+        "detail": message if detail is None else detail,
+        "error": {"code": code, "message": message, "status": status},
+    }
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> JSONResponse:
+    """The error body of a failed RPC, from its ErrorInfo and BadRequest details."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    reason, violations = None, []
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason if info.reason in HTTP_STATUS else None
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = list(bad.field_violations)
+    if reason is None:
+        # Not from agentq (the channel failed, or a proxy answered): never
+        # pass its text on, it may name hosts or internals.
+        reason, message = _BY_GRPC_CODE.get(error.code(), ("INTERNAL_ERROR", INTERNAL_MESSAGE))
+    else:
+        message = error.details() or INTERNAL_MESSAGE
+    if reason == "INTERNAL_ERROR":
+        message = INTERNAL_MESSAGE
+    if reason == "VALIDATION_ERROR" and violations:
+        detail = [
+            {"loc": ["body", v.field], "msg": v.description, "type": "value_error"}
+            for v in violations
+        ]
+        return error_response(reason, violations[0].description, detail=detail)
+    return error_response(reason, message)

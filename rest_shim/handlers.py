@@ -1,0 +1,83 @@
+"""Exception handlers: every error, FastAPI's own included, gets the body of contract §2."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from rest_shim.errors import INTERNAL_MESSAGE, error_response, from_rpc_error
+
+log = logging.getLogger(__name__)
+
+# Pydantic error types that mean the body as a whole is not a JSON object.
+_NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "missing"}
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
+async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    """Malformed JSON 400, wrong media type 415, field rules 422 with FastAPI's detail list."""
+    assert isinstance(exc, RequestValidationError)
+    errors: list[dict[str, Any]] = list(exc.errors())
+    content_type = request.headers.get("content-type")
+    body_errors = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("body",)]
+    if body_errors and content_type and not _is_json(content_type):
+        return error_response("UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
+    for error in body_errors:
+        if error.get("type") == "json_invalid":
+            return error_response("BAD_REQUEST", "Malformed JSON in request body")
+        if tuple(error["loc"]) == ("body",) and error.get("type") in _NOT_AN_OBJECT:
+            return error_response("BAD_REQUEST", "Request body must be a JSON object")
+    detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
+    return error_response("VALIDATION_ERROR", detail[0]["msg"], detail=detail)
+
+
+async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+    """Starlette's own errors: unknown route 404, wrong method 405 (with Allow)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        return error_response("METHOD_NOT_ALLOWED", "Method not allowed", headers={"Allow": allow})
+    if exc.status_code == 404:
+        return error_response("NOT_FOUND", "Not found")
+    log.error("unexpected HTTP error %s (request %s)", exc.status_code, request.state.request_id)
+    return error_response("INTERNAL_ERROR", INTERNAL_MESSAGE)
+
+
+async def on_rpc_error(request: Request, exc: Exception) -> JSONResponse:
+    """A failed RPC: the status and body come from its google.rpc.Status details."""
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    response = from_rpc_error(exc)
+    if response.status_code >= 500:
+        log.warning(
+            "backend answered %s (%s) for request %s",
+            exc.code().name,
+            exc.details(),
+            request.state.request_id,
+        )
+    return response
+
+
+async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """Anything else: 500 with the generic message; the cause is logged with the request id."""
+    log.error("unhandled error (request %s)", request.state.request_id, exc_info=exc)
+    return error_response("INTERNAL_ERROR", INTERNAL_MESSAGE)
+
+
+def install(app: FastAPI) -> None:
+    """Register every handler on the app."""
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(HTTPException, on_http_error)
+    app.add_exception_handler(grpc.aio.AioRpcError, on_rpc_error)
+    app.add_exception_handler(Exception, on_unexpected)

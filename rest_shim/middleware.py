@@ -1,0 +1,71 @@
+"""ASGI middleware: the request id on every response, and the 1 MiB body limit."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from rest_shim.errors import error_response
+
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+REQUEST_ID_HEADER = "X-Request-ID"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class RequestContextMiddleware:
+    """Gives each request an id (the caller's if sane) and refuses bodies over the limit."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+        self._app = app
+        self._max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        sent = headers.get("x-request-id", "")
+        request_id = sent if _SANE_REQUEST_ID.fullmatch(sent) else str(uuid.uuid4())
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_body_bytes:
+            await self._too_large(scope, receive, send_with_id)
+            return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self._max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self._app(scope, counted_receive, send_with_id)
+        except _BodyTooLarge:
+            if started:
+                raise
+            await self._too_large(scope, receive, send_with_id)
+
+    async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = self._max_body_bytes
+        message = f"Request body exceeds the limit of {limit} bytes"
+        response = error_response("PAYLOAD_TOO_LARGE", message, headers={"Connection": "close"})
+        await response(scope, receive, send)

@@ -1,0 +1,102 @@
+"""agentq.v1 messages rendered as the exact JSON of contract §3."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from agentq.v1 import agent_pb2, agent_service_pb2, job_pb2, system_service_pb2
+
+_STATUS_NAMES = {
+    job_pb2.JOB_STATUS_PENDING: "pending",
+    job_pb2.JOB_STATUS_RUNNING: "running",
+    job_pb2.JOB_STATUS_COMPLETED: "completed",
+    job_pb2.JOB_STATUS_FAILED: "failed",
+    job_pb2.JOB_STATUS_CANCELLED: "cancelled",
+}
+
+
+def _time(stamp: Timestamp) -> str:
+    # ToJsonString gives RFC 3339 in UTC with a Z and 0, 3, 6 or 9 fraction digits.
+    return stamp.ToJsonString()
+
+
+def _time_or_none(message: Any, field: str) -> str | None:
+    return _time(getattr(message, field)) if message.HasField(field) else None
+
+
+def status_name(status: job_pb2.JobStatus.ValueType) -> str:
+    """The lowercase word of a JobStatus value."""
+    return _STATUS_NAMES[status]
+
+
+def health(reply: system_service_pb2.GetHealthResponse) -> dict[str, Any]:
+    """GET /health body."""
+    return {
+        "status": reply.status,
+        "version": reply.version,
+        "timestamp": _time(reply.timestamp),
+        "db_type": reply.db_type,
+    }
+
+
+def agent(message: agent_pb2.Agent) -> dict[str, Any]:
+    """An agent body."""
+    return {
+        "id": message.id,
+        "name": message.name,
+        "role": message.role,
+        "max_depth": message.max_depth,
+        "spawn_shadow": message.spawn_shadow,
+        "generation": message.generation,
+        "fitness": message.fitness,
+        "created_at": _time(message.created_at),
+    }
+
+
+def execute_ack(reply: agent_service_pb2.ExecuteResponse) -> dict[str, Any]:
+    """The 202 body of an execution."""
+    return {
+        "agent_id": reply.agent_id,
+        "job_id": reply.job_id,
+        "status": status_name(reply.status),
+        "response": reply.response,
+        "verified": reply.verified,
+        "confidence": reply.confidence,
+        "context_hash": reply.context_hash,
+        "merkle_root": reply.merkle_root if reply.HasField("merkle_root") else None,
+        "latency_ms": reply.latency_ms,
+    }
+
+
+def job(message: job_pb2.Job) -> dict[str, Any]:
+    """A job body, with its result once finished."""
+    return {
+        "job_id": message.job_id,
+        "agent_id": message.agent_id,
+        "status": status_name(message.status),
+        "result": _result(message.result) if message.HasField("result") else None,
+        "error": message.error if message.HasField("error") else None,
+        "queued_at": _time(message.queued_at),
+        "started_at": _time_or_none(message, "started_at"),
+        "completed_at": _time_or_none(message, "completed_at"),
+        "attempts": message.attempts,
+    }
+
+
+def _result(result: job_pb2.AgentJobResult) -> dict[str, Any]:
+    return {
+        "job_id": result.job_id,
+        "agent_id": result.agent_id,
+        "success": result.success,
+        "response": result.response,
+        "tokens_used": result.tokens_used,
+        "completed_at": _time(result.completed_at),
+        "error": result.error if result.HasField("error") else None,
+        "prompt": result.prompt,
+        "context_hash": result.context_hash or None,
+        "merkle_root": result.merkle_root or None,
+        "verified": result.verified,
+        "confidence": result.confidence if result.HasField("confidence") else None,
+    }

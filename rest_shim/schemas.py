@@ -1,0 +1,115 @@
+"""JSON shapes of contract §3: request bodies, responses and the error body (for OpenAPI too)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
+
+
+class CreateAgentBody(BaseModel):
+    """POST /api/v1/agents. Range and character rules are the server's; see the errors."""
+
+    name: StrictStr = Field(
+        description="1-100 characters after trimming: letters, digits, space, - and _."
+    )
+    role: StrictStr = Field(
+        description="3-500 characters after trimming: the agent's system prompt."
+    )
+    max_depth: StrictInt = Field(3, description="0-10; the deepest chain of sub-agent executions.")
+    spawn_shadow: StrictBool = Field(False, description="Stored.")
+
+
+class ExecuteBody(BaseModel):
+    """POST /api/v1/agents/{id}/execute."""
+
+    prompt: StrictStr = Field(description="1-50,000 characters after trimming.")
+    context_id: StrictStr | None = Field(None, description="Opaque; stored on the job.")
+    enable_adversarial: StrictBool = Field(False, description="Stored on the job.")
+    enable_self_correction: StrictBool = Field(False, description="Stored on the job.")
+    max_debate_rounds: StrictInt = Field(3, description="1-10.")
+
+
+class AgentOut(BaseModel):
+    """A stored agent."""
+
+    id: str
+    name: str
+    role: str
+    max_depth: int
+    spawn_shadow: bool
+    generation: int
+    fitness: float
+    created_at: str = Field(description="RFC 3339, UTC.")
+
+
+class ExecuteAck(BaseModel):
+    """The queue acknowledgement of an execution."""
+
+    agent_id: str
+    job_id: str
+    status: Literal["pending"]
+    response: str = Field(description="`Job queued: <job_id>`, for clients that parse it.")
+    verified: bool
+    confidence: float
+    context_hash: Literal["pending"]
+    merkle_root: None
+    latency_ms: int
+
+
+JobStatusName = Literal["pending", "running", "completed", "failed", "cancelled"]
+
+
+class AgentJobResultOut(BaseModel):
+    """The outcome of a finished job."""
+
+    job_id: str
+    agent_id: str
+    success: bool
+    response: str
+    tokens_used: int
+    completed_at: str = Field(description="RFC 3339, UTC.")
+    error: str | None
+    prompt: str
+    context_hash: str | None
+    merkle_root: str | None
+    verified: bool
+    confidence: float | None
+
+
+class JobOut(BaseModel):
+    """A job and, once it has finished, its result."""
+
+    job_id: str
+    agent_id: str
+    status: JobStatusName
+    result: AgentJobResultOut | None
+    error: str | None
+    queued_at: str
+    started_at: str | None
+    completed_at: str | None
+    attempts: int
+
+
+class HealthOut(BaseModel):
+    """GET /health."""
+
+    status: Literal["healthy"]
+    version: str
+    timestamp: str
+    db_type: Literal["sqlite", "postgres"]
+
+
+class ErrorInfoOut(BaseModel):
+    """The vex-api part of an error body."""
+
+    code: str
+    message: str
+    status: int
+
+
+class ErrorBody(BaseModel):
+    """Every error: `detail` for FastAPI clients, `error` for vex-api clients."""
+
+    detail: str | list[dict[str, Any]]
+    error: ErrorInfoOut

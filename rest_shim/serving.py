@@ -1,0 +1,51 @@
+"""Running the shim under uvicorn: alone (`agentq rest`) or beside the gRPC server."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+
+from rest_shim.app import create_app
+from rest_shim.settings import RestSettings
+
+
+class EmbeddedHttpServer(uvicorn.Server):
+    """A uvicorn server that leaves signals to its host process."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The host (`agentq serve`) owns SIGINT/SIGTERM and stops this server
+        # by setting should_exit, so uvicorn must not install its own handlers.
+        yield
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when asked for port 0)."""
+        return int(self.servers[0].sockets[0].getsockname()[1])
+
+
+def http_server(settings: RestSettings, *, embedded: bool) -> uvicorn.Server:
+    """A uvicorn server for the shim app at AGENTQ_HTTP_ADDR."""
+    host, port = settings.http_host_port
+    config = uvicorn.Config(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    return EmbeddedHttpServer(config) if embedded else uvicorn.Server(config)
+
+
+def run_rest(settings: RestSettings) -> None:
+    """Serve the shim until SIGINT/SIGTERM (uvicorn handles the signals)."""
+    server = http_server(settings, embedded=False)
+    print(
+        f"agentq REST listening on {settings.http_addr}, calling gRPC at {settings.target}",
+        flush=True,
+    )
+    server.run()
