@@ -34,6 +34,7 @@ def create_app(settings: RestSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.backend = Backend(settings.target, timeout_s=settings.rest_timeout_s)
+        app.state.stream_keepalive_s = settings.stream_keepalive_s
         try:
             yield
         finally:

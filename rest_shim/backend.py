@@ -42,6 +42,13 @@ class Backend:
             metadata.append(("authorization", _metadata_value(authorization)))
         return await method(request, metadata=metadata, timeout=self._timeout_s)
 
+    def watch(self, request: Any, *, authorization: str | None, request_id: str) -> Any:
+        """Open a WatchJob stream; it has no deadline, the client decides how long to watch."""
+        metadata = [("x-request-id", request_id)]
+        if authorization is not None:
+            metadata.append(("authorization", _metadata_value(authorization)))
+        return self.jobs.WatchJob(request, metadata=metadata)
+
     async def close(self) -> None:
         """Close the channel."""
         await self._channel.close()

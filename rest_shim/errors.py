@@ -61,8 +61,8 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
-def from_rpc_error(error: grpc.aio.AioRpcError) -> JSONResponse:
-    """The error body of a failed RPC, from its ErrorInfo and BadRequest details."""
+def rpc_error_parts(error: grpc.aio.AioRpcError) -> tuple[str, str, list[dict[str, Any]] | None]:
+    """The code, message and (for field violations) detail list of a failed RPC."""
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     reason, violations = None, []
     for detail in status.details if status is not None else ():
@@ -84,8 +84,25 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> JSONResponse:
         message = INTERNAL_MESSAGE
     if reason == "VALIDATION_ERROR" and violations:
         detail = [
-            {"loc": ["body", v.field], "msg": v.description, "type": "value_error"}
+            {"loc": [_location(v.field), v.field], "msg": v.description, "type": "value_error"}
             for v in violations
         ]
-        return error_response(reason, violations[0].description, detail=detail)
-    return error_response(reason, message)
+        return reason, violations[0].description, detail
+    return reason, message, None
+
+
+def _location(field: str) -> str:
+    # The shim sends these fields from the query string or a header, the rest
+    # from the body; FastAPI-style locations say where to look.
+    if field in ("page_size", "page_token", "status", "agent_id", "job_id"):
+        return "query"
+    if field == "request_id":
+        return "header"
+    return "body"
+
+
+def from_rpc_error(error: grpc.aio.AioRpcError) -> JSONResponse:
+    """The error response of a failed RPC, from its ErrorInfo and BadRequest details."""
+    code, message, detail = rpc_error_parts(error)
+    headers = {"Retry-After": "1"} if code == "SERVICE_UNAVAILABLE" else None
+    return error_response(code, message, detail=detail, headers=headers)

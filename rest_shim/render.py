@@ -82,7 +82,46 @@ def job(message: job_pb2.Job) -> dict[str, Any]:
         "started_at": _time_or_none(message, "started_at"),
         "completed_at": _time_or_none(message, "completed_at"),
         "attempts": message.attempts,
+        "parent_job_id": message.parent_job_id if message.HasField("parent_job_id") else None,
+        "depth": message.depth,
     }
+
+
+def page(items: list[dict[str, Any]], size: int, next_token: str) -> dict[str, Any]:
+    """A list body: `{"data": [...], "meta": {"per_page", "next_page_token"}}`."""
+    return {"data": items, "meta": {"per_page": size, "next_page_token": next_token or None}}
+
+
+_EVENT_NAMES = {
+    job_pb2.JOB_EVENT_TYPE_QUEUED: "queued",
+    job_pb2.JOB_EVENT_TYPE_STARTED: "started",
+    job_pb2.JOB_EVENT_TYPE_RETRYING: "retrying",
+    job_pb2.JOB_EVENT_TYPE_TOKEN: "token",
+    job_pb2.JOB_EVENT_TYPE_COMPLETED: "completed",
+    job_pb2.JOB_EVENT_TYPE_FAILED: "failed",
+    job_pb2.JOB_EVENT_TYPE_CANCELLED: "cancelled",
+}
+
+
+def event(message: job_pb2.JobEvent) -> tuple[str, dict[str, Any]]:
+    """An event's SSE name and JSON data."""
+    name = _EVENT_NAMES[message.type]
+    data: dict[str, Any] = {
+        "job_id": message.job_id,
+        "sequence": message.sequence,
+        "type": name,
+        "created_at": _time(message.created_at),
+        "attempt": message.attempt,
+    }
+    if message.HasField("error"):
+        data["error"] = message.error
+    if message.HasField("delay_seconds"):
+        data["delay_seconds"] = message.delay_seconds
+    if name == "token":
+        data["delta"] = message.delta
+    if message.HasField("result"):
+        data["result"] = _result(message.result)
+    return name, data
 
 
 def _result(result: job_pb2.AgentJobResult) -> dict[str, Any]:

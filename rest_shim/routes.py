@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPBearer
 
 from agentq.v1 import agent_service_pb2 as agents_pb
+from agentq.v1 import job_pb2
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import system_service_pb2 as system_pb
-from rest_shim import render
+from rest_shim import render, stream
 from rest_shim.backend import Backend
 from rest_shim.schemas import (
     AgentOut,
+    AgentPage,
     CreateAgentBody,
     ErrorBody,
     ExecuteAck,
     ExecuteBody,
     HealthOut,
     JobOut,
+    JobPage,
+    JobStatusName,
 )
 
 # Documents the bearer scheme; the token itself is checked by the gRPC server only.
@@ -107,7 +112,7 @@ async def get_agent(
     "/api/v1/agents/{agent_id}/execute",
     status_code=202,
     response_model=ExecuteAck,
-    responses=_errors(*_AUTHED, *_BODY, 404),
+    responses=_errors(*_AUTHED, *_BODY, 404, 409),
     dependencies=_SECURED,
     tags=["agents"],
 )
@@ -115,6 +120,10 @@ async def execute(
     agent_id: uuid.UUID,
     body: ExecuteBody,
     request: Request,
+    idempotency_key: Annotated[
+        str | None,
+        Header(description="Retrying with the same key and body returns the original job."),
+    ] = None,
 ) -> dict[str, Any]:
     """Queue an execution; poll the job named in `job_id` (also in `response`)."""
     message = agents_pb.ExecuteRequest(
@@ -124,6 +133,8 @@ async def execute(
         enable_adversarial=body.enable_adversarial,
         enable_self_correction=body.enable_self_correction,
         max_debate_rounds=_int32(body.max_debate_rounds),
+        request_id=idempotency_key,
+        parent_job_id=body.parent_job_id,
     )
     reply = await _call(request, request.app.state.backend.agents.Execute, message)
     return render.execute_ack(reply)
@@ -144,3 +155,121 @@ async def get_job(
     message = jobs_pb.GetJobRequest(job_id=str(job_id))
     reply = await _call(request, request.app.state.backend.jobs.GetJob, message)
     return render.job(reply.job)
+
+
+_STATUS_VALUES = {
+    "pending": job_pb2.JOB_STATUS_PENDING,
+    "running": job_pb2.JOB_STATUS_RUNNING,
+    "completed": job_pb2.JOB_STATUS_COMPLETED,
+    "failed": job_pb2.JOB_STATUS_FAILED,
+    "cancelled": job_pb2.JOB_STATUS_CANCELLED,
+}
+PageSize = Annotated[int | None, Query(description="1-100; 20 when omitted.")]
+PageToken = Annotated[str, Query(description="The previous page's next_page_token.")]
+
+
+@router.get(
+    "/api/v1/agents",
+    response_model=AgentPage,
+    responses=_errors(*_AUTHED, 422),
+    dependencies=_SECURED,
+    tags=["agents"],
+)
+async def list_agents(
+    request: Request, page_size: PageSize = None, page_token: PageToken = ""
+) -> dict[str, Any]:
+    """List the caller's agents, newest first."""
+    size = None if page_size is None else _int32(page_size)
+    message = agents_pb.ListAgentsRequest(page_size=size, page_token=page_token)
+    reply = await _call(request, request.app.state.backend.agents.ListAgents, message)
+    items = [render.agent(a) for a in reply.agents]
+    return render.page(items, reply.page_size, reply.next_page_token)
+
+
+@router.delete(
+    "/api/v1/agents/{agent_id}",
+    status_code=204,
+    response_class=Response,
+    responses=_errors(*_AUTHED, 404, 422),
+    dependencies=_SECURED,
+    tags=["agents"],
+)
+async def delete_agent(agent_id: uuid.UUID, request: Request) -> Response:
+    """Delete an agent; its unfinished jobs are cancelled, finished ones stay readable."""
+    message = agents_pb.DeleteAgentRequest(agent_id=str(agent_id))
+    await _call(request, request.app.state.backend.agents.DeleteAgent, message)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/api/v1/jobs",
+    response_model=JobPage,
+    responses=_errors(*_AUTHED, 422),
+    dependencies=_SECURED,
+    tags=["jobs"],
+)
+async def list_jobs(
+    request: Request,
+    agent_id: uuid.UUID | None = None,
+    status: JobStatusName | None = None,
+    page_size: PageSize = None,
+    page_token: PageToken = "",
+) -> dict[str, Any]:
+    """List the caller's jobs, newest first, optionally one agent's or one status's."""
+    message = jobs_pb.ListJobsRequest(
+        page_size=None if page_size is None else _int32(page_size),
+        page_token=page_token,
+        agent_id=None if agent_id is None else str(agent_id),
+        status=None if status is None else _STATUS_VALUES[status],
+    )
+    reply = await _call(request, request.app.state.backend.jobs.ListJobs, message)
+    return render.page([render.job(j) for j in reply.jobs], reply.page_size, reply.next_page_token)
+
+
+@router.post(
+    "/api/v1/jobs/{job_id}/cancel",
+    response_model=JobOut,
+    responses=_errors(*_AUTHED, 404, 409, 422),
+    dependencies=_SECURED,
+    tags=["jobs"],
+)
+async def cancel_job(job_id: uuid.UUID, request: Request) -> dict[str, Any]:
+    """Cancel a job (and its unfinished sub-agent jobs); 409 if it already finished."""
+    message = jobs_pb.CancelJobRequest(job_id=str(job_id))
+    reply = await _call(request, request.app.state.backend.jobs.CancelJob, message)
+    return render.job(reply.job)
+
+
+@router.get(
+    "/api/v1/jobs/{job_id}/stream",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."},
+        **_errors(*_AUTHED, 404, 422),
+    },
+    dependencies=_SECURED,
+    tags=["jobs"],
+)
+async def stream_job(
+    job_id: uuid.UUID,
+    request: Request,
+    last_event_id: Annotated[
+        int | None, Header(description="Resume after this event's sequence number.")
+    ] = None,
+) -> StreamingResponse:
+    """The job's events as SSE (`id:` is the sequence); resumes after `Last-Event-ID`."""
+    backend: Backend = request.app.state.backend
+    message = jobs_pb.WatchJobRequest(job_id=str(job_id), after_sequence=max(0, last_event_id or 0))
+    call = backend.watch(
+        message,
+        authorization=request.headers.get("authorization"),
+        request_id=request.state.request_id,
+    )
+    if not await stream.opened(call):
+        await call  # raises the refusal (401, 404, ...) as an AioRpcError
+    keepalive_s = request.app.state.stream_keepalive_s
+    return StreamingResponse(
+        stream.events(call, keepalive_s=keepalive_s),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -28,6 +28,9 @@ class ExecuteBody(BaseModel):
     enable_adversarial: StrictBool = Field(False, description="Stored on the job.")
     enable_self_correction: StrictBool = Field(False, description="Stored on the job.")
     max_debate_rounds: StrictInt = Field(3, description="1-10.")
+    parent_job_id: StrictStr | None = Field(
+        None, description="Queue as a sub-agent execution of this job (same tenant)."
+    )
 
 
 class AgentOut(BaseModel):
@@ -89,6 +92,29 @@ class JobOut(BaseModel):
     started_at: str | None
     completed_at: str | None
     attempts: int
+    parent_job_id: str | None = Field(description="The job that queued this one, if any.")
+    depth: int = Field(description="0 for a top-level job, the parent's depth + 1 for a child.")
+
+
+class PageMeta(BaseModel):
+    """Where a list page stands."""
+
+    per_page: int
+    next_page_token: str | None = Field(description="Pass as page_token; null on the last page.")
+
+
+class AgentPage(BaseModel):
+    """A page of agents, newest first."""
+
+    data: list[AgentOut]
+    meta: PageMeta
+
+
+class JobPage(BaseModel):
+    """A page of jobs, newest first."""
+
+    data: list[JobOut]
+    meta: PageMeta
 
 
 class HealthOut(BaseModel):

@@ -21,6 +21,8 @@ class RestSettings(BaseSettings):
     # Deadline of each gRPC call; past it the client gets 504.
     rest_timeout_s: float = Field(default=10.0, gt=0)
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
+    # An SSE stream sends a keep-alive comment after this much silence.
+    stream_keepalive_s: float = Field(default=15.0, gt=0)
 
     @property
     def target(self) -> str:

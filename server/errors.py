@@ -52,6 +52,10 @@ class Conflict(AgentQError):
     """The resource is in a state that forbids the request."""
 
 
+class AlreadyExists(Conflict):
+    """The resource (e.g. an idempotency key) exists with other content."""
+
+
 class ResourceExhausted(AgentQError):
     """A rate limit or a cap was hit."""
 
@@ -80,6 +84,7 @@ STATUS_TABLE: dict[type[AgentQError], tuple[grpc.StatusCode, str]] = {
     PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "FORBIDDEN"),
     NotFound: (grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
     Conflict: (grpc.StatusCode.FAILED_PRECONDITION, "CONFLICT"),
+    AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, "CONFLICT"),
     ResourceExhausted: (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED"),
     Unavailable: (grpc.StatusCode.UNAVAILABLE, "SERVICE_UNAVAILABLE"),
     DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, "TIMEOUT"),

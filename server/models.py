@@ -84,6 +84,14 @@ class Agent(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0)
     fitness: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set when the agent is deleted; its finished jobs stay readable until
+    # retention removes them, and then the row goes too.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        # Lists page newest first by (created_at, id) within a tenant.
+        Index("ix_agents_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+    )
 
 
 class Job(Base):
@@ -94,6 +102,14 @@ class Job(Base):
         # The recovery sweeper scans by state and time; these keep it off a full scan.
         Index("ix_jobs_status_enqueued_at", "status", "enqueued_at"),
         Index("ix_jobs_status_lease_expires_at", "status", "lease_expires_at"),
+        # Lists page newest first by (queued_at, id), optionally per agent or status.
+        Index("ix_jobs_tenant_id_queued_at_id", "tenant_id", "queued_at", "id"),
+        Index(
+            "ix_jobs_tenant_id_agent_id_queued_at_id", "tenant_id", "agent_id", "queued_at", "id"
+        ),
+        Index("ix_jobs_tenant_id_status_queued_at_id", "tenant_id", "status", "queued_at", "id"),
+        # The retention sweeper removes finished jobs by age.
+        Index("ix_jobs_status_completed_at", "status", "completed_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -129,7 +145,42 @@ class Job(Base):
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     confidence: Mapped[float | None] = mapped_column(Float)
 
+    parent_job_id: Mapped[str | None] = mapped_column(String(36), index=True)
+    depth: Mapped[int] = mapped_column(Integer, default=0)
+    # A cancel asked of a running job; its worker stops and records it.
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The sequence number of the job's newest event.
+    event_seq: Mapped[int] = mapped_column(Integer, default=0)
+
     @property
     def job_status(self) -> JobStatus:
         """The status as the enum (the column holds its string)."""
         return JobStatus(self.status)
+
+
+class JobEvent(Base):
+    """One event of a job, numbered per job; streams replay them by sequence."""
+
+    __tablename__ = "job_events"
+
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    sequence: Mapped[int] = mapped_column(Integer, primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempt: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    delay_s: Mapped[float | None] = mapped_column(Float)
+    delta: Mapped[str | None] = mapped_column(Text)
+
+
+class IdempotencyKey(Base):
+    """An idempotency key of a tenant and the job its first request made."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # SHA-256 of the request's canonical form: a reuse must match it.
+    request_hash: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[str] = mapped_column(String(36), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

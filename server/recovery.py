@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from server.clock import Clock, utc_now
+from server.events import EventSpec, EventType
 from server.models import Job, JobStatus
 from server.queue import JobQueue
 from server.runner import RetryPolicy
@@ -28,17 +29,40 @@ class Recovery:
         policy: RetryPolicy,
         *,
         requeue_after_s: float,
+        retention_s: float = 7 * 86400,
         clock: Clock = utc_now,
     ) -> None:
         self._uow = uow
         self._queue = queue
         self._policy = policy
         self._requeue_after = timedelta(seconds=requeue_after_s)
+        self._retention = timedelta(seconds=retention_s)
         self._clock = clock
 
     def sweep(self) -> int:
-        """Recover lost runs and re-send overdue messages; returns how many jobs it touched."""
-        return self._recover_lost_runs() + self._resend_overdue()
+        """Recover lost runs, re-send overdue messages, drop expired jobs; count touched."""
+        return self._recover_lost_runs() + self._resend_overdue() + self.expire()
+
+    def expire(self) -> int:
+        """Delete finished jobs past retention with their events and keys, a batch at a time."""
+        cutoff = self._clock() - self._retention
+        deleted = 0
+        while True:
+            with self._uow() as uow:
+                job_ids = uow.jobs.expired(finished_before=cutoff, limit=BATCH)
+                if job_ids:
+                    uow.events.delete_for(job_ids)
+                    uow.keys.delete_for(job_ids)
+                    uow.jobs.delete(job_ids)
+                uow.keys.delete_older_than(cutoff)
+                uow.agents.purge_deleted(limit=BATCH)
+                uow.commit()
+            deleted += len(job_ids)
+            if len(job_ids) < BATCH:
+                break
+        if deleted:
+            log.info("retention removed %d finished jobs", deleted)
+        return deleted
 
     def _recover_lost_runs(self) -> int:
         now = self._clock()
@@ -49,7 +73,7 @@ class Recovery:
             for job in lost:
                 if self._give_back(uow, job, now):
                     recovered += 1
-                    if job.attempts < self._policy.max_attempts:
+                    if job.attempts < self._policy.max_attempts and not job.cancel_requested:
                         retry.append(job.id)
             uow.commit()
         self._send(retry)
@@ -63,7 +87,11 @@ class Recovery:
             f"Attempt {job.attempts} was lost: its worker stopped or it ran past "
             f"the time limit of {self._policy.time_limit_s:g}s"
         )
-        if job.attempts >= self._policy.max_attempts:
+        values: dict[str, object]
+        if job.cancel_requested:
+            values = {"status": JobStatus.CANCELLED, "completed_at": now}
+            event = EventSpec(EventType.CANCELLED)
+        elif job.attempts >= self._policy.max_attempts:
             values = {
                 "status": JobStatus.FAILED,
                 "completed_at": now,
@@ -71,6 +99,7 @@ class Recovery:
                 "last_error": message,
                 "response": "",
             }
+            event = EventSpec(EventType.FAILED, error=message)
         else:
             values = {
                 "status": JobStatus.PENDING,
@@ -78,7 +107,10 @@ class Recovery:
                 "enqueued_at": now,
                 "last_error": message,
             }
-        return uow.jobs.finish_attempt(job.id, token=job.run_token, values=values)
+            event = EventSpec(EventType.RETRYING, error=message, delay_s=0.0)
+        return uow.jobs.finish_attempt(
+            job.id, token=job.run_token, values=values, event=event, at=now
+        )
 
     def _resend_overdue(self) -> int:
         now = self._clock()

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+from server.cancel_watch import CancelWatch
 from server.clock import Clock, utc_now
+from server.events import EventSpec, EventType
 from server.models import Agent, Job, JobStatus
 from server.proof import context_hash, merkle_root
-from server.providers.base import Completion, Provider, ProviderError
+from server.providers.base import Cancelled, Completion, Provider, ProviderError
 from server.queue import JobQueue
 from server.unit_of_work import UnitOfWork
 
@@ -51,12 +53,14 @@ class JobRunner:
         policy: RetryPolicy,
         *,
         clock: Clock = utc_now,
+        cancel_watch: CancelWatch | None = None,
     ) -> None:
         self._uow = uow
         self._provider = provider
         self._queue = queue
         self._policy = policy
         self._clock = clock
+        self.cancel_watch = cancel_watch or CancelWatch(uow)
 
     def run(self, job_id: str) -> None:
         """Handle one queue message for a job."""
@@ -77,10 +81,18 @@ class JobRunner:
             self._fail(job, token, "Agent not found", tokens=0)
             return
         started = time.monotonic()
+        cancel = self.cancel_watch.watch(job.id)
         try:
             completion = self._provider.complete(
-                system=agent.role, prompt=job.prompt, timeout_s=self._policy.time_limit_s
+                system=agent.role,
+                prompt=job.prompt,
+                timeout_s=self._policy.time_limit_s,
+                cancel=cancel,
+                on_delta=lambda delta: self._delta(job, token, delta),
             )
+        except Cancelled:
+            self._cancelled(job, token)
+            return
         except ProviderError as error:
             self._after_error(job, token, error.message, error.retryable, error.tokens_used)
             return
@@ -88,11 +100,19 @@ class JobRunner:
             log.exception("provider raised unexpectedly on job %s", job.id)
             self._after_error(job, token, "Provider failed unexpectedly", True, 0)
             return
+        finally:
+            self.cancel_watch.forget(job.id)
         if time.monotonic() - started > self._policy.time_limit_s:
             message = f"Job exceeded its time limit of {self._policy.time_limit_s:g}s"
             self._after_error(job, token, message, True, completion.tokens_used)
             return
         self._complete(job, agent, token, completion)
+
+    def _delta(self, job: Job, token: str, delta: str) -> None:
+        event = EventSpec(EventType.TOKEN, delta=delta)
+        with self._uow() as uow:
+            uow.jobs.record(job.id, token=token, event=event, at=self._clock())
+            uow.commit()
 
     def _claim(self, job_id: str) -> tuple[Job, Agent | None, str] | None:
         now = self._clock()
@@ -133,6 +153,7 @@ class JobRunner:
                 "merkle_root": merkle_root([digest]),
                 "error": None,
             },
+            EventSpec(EventType.COMPLETED),
         )
 
     def _after_error(
@@ -150,7 +171,8 @@ class JobRunner:
             "last_error": message,
             "tokens_used": job.tokens_used + tokens,
         }
-        if self._finish(job, token, values):
+        event = EventSpec(EventType.RETRYING, error=message, delay_s=delay)
+        if self._finish(job, token, values, event):
             log.info(
                 "job %s attempt %d failed (%s); retry in %.1fs",
                 job.id,
@@ -169,15 +191,31 @@ class JobRunner:
             "response": "",
             "tokens_used": job.tokens_used + tokens,
         }
-        self._finish(job, token, values)
+        self._finish(job, token, values, EventSpec(EventType.FAILED, error=message))
 
-    def _finish(self, job: Job, token: str, values: dict[str, Any]) -> bool:
+    def _cancelled(self, job: Job, token: str) -> None:
+        now = self._clock()
+        values = {"status": JobStatus.CANCELLED, "completed_at": now}
         with self._uow() as uow:
-            won = uow.jobs.finish_attempt(job.id, token=token, values=values)
+            won = uow.jobs.finish_attempt(
+                job.id, token=token, values=values, event=EventSpec(EventType.CANCELLED), at=now
+            )
             uow.commit()
-        if not won:
-            # The lease ran out and recovery gave the job to another attempt.
-            log.warning("job %s attempt %d lost its claim; outcome dropped", job.id, job.attempts)
+        if won:
+            log.info("job %s attempt %d -> cancelled", job.id, job.attempts)
         else:
+            log.warning("job %s attempt %d lost its claim; outcome dropped", job.id, job.attempts)
+
+    def _finish(self, job: Job, token: str, values: dict[str, Any], event: EventSpec) -> bool:
+        """Record the attempt's outcome; a cancel requested meanwhile wins over it."""
+        now = self._clock()
+        with self._uow() as uow:
+            won = uow.jobs.finish_attempt(
+                job.id, token=token, values=values, event=event, at=now, unless_cancelled=True
+            )
+            uow.commit()
+        if won:
             log.info("job %s attempt %d -> %s", job.id, job.attempts, values["status"])
-        return won
+            return True
+        self._cancelled(job, token)  # records nothing when the claim itself was lost
+        return False

@@ -11,6 +11,7 @@ import dramatiq
 from sqlalchemy import Engine
 
 from server.auth import Principal, verify_bearer
+from server.cancel_watch import CancelWatch
 from server.db import create_db_engine, migrate, ping, session_factory
 from server.providers.base import Provider
 from server.providers.factory import build_provider
@@ -87,6 +88,7 @@ class Runtime:
             worker.stop()
         for thread in self._threads:
             thread.stop()
+        self.runner.cancel_watch.stop()
         self.broker.close()
         self.engine.dispose()
 
@@ -103,14 +105,21 @@ def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Ru
     broker = build_broker(settings)
     policy = retry_policy(settings)
     queue = DramatiqJobQueue(broker)
-    runner = JobRunner(uow, provider or build_provider(settings), queue, policy)
+    watch = CancelWatch(uow, interval_s=settings.cancel_poll_s)
+    runner = JobRunner(uow, provider or build_provider(settings), queue, policy, cancel_watch=watch)
     declare_job_actor(broker, runner.run, time_limit_s=policy.lease_s)
     services = Services(
         agents=AgentService(uow),
-        jobs=JobService(uow, queue),
+        jobs=JobService(uow, queue, retention_s=settings.retention_s),
         system=SystemService(lambda: ping(engine), db_type=settings.db_type),
     )
-    recovery = Recovery(uow, queue, policy, requeue_after_s=settings.requeue_after_s)
+    recovery = Recovery(
+        uow,
+        queue,
+        policy,
+        requeue_after_s=settings.requeue_after_s,
+        retention_s=settings.retention_s,
+    )
     return Runtime(settings, engine, broker, services, runner, recovery)
 
 

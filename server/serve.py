@@ -39,7 +39,11 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
     runtime.start_recovery()
     blocking = Blocking(settings.server_threads)
     server, port = create_grpc_server(
-        runtime.services, authenticator(settings, secret), blocking, address=settings.grpc_addr
+        runtime.services,
+        authenticator(settings, secret),
+        blocking,
+        address=settings.grpc_addr,
+        stream_poll_s=settings.stream_poll_s,
     )
     await server.start()
     await mark_serving(server)

@@ -12,14 +12,15 @@ from importlib import metadata
 from server.auth import Principal
 from server.clock import Clock, utc_now
 from server.errors import NotFound
-from server.models import Agent, Job, JobStatus
-from server.queue import JobQueue
+from server.jobs import AGENT_NOT_FOUND, JobService, Page, cancel_tree
+from server.models import Agent
+from server.paging import Cursor, decode, encode, page_size
 from server.unit_of_work import UnitOfWork
-from server.validation import AgentSpec, ExecutionSpec
+from server.validation import AgentSpec
+
+__all__ = ["AgentService", "Health", "JobService", "Services", "SystemService"]
 
 log = logging.getLogger(__name__)
-
-AGENT_NOT_FOUND = "Agent not found"
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def agentq_version() -> str:
 
 
 class AgentService:
-    """Create and read agents within the caller's tenant."""
+    """Create, read, list and delete agents within the caller's tenant."""
 
     def __init__(self, uow: Callable[[], UnitOfWork], *, clock: Clock = utc_now) -> None:
         self._uow = uow
@@ -97,53 +98,25 @@ class AgentService:
             raise NotFound(AGENT_NOT_FOUND)
         return agent
 
+    def list_agents(self, principal: Principal, *, size: int | None, token: str) -> Page:
+        """A page of the caller's agents, newest first."""
+        limit = page_size(size)
+        scope = f"agents:{principal.tenant_id}"
+        after = decode(token, scope=scope)
+        with self._uow() as uow:
+            rows = uow.agents.page(principal.tenant_id, after=after, limit=limit + 1)
+        items = list(rows[:limit])
+        last = items[-1] if len(rows) > limit else None
+        next_token = encode(Cursor(last.created_at, last.id), scope=scope) if last else None
+        return Page(items=items, size=limit, next_token=next_token)
 
-class JobService:
-    """Queue executions and read jobs within the caller's tenant."""
-
-    def __init__(
-        self, uow: Callable[[], UnitOfWork], queue: JobQueue, *, clock: Clock = utc_now
-    ) -> None:
-        self._uow = uow
-        self._queue = queue
-        self._clock = clock
-
-    def execute(self, principal: Principal, agent_id: str, spec: ExecutionSpec) -> Job:
-        """Store a pending job, then send its message; the row is committed first."""
+    def delete_agent(self, principal: Principal, agent_id: str) -> None:
+        """Delete the agent and cancel its unfinished jobs; finished ones stay readable."""
         now = self._clock()
         with self._uow() as uow:
-            if uow.agents.get(agent_id, tenant_id=principal.tenant_id) is None:
+            agent = uow.agents.get(agent_id, tenant_id=principal.tenant_id)
+            if agent is None:
                 raise NotFound(AGENT_NOT_FOUND)
-            job = Job(
-                id=str(uuid.uuid4()),
-                tenant_id=principal.tenant_id,
-                agent_id=agent_id,
-                status=JobStatus.PENDING,
-                prompt=spec.prompt,
-                context_id=spec.context_id,
-                enable_adversarial=spec.enable_adversarial,
-                enable_self_correction=spec.enable_self_correction,
-                max_debate_rounds=spec.max_debate_rounds,
-                attempts=0,
-                queued_at=now,
-                next_run_at=now,
-                enqueued_at=now,
-                tokens_used=0,
-                verified=False,
-            )
-            uow.jobs.add(job)
+            agent.deleted_at = now
+            cancel_tree(uow, uow.jobs.unfinished_of_agent(agent_id), at=now)
             uow.commit()
-        try:
-            self._queue.enqueue(job.id)
-        except Exception:
-            # The job is stored; the recovery sweeper sends it again later.
-            log.warning("could not enqueue job %s; recovery will retry", job.id, exc_info=True)
-        return job
-
-    def get_job(self, principal: Principal, job_id: str) -> Job:
-        """The caller's job; NOT_FOUND for unknown ids and other tenants' alike."""
-        with self._uow() as uow:
-            job = uow.jobs.get(job_id, tenant_id=principal.tenant_id)
-        if job is None:
-            raise NotFound(f"Job {job_id} not found")
-        return job

@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     # Redis broker: how long a silent worker process is given before Dramatiq
     # hands its unacknowledged messages to other workers.
     broker_heartbeat_timeout_s: float = Field(default=30.0, gt=0)
+    # Finished jobs, their events and idempotency keys are deleted after this.
+    retention_s: float = Field(default=7 * 86400, gt=0)
+    # How often a worker checks its running jobs for cancel requests.
+    cancel_poll_s: float = Field(default=0.5, gt=0)
+    # How often an event stream looks for new events of its job.
+    stream_poll_s: float = Field(default=0.25, gt=0)
+    # An SSE stream sends a keep-alive comment after this much silence.
+    stream_keepalive_s: float = Field(default=15.0, gt=0)
     recovery_interval_s: float = Field(default=5.0, gt=0)
 
     provider: Literal["builtin", "openai"] = "builtin"

@@ -9,7 +9,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.errors import Unavailable
-from server.repository import AgentRepository, JobRepository
+from server.events import EventRepository
+from server.repository import AgentRepository, JobRepository, KeyRepository
 
 
 class UnitOfWork(Protocol):
@@ -17,6 +18,8 @@ class UnitOfWork(Protocol):
 
     agents: AgentRepository
     jobs: JobRepository
+    events: EventRepository
+    keys: KeyRepository
 
     def __enter__(self) -> Self: ...
 
@@ -40,6 +43,8 @@ class SqlUnitOfWork:
         self._session = self._sessions()
         self.agents = AgentRepository(self._session)
         self.jobs = JobRepository(self._session)
+        self.events = EventRepository(self._session)
+        self.keys = KeyRepository(self._session)
         return self
 
     def __exit__(

@@ -44,6 +44,15 @@ def parse_id(value: str, field: str) -> str:
         raise InvalidArgument.field(field, f"Invalid {field}: must be a UUID") from None
 
 
+def request_key(value: str) -> str:
+    """An idempotency key: 1 to 255 printable ASCII characters, else INVALID_ARGUMENT."""
+    if not 1 <= len(value) <= 255 or not all(" " < c <= "~" for c in value):
+        raise InvalidArgument.field(
+            "request_id", "Invalid request_id: must be 1 to 255 printable ASCII characters"
+        )
+    return value
+
+
 def agent_spec(*, name: str, role: str, max_depth: int | None, spawn_shadow: bool) -> AgentSpec:
     """Check a create-agent request; every broken rule is reported at once."""
     violations: list[FieldViolation] = []

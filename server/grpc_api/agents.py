@@ -11,7 +11,7 @@ from server.grpc_api.blocking import Blocking
 from server.grpc_api.context import Context, current_principal
 from server.grpc_api.convert import agent_message
 from server.services import Services
-from server.validation import agent_spec, execution_spec, parse_id
+from server.validation import agent_spec, execution_spec, parse_id, request_key
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
@@ -38,6 +38,29 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         agent = await self._blocking(self._services.agents.get_agent, current_principal(), agent_id)
         return pb.GetAgentResponse(agent=agent_message(agent))
 
+    async def ListAgents(
+        self, request: pb.ListAgentsRequest, context: Context
+    ) -> pb.ListAgentsResponse:
+        size = request.page_size if request.HasField("page_size") else None
+        page = await self._blocking(
+            self._services.agents.list_agents,
+            current_principal(),
+            size=size,
+            token=request.page_token,
+        )
+        return pb.ListAgentsResponse(
+            agents=[agent_message(a) for a in page.items],  # type: ignore[arg-type]
+            page_size=page.size,
+            next_page_token=page.next_token or "",
+        )
+
+    async def DeleteAgent(
+        self, request: pb.DeleteAgentRequest, context: Context
+    ) -> pb.DeleteAgentResponse:
+        agent_id = parse_id(request.agent_id, "agent_id")
+        await self._blocking(self._services.agents.delete_agent, current_principal(), agent_id)
+        return pb.DeleteAgentResponse()
+
     async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
         started = time.perf_counter()
         agent_id = parse_id(request.agent_id, "agent_id")
@@ -50,7 +73,20 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
                 request.max_debate_rounds if request.HasField("max_debate_rounds") else None
             ),
         )
-        job = await self._blocking(self._services.jobs.execute, current_principal(), agent_id, spec)
+        request_id = request_key(request.request_id) if request.HasField("request_id") else None
+        parent_job_id = (
+            parse_id(request.parent_job_id, "parent_job_id")
+            if request.HasField("parent_job_id")
+            else None
+        )
+        job = await self._blocking(
+            self._services.jobs.execute,
+            current_principal(),
+            agent_id,
+            spec,
+            request_id=request_id,
+            parent_job_id=parent_job_id,
+        )
         return pb.ExecuteResponse(
             agent_id=job.agent_id,
             job_id=job.id,

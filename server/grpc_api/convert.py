@@ -7,7 +7,8 @@ from datetime import datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentq.v1 import agent_pb2, job_pb2
-from server.models import Agent, Job, JobStatus
+from server.events import EventType
+from server.models import Agent, Job, JobEvent, JobStatus
 
 _STATUS = {
     JobStatus.PENDING: job_pb2.JOB_STATUS_PENDING,
@@ -28,6 +29,14 @@ def timestamp(value: datetime) -> Timestamp:
 def job_status(status: JobStatus) -> job_pb2.JobStatus.ValueType:
     """The proto enum value of a job status."""
     return _STATUS[status]
+
+
+def status_of(value: job_pb2.JobStatus.ValueType) -> JobStatus | None:
+    """The job status of a proto enum value; None for UNSPECIFIED or unknown."""
+    for status, number in _STATUS.items():
+        if number == value:
+            return status
+    return None
 
 
 def agent_message(agent: Agent) -> agent_pb2.Agent:
@@ -60,6 +69,40 @@ def job_message(job: Job) -> job_pb2.Job:
     if job.job_status is JobStatus.FAILED and job.error is not None:
         message.error = job.error
     if job.job_status in (JobStatus.COMPLETED, JobStatus.FAILED):
+        message.result.CopyFrom(_result_message(job))
+    if job.parent_job_id is not None:
+        message.parent_job_id = job.parent_job_id
+    message.depth = job.depth
+    return message
+
+
+_EVENT_TYPES = {
+    EventType.QUEUED: job_pb2.JOB_EVENT_TYPE_QUEUED,
+    EventType.STARTED: job_pb2.JOB_EVENT_TYPE_STARTED,
+    EventType.RETRYING: job_pb2.JOB_EVENT_TYPE_RETRYING,
+    EventType.TOKEN: job_pb2.JOB_EVENT_TYPE_TOKEN,
+    EventType.COMPLETED: job_pb2.JOB_EVENT_TYPE_COMPLETED,
+    EventType.FAILED: job_pb2.JOB_EVENT_TYPE_FAILED,
+    EventType.CANCELLED: job_pb2.JOB_EVENT_TYPE_CANCELLED,
+}
+
+
+def event_message(event: JobEvent, job: Job) -> job_pb2.JobEvent:
+    """The JobEvent message of a stored event; a final one carries the job's result."""
+    kind = EventType(event.type)
+    message = job_pb2.JobEvent(
+        job_id=event.job_id,
+        sequence=event.sequence,
+        type=_EVENT_TYPES[kind],
+        created_at=timestamp(event.created_at),
+        attempt=event.attempt,
+        delta=event.delta or "",
+    )
+    if event.error is not None:
+        message.error = event.error
+    if event.delay_s is not None:
+        message.delay_seconds = event.delay_s
+    if kind in (EventType.COMPLETED, EventType.FAILED) and job.completed_at is not None:
         message.result.CopyFrom(_result_message(job))
     return message
 

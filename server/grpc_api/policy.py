@@ -20,8 +20,13 @@ _READERS = frozenset({"user", "agent"})
 ROLES: dict[str, frozenset[str] | None] = {
     "/agentq.v1.AgentService/CreateAgent": frozenset({"user"}),
     "/agentq.v1.AgentService/GetAgent": _READERS,
+    "/agentq.v1.AgentService/ListAgents": _READERS,
+    "/agentq.v1.AgentService/DeleteAgent": frozenset({"user"}),
     "/agentq.v1.AgentService/Execute": _READERS,
     "/agentq.v1.JobService/GetJob": _READERS,
+    "/agentq.v1.JobService/ListJobs": _READERS,
+    "/agentq.v1.JobService/CancelJob": _READERS,
+    "/agentq.v1.JobService/WatchJob": _READERS,
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": None,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": None,
 }

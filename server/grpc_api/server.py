@@ -29,7 +29,12 @@ SERVICE_NAMES = tuple(
 
 
 def create_grpc_server(
-    services: Services, authenticate: Authenticate, blocking: Blocking, *, address: str
+    services: Services,
+    authenticate: Authenticate,
+    blocking: Blocking,
+    *,
+    address: str,
+    stream_poll_s: float = 0.25,
 ) -> tuple[grpc.aio.Server, int]:
     """A server bound to `address` (port 0 picks a free one); returns it and its port."""
     policy.check_complete(_FILES)
@@ -37,7 +42,9 @@ def create_grpc_server(
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
         AgentServicer(services, blocking), server
     )
-    job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(services, blocking), server)
+    job_service_pb2_grpc.add_JobServiceServicer_to_server(
+        JobServicer(services, blocking, poll_s=stream_poll_s), server
+    )
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
         SystemServicer(services, blocking), server
     )

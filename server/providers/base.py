@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
+
+# Receives each piece of the answer as a streaming provider produces it.
+DeltaSink = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,10 @@ class ProviderError(Exception):
         self.tokens_used = tokens_used
 
 
+class Cancelled(Exception):
+    """The call was abandoned because its job was cancelled."""
+
+
 def timed_out(timeout_s: float) -> ProviderError:
     """The error every provider raises when a call runs out of time."""
     return ProviderError(f"Provider timed out after {timeout_s:g}s", retryable=True)
@@ -36,6 +45,18 @@ def timed_out(timeout_s: float) -> ProviderError:
 class Provider(Protocol):
     """A model an agent runs on."""
 
-    def complete(self, *, system: str, prompt: str, timeout_s: float) -> Completion:
-        """Answer `prompt` in the role `system`, giving up after `timeout_s` seconds."""
+    def complete(
+        self,
+        *,
+        system: str,
+        prompt: str,
+        timeout_s: float,
+        cancel: threading.Event | None = None,
+        on_delta: DeltaSink | None = None,
+    ) -> Completion:
+        """Answer `prompt` in the role `system`, giving up after `timeout_s` seconds.
+
+        Raises Cancelled soon after `cancel` is set; calls `on_delta` with each
+        piece of the answer when the provider streams.
+        """
         ...

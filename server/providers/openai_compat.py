@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 from typing import Any
 
 import httpx
 
-from server.providers.base import Completion, ProviderError, timed_out
+from server.providers.base import Cancelled, Completion, DeltaSink, ProviderError, timed_out
 
 # Status codes worth retrying besides 5xx: request timeout, conflict, rate limit.
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
 # Error text from a server or a socket can be long; a job's error should stay readable.
 _MAX_REASON_CHARS = 200
+# How often a cancellable call checks whether its job was cancelled.
+_CANCEL_POLL_S = 0.1
 
 
 def _shorten(text: str) -> str:
@@ -86,9 +90,34 @@ class OpenAICompatibleProvider:
         self.timeout_s = timeout_s
         self._api_key = api_key or None
         self._client = client if client is not None else httpx.Client()
+        # Calls that can be cancelled run here while the caller watches the cancel.
+        self._pool = concurrent.futures.ThreadPoolExecutor(thread_name_prefix="agentq-openai")
 
-    def complete(self, *, system: str, prompt: str, timeout_s: float) -> Completion:
-        """Send one chat completion request and return its answer and token usage."""
+    def complete(
+        self,
+        *,
+        system: str,
+        prompt: str,
+        timeout_s: float,
+        cancel: threading.Event | None = None,
+        on_delta: DeltaSink | None = None,
+    ) -> Completion:
+        """Send one chat completion request and return its answer and token usage.
+
+        The answer is not streamed, so `on_delta` is not called. A cancel stops
+        the wait at once; the abandoned request ends on its own timeout.
+        """
+        if cancel is None:
+            return self._request(system=system, prompt=prompt, timeout_s=timeout_s)
+        call = self._pool.submit(self._request, system=system, prompt=prompt, timeout_s=timeout_s)
+        while True:
+            try:
+                return call.result(timeout=_CANCEL_POLL_S)
+            except concurrent.futures.TimeoutError:
+                if cancel.is_set():
+                    raise Cancelled from None
+
+    def _request(self, *, system: str, prompt: str, timeout_s: float) -> Completion:
         timeout = min(self.timeout_s, timeout_s)
         if timeout <= 0:
             raise timed_out(timeout)
@@ -118,6 +147,7 @@ class OpenAICompatibleProvider:
 
     def close(self) -> None:
         """Close the HTTP client and its connections."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
         self._client.close()
 
     def _parse(self, response: httpx.Response) -> Completion:

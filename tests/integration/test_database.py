@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from server.db import create_db_engine, migrate, session_factory
+from server.db import MIGRATIONS, create_db_engine, migrate, session_factory
 from server.models import Agent, Base, Job, JobStatus
 from server.unit_of_work import SqlUnitOfWork
 
@@ -77,9 +79,15 @@ def test_the_migrated_schema_matches_the_models(engine: Engine) -> None:
 
 
 def test_migrating_again_changes_nothing(engine: Engine) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    head = ScriptDirectory.from_config(config).get_current_head()
     migrate(engine)
     with engine.connect() as connection:
-        assert MigrationContext.configure(connection).get_current_revision() == "0001"
+        assert MigrationContext.configure(connection).get_current_revision() == head
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert diff == []
 
 
 def test_servers_starting_at_once_migrate_a_fresh_postgres_database_once(

@@ -5,8 +5,10 @@ isort:skip_file
 
 from agentq.v1 import agent_pb2 as _agent_pb2
 from agentq.v1 import job_pb2 as _job_pb2
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -127,6 +129,105 @@ class GetAgentResponse(_message.Message):
 Global___GetAgentResponse: _TypeAlias = GetAgentResponse  # noqa: Y015
 
 @_typing.final
+class ListAgentsRequest(_message.Message):
+    """Which page of agents to list."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Agents per page, 1 to 100; 20 when unset."""
+    page_token: _builtins.str
+    """The next_page_token of the previous page; unset for the first page."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int | None = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_page_size", b"_page_size", "page_size", b"page_size"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_page_size", b"_page_size", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__page_size: _TypeAlias = _typing.Literal["page_size"]  # noqa: Y015
+    _WhichOneofArgType__page_size: _TypeAlias = _typing.Literal["_page_size", b"_page_size"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__page_size) -> _WhichOneofReturnType__page_size | None: ...
+
+Global___ListAgentsRequest: _TypeAlias = ListAgentsRequest  # noqa: Y015
+
+@_typing.final
+class ListAgentsResponse(_message.Message):
+    """One page of agents, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENTS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The page size that was applied."""
+    next_page_token: _builtins.str
+    """Pass it as page_token for the next page; empty on the last page."""
+    @_builtins.property
+    def agents(self) -> _containers.RepeatedCompositeFieldContainer[_agent_pb2.Agent]:
+        """The agents of this page."""
+
+    def __init__(
+        self,
+        *,
+        agents: _abc.Iterable[_agent_pb2.Agent] | None = ...,
+        page_size: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agents", b"agents", "next_page_token", b"next_page_token", "page_size", b"page_size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListAgentsResponse: _TypeAlias = ListAgentsResponse  # noqa: Y015
+
+@_typing.final
+class DeleteAgentRequest(_message.Message):
+    """Which agent to delete."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """Required. The agent's id, a UUID."""
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAgentRequest: _TypeAlias = DeleteAgentRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAgentResponse(_message.Message):
+    """The agent was deleted; there is nothing to return."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAgentResponse: _TypeAlias = DeleteAgentResponse  # noqa: Y015
+
+@_typing.final
 class ExecuteRequest(_message.Message):
     """One execution to queue."""
 
@@ -138,6 +239,8 @@ class ExecuteRequest(_message.Message):
     ENABLE_ADVERSARIAL_FIELD_NUMBER: _builtins.int
     ENABLE_SELF_CORRECTION_FIELD_NUMBER: _builtins.int
     MAX_DEBATE_ROUNDS_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     """Required. The id of the agent to run, a UUID."""
     prompt: _builtins.str
@@ -150,6 +253,15 @@ class ExecuteRequest(_message.Message):
     """Whether to run self-correction; stored on the job."""
     max_debate_rounds: _builtins.int
     """Debate rounds for adversarial verification, 1 to 10; 3 when unset."""
+    request_id: _builtins.str
+    """An idempotency key, 1 to 255 printable ASCII characters. The same key with
+    the same request, from the same tenant within the retention period,
+    returns the original job instead of queueing another.
+    """
+    parent_job_id: _builtins.str
+    """Queues this execution as a sub-agent of that job (same tenant); its depth
+    is the parent's depth + 1 and must not exceed the agent's max_depth.
+    """
     def __init__(
         self,
         *,
@@ -159,19 +271,29 @@ class ExecuteRequest(_message.Message):
         enable_adversarial: _builtins.bool = ...,
         enable_self_correction: _builtins.bool = ...,
         max_debate_rounds: _builtins.int | None = ...,
+        request_id: _builtins.str | None = ...,
+        parent_job_id: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_context_id", b"_context_id", "_max_debate_rounds", b"_max_debate_rounds", "context_id", b"context_id", "max_debate_rounds", b"max_debate_rounds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_context_id", b"_context_id", "_max_debate_rounds", b"_max_debate_rounds", "_parent_job_id", b"_parent_job_id", "_request_id", b"_request_id", "context_id", b"context_id", "max_debate_rounds", b"max_debate_rounds", "parent_job_id", b"parent_job_id", "request_id", b"request_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_id", b"_context_id", "_max_debate_rounds", b"_max_debate_rounds", "agent_id", b"agent_id", "context_id", b"context_id", "enable_adversarial", b"enable_adversarial", "enable_self_correction", b"enable_self_correction", "max_debate_rounds", b"max_debate_rounds", "prompt", b"prompt"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_context_id", b"_context_id", "_max_debate_rounds", b"_max_debate_rounds", "_parent_job_id", b"_parent_job_id", "_request_id", b"_request_id", "agent_id", b"agent_id", "context_id", b"context_id", "enable_adversarial", b"enable_adversarial", "enable_self_correction", b"enable_self_correction", "max_debate_rounds", b"max_debate_rounds", "parent_job_id", b"parent_job_id", "prompt", b"prompt", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__context_id: _TypeAlias = _typing.Literal["context_id"]  # noqa: Y015
     _WhichOneofArgType__context_id: _TypeAlias = _typing.Literal["_context_id", b"_context_id"]  # noqa: Y015
     _WhichOneofReturnType__max_debate_rounds: _TypeAlias = _typing.Literal["max_debate_rounds"]  # noqa: Y015
     _WhichOneofArgType__max_debate_rounds: _TypeAlias = _typing.Literal["_max_debate_rounds", b"_max_debate_rounds"]  # noqa: Y015
+    _WhichOneofReturnType__parent_job_id: _TypeAlias = _typing.Literal["parent_job_id"]  # noqa: Y015
+    _WhichOneofArgType__parent_job_id: _TypeAlias = _typing.Literal["_parent_job_id", b"_parent_job_id"]  # noqa: Y015
+    _WhichOneofReturnType__request_id: _TypeAlias = _typing.Literal["request_id"]  # noqa: Y015
+    _WhichOneofArgType__request_id: _TypeAlias = _typing.Literal["_request_id", b"_request_id"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__context_id) -> _WhichOneofReturnType__context_id | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_debate_rounds) -> _WhichOneofReturnType__max_debate_rounds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parent_job_id) -> _WhichOneofReturnType__parent_job_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__request_id) -> _WhichOneofReturnType__request_id | None: ...
 
 Global___ExecuteRequest: _TypeAlias = ExecuteRequest  # noqa: Y015
 

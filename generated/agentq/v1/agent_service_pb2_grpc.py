@@ -48,6 +48,16 @@ class AgentServiceStub:
                 request_serializer=agentq_dot_v1_dot_agent__service__pb2.GetAgentRequest.SerializeToString,
                 response_deserializer=agentq_dot_v1_dot_agent__service__pb2.GetAgentResponse.FromString,
                 _registered_method=True)
+        self.ListAgents = channel.unary_unary(
+                '/agentq.v1.AgentService/ListAgents',
+                request_serializer=agentq_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
+                response_deserializer=agentq_dot_v1_dot_agent__service__pb2.ListAgentsResponse.FromString,
+                _registered_method=True)
+        self.DeleteAgent = channel.unary_unary(
+                '/agentq.v1.AgentService/DeleteAgent',
+                request_serializer=agentq_dot_v1_dot_agent__service__pb2.DeleteAgentRequest.SerializeToString,
+                response_deserializer=agentq_dot_v1_dot_agent__service__pb2.DeleteAgentResponse.FromString,
+                _registered_method=True)
         self.Execute = channel.unary_unary(
                 '/agentq.v1.AgentService/Execute',
                 request_serializer=agentq_dot_v1_dot_agent__service__pb2.ExecuteRequest.SerializeToString,
@@ -79,12 +89,30 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAgents(self, request, context):
+        """Lists the caller's agents, newest first, a page at a time. INVALID_ARGUMENT
+        for a page size outside 1 to 100 or a page token this list did not issue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteAgent(self, request, context):
+        """Deletes an agent: its pending and running jobs are cancelled, its finished
+        jobs stay readable until retention removes them. Needs the role `user` or
+        `admin`. NOT_FOUND for an unknown agent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Execute(self, request, context):
         """Queues one execution of an agent and returns at once; poll the job with
         JobService.GetJob. The job is stored before this returns. Needs the role
-        `user`, `agent` or `admin`. NOT_FOUND for an unknown agent,
-        INVALID_ARGUMENT (with a BadRequest) for a bad field, UNAVAILABLE when the
-        database is down.
+        `user`, `agent` or `admin`. NOT_FOUND for an unknown agent or parent job,
+        INVALID_ARGUMENT (with a BadRequest) for a bad field or a depth over the
+        agent's max_depth, ALREADY_EXISTS when `request_id` was used before for a
+        different request, UNAVAILABLE when the database is down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +130,16 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.GetAgent,
                     request_deserializer=agentq_dot_v1_dot_agent__service__pb2.GetAgentRequest.FromString,
                     response_serializer=agentq_dot_v1_dot_agent__service__pb2.GetAgentResponse.SerializeToString,
+            ),
+            'ListAgents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAgents,
+                    request_deserializer=agentq_dot_v1_dot_agent__service__pb2.ListAgentsRequest.FromString,
+                    response_serializer=agentq_dot_v1_dot_agent__service__pb2.ListAgentsResponse.SerializeToString,
+            ),
+            'DeleteAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAgent,
+                    request_deserializer=agentq_dot_v1_dot_agent__service__pb2.DeleteAgentRequest.FromString,
+                    response_serializer=agentq_dot_v1_dot_agent__service__pb2.DeleteAgentResponse.SerializeToString,
             ),
             'Execute': grpc.unary_unary_rpc_method_handler(
                     servicer.Execute,
@@ -167,6 +205,60 @@ class AgentService:
             '/agentq.v1.AgentService/GetAgent',
             agentq_dot_v1_dot_agent__service__pb2.GetAgentRequest.SerializeToString,
             agentq_dot_v1_dot_agent__service__pb2.GetAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAgents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentq.v1.AgentService/ListAgents',
+            agentq_dot_v1_dot_agent__service__pb2.ListAgentsRequest.SerializeToString,
+            agentq_dot_v1_dot_agent__service__pb2.ListAgentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentq.v1.AgentService/DeleteAgent',
+            agentq_dot_v1_dot_agent__service__pb2.DeleteAgentRequest.SerializeToString,
+            agentq_dot_v1_dot_agent__service__pb2.DeleteAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

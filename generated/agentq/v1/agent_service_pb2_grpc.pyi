@@ -46,12 +46,22 @@ class AgentServiceStub:
     """Returns one agent. NOT_FOUND when the id is unknown to the caller's tenant;
     INVALID_ARGUMENT when the id is not a UUID.
     """
+    ListAgents: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.ListAgentsRequest, _agent_service_pb2.ListAgentsResponse]
+    """Lists the caller's agents, newest first, a page at a time. INVALID_ARGUMENT
+    for a page size outside 1 to 100 or a page token this list did not issue.
+    """
+    DeleteAgent: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.DeleteAgentRequest, _agent_service_pb2.DeleteAgentResponse]
+    """Deletes an agent: its pending and running jobs are cancelled, its finished
+    jobs stay readable until retention removes them. Needs the role `user` or
+    `admin`. NOT_FOUND for an unknown agent.
+    """
     Execute: _grpc.UnaryUnaryMultiCallable[_agent_service_pb2.ExecuteRequest, _agent_service_pb2.ExecuteResponse]
     """Queues one execution of an agent and returns at once; poll the job with
     JobService.GetJob. The job is stored before this returns. Needs the role
-    `user`, `agent` or `admin`. NOT_FOUND for an unknown agent,
-    INVALID_ARGUMENT (with a BadRequest) for a bad field, UNAVAILABLE when the
-    database is down.
+    `user`, `agent` or `admin`. NOT_FOUND for an unknown agent or parent job,
+    INVALID_ARGUMENT (with a BadRequest) for a bad field or a depth over the
+    agent's max_depth, ALREADY_EXISTS when `request_id` was used before for a
+    different request, UNAVAILABLE when the database is down.
     """
 
 @_typing.type_check_only
@@ -72,12 +82,22 @@ class AgentServiceAsyncStub(AgentServiceStub):
     """Returns one agent. NOT_FOUND when the id is unknown to the caller's tenant;
     INVALID_ARGUMENT when the id is not a UUID.
     """
+    ListAgents: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.ListAgentsRequest, _agent_service_pb2.ListAgentsResponse]  # type: ignore[assignment]
+    """Lists the caller's agents, newest first, a page at a time. INVALID_ARGUMENT
+    for a page size outside 1 to 100 or a page token this list did not issue.
+    """
+    DeleteAgent: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.DeleteAgentRequest, _agent_service_pb2.DeleteAgentResponse]  # type: ignore[assignment]
+    """Deletes an agent: its pending and running jobs are cancelled, its finished
+    jobs stay readable until retention removes them. Needs the role `user` or
+    `admin`. NOT_FOUND for an unknown agent.
+    """
     Execute: _aio.UnaryUnaryMultiCallable[_agent_service_pb2.ExecuteRequest, _agent_service_pb2.ExecuteResponse]  # type: ignore[assignment]
     """Queues one execution of an agent and returns at once; poll the job with
     JobService.GetJob. The job is stored before this returns. Needs the role
-    `user`, `agent` or `admin`. NOT_FOUND for an unknown agent,
-    INVALID_ARGUMENT (with a BadRequest) for a bad field, UNAVAILABLE when the
-    database is down.
+    `user`, `agent` or `admin`. NOT_FOUND for an unknown agent or parent job,
+    INVALID_ARGUMENT (with a BadRequest) for a bad field or a depth over the
+    agent's max_depth, ALREADY_EXISTS when `request_id` was used before for a
+    different request, UNAVAILABLE when the database is down.
     """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -109,6 +129,27 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def ListAgents(
+        self,
+        request: _agent_service_pb2.ListAgentsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.ListAgentsResponse, _abc.Awaitable[_agent_service_pb2.ListAgentsResponse]]:
+        """Lists the caller's agents, newest first, a page at a time. INVALID_ARGUMENT
+        for a page size outside 1 to 100 or a page token this list did not issue.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteAgent(
+        self,
+        request: _agent_service_pb2.DeleteAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_service_pb2.DeleteAgentResponse, _abc.Awaitable[_agent_service_pb2.DeleteAgentResponse]]:
+        """Deletes an agent: its pending and running jobs are cancelled, its finished
+        jobs stay readable until retention removes them. Needs the role `user` or
+        `admin`. NOT_FOUND for an unknown agent.
+        """
+
+    @_abc_1.abstractmethod
     def Execute(
         self,
         request: _agent_service_pb2.ExecuteRequest,
@@ -116,9 +157,10 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_agent_service_pb2.ExecuteResponse, _abc.Awaitable[_agent_service_pb2.ExecuteResponse]]:
         """Queues one execution of an agent and returns at once; poll the job with
         JobService.GetJob. The job is stored before this returns. Needs the role
-        `user`, `agent` or `admin`. NOT_FOUND for an unknown agent,
-        INVALID_ARGUMENT (with a BadRequest) for a bad field, UNAVAILABLE when the
-        database is down.
+        `user`, `agent` or `admin`. NOT_FOUND for an unknown agent or parent job,
+        INVALID_ARGUMENT (with a BadRequest) for a bad field or a depth over the
+        agent's max_depth, ALREADY_EXISTS when `request_id` was used before for a
+        different request, UNAVAILABLE when the database is down.
         """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -56,6 +56,50 @@ JOB_STATUS_CANCELLED: JobStatus.ValueType  # 5
 """Cancelled before it finished."""
 Global___JobStatus: _TypeAlias = JobStatus  # noqa: Y015
 
+class _JobEventType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _JobEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobEventType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    JOB_EVENT_TYPE_UNSPECIFIED: _JobEventType.ValueType  # 0
+    """Never sent."""
+    JOB_EVENT_TYPE_QUEUED: _JobEventType.ValueType  # 1
+    """The job was stored and queued."""
+    JOB_EVENT_TYPE_STARTED: _JobEventType.ValueType  # 2
+    """An attempt started; `attempt` says which."""
+    JOB_EVENT_TYPE_RETRYING: _JobEventType.ValueType  # 3
+    """An attempt failed and another is queued after `delay_seconds`; `error` says why."""
+    JOB_EVENT_TYPE_TOKEN: _JobEventType.ValueType  # 4
+    """A piece of the answer as the provider streamed it, in `delta`."""
+    JOB_EVENT_TYPE_COMPLETED: _JobEventType.ValueType  # 5
+    """The job completed; `result` is its result. The last event of the job."""
+    JOB_EVENT_TYPE_FAILED: _JobEventType.ValueType  # 6
+    """The job failed; `error` and `result` say how. The last event of the job."""
+    JOB_EVENT_TYPE_CANCELLED: _JobEventType.ValueType  # 7
+    """The job was cancelled. The last event of the job."""
+
+class JobEventType(_JobEventType, metaclass=_JobEventTypeEnumTypeWrapper):
+    """What happened to a job. Each job's events are numbered from 1 without gaps."""
+
+JOB_EVENT_TYPE_UNSPECIFIED: JobEventType.ValueType  # 0
+"""Never sent."""
+JOB_EVENT_TYPE_QUEUED: JobEventType.ValueType  # 1
+"""The job was stored and queued."""
+JOB_EVENT_TYPE_STARTED: JobEventType.ValueType  # 2
+"""An attempt started; `attempt` says which."""
+JOB_EVENT_TYPE_RETRYING: JobEventType.ValueType  # 3
+"""An attempt failed and another is queued after `delay_seconds`; `error` says why."""
+JOB_EVENT_TYPE_TOKEN: JobEventType.ValueType  # 4
+"""A piece of the answer as the provider streamed it, in `delta`."""
+JOB_EVENT_TYPE_COMPLETED: JobEventType.ValueType  # 5
+"""The job completed; `result` is its result. The last event of the job."""
+JOB_EVENT_TYPE_FAILED: JobEventType.ValueType  # 6
+"""The job failed; `error` and `result` say how. The last event of the job."""
+JOB_EVENT_TYPE_CANCELLED: JobEventType.ValueType  # 7
+"""The job was cancelled. The last event of the job."""
+Global___JobEventType: _TypeAlias = JobEventType  # noqa: Y015
+
 @_typing.final
 class Job(_message.Message):
     """A queued execution of an agent, and once it has finished, its result."""
@@ -71,6 +115,8 @@ class Job(_message.Message):
     STARTED_AT_FIELD_NUMBER: _builtins.int
     COMPLETED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
+    DEPTH_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Output only. The job's id, a lowercase hyphenated UUID."""
     agent_id: _builtins.str
@@ -83,6 +129,12 @@ class Job(_message.Message):
     """Output only. The number of attempts started so far, including one that
     was cut off by a lost worker or the time limit.
     """
+    parent_job_id: _builtins.str
+    """Output only. The job that queued this one as a sub-agent execution;
+    unset for a top-level job.
+    """
+    depth: _builtins.int
+    """Output only. 0 for a top-level job, the parent's depth + 1 for a child."""
     @_builtins.property
     def result(self) -> Global___AgentJobResult:
         """Output only. The outcome, set once the job is completed or failed."""
@@ -111,16 +163,88 @@ class Job(_message.Message):
         started_at: _timestamp_pb2.Timestamp | None = ...,
         completed_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _builtins.int = ...,
+        parent_job_id: _builtins.str | None = ...,
+        depth: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "completed_at", b"completed_at", "error", b"error", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_parent_job_id", b"_parent_job_id", "completed_at", b"completed_at", "error", b"error", "parent_job_id", b"parent_job_id", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "agent_id", b"agent_id", "attempts", b"attempts", "completed_at", b"completed_at", "error", b"error", "job_id", b"job_id", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_parent_job_id", b"_parent_job_id", "agent_id", b"agent_id", "attempts", b"attempts", "completed_at", b"completed_at", "depth", b"depth", "error", b"error", "job_id", b"job_id", "parent_job_id", b"parent_job_id", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__parent_job_id: _TypeAlias = _typing.Literal["parent_job_id"]  # noqa: Y015
+    _WhichOneofArgType__parent_job_id: _TypeAlias = _typing.Literal["_parent_job_id", b"_parent_job_id"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parent_job_id) -> _WhichOneofReturnType__parent_job_id | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
+
+@_typing.final
+class JobEvent(_message.Message):
+    """One event in a job's history, stored durably and replayable by sequence."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOB_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
+    TYPE_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    DELAY_SECONDS_FIELD_NUMBER: _builtins.int
+    DELTA_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    job_id: _builtins.str
+    """Output only. The job the event belongs to."""
+    sequence: _builtins.int
+    """Output only. The event's number within its job, from 1, without gaps."""
+    type: Global___JobEventType.ValueType
+    """Output only. What happened."""
+    attempt: _builtins.int
+    """Output only. The attempt the event belongs to; 0 for queued and cancelled."""
+    error: _builtins.str
+    """Output only. The error of a retrying or failed event."""
+    delay_seconds: _builtins.float
+    """Output only. Seconds until the next attempt, for a retrying event."""
+    delta: _builtins.str
+    """Output only. The text of a token event."""
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When it happened (UTC)."""
+
+    @_builtins.property
+    def result(self) -> Global___AgentJobResult:
+        """Output only. The result of a completed or failed event."""
+
+    def __init__(
+        self,
+        *,
+        job_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
+        type: Global___JobEventType.ValueType = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        attempt: _builtins.int = ...,
+        error: _builtins.str | None = ...,
+        delay_seconds: _builtins.float | None = ...,
+        delta: _builtins.str = ...,
+        result: Global___AgentJobResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_error", b"_error", "created_at", b"created_at", "delay_seconds", b"delay_seconds", "error", b"error", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_error", b"_error", "attempt", b"attempt", "created_at", b"created_at", "delay_seconds", b"delay_seconds", "delta", b"delta", "error", b"error", "job_id", b"job_id", "result", b"result", "sequence", b"sequence", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__delay_seconds: _TypeAlias = _typing.Literal["delay_seconds"]  # noqa: Y015
+    _WhichOneofArgType__delay_seconds: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
+    _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__delay_seconds) -> _WhichOneofReturnType__delay_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
+
+Global___JobEvent: _TypeAlias = JobEvent  # noqa: Y015
 
 @_typing.final
 class AgentJobResult(_message.Message):

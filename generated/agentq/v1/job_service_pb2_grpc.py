@@ -26,7 +26,7 @@ if _version_not_supported:
 
 
 class JobServiceStub:
-    """Reads queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
     (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
     jobs answer NOT_FOUND, like jobs that do not exist.
     """
@@ -42,10 +42,25 @@ class JobServiceStub:
                 request_serializer=agentq_dot_v1_dot_job__service__pb2.GetJobRequest.SerializeToString,
                 response_deserializer=agentq_dot_v1_dot_job__service__pb2.GetJobResponse.FromString,
                 _registered_method=True)
+        self.ListJobs = channel.unary_unary(
+                '/agentq.v1.JobService/ListJobs',
+                request_serializer=agentq_dot_v1_dot_job__service__pb2.ListJobsRequest.SerializeToString,
+                response_deserializer=agentq_dot_v1_dot_job__service__pb2.ListJobsResponse.FromString,
+                _registered_method=True)
+        self.CancelJob = channel.unary_unary(
+                '/agentq.v1.JobService/CancelJob',
+                request_serializer=agentq_dot_v1_dot_job__service__pb2.CancelJobRequest.SerializeToString,
+                response_deserializer=agentq_dot_v1_dot_job__service__pb2.CancelJobResponse.FromString,
+                _registered_method=True)
+        self.WatchJob = channel.unary_stream(
+                '/agentq.v1.JobService/WatchJob',
+                request_serializer=agentq_dot_v1_dot_job__service__pb2.WatchJobRequest.SerializeToString,
+                response_deserializer=agentq_dot_v1_dot_job__service__pb2.WatchJobResponse.FromString,
+                _registered_method=True)
 
 
 class JobServiceServicer:
-    """Reads queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
     (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
     jobs answer NOT_FOUND, like jobs that do not exist.
     """
@@ -59,6 +74,34 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListJobs(self, request, context):
+        """Lists the caller's jobs, newest first, a page at a time, optionally only
+        one agent's or one status's. INVALID_ARGUMENT for a page size outside 1 to
+        100 or a page token this list did not issue.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelJob(self, request, context):
+        """Cancels a job and its unfinished sub-agent jobs. A pending job is cancelled
+        at once; a running one within about a second, by its worker. Cancelling a
+        cancelled job again is harmless. FAILED_PRECONDITION when the job already
+        completed or failed; NOT_FOUND for an unknown job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchJob(self, request, context):
+        """Streams a job's events: first the stored ones after `after_sequence`, then
+        new ones as they happen, until the job's last event. NOT_FOUND for an
+        unknown job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_JobServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -66,6 +109,21 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.GetJob,
                     request_deserializer=agentq_dot_v1_dot_job__service__pb2.GetJobRequest.FromString,
                     response_serializer=agentq_dot_v1_dot_job__service__pb2.GetJobResponse.SerializeToString,
+            ),
+            'ListJobs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListJobs,
+                    request_deserializer=agentq_dot_v1_dot_job__service__pb2.ListJobsRequest.FromString,
+                    response_serializer=agentq_dot_v1_dot_job__service__pb2.ListJobsResponse.SerializeToString,
+            ),
+            'CancelJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelJob,
+                    request_deserializer=agentq_dot_v1_dot_job__service__pb2.CancelJobRequest.FromString,
+                    response_serializer=agentq_dot_v1_dot_job__service__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'WatchJob': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchJob,
+                    request_deserializer=agentq_dot_v1_dot_job__service__pb2.WatchJobRequest.FromString,
+                    response_serializer=agentq_dot_v1_dot_job__service__pb2.WatchJobResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -76,7 +134,7 @@ def add_JobServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobService:
-    """Reads queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
     (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
     jobs answer NOT_FOUND, like jobs that do not exist.
     """
@@ -98,6 +156,87 @@ class JobService:
             '/agentq.v1.JobService/GetJob',
             agentq_dot_v1_dot_job__service__pb2.GetJobRequest.SerializeToString,
             agentq_dot_v1_dot_job__service__pb2.GetJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListJobs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentq.v1.JobService/ListJobs',
+            agentq_dot_v1_dot_job__service__pb2.ListJobsRequest.SerializeToString,
+            agentq_dot_v1_dot_job__service__pb2.ListJobsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/agentq.v1.JobService/CancelJob',
+            agentq_dot_v1_dot_job__service__pb2.CancelJobRequest.SerializeToString,
+            agentq_dot_v1_dot_job__service__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/agentq.v1.JobService/WatchJob',
+            agentq_dot_v1_dot_job__service__pb2.WatchJobRequest.SerializeToString,
+            agentq_dot_v1_dot_job__service__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,7 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class JobServiceStub:
-    """Reads queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
     (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
     jobs answer NOT_FOUND, like jobs that do not exist.
     """
@@ -41,10 +41,26 @@ class JobServiceStub:
     `user`, `agent` or `admin`. NOT_FOUND when the id is unknown to the
     caller's tenant; INVALID_ARGUMENT when the id is not a UUID.
     """
+    ListJobs: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]
+    """Lists the caller's jobs, newest first, a page at a time, optionally only
+    one agent's or one status's. INVALID_ARGUMENT for a page size outside 1 to
+    100 or a page token this list did not issue.
+    """
+    CancelJob: _grpc.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]
+    """Cancels a job and its unfinished sub-agent jobs. A pending job is cancelled
+    at once; a running one within about a second, by its worker. Cancelling a
+    cancelled job again is harmless. FAILED_PRECONDITION when the job already
+    completed or failed; NOT_FOUND for an unknown job.
+    """
+    WatchJob: _grpc.UnaryStreamMultiCallable[_job_service_pb2.WatchJobRequest, _job_service_pb2.WatchJobResponse]
+    """Streams a job's events: first the stored ones after `after_sequence`, then
+    new ones as they happen, until the job's last event. NOT_FOUND for an
+    unknown job.
+    """
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
-    """Reads queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
     (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
     jobs answer NOT_FOUND, like jobs that do not exist.
     """
@@ -55,9 +71,25 @@ class JobServiceAsyncStub(JobServiceStub):
     `user`, `agent` or `admin`. NOT_FOUND when the id is unknown to the
     caller's tenant; INVALID_ARGUMENT when the id is not a UUID.
     """
+    ListJobs: _aio.UnaryUnaryMultiCallable[_job_service_pb2.ListJobsRequest, _job_service_pb2.ListJobsResponse]  # type: ignore[assignment]
+    """Lists the caller's jobs, newest first, a page at a time, optionally only
+    one agent's or one status's. INVALID_ARGUMENT for a page size outside 1 to
+    100 or a page token this list did not issue.
+    """
+    CancelJob: _aio.UnaryUnaryMultiCallable[_job_service_pb2.CancelJobRequest, _job_service_pb2.CancelJobResponse]  # type: ignore[assignment]
+    """Cancels a job and its unfinished sub-agent jobs. A pending job is cancelled
+    at once; a running one within about a second, by its worker. Cancelling a
+    cancelled job again is harmless. FAILED_PRECONDITION when the job already
+    completed or failed; NOT_FOUND for an unknown job.
+    """
+    WatchJob: _aio.UnaryStreamMultiCallable[_job_service_pb2.WatchJobRequest, _job_service_pb2.WatchJobResponse]  # type: ignore[assignment]
+    """Streams a job's events: first the stored ones after `after_sequence`, then
+    new ones as they happen, until the job's last event. NOT_FOUND for an
+    unknown job.
+    """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Reads queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
     (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
     jobs answer NOT_FOUND, like jobs that do not exist.
     """
@@ -71,6 +103,40 @@ class JobServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns one job with its result once it has finished. Needs the role
         `user`, `agent` or `admin`. NOT_FOUND when the id is unknown to the
         caller's tenant; INVALID_ARGUMENT when the id is not a UUID.
+        """
+
+    @_abc_1.abstractmethod
+    def ListJobs(
+        self,
+        request: _job_service_pb2.ListJobsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.ListJobsResponse, _abc.Awaitable[_job_service_pb2.ListJobsResponse]]:
+        """Lists the caller's jobs, newest first, a page at a time, optionally only
+        one agent's or one status's. INVALID_ARGUMENT for a page size outside 1 to
+        100 or a page token this list did not issue.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelJob(
+        self,
+        request: _job_service_pb2.CancelJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_job_service_pb2.CancelJobResponse, _abc.Awaitable[_job_service_pb2.CancelJobResponse]]:
+        """Cancels a job and its unfinished sub-agent jobs. A pending job is cancelled
+        at once; a running one within about a second, by its worker. Cancelling a
+        cancelled job again is harmless. FAILED_PRECONDITION when the job already
+        completed or failed; NOT_FOUND for an unknown job.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchJob(
+        self,
+        request: _job_service_pb2.WatchJobRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_job_service_pb2.WatchJobResponse], _abc.AsyncIterator[_job_service_pb2.WatchJobResponse]]:
+        """Streams a job's events: first the stored ones after `after_sequence`, then
+        new ones as they happen, until the job's last event. NOT_FOUND for an
+        unknown job.
         """
 
 def add_JobServiceServicer_to_server(servicer: JobServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,65 @@
+"""GET /api/v1/jobs/{id}/stream: a job's events as Server-Sent Events over WatchJob."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from rest_shim import render
+from rest_shim.errors import HTTP_STATUS, rpc_error_parts
+
+log = logging.getLogger(__name__)
+
+STREAM_OPEN = ("x-agentq-stream", "open")
+
+
+def sse(name: str, data: dict[str, Any], *, event_id: int | None = None) -> bytes:
+    """One SSE message."""
+    lines = [f"id: {event_id}"] if event_id is not None else []
+    lines += [f"event: {name}", f"data: {json.dumps(data, separators=(',', ':'))}"]
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+async def opened(call: Any) -> bool:
+    """Wait until the server accepted the watch (True) or refused it (False)."""
+    metadata = await call.initial_metadata()
+    return STREAM_OPEN in list(metadata or ())
+
+
+async def events(call: Any, *, keepalive_s: float) -> AsyncIterator[bytes]:
+    """The SSE bytes of an accepted watch: its events, keep-alives, in-band errors."""
+    replies = call.__aiter__()
+    next_reply: asyncio.Task[Any] | None = None
+    try:
+        while True:
+            next_reply = next_reply or asyncio.ensure_future(replies.__anext__())
+            done, _ = await asyncio.wait({next_reply}, timeout=keepalive_s)
+            if not done:
+                yield b": keep-alive\n\n"
+                continue
+            reply = next_reply.result()
+            next_reply = None
+            name, data = render.event(reply.event)
+            yield sse(name, data, event_id=reply.event.sequence)
+    except StopAsyncIteration:
+        return
+    except grpc.aio.AioRpcError as error:
+        # The stream had opened: report the failure in-band, then end it.
+        code, message, _ = rpc_error_parts(error)
+        log.warning("event stream ended by %s: %s", error.code().name, error.details())
+        yield sse("error", {"code": code, "message": message, "status": HTTP_STATUS[code]})
+    except Exception:
+        log.exception("event stream failed")
+        yield sse(
+            "error",
+            {"code": "INTERNAL_ERROR", "message": "An internal error occurred", "status": 500},
+        )
+    finally:
+        if next_reply is not None:
+            next_reply.cancel()
+        call.cancel()
