@@ -40,7 +40,14 @@ def create_app(settings: RestSettings) -> FastAPI:
         finally:
             await app.state.backend.close()
 
-    app = FastAPI(title="agentq", version=_version(), description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="agentq",
+        version=_version(),
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # A redirect has no JSON body; a path with a stray slash is a plain 404.
+        redirect_slashes=False,
+    )
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     handlers.install(app)
     app.include_router(router)

@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from rest_shim.errors import INTERNAL_MESSAGE, error_response, from_rpc_error
+from rest_shim.middleware import body_too_large
 
 log = logging.getLogger(__name__)
 
@@ -30,27 +31,40 @@ async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
     """Malformed JSON 400, wrong media type 415, field rules 422 with FastAPI's detail list."""
     assert isinstance(exc, RequestValidationError)
     errors: list[dict[str, Any]] = list(exc.errors())
-    content_type = request.headers.get("content-type")
     body_errors = [e for e in errors if tuple(e.get("loc", ()))[:1] == ("body",)]
-    if body_errors and content_type and not _is_json(content_type):
+    declared_json = _is_json(request.headers.get("content-type", ""))
+    # FastAPI reads only a body declared as JSON, which also keeps cross-site
+    # form posts out; any other non-empty body is of the wrong media type.
+    if body_errors and not declared_json and await request.body():
         return error_response("UNSUPPORTED_MEDIA_TYPE", "Content-Type must be application/json")
     for error in body_errors:
         if error.get("type") == "json_invalid":
-            return error_response("BAD_REQUEST", "Malformed JSON in request body")
+            return _malformed()
         if tuple(error["loc"]) == ("body",) and error.get("type") in _NOT_AN_OBJECT:
             return error_response("BAD_REQUEST", "Request body must be a JSON object")
     detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors]
     return error_response("VALIDATION_ERROR", detail[0]["msg"], detail=detail)
 
 
+def _malformed() -> JSONResponse:
+    return error_response("BAD_REQUEST", "Malformed JSON in request body")
+
+
 async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-    """Starlette's own errors: unknown route 404, wrong method 405 (with Allow)."""
+    """Starlette's own errors: unknown route 404, wrong method 405, unreadable body 400."""
     assert isinstance(exc, HTTPException)
+    limit = request.scope.get("state", {}).get("body_too_large")
+    if limit:
+        # The body went over the limit while FastAPI was reading it.
+        return body_too_large(limit)
     if exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
         return error_response("METHOD_NOT_ALLOWED", "Method not allowed", headers={"Allow": allow})
     if exc.status_code == 404:
         return error_response("NOT_FOUND", "Not found")
+    if exc.status_code == 400:
+        # FastAPI could not decode the body (bad UTF-8, nesting too deep, ...).
+        return _malformed()
     log.error("unexpected HTTP error %s (request %s)", exc.status_code, request.state.request_id)
     return error_response("INTERNAL_ERROR", INTERNAL_MESSAGE)
 

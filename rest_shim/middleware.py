@@ -6,6 +6,7 @@ import re
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rest_shim.errors import error_response
@@ -54,6 +55,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self._max_body_bytes:
+                    # Marked as well as raised: FastAPI turns errors raised while it
+                    # reads a body into its own 400, and the handler looks here.
+                    scope["state"]["body_too_large"] = self._max_body_bytes
                     raise _BodyTooLarge
             return message
 
@@ -65,7 +69,10 @@ class RequestContextMiddleware:
             await self._too_large(scope, receive, send_with_id)
 
     async def _too_large(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = self._max_body_bytes
-        message = f"Request body exceeds the limit of {limit} bytes"
-        response = error_response("PAYLOAD_TOO_LARGE", message, headers={"Connection": "close"})
-        await response(scope, receive, send)
+        await body_too_large(self._max_body_bytes)(scope, receive, send)
+
+
+def body_too_large(limit: int) -> JSONResponse:
+    """The 413 answer; the connection closes, as the rest of the body is not read."""
+    message = f"Request body exceeds the limit of {limit} bytes"
+    return error_response("PAYLOAD_TOO_LARGE", message, headers={"Connection": "close"})

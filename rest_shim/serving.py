@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import signal
 from collections.abc import Iterator
 
 import uvicorn
@@ -42,10 +44,17 @@ def http_server(settings: RestSettings, *, embedded: bool) -> uvicorn.Server:
 
 
 def run_rest(settings: RestSettings) -> None:
-    """Serve the shim until SIGINT/SIGTERM (uvicorn handles the signals)."""
-    server = http_server(settings, embedded=False)
+    """Serve the shim until SIGINT/SIGTERM, then stop cleanly (exit status 0)."""
+    asyncio.run(_serve_until_signalled(settings))
+
+
+async def _serve_until_signalled(settings: RestSettings) -> None:
+    server = http_server(settings, embedded=True)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, setattr, server, "should_exit", True)
     print(
         f"agentq REST listening on {settings.http_addr}, calling gRPC at {settings.target}",
         flush=True,
     )
-    server.run()
+    await server.serve()

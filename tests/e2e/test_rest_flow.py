@@ -1,0 +1,454 @@
+"""The vex-api walkthrough over real HTTP: health, a CLI-minted token, create, execute, poll."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from server.models import Job
+from server.settings import Settings
+from tests.e2e.harness import (
+    SECRET,
+    RestThread,
+    ServerThread,
+    WorkerProcess,
+    running_rest,
+    running_server,
+    token,
+)
+
+POLL_TIMEOUT_S = 30
+RFC3339_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
+HEX64 = re.compile(r"[0-9a-f]{64}")
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+# What a vex-api client does with the acknowledgement: find the UUID in `response`.
+UUID_IN_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
+
+HEALTH_KEYS = {"status", "version", "timestamp", "db_type"}
+AGENT_KEYS = {
+    "id",
+    "name",
+    "role",
+    "max_depth",
+    "spawn_shadow",
+    "generation",
+    "fitness",
+    "created_at",
+}
+ACK_KEYS = {
+    "agent_id",
+    "job_id",
+    "status",
+    "response",
+    "verified",
+    "confidence",
+    "context_hash",
+    "merkle_root",
+    "latency_ms",
+}
+JOB_KEYS = {
+    "job_id",
+    "agent_id",
+    "status",
+    "result",
+    "error",
+    "queued_at",
+    "started_at",
+    "completed_at",
+    "attempts",
+    # Added by agentq for sub-agent executions; vex-api clients ignore them.
+    "parent_job_id",
+    "depth",
+}
+RESULT_KEYS = {
+    "job_id",
+    "agent_id",
+    "success",
+    "response",
+    "tokens_used",
+    "completed_at",
+    "error",
+    "prompt",
+    "context_hash",
+    "merkle_root",
+    "verified",
+    "confidence",
+}
+
+# The request bodies of the seed walkthrough, with padding to show trimming.
+SEED_AGENT = {
+    "name": "  integration-agent  ",
+    "role": "  You are a concise research assistant.  ",
+    "max_depth": 3,
+    "spawn_shadow": False,
+}
+SEED_EXECUTION = {
+    "prompt": "Summarize the benefits of queued agent execution in two sentences.",
+    "context_id": None,
+    "enable_adversarial": False,
+    "enable_self_correction": False,
+    "max_debate_rounds": 3,
+}
+
+
+def _timestamp(value: Any) -> datetime:
+    """An RFC 3339 UTC timestamp with Z, parsed."""
+    assert isinstance(value, str) and RFC3339_Z.fullmatch(value), value
+    return datetime.fromisoformat(value)
+
+
+def _mint_token_with_the_cli(tmp_path: Path) -> str:
+    """`agentq token` as an integrator runs it: only VEX_JWT_SECRET set."""
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith("AGENTQ_") and k != "VEX_JWT_SECRET"
+    }
+    env["VEX_JWT_SECRET"] = SECRET
+    result = subprocess.run(
+        [sys.executable, "-m", "server.cli", "token", "--sub", "integrator", "--role", "user"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    minted = result.stdout.strip()
+    assert minted.count(".") == 2, result.stdout
+    return minted
+
+
+def _context_hash(*, agent_id: str, role: str, prompt: str, response: str) -> str:
+    """The proof hash of contract §3, recomputed as any client holding the job can."""
+    document = {"agent_id": agent_id, "prompt": prompt, "response": response, "role": role}
+    canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _poll_until_finished(http: httpx.Client, job_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + POLL_TIMEOUT_S
+    while True:
+        response = http.get(f"/api/v1/jobs/{job_id}")
+        assert response.status_code == 200, response.text
+        job: dict[str, Any] = response.json()
+        if job["status"] in ("completed", "failed", "cancelled"):
+            return job
+        assert job["status"] in ("pending", "running"), job
+        if time.monotonic() > deadline:
+            raise AssertionError(f"job {job_id} still {job['status']} after {POLL_TIMEOUT_S}s")
+        time.sleep(0.05)
+
+
+def _walk_the_seed(base_url: str, bearer: str, *, db_type: str) -> None:
+    """Steps 1-5 of the seed document, with every shape checked."""
+    with httpx.Client(base_url=base_url, timeout=10) as http:
+        # Step 1: the service is up.
+        health = http.get("/health")
+        assert health.status_code == 200, health.text
+        assert set(health.json()) == HEALTH_KEYS
+        assert health.json()["status"] == "healthy"
+        assert health.json()["db_type"] == db_type
+        assert isinstance(health.json()["version"], str) and health.json()["version"]
+        _timestamp(health.json()["timestamp"])
+
+        # Step 2 happened in the caller: `bearer` was minted from VEX_JWT_SECRET.
+        http.headers["Authorization"] = f"Bearer {bearer}"
+
+        # Step 3: create an agent.
+        created = http.post("/api/v1/agents", json=SEED_AGENT)
+        assert created.status_code == 201, created.text
+        agent = created.json()
+        assert set(agent) == AGENT_KEYS
+        assert CANONICAL_UUID.fullmatch(agent["id"])
+        assert agent["name"] == "integration-agent"
+        assert agent["role"] == "You are a concise research assistant."
+        assert agent["max_depth"] == 3
+        assert agent["spawn_shadow"] is False
+        assert agent["generation"] == 0
+        assert agent["fitness"] == 0.0
+        _timestamp(agent["created_at"])
+
+        # Step 4: queue an execution.
+        started = time.monotonic()
+        acked = http.post(f"/api/v1/agents/{agent['id']}/execute", json=SEED_EXECUTION)
+        assert acked.status_code == 202, acked.text
+        ack = acked.json()
+        assert set(ack) == ACK_KEYS
+        found = UUID_IN_TEXT.search(ack["response"])
+        assert found is not None, ack["response"]
+        job_id = found.group(0)
+        assert job_id == ack["job_id"]
+        assert CANONICAL_UUID.fullmatch(job_id)
+        assert ack == {
+            "agent_id": agent["id"],
+            "job_id": job_id,
+            "status": "pending",
+            "response": f"Job queued: {job_id}",
+            "verified": False,
+            "confidence": 1.0,
+            "context_hash": "pending",
+            "merkle_root": None,
+            "latency_ms": ack["latency_ms"],
+        }
+        assert type(ack["latency_ms"]) is int
+        assert 0 <= ack["latency_ms"] <= (time.monotonic() - started) * 1000 + 1
+
+        # An acknowledged job can be read back at once.
+        right_after = http.get(f"/api/v1/jobs/{job_id}")
+        assert right_after.status_code == 200, right_after.text
+        assert right_after.json()["status"] in ("pending", "running", "completed")
+
+        # Step 5: poll the job.
+        job = _poll_until_finished(http, job_id)
+    _assert_completed_job(job, agent=agent, job_id=job_id)
+
+
+def _assert_completed_job(job: dict[str, Any], *, agent: dict[str, Any], job_id: str) -> None:
+    assert set(job) == JOB_KEYS
+    assert job["status"] == "completed", job
+    assert job["job_id"] == job_id
+    assert job["agent_id"] == agent["id"]
+    assert job["error"] is None
+    assert job["attempts"] == 1
+    queued = _timestamp(job["queued_at"])
+    assert queued <= _timestamp(job["started_at"]) <= _timestamp(job["completed_at"])
+
+    result = job["result"]
+    assert set(result) == RESULT_KEYS
+    assert result["job_id"] == job_id
+    assert result["agent_id"] == agent["id"]
+    assert result["success"] is True
+    assert isinstance(result["response"], str) and result["response"]
+    assert result["error"] is None
+    assert result["confidence"] is None
+    assert result["verified"] is False
+    assert result["prompt"] == SEED_EXECUTION["prompt"]
+    assert type(result["tokens_used"]) is int and result["tokens_used"] > 0
+    _timestamp(result["completed_at"])
+    assert HEX64.fullmatch(result["context_hash"])
+    assert result["merkle_root"] == result["context_hash"]
+    assert result["context_hash"] == _context_hash(
+        agent_id=agent["id"],
+        role=agent["role"],
+        prompt=result["prompt"],
+        response=result["response"],
+    )
+
+
+def test_the_seed_walkthrough_completes_on_the_embedded_default(
+    rest: RestThread, tmp_path: Path
+) -> None:
+    _walk_the_seed(rest.url, _mint_token_with_the_cli(tmp_path), db_type="sqlite")
+
+
+def test_the_seed_walkthrough_completes_on_postgres_and_redis_with_a_separate_worker(
+    scaled_settings: Settings, tmp_path: Path
+) -> None:
+    bearer = _mint_token_with_the_cli(tmp_path)
+    with running_server(scaled_settings, in_process_workers=False) as server:
+        worker = WorkerProcess(scaled_settings, threads=2)
+        try:
+            with running_rest(f"127.0.0.1:{server.port}") as shim:
+                _walk_the_seed(shim.url, bearer, db_type="postgres")
+        finally:
+            worker.stop()
+        assert "attempt 1 -> completed" in worker.output
+
+
+@pytest.fixture
+def http(rest: RestThread) -> Iterator[httpx.Client]:
+    """An HTTP client of the shim carrying a valid user token."""
+    headers = {"Authorization": f"Bearer {token()}"}
+    with httpx.Client(base_url=rest.url, timeout=10, headers=headers) as client:
+        yield client
+
+
+def _create_agent(http: httpx.Client, **fields: Any) -> dict[str, Any]:
+    body = {"name": "helper", "role": "You are a helpful assistant.", **fields}
+    response = http.post("/api/v1/agents", json=body)
+    assert response.status_code == 201, response.text
+    agent: dict[str, Any] = response.json()
+    return agent
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [str.upper, lambda canonical: uuid.UUID(canonical).hex, lambda c: uuid.UUID(c).hex.upper()],
+    ids=["uppercase", "unhyphenated", "unhyphenated-uppercase"],
+)
+def test_other_spellings_of_a_uuid_in_the_path_find_the_same_agent_and_job(
+    http: httpx.Client, spell: Any
+) -> None:
+    agent = _create_agent(http)
+    fetched = http.get(f"/api/v1/agents/{spell(agent['id'])}")
+    assert fetched.status_code == 200, fetched.text
+    assert fetched.json() == agent
+
+    acked = http.post(f"/api/v1/agents/{spell(agent['id'])}/execute", json={"prompt": "hi"})
+    assert acked.status_code == 202, acked.text
+    job_id = acked.json()["job_id"]
+    assert acked.json()["agent_id"] == agent["id"]
+    assert CANONICAL_UUID.fullmatch(job_id)
+
+    job = http.get(f"/api/v1/jobs/{spell(job_id)}")
+    assert job.status_code == 200, job.text
+    assert job.json()["job_id"] == job_id
+    assert job.json()["agent_id"] == agent["id"]
+
+
+def test_unknown_request_fields_are_ignored(http: httpx.Client, embedded: ServerThread) -> None:
+    created = http.post(
+        "/api/v1/agents",
+        json={
+            "name": "helper",
+            "role": "You are a helpful assistant.",
+            "colour": "blue",
+            "id": "00000000-0000-4000-8000-000000000000",
+            "generation": 7,
+            "fitness": 0.9,
+        },
+    )
+    assert created.status_code == 201, created.text
+    agent = created.json()
+    assert agent["id"] != "00000000-0000-4000-8000-000000000000"
+    assert (agent["generation"], agent["fitness"]) == (0, 0.0)
+
+    acked = http.post(
+        f"/api/v1/agents/{agent['id']}/execute",
+        json={"prompt": "hi", "temperature": 0.2, "job_id": "00000000-0000-4000-8000-000000000000"},
+    )
+    assert acked.status_code == 202, acked.text
+    assert acked.json()["job_id"] != "00000000-0000-4000-8000-000000000000"
+
+
+def test_omitted_fields_take_their_defaults(http: httpx.Client, embedded: ServerThread) -> None:
+    created = http.post("/api/v1/agents", json={"name": "helper", "role": "abc"})
+    assert created.status_code == 201, created.text
+    assert created.json()["max_depth"] == 3
+    assert created.json()["spawn_shadow"] is False
+
+    acked = http.post(f"/api/v1/agents/{created.json()['id']}/execute", json={"prompt": "hi"})
+    assert acked.status_code == 202, acked.text
+    with embedded.runtime.engine.connect() as connection:
+        job = connection.execute(select(Job).where(Job.id == acked.json()["job_id"])).one()
+    assert job.context_id is None
+    assert job.enable_adversarial is False
+    assert job.enable_self_correction is False
+    assert job.max_debate_rounds == 3
+
+
+def test_given_fields_are_stored_on_the_agent_and_the_job(
+    http: httpx.Client, embedded: ServerThread
+) -> None:
+    agent = _create_agent(http, max_depth=0, spawn_shadow=True)
+    assert (agent["max_depth"], agent["spawn_shadow"]) == (0, True)
+    assert http.get(f"/api/v1/agents/{agent['id']}").json() == agent
+
+    acked = http.post(
+        f"/api/v1/agents/{agent['id']}/execute",
+        json={
+            "prompt": "hi",
+            "context_id": "ctx-42",
+            "enable_adversarial": True,
+            "enable_self_correction": True,
+            "max_debate_rounds": 10,
+        },
+    )
+    assert acked.status_code == 202, acked.text
+    with embedded.runtime.engine.connect() as connection:
+        job = connection.execute(select(Job).where(Job.id == acked.json()["job_id"])).one()
+    assert job.context_id == "ctx-42"
+    assert job.enable_adversarial is True
+    assert job.enable_self_correction is True
+    assert job.max_debate_rounds == 10
+
+
+def _is_generated_request_id(value: str | None) -> bool:
+    return value is not None and CANONICAL_UUID.fullmatch(value) is not None
+
+
+def test_a_sane_request_id_is_echoed_on_success_and_on_error(
+    http: httpx.Client, rest: RestThread
+) -> None:
+    sent = {"X-Request-ID": "abc-123"}
+    assert http.get("/health", headers=sent).headers.get("x-request-id") == "abc-123"
+    agent = http.post(
+        "/api/v1/agents", json={"name": "helper", "role": "abc"}, headers=sent
+    ).headers
+    assert agent.get("x-request-id") == "abc-123"
+    missing = http.get(f"/api/v1/agents/{uuid.uuid4()}", headers=sent)
+    assert missing.status_code == 404
+    assert missing.headers.get("x-request-id") == "abc-123"
+    unauthorized = httpx.get(f"{rest.url}/api/v1/jobs/{uuid.uuid4()}", headers=sent, timeout=10)
+    assert unauthorized.status_code == 401
+    assert unauthorized.headers.get("x-request-id") == "abc-123"
+
+
+@pytest.mark.parametrize(
+    "sent",
+    ["x" * 300, "abc 123", "abc\t123", "<script>", "a/b", ""],
+    ids=["300-chars", "space", "tab", "markup", "slash", "empty"],
+)
+def test_an_insane_request_id_is_replaced_by_a_new_uuid(http: httpx.Client, sent: str) -> None:
+    response = http.get("/health", headers={"X-Request-ID": sent})
+    assert response.status_code == 200
+    assert _is_generated_request_id(response.headers.get("x-request-id")), response.headers
+
+
+def test_without_a_request_id_each_response_gets_a_new_uuid(http: httpx.Client) -> None:
+    first = http.get("/health").headers.get("x-request-id")
+    second = http.get("/health").headers.get("x-request-id")
+    assert _is_generated_request_id(first)
+    assert _is_generated_request_id(second)
+    assert first != second
+
+
+def test_every_kind_of_error_carries_the_request_id(http: httpx.Client) -> None:
+    agent_id = _create_agent(http)["id"]
+    sent = {"X-Request-ID": "req.42:retry-1"}
+    too_large = b'{"name": "' + b"x" * (1024 * 1024) + b'", "role": "abc"}'
+    requests = [
+        (404, http.build_request("GET", "/api/v1/nope")),
+        (404, http.build_request("GET", f"/api/v1/jobs/{uuid.uuid4()}")),
+        (405, http.build_request("DELETE", "/api/v1/agents")),
+        (
+            413,
+            http.build_request(
+                "POST",
+                "/api/v1/agents",
+                content=too_large,
+                headers={"Content-Type": "application/json"},
+            ),
+        ),
+        (
+            415,
+            http.build_request(
+                "POST", "/api/v1/agents", content=b"name=x", headers={"Content-Type": "text/plain"}
+            ),
+        ),
+        (422, http.build_request("POST", "/api/v1/agents", json={"role": "abc"})),
+        (
+            422,
+            http.build_request("POST", f"/api/v1/agents/{agent_id}/execute", json={"prompt": " "}),
+        ),
+        (422, http.build_request("GET", "/api/v1/agents/not-a-uuid")),
+    ]
+    for status, request in requests:
+        request.headers.update(sent)
+        response = http.send(request)
+        assert response.status_code == status, (request.url, response.text)
+        assert response.headers.get("x-request-id") == "req.42:retry-1", request.url
