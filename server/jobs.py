@@ -142,6 +142,9 @@ class JobService:
         parent = uow.jobs.get(parent_job_id, tenant_id=tenant)
         if parent is None:
             raise not_found(parent_job_id)
+        if parent.job_status is JobStatus.CANCELLED or parent.cancel_requested:
+            # Its children are being cancelled; a new one must not slip past.
+            raise Conflict(f"Job {parent_job_id} is already cancelled")
         depth = parent.depth + 1
         if depth > max_depth:
             message = f"Execution depth {depth} exceeds max_depth {max_depth}"
@@ -215,16 +218,20 @@ def cancel_tree(uow: UnitOfWork, roots: Sequence[Job], *, at: datetime) -> None:
     """Cancel these jobs and every unfinished job below them.
 
     A pending job is cancelled at once; a running one gets a cancel request
-    that its worker acts on. A job that just changed state under us is read
-    again, so a claim racing the cancel still ends up asked to stop.
+    that its worker acts on. The walk goes on below finished jobs too, as a
+    finished child may have left unfinished children of its own. A job that
+    just changed state under us is read again by its conditional update, so a
+    claim racing the cancel still ends up asked to stop.
     """
     cancelled = EventSpec(EventType.CANCELLED)
-    level = [job.id for job in roots if not job.job_status.finished]
+    level = [job.id for job in roots]
+    seen: set[str] = set()
     while level:
-        for job_id in level:
+        for job_id in level:  # both updates do nothing to a finished job
             if not uow.jobs.cancel_pending(job_id, at=at, event=cancelled):
                 uow.jobs.request_cancel(job_id)
-        level = [child.id for child in uow.jobs.unfinished_children(level)]
+        seen.update(level)
+        level = [child.id for child in uow.jobs.children(level) if child.id not in seen]
 
 
 def _new_job(tenant: str, submission: Submission, *, depth: int, now: datetime) -> Job:

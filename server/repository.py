@@ -101,9 +101,9 @@ class JobRepository:
         query = query.order_by(Job.queued_at.desc(), Job.id.desc()).limit(limit)
         return self._session.scalars(query).all()
 
-    def unfinished_children(self, job_ids: Sequence[str]) -> Sequence[Job]:
-        """Pending or running jobs whose parent is one of `job_ids`."""
-        query = select(Job).where(Job.parent_job_id.in_(job_ids), Job.status.in_(UNFINISHED))
+    def children(self, job_ids: Sequence[str]) -> Sequence[Job]:
+        """Jobs whose parent is one of `job_ids`, in any state."""
+        query = select(Job).where(Job.parent_job_id.in_(job_ids))
         return self._session.scalars(query).all()
 
     def unfinished_of_agent(self, agent_id: str) -> Sequence[Job]:

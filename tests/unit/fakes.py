@@ -1,50 +1,77 @@
 """In-memory fakes for unit tests: a database with units of work, a queue, a clock, a provider.
 
-The fake repositories keep the semantics of `server/repository.py` that the service layer
-relies on, so a unit test fails where the real database would:
+The fake repositories keep the semantics of `server/repository.py` and `server/events.py`
+that the service layer relies on, so a unit test fails where the real database would:
 
 - A unit of work sees committed rows plus its own changes; nothing it does is visible to
   others until `commit()`, and leaving the `with` block without committing drops it all.
-- `get` and the queries hand out copies of the rows, one per unit of work and id (an
+- `get` and the queries hand out copies of the rows, one per unit of work and identity (an
   identity map), which stay readable after the unit of work ends. Like SQLAlchemy's
   `synchronize_session=False` UPDATEs, a transition does not change copies already handed
-  out, and a row read back from the store holds its status as a plain string.
-- `claim`, `finish_attempt` and `mark_enqueued` are compare-and-set: they change the row
-  only if it is still in the expected state, and say whether they did.
-- Writing checks what the schema and driver check: NOT NULL columns, a unique id, the job's
-  agent, aware datetimes, text that encodes as UTF-8.
+  out, and a row read back from the store holds its status as a plain string. Like the
+  session, a change made to a handed-out copy is written at the next flush (a query, an
+  UPDATE or the commit), column by changed column.
+- Transitions are compare-and-set: they change the row only if it is still in the expected
+  state, and say whether they did. One that records an event takes the event's number from
+  the row's `event_seq` in the same update, and the event's attempt from the updated row.
+- Queries page newest first by (queued_at / created_at, id), strictly after a cursor.
+- Writing checks what the schema and driver check: NOT NULL columns, unique primary keys
+  (also against a twin another transaction committed meanwhile, as a unique index does),
+  the job's agent, aware datetimes, text that encodes as UTF-8. A broken constraint
+  raises `sqlalchemy.exc.IntegrityError`, as the driver's does.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
+from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect
 from sqlalchemy.orm import Mapper
 
-from server.models import Agent, Job, JobStatus
-from server.providers.base import Completion
+from server.cancel_watch import CancelWatch
+from server.events import EventSpec, EventType
+from server.models import Agent, IdempotencyKey, Job, JobEvent, JobStatus
+from server.paging import Cursor
+from server.providers.base import Cancelled, Completion, DeltaSink
 
-Row = TypeVar("Row", bound=Agent | Job)
+Model = Agent | Job | JobEvent | IdempotencyKey
+Row = TypeVar("Row", bound=Model)
+Identity = tuple[type, Hashable]
 
 START = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
+MODELS: tuple[type[Model], ...] = (Agent, Job, JobEvent, IdempotencyKey)
+UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING)
 
 
-class IntegrityError(Exception):
-    """What the database would refuse to store."""
+class IntegrityError(sa_exc.IntegrityError):
+    """What the database would refuse to store, raised as the driver's error is."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, None, Exception(message))
 
 
-def _columns(model: type[Agent | Job]) -> list[str]:
+def _columns(model: type[Model]) -> list[str]:
     mapper: Mapper[Any] = inspect(model)
     return [attribute.key for attribute in mapper.column_attrs]
 
 
-_COLUMNS = {Agent: _columns(Agent), Job: _columns(Job)}
+_COLUMNS = {model: _columns(model) for model in MODELS}
+_PRIMARY_KEY = {
+    model: [column.key for column in model.__table__.primary_key.columns] for model in MODELS
+}
+
+
+def identity(row: Model) -> Hashable:
+    """The primary key of a row: its id, or a tuple for a composite key."""
+    values = tuple(getattr(row, key) for key in _PRIMARY_KEY[type(row)])
+    return values[0] if len(values) == 1 else values
 
 
 def _copy(row: Row) -> Row:
@@ -76,25 +103,51 @@ def _check_storable(value: object) -> None:
 
 
 class FakeStore:
-    """The committed rows of a fake database; tests may read and change them directly."""
+    """The committed rows of a fake database; tests may read and change them directly.
+
+    `agents` and `jobs` are keyed by id, `events` by (job_id, sequence) and `keys` by
+    (tenant_id, key).
+    """
 
     def __init__(self) -> None:
         self.agents: dict[str, Agent] = {}
         self.jobs: dict[str, Job] = {}
+        self.events: dict[tuple[str, int], JobEvent] = {}
+        self.keys: dict[tuple[str, str], IdempotencyKey] = {}
         self.commits = 0
+        self._before_next_commit: Callable[[], None] | None = None
 
     def unit_of_work(self) -> FakeUnitOfWork:
         """A new unit of work on this store: pass `store.unit_of_work` as the factory."""
         return FakeUnitOfWork(self)
 
-    def put(self, *rows: Agent | Job) -> None:
+    def put(self, *rows: Model) -> None:
         """Store rows as committed, as if another process had inserted them."""
         for row in rows:
-            self.table(type(row))[row.id] = _copy(_insertable(row))
+            self.table(type(row))[identity(row)] = _copy(_insertable(row))
 
-    def table(self, model: type) -> dict[str, Any]:
-        """The committed rows of one model, by id."""
-        return self.agents if model is Agent else self.jobs
+    def table(self, model: type) -> dict[Any, Any]:
+        """The committed rows of one model, by identity."""
+        tables: dict[type, dict[Any, Any]] = {
+            Agent: self.agents,
+            Job: self.jobs,
+            JobEvent: self.events,
+            IdempotencyKey: self.keys,
+        }
+        return tables[model]
+
+    def before_next_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once, just before the next unit of work commits (a racing process)."""
+        self._before_next_commit = action
+
+    def events_of(self, job_id: str) -> list[JobEvent]:
+        """The committed events of a job, by sequence."""
+        return [event for (owner, _), event in sorted(self.events.items()) if owner == job_id]
+
+    def take_before_commit(self) -> Callable[[], None] | None:
+        """The pending one-shot action, now cleared."""
+        action, self._before_next_commit = self._before_next_commit, None
+        return action
 
 
 class FakeUnitOfWork:
@@ -102,17 +155,26 @@ class FakeUnitOfWork:
 
     agents: FakeAgentRepository
     jobs: FakeJobRepository
+    events: FakeEventRepository
+    keys: FakeKeyRepository
 
     def __init__(self, store: FakeStore) -> None:
         self._store = store
 
     def __enter__(self) -> Self:
-        # Rows this transaction wrote, not yet committed; and the copies it handed out.
-        self._written: dict[tuple[type, str], Agent | Job] = {}
-        self._loaded: dict[tuple[type, str], Agent | Job] = {}
-        self._staged: list[Agent | Job] = []
+        # Rows this transaction wrote or deleted, not yet committed; rows it inserted
+        # (True when it replaced one it deleted); the copies it handed out and their
+        # values when handed out, to find what the caller changed.
+        self._written: dict[Identity, Model] = {}
+        self._deleted: set[Identity] = set()
+        self._inserted: dict[Identity, bool] = {}
+        self._loaded: dict[Identity, Model] = {}
+        self._pristine: dict[Identity, dict[str, Any]] = {}
+        self._staged: list[Model] = []
         self.agents = FakeAgentRepository(self)
         self.jobs = FakeJobRepository(self)
+        self.events = FakeEventRepository(self)
+        self.keys = FakeKeyRepository(self)
         return self
 
     def __exit__(
@@ -122,38 +184,67 @@ class FakeUnitOfWork:
         tb: TracebackType | None,
     ) -> None:
         # Whatever was not committed is rolled back.
-        self._written.clear()
-        self._staged.clear()
+        self._rollback()
 
     def commit(self) -> None:
         """Make this transaction's writes visible to every later unit of work."""
+        action = self._store.take_before_commit()
+        if action is not None:
+            action()
         self.flush()
+        for (model, row_id), replaced in self._inserted.items():
+            if not replaced and row_id in self._store.table(model):
+                # Another transaction committed the same key since: the unique index says no.
+                raise IntegrityError(f"UNIQUE constraint failed: {model.__tablename__}")
+        for model, row_id in self._deleted:
+            self._store.table(model).pop(row_id, None)
         for (model, row_id), row in self._written.items():
             self._store.table(model)[row_id] = _copy(row)
-        self._written.clear()
+        self._rollback()
         self._store.commits += 1
+
+    def _rollback(self) -> None:
+        self._written.clear()
+        self._deleted.clear()
+        self._inserted.clear()
+        self._staged.clear()
 
     # What the repositories use.
 
     def flush(self) -> None:
-        """Insert the staged rows, as the session does before a query or commit."""
+        """Write changed copies and insert staged rows, as the session does before a query."""
+        for key, obj in self._loaded.items():
+            pristine = self._pristine.get(key)
+            if pristine is None:
+                continue  # staged, not inserted yet
+            changed = {k: getattr(obj, k) for k in pristine if getattr(obj, k) != pristine[k]}
+            row = self.current(*key)
+            if changed and row is not None:
+                self.write(row, changed)
+                pristine.update(changed)
         staged, self._staged = self._staged, []
         for row in staged:
-            model = type(row)
-            if self.current(model, row.id) is not None:
-                raise IntegrityError(f"UNIQUE constraint failed: {model.__tablename__}.id")
+            key = (type(row), identity(row))
+            if self.current(*key) is not None:
+                raise IntegrityError(f"UNIQUE constraint failed: {type(row).__tablename__}")
             if isinstance(row, Job) and self.current(Agent, row.agent_id) is None:
                 raise IntegrityError("FOREIGN KEY constraint failed: jobs.agent_id")
-            self._written[(model, row.id)] = _copy(_insertable(row))
+            self._inserted[key] = key in self._deleted
+            self._deleted.discard(key)
+            self._written[key] = _copy(_insertable(row))
+            self._pristine[key] = snapshot(row)
 
-    def stage(self, row: Agent | Job) -> None:
-        """Hold a new row until the next flush; it is this transaction's object for its id."""
-        self._loaded[(type(row), row.id)] = row
+    def stage(self, row: Model) -> None:
+        """Hold a new row until the next flush; it is this transaction's object for it."""
+        self._loaded[(type(row), identity(row))] = row
         self._staged.append(row)
 
-    def current(self, model: type[Row], row_id: str) -> Row | None:
+    def current(self, model: type[Row], row_id: Hashable) -> Row | None:
         """The row as this transaction sees it now (its own write, else the committed one)."""
-        row = self._written.get((model, row_id)) or self._store.table(model).get(row_id)
+        key = (model, row_id)
+        if key in self._deleted:
+            return None
+        row = self._written.get(key) or self._store.table(model).get(row_id)
         return row  # type: ignore[return-value]
 
     def rows(self, model: type[Row]) -> list[Row]:
@@ -164,25 +255,54 @@ class FakeUnitOfWork:
 
     def load(self, row: Row) -> Row:
         """The object this transaction hands out for a row: the same one every time."""
-        key = (type(row), row.id)
+        key = (type(row), identity(row))
         if key not in self._loaded:
             self._loaded[key] = _copy(row)
+            self._pristine[key] = snapshot(self._loaded[key])
         return self._loaded[key]  # type: ignore[return-value]
 
-    def find(self, model: type[Row], row_id: str) -> Row | None:
-        """The object for an id: the one already handed out, else a copy of the row."""
-        if (model, row_id) in self._loaded:
-            return self._loaded[(model, row_id)]  # type: ignore[return-value]
+    def find(self, model: type[Row], row_id: Hashable) -> Row | None:
+        """The object for an identity: the one already handed out, else a copy of the row."""
+        key = (model, row_id)
+        if key in self._deleted:
+            return None
+        if key in self._loaded:
+            return self._loaded[key]  # type: ignore[return-value]
         row = self.current(model, row_id)
         return None if row is None else self.load(row)
 
-    def write(self, row: Job, values: dict[str, Any]) -> None:
+    def write(self, row: Model, values: dict[str, Any]) -> Model:
         """Change a row in this transaction; objects already handed out keep old values."""
         updated = _copy(row)
         for key, value in values.items():
             _check_storable(value)
             setattr(updated, key, value)
-        self._written[(Job, row.id)] = updated
+        self._written[(type(row), identity(row))] = updated
+        return updated
+
+    def delete(self, rows: Sequence[Model]) -> None:
+        """Remove rows in this transaction; handed-out objects leave the identity map."""
+        for row in rows:
+            key = (type(row), identity(row))
+            if isinstance(row, Agent) and any(j.agent_id == row.id for j in self.rows(Job)):
+                raise IntegrityError("FOREIGN KEY constraint failed: jobs.agent_id")
+            self._written.pop(key, None)
+            self._loaded.pop(key, None)
+            self._pristine.pop(key, None)
+            self._inserted.pop(key, None)
+            self._deleted.add(key)
+
+
+def _newest_first(rows: list[Row], at: str, after: Cursor | None, limit: int) -> list[Row]:
+    """Keyset paging: rows strictly after the cursor, newest (at, id) first."""
+    if after is not None:
+        rows = [
+            row
+            for row in rows
+            if getattr(row, at) < after.at or (getattr(row, at) == after.at and row.id < after.id)
+        ]
+    rows.sort(key=lambda row: (getattr(row, at), row.id), reverse=True)
+    return rows[:limit]
 
 
 class FakeAgentRepository:
@@ -195,9 +315,34 @@ class FakeAgentRepository:
         """Stage a new agent."""
         self._uow.stage(agent)
 
-    def get(self, agent_id: str, *, tenant_id: str | None = None) -> Agent | None:
-        """The agent, or None when it doesn't exist or belongs to another tenant."""
-        return _get(self._uow, Agent, agent_id, tenant_id)
+    def get(
+        self, agent_id: str, *, tenant_id: str | None = None, include_deleted: bool = False
+    ) -> Agent | None:
+        """The agent, or None when it doesn't exist, is deleted or is another tenant's."""
+        agent = _get(self._uow, Agent, agent_id, tenant_id)
+        if agent is not None and agent.deleted_at is not None and not include_deleted:
+            return None
+        return agent
+
+    def page(self, tenant_id: str, *, after: Cursor | None, limit: int) -> Sequence[Agent]:
+        """Up to `limit` live agents of the tenant, newest first, strictly after `after`."""
+        live = [
+            row
+            for row in self._uow.rows(Agent)
+            if row.tenant_id == tenant_id and row.deleted_at is None
+        ]
+        return [self._uow.load(row) for row in _newest_first(live, "created_at", after, limit)]
+
+    def purge_deleted(self, *, limit: int) -> int:
+        """Remove deleted agents that no longer have any job; returns how many."""
+        owners = {job.agent_id for job in self._uow.rows(Job)}
+        gone = [
+            row
+            for row in self._uow.rows(Agent)
+            if row.deleted_at is not None and row.id not in owners
+        ][:limit]
+        self._uow.delete(gone)
+        return len(gone)
 
 
 class FakeJobRepository:
@@ -214,36 +359,95 @@ class FakeJobRepository:
         """The job, or None when it doesn't exist or belongs to another tenant."""
         return _get(self._uow, Job, job_id, tenant_id)
 
+    def page(
+        self,
+        tenant_id: str,
+        *,
+        agent_id: str | None,
+        status: JobStatus | None,
+        after: Cursor | None,
+        limit: int,
+    ) -> Sequence[Job]:
+        """Up to `limit` jobs of the tenant, newest first, strictly after `after`."""
+        rows = [
+            row
+            for row in self._uow.rows(Job)
+            if row.tenant_id == tenant_id
+            and (agent_id is None or row.agent_id == agent_id)
+            and (status is None or row.status == status)
+        ]
+        return [self._uow.load(row) for row in _newest_first(rows, "queued_at", after, limit)]
+
+    def children(self, job_ids: Sequence[str]) -> Sequence[Job]:
+        """Jobs whose parent is one of `job_ids`, in any state."""
+        return self._select(lambda row: row.parent_job_id in job_ids)
+
+    def unfinished_of_agent(self, agent_id: str) -> Sequence[Job]:
+        """Pending or running jobs of an agent."""
+        return self._select(lambda row: row.agent_id == agent_id and row.status in UNFINISHED)
+
     def claim(self, job_id: str, *, now: datetime, token: str, lease_until: datetime) -> bool:
         """Move a due pending job to running for one attempt; False if another got it."""
-        row = self._row(job_id)
-        if row is None or row.status != JobStatus.PENDING or not row.next_run_at <= now:
-            return False
-        values = {
-            "status": JobStatus.RUNNING,
-            "attempts": row.attempts + 1,
-            "started_at": now,
-            "run_token": token,
-            "lease_expires_at": lease_until,
-        }
-        self._uow.write(row, values)
-        return True
+        return self._transition(
+            job_id,
+            expect={"status": JobStatus.PENDING},
+            due_by=now,
+            values={
+                "status": JobStatus.RUNNING,
+                "attempts": lambda row: row.attempts + 1,
+                "started_at": now,
+                "run_token": token,
+                "lease_expires_at": lease_until,
+            },
+            event=EventSpec(type=EventType.STARTED),
+            at=now,
+        )
 
-    def finish_attempt(self, job_id: str, *, token: str, values: dict[str, Any]) -> bool:
+    def finish_attempt(
+        self,
+        job_id: str,
+        *,
+        token: str,
+        values: dict[str, Any],
+        event: EventSpec | None = None,
+        at: datetime | None = None,
+        unless_cancelled: bool = False,
+    ) -> bool:
         """Apply the outcome of the attempt holding `token`; False if it lost the job."""
-        row = self._row(job_id)
-        if row is None or row.status != JobStatus.RUNNING or row.run_token != token:
-            return False
-        self._uow.write(row, {"run_token": None, "lease_expires_at": None, **values})
-        return True
+        expect: dict[str, Any] = {"status": JobStatus.RUNNING, "run_token": token}
+        if unless_cancelled:
+            expect["cancel_requested"] = False
+        return self._transition(
+            job_id,
+            expect=expect,
+            values={"run_token": None, "lease_expires_at": None, **values},
+            event=event,
+            at=at,
+        )
+
+    def record(self, job_id: str, *, token: str, event: EventSpec, at: datetime) -> bool:
+        """Record an event of a running attempt (a token delta) while it holds the job."""
+        expect = {"status": JobStatus.RUNNING, "run_token": token}
+        return self._transition(job_id, expect=expect, values={}, event=event, at=at)
+
+    def cancel_pending(self, job_id: str, *, at: datetime, event: EventSpec) -> bool:
+        """Cancel a job that no worker holds; False if it is not pending any more."""
+        values = {"status": JobStatus.CANCELLED, "completed_at": at}
+        expect = {"status": JobStatus.PENDING}
+        return self._transition(job_id, expect=expect, values=values, event=event, at=at)
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask the worker of a running job to stop; False if it is not running."""
+        expect = {"status": JobStatus.RUNNING}
+        return self._transition(job_id, expect=expect, values={"cancel_requested": True})
 
     def mark_enqueued(self, job_id: str, *, previous: datetime, due: datetime) -> bool:
         """Record a new message for a pending job, unless another process just did."""
-        row = self._row(job_id)
-        if row is None or row.status != JobStatus.PENDING or row.enqueued_at != previous:
-            return False
-        self._uow.write(row, {"enqueued_at": due})
-        return True
+        return self._transition(
+            job_id,
+            expect={"status": JobStatus.PENDING, "enqueued_at": previous},
+            values={"enqueued_at": due},
+        )
 
     def lost_runs(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Running jobs whose lease ran out: their worker died or hung."""
@@ -267,10 +471,108 @@ class FakeJobRepository:
         overdue.sort(key=lambda row: row.enqueued_at)
         return [self._uow.load(row) for row in overdue[:limit]]
 
-    def _row(self, job_id: str) -> Job | None:
-        # An UPDATE flushes staged rows first, then sees the newest row.
+    def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of these running jobs have a cancel request."""
+        return {row.id for row in self._uow.rows(Job) if row.id in job_ids and row.cancel_requested}
+
+    def expired(self, *, finished_before: datetime, limit: int) -> list[str]:
+        """Ids of jobs that finished before the cutoff (retention is over)."""
+        return [
+            row.id
+            for row in self._uow.rows(Job)
+            if JobStatus(row.status).finished
+            and row.completed_at is not None
+            and row.completed_at < finished_before
+        ][:limit]
+
+    def delete(self, job_ids: Sequence[str]) -> None:
+        """Remove these jobs (their events and keys are removed by their repositories)."""
+        self._uow.delete([row for row in self._uow.rows(Job) if row.id in job_ids])
+
+    def _select(self, where: Callable[[Job], bool]) -> list[Job]:
+        return [self._uow.load(row) for row in self._uow.rows(Job) if where(row)]
+
+    def _transition(
+        self,
+        job_id: str,
+        *,
+        expect: dict[str, Any],
+        values: dict[str, Any],
+        due_by: datetime | None = None,
+        event: EventSpec | None = None,
+        at: datetime | None = None,
+    ) -> bool:
+        # An UPDATE flushes staged rows first, then sees the newest row. A callable
+        # value stands for an SQL expression over the row (`attempts + 1`).
         self._uow.flush()
-        return self._uow.current(Job, job_id)
+        row = self._uow.current(Job, job_id)
+        if row is None or any(getattr(row, k) != v for k, v in expect.items()):
+            return False
+        if due_by is not None and not row.next_run_at <= due_by:
+            return False
+        new = {k: v(row) if callable(v) else v for k, v in values.items()}
+        if event is not None:
+            new["event_seq"] = row.event_seq + 1
+        updated = self._uow.write(row, new)
+        if event is not None:
+            if at is None:
+                raise ValueError("an event needs its time")
+            assert isinstance(updated, Job)
+            sequence, attempt = updated.event_seq, updated.attempts
+            self._uow.stage(event.row(job_id, sequence=sequence, attempt=attempt, at=at))
+        return True
+
+
+class FakeEventRepository:
+    """EventRepository over a FakeUnitOfWork."""
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    def add(self, event: JobEvent) -> None:
+        """Stage an event row."""
+        self._uow.stage(event)
+
+    def after(self, job_id: str, sequence: int, *, limit: int) -> Sequence[JobEvent]:
+        """The job's events numbered above `sequence`, oldest first."""
+        rows = [
+            row
+            for row in self._uow.rows(JobEvent)
+            if row.job_id == job_id and row.sequence > sequence
+        ]
+        rows.sort(key=lambda row: row.sequence)
+        return [self._uow.load(row) for row in rows[:limit]]
+
+    def delete_for(self, job_ids: Sequence[str]) -> None:
+        """Remove every event of these jobs."""
+        self._uow.delete([row for row in self._uow.rows(JobEvent) if row.job_id in job_ids])
+
+
+class FakeKeyRepository:
+    """KeyRepository over a FakeUnitOfWork: keys are unique per (tenant_id, key)."""
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    def get(self, tenant_id: str, key: str) -> IdempotencyKey | None:
+        """The stored key, if any."""
+        return self._uow.find(IdempotencyKey, (tenant_id, key))
+
+    def add(self, key: IdempotencyKey) -> None:
+        """Stage a new key; a concurrent twin makes the commit fail."""
+        self._uow.stage(key)
+
+    def discard(self, key: IdempotencyKey) -> None:
+        """Remove a key whose retention is over."""
+        self._uow.delete([key])
+
+    def delete_for(self, job_ids: Sequence[str]) -> None:
+        """Remove the keys of these jobs."""
+        self._uow.delete([row for row in self._uow.rows(IdempotencyKey) if row.job_id in job_ids])
+
+    def delete_older_than(self, cutoff: datetime) -> None:
+        """Remove keys made before the cutoff."""
+        self._uow.delete([row for row in self._uow.rows(IdempotencyKey) if row.created_at < cutoff])
 
 
 def _get(uow: FakeUnitOfWork, model: type[Row], row_id: str, tenant_id: str | None) -> Row | None:
@@ -322,40 +624,99 @@ class FakeClock:
         return self.now
 
 
+class ManualCancelWatch(CancelWatch):
+    """A CancelWatch without its polling thread: a test calls `check()` where a poll would be."""
+
+    def watch(self, job_id: str) -> threading.Event:
+        """An event that is set once `check()` finds the job's cancel request."""
+        event = threading.Event()
+        with self._lock:
+            self._watched[job_id] = event
+        return event
+
+
 @dataclass(frozen=True)
 class ProviderCall:
-    """The arguments of one call to a provider."""
+    """The arguments of one call to a provider (`cancel` and streaming are not compared)."""
 
     system: str
     prompt: str
     timeout_s: float
+    cancel: threading.Event | None = field(default=None, compare=False)
+    streams: bool = field(default=False, compare=False)
 
 
-Step = Completion | BaseException | Callable[[], Completion]
+@dataclass(frozen=True)
+class Stream:
+    """A provider step that sends `pieces` to `on_delta` one by one, then answers with them.
+
+    `after_piece`, when set, is called with each piece's index after it was sent, e.g. to
+    cancel the job midway.
+    """
+
+    pieces: tuple[str, ...]
+    tokens_used: int
+    after_piece: Callable[[int], None] | None = None
+
+
+Step = Completion | BaseException | Stream | Callable[[], Completion]
 
 
 class ScriptedProvider:
     """A Provider that plays back its steps in order and records every call.
 
-    A step is a Completion to return, an exception to raise, or a callable whose result is
-    returned (it may raise, sleep or change the world, as a real call can).
+    A step is a Completion to return, an exception to raise, a Stream of token deltas, or a
+    callable whose result is returned (it may raise, sleep or change the world, as a real
+    call can). With `honours_cancel` (the default) the call raises Cancelled once its
+    cancel event is set: between streamed pieces and before it answers; without, it
+    answers anyway, as a provider that ignores the signal does.
     """
 
-    def __init__(self, *steps: Step) -> None:
+    def __init__(self, *steps: Step, honours_cancel: bool = True) -> None:
         self._steps = list(steps)
+        self._honours_cancel = honours_cancel
         self.calls: list[ProviderCall] = []
 
-    def complete(self, *, system: str, prompt: str, timeout_s: float) -> Completion:
+    def complete(
+        self,
+        *,
+        system: str,
+        prompt: str,
+        timeout_s: float,
+        cancel: threading.Event | None = None,
+        on_delta: DeltaSink | None = None,
+    ) -> Completion:
         """The next scripted answer."""
-        self.calls.append(ProviderCall(system=system, prompt=prompt, timeout_s=timeout_s))
+        call = ProviderCall(system, prompt, timeout_s, cancel=cancel, streams=on_delta is not None)
+        self.calls.append(call)
         if not self._steps:
             raise AssertionError(f"provider called {len(self.calls)} times; not scripted")
         step = self._steps.pop(0)
         if isinstance(step, BaseException):
             raise step
         if isinstance(step, Completion):
-            return step
-        return step()
+            completion = step
+        elif isinstance(step, Stream):
+            completion = self._stream(step, cancel, on_delta)
+        else:
+            completion = step()
+        self._stop_if_cancelled(cancel)
+        return completion
+
+    def _stream(
+        self, step: Stream, cancel: threading.Event | None, on_delta: DeltaSink | None
+    ) -> Completion:
+        for index, piece in enumerate(step.pieces):
+            self._stop_if_cancelled(cancel)
+            if on_delta is not None:
+                on_delta(piece)
+            if step.after_piece is not None:
+                step.after_piece(index)
+        return Completion(text="".join(step.pieces), tokens_used=step.tokens_used)
+
+    def _stop_if_cancelled(self, cancel: threading.Event | None) -> None:
+        if self._honours_cancel and cancel is not None and cancel.is_set():
+            raise Cancelled
 
 
 def slowly(seconds: float, completion: Completion) -> Callable[[], Completion]:
@@ -406,6 +767,6 @@ def make_job(agent: Agent, *, at: datetime = START, **overrides: Any) -> Job:
     return Job(**(values | overrides))
 
 
-def snapshot(row: Agent | Job) -> dict[str, Any]:
+def snapshot(row: Model) -> dict[str, Any]:
     """Every column of a row, to compare a row before and after."""
     return {key: getattr(row, key) for key in _COLUMNS[type(row)]}

@@ -1,17 +1,34 @@
-"""The recovery sweeper gives back runs whose worker was lost and re-sends lost messages."""
+"""The recovery sweeper gives back lost runs, re-sends lost messages and ends retention."""
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
+from server.auth import Principal
+from server.errors import NotFound
+from server.events import EventSpec, EventType
 from server.models import Agent, Job, JobStatus
+from server.providers.base import Completion
 from server.recovery import Recovery
-from server.runner import RetryPolicy
-from tests.unit.fakes import FakeClock, FakeQueue, FakeStore, make_agent, make_job, snapshot
+from server.runner import JobRunner, RetryPolicy
+from server.services import AgentService, JobService
+from server.validation import agent_spec, execution_spec
+from tests.unit.fakes import (
+    FakeClock,
+    FakeQueue,
+    FakeStore,
+    FakeUnitOfWork,
+    ManualCancelWatch,
+    ScriptedProvider,
+    make_agent,
+    make_job,
+    snapshot,
+)
 
 POLICY = RetryPolicy(max_attempts=3, time_limit_s=120, lease_grace_s=15)
 REQUEUE_AFTER_S = 30.0
@@ -31,7 +48,9 @@ class World:
     def seconds_ago(self, seconds: float) -> Any:
         return self.clock.now - timedelta(seconds=seconds)
 
-    def running(self, *, attempts: int, lease_left_s: float, job_id: str = JOB_ID) -> Job:
+    def running(
+        self, *, attempts: int, lease_left_s: float, job_id: str = JOB_ID, **overrides: Any
+    ) -> Job:
         """Store a job whose attempt `attempts` is running, its lease ending in `lease_left_s`."""
         started = self.seconds_ago(POLICY.lease_s - lease_left_s)
         job = make_job(
@@ -43,6 +62,7 @@ class World:
             started_at=started,
             run_token=f"token-of-attempt-{attempts}",
             lease_expires_at=started + timedelta(seconds=POLICY.lease_s),
+            **overrides,
         )
         self.store.put(job)
         return job
@@ -225,3 +245,211 @@ def test_finished_jobs_are_never_touched(world: World, status: JobStatus) -> Non
 
     assert snapshot(world.store.jobs[job.id]) == before
     assert world.queue.calls == []
+
+
+# What a lost run tells its watchers.
+
+
+def _events(world: World, job_id: str) -> list[tuple[int, str, int, str | None, float | None]]:
+    return [
+        (e.sequence, e.type, e.attempt, e.error, e.delay_s) for e in world.store.events_of(job_id)
+    ]
+
+
+def test_a_lost_run_that_is_tried_again_tells_so_in_a_retrying_event(world: World) -> None:
+    job = world.running(attempts=1, lease_left_s=-1, event_seq=2)  # queued, started
+
+    world.recovery.sweep()
+
+    assert _events(world, job.id) == [(3, "retrying", 1, _lost_message(1), 0.0)]
+
+
+def test_a_lost_run_on_its_last_attempt_tells_so_in_a_failed_event(world: World) -> None:
+    job = world.running(attempts=3, lease_left_s=-1, event_seq=6)
+
+    world.recovery.sweep()
+
+    assert _events(world, job.id) == [(7, "failed", 3, _lost_message(3), None)]
+
+
+@pytest.mark.parametrize("attempts", [1, POLICY.max_attempts])
+def test_a_lost_run_whose_cancel_was_requested_ends_cancelled_not_retried(
+    world: World, attempts: int
+) -> None:
+    job = world.running(attempts=attempts, lease_left_s=-1, cancel_requested=True, event_seq=2)
+
+    assert world.recovery.sweep() == 1
+
+    row = world.store.jobs[job.id]
+    assert (row.status, row.completed_at, row.run_token) == (
+        JobStatus.CANCELLED,
+        world.clock.now,
+        None,
+    )
+    assert row.error is None
+    assert _events(world, job.id) == [(3, "cancelled", attempts, None, None)]
+    assert world.queue.calls == []
+
+
+# Retention.
+
+RETENTION_S = 86400.0
+ALICE = Principal(subject="alice", role="user", tenant_id="acme")
+ANSWER = Completion(text="Revenue grew 12% on strong exports.", tokens_used=42)
+
+
+@dataclass
+class Services:
+    """The services and a worker over the world's store, and a sweeper with retention."""
+
+    agents: AgentService
+    jobs: JobService
+    runner: JobRunner
+    recovery: Recovery
+
+    def execute(self, agent: Agent, request_id: str | None = None) -> Job:
+        spec = execution_spec(
+            prompt="Summarise the quarterly report.",
+            context_id=None,
+            enable_adversarial=False,
+            enable_self_correction=False,
+            max_debate_rounds=None,
+        )
+        return self.jobs.execute(ALICE, agent.id, spec, request_id=request_id)
+
+    def completed(self, agent: Agent, request_id: str | None = None) -> Job:
+        job = self.execute(agent, request_id)
+        self.runner.run(job.id)
+        return job
+
+    def new_agent(self, name: str) -> Agent:
+        spec = agent_spec(name=name, role="Finds things out.", max_depth=3, spawn_shadow=False)
+        return self.agents.create_agent(ALICE, spec)
+
+
+@pytest.fixture
+def services(world: World) -> Services:
+    uow = world.store.unit_of_work
+    return Services(
+        agents=AgentService(uow, clock=world.clock),
+        jobs=JobService(uow, world.queue, retention_s=RETENTION_S, clock=world.clock),
+        runner=JobRunner(
+            uow,
+            ScriptedProvider(*(ANSWER for _ in range(10))),
+            world.queue,
+            POLICY,
+            clock=world.clock,
+            cancel_watch=ManualCancelWatch(uow),
+        ),
+        recovery=Recovery(
+            uow,
+            world.queue,
+            POLICY,
+            requeue_after_s=REQUEUE_AFTER_S,
+            retention_s=RETENTION_S,
+            clock=world.clock,
+        ),
+    )
+
+
+def test_retention_deletes_finished_jobs_past_it_with_their_events_and_keys(
+    world: World, services: Services
+) -> None:
+    old_done = services.completed(world.agent, "old-done")
+    old_cancelled = services.execute(world.agent, "old-cancelled")
+    services.jobs.cancel_job(ALICE, old_cancelled.id)
+    old_pending = services.execute(world.agent)
+    old_running = world.running(attempts=1, lease_left_s=RETENTION_S * 2, job_id=str(uuid.uuid4()))
+    world.clock.advance(1)
+    just_kept = services.completed(world.agent, "just-kept")
+    world.clock.advance(RETENTION_S)
+    young = services.completed(world.agent, "young")
+
+    assert services.recovery.expire() == 2
+
+    kept = {old_pending.id, old_running.id, just_kept.id, young.id}
+    assert set(world.store.jobs) == kept
+    assert {job_id for job_id, _ in world.store.events} == kept - {old_running.id}
+    assert sorted(key for _, key in world.store.keys) == ["just-kept", "young"]
+    for gone in (old_done, old_cancelled):
+        with pytest.raises(NotFound):
+            services.jobs.get_job(ALICE, gone.id)
+    assert services.jobs.get_job(ALICE, just_kept.id).response == ANSWER.text
+
+
+def test_a_request_id_whose_job_retention_removed_starts_a_new_job(
+    world: World, services: Services
+) -> None:
+    old = services.completed(world.agent, "req-1")
+    world.clock.advance(RETENTION_S + 1)
+    services.recovery.expire()
+
+    again = services.execute(world.agent, "req-1")
+
+    assert again.id != old.id
+    assert services.jobs.get_job(ALICE, again.id).status == JobStatus.PENDING
+
+
+def test_retention_deletes_in_batches_each_committed_on_its_own(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("server.recovery.BATCH", 2)
+    long_ago = world.seconds_ago(RETENTION_S + 60)
+    for n in range(5):
+        job_id = f"00000000-0000-4000-8000-00000000000{n}"
+        world.store.put(
+            make_job(
+                world.agent,
+                id=job_id,
+                at=long_ago,
+                status=JobStatus.COMPLETED,
+                attempts=1,
+                completed_at=long_ago,
+                event_seq=1,
+            ),
+            EventSpec(EventType.COMPLETED).row(job_id, sequence=1, attempt=1, at=long_ago),
+        )
+    left_at_each_start: list[int] = []
+
+    def unit_of_work() -> FakeUnitOfWork:
+        left_at_each_start.append(len(world.store.jobs))
+        return world.store.unit_of_work()
+
+    recovery = Recovery(
+        unit_of_work,
+        world.queue,
+        POLICY,
+        requeue_after_s=REQUEUE_AFTER_S,
+        retention_s=RETENTION_S,
+        clock=world.clock,
+    )
+
+    assert recovery.expire() == 5
+
+    assert left_at_each_start == [5, 3, 1]
+    assert (world.store.jobs, world.store.events) == ({}, {})
+
+
+def test_retention_removes_deleted_agents_once_their_last_job_is_gone(
+    world: World, services: Services
+) -> None:
+    services.completed(world.agent)
+    services.agents.delete_agent(ALICE, world.agent.id)
+    jobless = services.new_agent("Jobless")
+    services.agents.delete_agent(ALICE, jobless.id)
+    live = services.new_agent("Live")
+    world.clock.advance(RETENTION_S)
+    recent = services.new_agent("Recent")
+    recent_job = services.completed(recent)
+    services.agents.delete_agent(ALICE, recent.id)
+    world.clock.advance(1)
+
+    services.recovery.expire()
+
+    assert set(world.store.agents) == {live.id, recent.id}
+    assert services.jobs.get_job(ALICE, recent_job.id).status == JobStatus.COMPLETED
+
+    world.clock.advance(RETENTION_S)
+    services.recovery.expire()
+
+    assert set(world.store.agents) == {live.id}

@@ -18,6 +18,7 @@ from tests.unit.fakes import (
     FakeClock,
     FakeQueue,
     FakeStore,
+    ManualCancelWatch,
     ProviderCall,
     ScriptedProvider,
     make_agent,
@@ -45,7 +46,12 @@ class World:
 
     def runner(self, provider: ScriptedProvider, **policy: Any) -> JobRunner:
         return JobRunner(
-            self.store.unit_of_work, provider, self.queue, RetryPolicy(**policy), clock=self.clock
+            self.store.unit_of_work,
+            provider,
+            self.queue,
+            RetryPolicy(**policy),
+            clock=self.clock,
+            cancel_watch=ManualCancelWatch(self.store.unit_of_work),
         )
 
     @property
@@ -254,6 +260,7 @@ def test_a_retry_whose_message_could_not_be_sent_is_sent_again_by_recovery(world
         world.queue,
         policy,
         clock=world.clock,
+        cancel_watch=ManualCancelWatch(world.store.unit_of_work),
     )
     recovery = Recovery(
         world.store.unit_of_work, world.queue, policy, requeue_after_s=30, clock=world.clock
@@ -317,7 +324,14 @@ def test_an_attempt_that_recovery_took_back_has_its_answer_dropped(world: World)
         return Completion(text="too late", tokens_used=7)
 
     provider = ScriptedProvider(hang_past_the_lease, ANSWER)
-    runner = JobRunner(world.store.unit_of_work, provider, world.queue, policy, clock=world.clock)
+    runner = JobRunner(
+        world.store.unit_of_work,
+        provider,
+        world.queue,
+        policy,
+        clock=world.clock,
+        cancel_watch=ManualCancelWatch(world.store.unit_of_work),
+    )
 
     runner.run(world.job.id)
 

@@ -1,4 +1,7 @@
-"""The service layer keeps tenants apart and commits a job before it sends the job's message."""
+"""The service layer keeps tenants apart, commits a job before its message, and owns its rules.
+
+Idempotent and sub-agent executes, and deleting agents, are here; lists in test_paging.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +10,14 @@ import uuid
 import pytest
 
 from server.auth import Principal
-from server.errors import NotFound
-from server.models import Agent, JobStatus
+from server.errors import AlreadyExists, InvalidArgument, NotFound
+from server.models import Agent, Job, JobStatus
+from server.providers.base import Completion
 from server.recovery import Recovery
-from server.runner import RetryPolicy
+from server.runner import JobRunner, RetryPolicy
 from server.services import AgentService, JobService
 from server.validation import AgentSpec, ExecutionSpec, agent_spec, execution_spec
-from tests.unit.fakes import FakeClock, FakeQueue, FakeStore
+from tests.unit.fakes import FakeClock, FakeQueue, FakeStore, ManualCancelWatch, ScriptedProvider
 
 ALICE = Principal(subject="alice", role="user", tenant_id="acme")
 BOB = Principal(subject="bob", role="user", tenant_id="globex")
@@ -230,3 +234,308 @@ def test_get_job_of_another_tenant_answers_exactly_like_an_unknown_id(
         jobs.get_job(BOB, job.id)
 
     assert error.value.message == f"Job {job.id} not found"
+
+
+# Idempotent executes.
+
+
+def test_a_retried_execute_with_the_same_request_id_returns_the_same_job_and_sends_once(
+    jobs: JobService, agent: Agent, store: FakeStore, queue: FakeQueue, clock: FakeClock
+) -> None:
+    first = jobs.execute(ALICE, agent.id, _execution(), request_id="req-1")
+    clock.advance(5)
+
+    again = jobs.execute(ALICE, agent.id, _execution(), request_id="req-1")
+
+    assert again.id == first.id
+    assert again.queued_at == first.queued_at
+    assert list(store.jobs) == [first.id]
+    assert queue.calls == [(first.id, 0.0)]
+
+
+def test_a_replayed_execute_returns_the_job_as_it_is_now(
+    jobs: JobService, agent: Agent, store: FakeStore
+) -> None:
+    first = jobs.execute(ALICE, agent.id, _execution(), request_id="req-1")
+    jobs.cancel_job(ALICE, first.id)
+
+    again = jobs.execute(ALICE, agent.id, _execution(), request_id="req-1")
+
+    assert (again.id, again.status) == (first.id, JobStatus.CANCELLED)
+
+
+@pytest.mark.parametrize(
+    "different",
+    [
+        _execution("Another prompt entirely."),
+        execution_spec(
+            prompt="Summarise the quarterly report.",
+            context_id="ctx-42",
+            enable_adversarial=False,  # the first request asked for True
+            enable_self_correction=False,
+            max_debate_rounds=5,
+        ),
+    ],
+    ids=["another prompt", "another option"],
+)
+def test_a_request_id_reused_with_a_different_request_is_refused(
+    jobs: JobService, agent: Agent, store: FakeStore, queue: FakeQueue, different: ExecutionSpec
+) -> None:
+    first = jobs.execute(ALICE, agent.id, _execution(), request_id="req-1")
+
+    with pytest.raises(AlreadyExists) as error:
+        jobs.execute(ALICE, agent.id, different, request_id="req-1")
+
+    assert error.value.message == "Idempotency key reused with a different request"
+    assert list(store.jobs) == [first.id]
+    assert queue.calls == [(first.id, 0.0)]
+
+
+def test_a_request_id_reused_for_another_agent_is_refused(
+    jobs: JobService, agents: AgentService, agent: Agent, store: FakeStore
+) -> None:
+    other = agents.create_agent(ALICE, _agent_spec("Writer"))
+    jobs.execute(ALICE, agent.id, _execution(), request_id="req-1")
+
+    with pytest.raises(AlreadyExists):
+        jobs.execute(ALICE, other.id, _execution(), request_id="req-1")
+
+    assert len(store.jobs) == 1
+
+
+def test_the_same_request_id_in_another_tenant_is_a_new_request(
+    jobs: JobService, agents: AgentService, agent: Agent, queue: FakeQueue
+) -> None:
+    bobs_agent = agents.create_agent(BOB, _agent_spec())
+    alices = jobs.execute(ALICE, agent.id, _execution(), request_id="req-1")
+
+    bobs = jobs.execute(BOB, bobs_agent.id, _execution("Bob's own prompt."), request_id="req-1")
+
+    assert bobs.id != alices.id
+    assert (bobs.tenant_id, bobs.prompt) == ("globex", "Bob's own prompt.")
+    assert queue.calls == [(alices.id, 0.0), (bobs.id, 0.0)]
+    assert jobs.execute(ALICE, agent.id, _execution(), request_id="req-1").id == alices.id
+
+
+def test_a_request_id_older_than_the_retention_period_is_a_new_request(
+    store: FakeStore, queue: FakeQueue, clock: FakeClock, agent: Agent
+) -> None:
+    jobs = JobService(store.unit_of_work, queue, retention_s=3600, clock=clock)
+    first = jobs.execute(ALICE, agent.id, _execution(), request_id="req-1")
+
+    clock.advance(3600)
+    assert jobs.execute(ALICE, agent.id, _execution(), request_id="req-1").id == first.id
+    clock.advance(1)
+    fresh = jobs.execute(ALICE, agent.id, _execution("A new question."), request_id="req-1")
+
+    assert fresh.id != first.id
+    assert queue.calls == [(first.id, 0.0), (fresh.id, 0.0)]
+    assert jobs.execute(ALICE, agent.id, _execution("A new question."), request_id="req-1").id == (
+        fresh.id
+    )
+
+
+def test_a_concurrent_duplicate_execute_gets_the_job_of_the_one_that_committed_first(
+    jobs: JobService, agent: Agent, store: FakeStore, queue: FakeQueue
+) -> None:
+    winner: list[Job] = []
+
+    def twin_commits_first() -> None:
+        # Another server handles a retry of the same request and commits before us.
+        winner.append(jobs.execute(ALICE, agent.id, _execution(), request_id="req-1"))
+
+    store.before_next_commit(twin_commits_first)
+
+    loser = jobs.execute(ALICE, agent.id, _execution(), request_id="req-1")
+
+    assert loser.id == winner[0].id
+    assert list(store.jobs) == [winner[0].id]
+    assert [key for (_, key) in store.keys] == ["req-1"]
+    assert [e.type for e in store.events.values()] == ["queued"]
+    assert queue.calls == [(winner[0].id, 0.0)]
+
+
+def test_a_concurrent_execute_with_the_same_key_but_another_request_is_refused(
+    jobs: JobService, agent: Agent, store: FakeStore, queue: FakeQueue
+) -> None:
+    store.before_next_commit(
+        lambda: jobs.execute(ALICE, agent.id, _execution("The twin's prompt."), request_id="req-1")
+    )
+
+    with pytest.raises(AlreadyExists):
+        jobs.execute(ALICE, agent.id, _execution(), request_id="req-1")
+
+    assert len(store.jobs) == 1
+    assert len(queue.calls) == 1
+
+
+# Sub-agent executes.
+
+
+def test_a_sub_agent_job_is_one_level_deeper_than_its_parent(
+    jobs: JobService, agent: Agent
+) -> None:
+    root = jobs.execute(ALICE, agent.id, _execution())
+    child = jobs.execute(ALICE, agent.id, _execution(), parent_job_id=root.id)
+    grandchild = jobs.execute(ALICE, agent.id, _execution(), parent_job_id=child.id)
+
+    found = [jobs.get_job(ALICE, j.id) for j in (root, child, grandchild)]
+    assert [(j.depth, j.parent_job_id) for j in found] == [
+        (0, None),
+        (1, root.id),
+        (2, child.id),
+    ]
+
+
+@pytest.mark.parametrize("max_depth", [0, 1])
+def test_a_sub_agent_job_deeper_than_the_agents_max_depth_is_refused(
+    jobs: JobService, agents: AgentService, store: FakeStore, queue: FakeQueue, max_depth: int
+) -> None:
+    shallow = agents.create_agent(
+        ALICE,
+        agent_spec(name="Shallow", role="Stays shallow.", max_depth=max_depth, spawn_shadow=False),
+    )
+    parent = jobs.execute(ALICE, shallow.id, _execution())
+    for _ in range(max_depth):
+        parent = jobs.execute(ALICE, shallow.id, _execution(), parent_job_id=parent.id)
+    stored = set(store.jobs)
+
+    with pytest.raises(InvalidArgument) as error:
+        jobs.execute(ALICE, shallow.id, _execution(), parent_job_id=parent.id)
+
+    message = f"Execution depth {max_depth + 1} exceeds max_depth {max_depth}"
+    assert error.value.message == message
+    assert [v.field for v in error.value.violations] == ["parent_job_id"]
+    assert set(store.jobs) == stored
+    assert len(queue.calls) == len(stored)
+
+
+@pytest.mark.parametrize("case", ["unknown parent", "another tenant's parent"])
+def test_a_sub_agent_job_of_a_parent_the_caller_cannot_see_is_not_found(
+    jobs: JobService,
+    agents: AgentService,
+    agent: Agent,
+    store: FakeStore,
+    queue: FakeQueue,
+    case: str,
+) -> None:
+    if case == "unknown parent":
+        parent_id = str(uuid.uuid4())
+    else:
+        bobs_agent = agents.create_agent(BOB, _agent_spec())
+        parent_id = jobs.execute(BOB, bobs_agent.id, _execution()).id
+    stored = set(store.jobs)
+
+    with pytest.raises(NotFound) as error:
+        jobs.execute(ALICE, agent.id, _execution(), parent_job_id=parent_id)
+
+    assert error.value.message == f"Job {parent_id} not found"
+    assert set(store.jobs) == stored
+    assert len(queue.calls) == len(stored)
+
+
+# Deleting agents.
+
+
+def test_a_deleted_agent_can_no_longer_be_read_run_or_deleted(
+    agents: AgentService, jobs: JobService, agent: Agent, store: FakeStore
+) -> None:
+    agents.delete_agent(ALICE, agent.id)
+
+    for call in (
+        lambda: agents.get_agent(ALICE, agent.id),
+        lambda: jobs.execute(ALICE, agent.id, _execution()),
+        lambda: agents.delete_agent(ALICE, agent.id),
+    ):
+        with pytest.raises(NotFound) as error:
+            call()
+        assert error.value.message == "Agent not found"
+    assert store.jobs == {}
+
+
+def test_deleting_an_agent_cancels_its_pending_jobs_and_keeps_finished_ones_readable(
+    agents: AgentService,
+    jobs: JobService,
+    agent: Agent,
+    store: FakeStore,
+    queue: FakeQueue,
+    clock: FakeClock,
+) -> None:
+    done = jobs.execute(ALICE, agent.id, _execution("Already answered."))
+    runner = JobRunner(
+        store.unit_of_work,
+        ScriptedProvider(Completion(text="42", tokens_used=1)),
+        queue,
+        RetryPolicy(),
+        clock=clock,
+        cancel_watch=ManualCancelWatch(store.unit_of_work),
+    )
+    runner.run(done.id)
+    waiting = jobs.execute(ALICE, agent.id, _execution("Still waiting."))
+
+    agents.delete_agent(ALICE, agent.id)
+
+    assert jobs.get_job(ALICE, waiting.id).status == JobStatus.CANCELLED
+    _, events = jobs.events_after(ALICE, waiting.id, 0)
+    assert [e.type for e in events] == ["queued", "cancelled"]
+    kept = jobs.get_job(ALICE, done.id)
+    assert (kept.status, kept.response) == (JobStatus.COMPLETED, "42")
+    runner.run(waiting.id)  # its message arrives after the delete
+    assert jobs.get_job(ALICE, waiting.id).status == JobStatus.CANCELLED
+
+
+def test_deleting_an_agent_stops_its_running_job(
+    agents: AgentService,
+    jobs: JobService,
+    agent: Agent,
+    store: FakeStore,
+    queue: FakeQueue,
+    clock: FakeClock,
+) -> None:
+    job = jobs.execute(ALICE, agent.id, _execution())
+    watch = ManualCancelWatch(store.unit_of_work)
+    seen: list[bool] = []
+
+    def deleted_midway() -> Completion:
+        agents.delete_agent(ALICE, agent.id)
+        seen.append(jobs.get_job(ALICE, job.id).cancel_requested)
+        watch.check()
+        return Completion(text="too late", tokens_used=1)
+
+    JobRunner(
+        store.unit_of_work,
+        ScriptedProvider(deleted_midway),
+        queue,
+        RetryPolicy(),
+        clock=clock,
+        cancel_watch=watch,
+    ).run(job.id)
+
+    assert seen == [True]
+    final = jobs.get_job(ALICE, job.id)
+    assert (final.status, final.response) == (JobStatus.CANCELLED, None)
+
+
+def test_a_deleted_agent_disappears_from_the_list_of_agents(
+    agents: AgentService, agent: Agent, clock: FakeClock
+) -> None:
+    clock.advance(1)
+    other = agents.create_agent(ALICE, _agent_spec("Writer"))
+
+    agents.delete_agent(ALICE, agent.id)
+
+    page = agents.list_agents(ALICE, size=None, token="")
+    assert [a.id for a in page.items] == [other.id]  # type: ignore[attr-defined]
+
+
+def test_an_agent_cannot_be_deleted_from_another_tenant(
+    agents: AgentService, jobs: JobService, agent: Agent
+) -> None:
+    job = jobs.execute(ALICE, agent.id, _execution())
+
+    with pytest.raises(NotFound) as error:
+        agents.delete_agent(BOB, agent.id)
+
+    assert error.value.message == "Agent not found"
+    assert agents.get_agent(ALICE, agent.id).id == agent.id
+    assert jobs.get_job(ALICE, job.id).status == JobStatus.PENDING
