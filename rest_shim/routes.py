@@ -32,6 +32,7 @@ from rest_shim.schemas import (
 bearer = HTTPBearer(auto_error=False, description="An HS256 JWT (contract §1).")
 _SECURED = [Depends(bearer)]
 _INT32_MAX = 2**31 - 1
+_INT64_MAX = 2**63 - 1
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -133,7 +134,7 @@ async def execute(
         enable_adversarial=body.enable_adversarial,
         enable_self_correction=body.enable_self_correction,
         max_debate_rounds=_int32(body.max_debate_rounds),
-        request_id=idempotency_key,
+        request_id=idempotency_key if idempotency_key is not None else body.request_id,
         parent_job_id=body.parent_job_id,
     )
     reply = await _call(request, request.app.state.backend.agents.Execute, message)
@@ -259,14 +260,15 @@ async def stream_job(
 ) -> StreamingResponse:
     """The job's events as SSE (`id:` is the sequence); resumes after `Last-Event-ID`."""
     backend: Backend = request.app.state.backend
-    message = jobs_pb.WatchJobRequest(job_id=str(job_id), after_sequence=max(0, last_event_id or 0))
+    after = min(max(0, last_event_id or 0), _INT64_MAX)
+    message = jobs_pb.WatchJobRequest(job_id=str(job_id), after_sequence=after)
     call = backend.watch(
         message,
         authorization=request.headers.get("authorization"),
         request_id=request.state.request_id,
     )
     if not await stream.opened(call):
-        await call  # raises the refusal (401, 404, ...) as an AioRpcError
+        await stream.raise_refusal(call)  # 401, 404, ...; returns if the stream just ended
     keepalive_s = request.app.state.stream_keepalive_s
     return StreamingResponse(
         stream.events(call, keepalive_s=keepalive_s),

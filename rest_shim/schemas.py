@@ -2,9 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StrictBool, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt
+from pydantic import StrictStr as _StrictStr
+
+
+def _unicode(value: str) -> str:
+    # JSON can spell half a character (a lone surrogate escape); no protobuf
+    # string, and so no server, can carry it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text") from None
+    return value
+
+
+# A JSON string (never a number or null coerced to one) that is valid Unicode.
+StrictStr = Annotated[_StrictStr, AfterValidator(_unicode)]
 
 
 class CreateAgentBody(BaseModel):
@@ -30,6 +45,9 @@ class ExecuteBody(BaseModel):
     max_debate_rounds: StrictInt = Field(3, description="1-10.")
     parent_job_id: StrictStr | None = Field(
         None, description="Queue as a sub-agent execution of this job (same tenant)."
+    )
+    request_id: StrictStr | None = Field(
+        None, description="Idempotency key; the `Idempotency-Key` header wins when both are sent."
     )
 
 

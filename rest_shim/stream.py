@@ -31,6 +31,18 @@ async def opened(call: Any) -> bool:
     return STREAM_OPEN in list(metadata or ())
 
 
+async def raise_refusal(call: Any) -> None:
+    """Raise the error of a watch the server refused; return if it ended cleanly."""
+    code = await call.code()
+    if code != grpc.StatusCode.OK:
+        raise grpc.aio.AioRpcError(
+            code,
+            await call.initial_metadata(),
+            await call.trailing_metadata(),
+            await call.details(),
+        )
+
+
 async def events(call: Any, *, keepalive_s: float) -> AsyncIterator[bytes]:
     """The SSE bytes of an accepted watch: its events, keep-alives, in-band errors."""
     replies = call.__aiter__()

@@ -74,8 +74,8 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 
 def _is_non_empty_str(value: object) -> bool:
-    """True for a string with at least one character."""
-    return isinstance(value, str) and value != ""
+    """True for a string with at least one character and no NUL (no database stores it)."""
+    return isinstance(value, str) and value != "" and "\x00" not in value
 
 
 def _bearer_token(authorization: str | None) -> str:

@@ -36,6 +36,11 @@ class ExecutionSpec:
     max_debate_rounds: int
 
 
+def _nul(field: str) -> FieldViolation:
+    # Text columns cannot hold NUL on every database; refuse it everywhere alike.
+    return FieldViolation(field, f"Invalid {field}: must not contain NUL characters")
+
+
 def parse_id(value: str, field: str) -> str:
     """A UUID in its canonical lowercase hyphenated form, or INVALID_ARGUMENT."""
     try:
@@ -73,6 +78,8 @@ def agent_spec(*, name: str, role: str, max_depth: int | None, spawn_shadow: boo
         violations.append(
             FieldViolation("role", "Invalid role: must be 3 to 500 characters after trimming")
         )
+    elif "\x00" in role:
+        violations.append(_nul("role"))
     depth = DEFAULT_MAX_DEPTH if max_depth is None else max_depth
     if depth > MAX_DEPTH_LIMIT:
         violations.append(
@@ -100,6 +107,10 @@ def execution_spec(
         violations.append(
             FieldViolation("prompt", "Invalid prompt: must be 1 to 50000 characters after trimming")
         )
+    elif "\x00" in prompt:
+        violations.append(_nul("prompt"))
+    if context_id is not None and "\x00" in context_id:
+        violations.append(_nul("context_id"))
     rounds = DEFAULT_DEBATE_ROUNDS if max_debate_rounds is None else max_debate_rounds
     if not 1 <= rounds <= 10:
         violations.append(

@@ -65,7 +65,8 @@ class JobServicer(pb_grpc.JobServiceServicer):
         self, request: pb.WatchJobRequest, context: Context
     ) -> AsyncIterator[pb.WatchJobResponse]:
         job_id = parse_id(request.job_id, "job_id")
-        after = max(0, request.after_sequence)
+        # Sequences are 32-bit in the database; a larger one is past every event.
+        after = min(max(0, request.after_sequence), 2**31 - 1)
         principal = current_principal()
         events_after = self._services.jobs.events_after
         job, events = await self._blocking(events_after, principal, job_id, after)

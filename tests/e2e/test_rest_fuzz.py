@@ -1,0 +1,287 @@
+"""A property-based fuzz of the OpenAPI schema finds no 5xx and no response that breaks it.
+
+Schemathesis loads the live shim's /openapi.json and sends what it generates from it,
+valid and invalid, over real HTTP to the shim in front of a real gRPC server. Every
+response must be documented for its operation (status code, content type, headers, body
+schema), and none may be a 5xx: the backend is up, so 503 and 504 are failures here too.
+
+Each operation gets its own bounded, derandomized Hypothesis run inside one pytest test
+per kind of caller, so one server per database kind serves the whole module, and every
+failing operation is reported, each with a curl command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from schemathesis import APIOperation, BaseSchema, Case, GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from tests.e2e.harness import running_rest, running_server, settings_for, token
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
+# Bounded per operation and derandomized (Hypothesis derives its seed from the test), so a
+# failure found once is found again on every run and machine, and the file stays quick.
+FUZZ_SETTINGS = settings(
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+# Schemathesis raises a group of its check failures (a BaseExceptionGroup) and Hypothesis
+# may raise several distinct ones at once; anything else is a failure too.
+CHECK_FAILURES = (Exception, BaseExceptionGroup)
+REQUEST_TIMEOUT_S = 10
+HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+FINISHED = {"completed", "failed", "cancelled"}
+
+# A body each route accepts, so that one awkward field is all that differs from it.
+VALID_BODIES = {
+    "POST /api/v1/agents": {"name": "edge case", "role": "You answer briefly."},
+    "POST /api/v1/agents/{agent_id}/execute": {"prompt": "Say hello."},
+}
+# Text that JSON can carry but the generator never draws: a NUL, which some databases
+# refuse, and a lone UTF-16 surrogate, a legal JSON escape that is not encodable as UTF-8.
+AWKWARD_TEXT = {"a NUL": "edge\x00case", "a lone surrogate": "edge\ud800case"}
+
+
+@dataclass(frozen=True)
+class Live:
+    """The running shim, a caller's token, and an agent and a finished job of that caller.
+
+    DELETE cases get an agent of their own, so the shared one stays for the other runs.
+    """
+
+    url: str
+    bearer: str
+    agent_id: str
+    job_id: str
+    doomed_agent_id: str
+
+    @property
+    def authorization(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.bearer}"}
+
+    def ids_for(self, operation: APIOperation) -> dict[str, str]:
+        """The existing agent's and job's ids for the path parameters the operation has."""
+        agent_id = self.doomed_agent_id if operation.method.upper() == "DELETE" else self.agent_id
+        known = {"agent_id": agent_id, "job_id": self.job_id}
+        return {p.name: known[p.name] for p in operation.path_parameters if p.name in known}
+
+
+def _agent(client: httpx.Client) -> str:
+    created = client.post("/api/v1/agents", json=VALID_BODIES["POST /api/v1/agents"])
+    assert created.status_code == 201, created.text
+    agent_id: str = created.json()["id"]
+    return agent_id
+
+
+def _finished_job(client: httpx.Client, agent_id: str) -> str:
+    queued = client.post(f"/api/v1/agents/{agent_id}/execute", json={"prompt": "Say hello."})
+    assert queued.status_code == 202, queued.text
+    job_id: str = queued.json()["job_id"]
+    deadline = time.monotonic() + 30
+    while client.get(f"/api/v1/jobs/{job_id}").json()["status"] not in FINISHED:
+        assert time.monotonic() < deadline, f"job {job_id} did not finish"
+        time.sleep(0.05)
+    return job_id
+
+
+@contextmanager
+def _database(request: pytest.FixtureRequest, kind: str) -> Iterator[str]:
+    """A fresh database of one kind agentq stores jobs in."""
+    if kind == "postgres":
+        postgres = request.getfixturevalue("postgres_server")
+        with contextmanager(postgres.throwaway_database)() as url:
+            yield url
+    else:
+        directory = request.getfixturevalue("tmp_path_factory").mktemp("fuzz")
+        yield f"sqlite:///{directory / 'agentq.db'}"
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def live(request: pytest.FixtureRequest) -> Iterator[Live]:
+    """One server and shim per kind of database, shared by every fuzz run of the module."""
+    bearer = token("fuzzer")
+    with (
+        _database(request, request.param) as database_url,
+        running_server(settings_for(database_url=database_url), in_process_workers=True) as server,
+        running_rest(f"127.0.0.1:{server.port}") as rest,
+        httpx.Client(base_url=rest.url, timeout=REQUEST_TIMEOUT_S) as client,
+    ):
+        client.headers["Authorization"] = f"Bearer {bearer}"
+        agent_id, doomed_agent_id = (_agent(client), _agent(client))
+        yield Live(rest.url, bearer, agent_id, _finished_job(client, agent_id), doomed_agent_id)
+
+
+def _live_schema(live: Live, *, with_security_parameters: bool) -> BaseSchema:
+    """The schema as the live shim serves it at /openapi.json."""
+    config = schemathesis.Config.from_dict(
+        {"generation": {"with-security-parameters": with_security_parameters}}
+    )
+    return schemathesis.openapi.from_url(
+        f"{live.url}/openapi.json", config=config, timeout=REQUEST_TIMEOUT_S
+    )
+
+
+def _operations(schema: BaseSchema) -> list[APIOperation]:
+    paths = schema.raw_schema["paths"]
+    operations = [
+        schema[path][method]
+        for path in sorted(paths)
+        for method in HTTP_METHODS
+        if method in paths[path]
+    ]
+    assert len(operations) >= 5, [op.label for op in operations]
+    return operations
+
+
+def _call(case: Case, live: Live, *, authorized: bool) -> int:
+    """Send one case and apply every check; the status it got."""
+    response = case.call_and_validate(checks=CHECKS, timeout=REQUEST_TIMEOUT_S)
+    sent = response.request.headers.get("Authorization")
+    if authorized:
+        assert sent == f"Bearer {live.bearer}", "the case went out without the valid token"
+    else:
+        assert sent != f"Bearer {live.bearer}"
+        if case.operation.path.startswith("/api/"):
+            assert not 200 <= response.status_code < 300, "an API call succeeded without a token"
+    return response.status_code
+
+
+def _fuzz(
+    live: Live, operations: list[APIOperation], *, authorized: bool, known_ids: bool
+) -> Counter[tuple[str, int]]:
+    """Fuzz each operation with valid and invalid cases; fail listing every one that broke."""
+    seen: Counter[tuple[str, int]] = Counter()
+    failures = []
+    for operation in operations:
+        fixed: dict[str, Any] = {"headers": live.authorization} if authorized else {}
+        if known_ids:
+            fixed["path_parameters"] = live.ids_for(operation)
+        cases = st.one_of(
+            operation.as_strategy(GenerationMode.POSITIVE, **fixed),
+            operation.as_strategy(GenerationMode.NEGATIVE, **fixed),
+        )
+
+        @FUZZ_SETTINGS
+        @given(case=cases)
+        def run(case: Case) -> None:
+            seen[(case.operation.label, _call(case, live, authorized=authorized))] += 1
+
+        try:
+            run()
+        except CHECK_FAILURES as failure:  # every operation's failure is reported, not the first
+            failures.append(f"=== {operation.label} ===\n{failure}")
+    assert not failures, "\n\n".join(failures)
+    return seen
+
+
+def test_with_a_valid_token_every_response_is_documented_and_none_is_a_5xx(live: Live) -> None:
+    schema = _live_schema(live, with_security_parameters=False)
+    seen = _fuzz(live, _operations(schema), authorized=True, known_ids=False)
+    api_statuses = {status for label, status in seen if label.split(" ", 1)[1].startswith("/api/")}
+    # The token got cases past the shim: some succeeded, and random well-formed ids
+    # came back as the server's 404.
+    assert 404 in api_statuses and any(200 <= s < 300 for s in api_statuses), seen
+
+
+def test_on_an_existing_agent_and_job_every_response_is_documented_and_none_is_a_5xx(
+    live: Live,
+) -> None:
+    schema = _live_schema(live, with_security_parameters=False)
+    with_ids = [op for op in _operations(schema) if live.ids_for(op)]
+    assert len(with_ids) >= 3, [op.label for op in with_ids]
+    seen = _fuzz(live, with_ids, authorized=True, known_ids=True)
+    reached = {label for label, status in seen if 200 <= status < 300}
+    assert reached >= {
+        "GET /api/v1/agents/{agent_id}",
+        "POST /api/v1/agents/{agent_id}/execute",
+        "GET /api/v1/jobs/{job_id}",
+    }, seen
+
+
+def test_without_a_valid_token_every_response_is_documented_and_none_is_a_5xx(
+    live: Live,
+) -> None:
+    # Schemathesis sends no Authorization header, or one it made up: never a valid token.
+    schema = _live_schema(live, with_security_parameters=True)
+    seen = _fuzz(live, _operations(schema), authorized=False, known_ids=False)
+    assert 401 in {status for _, status in seen}, seen
+
+
+def _string_fields(schema: BaseSchema, operation: APIOperation) -> list[str]:
+    """The request body's properties that may hold a string, read from the live schema."""
+    body = schema.raw_schema["paths"][operation.path][operation.method.lower()]["requestBody"]
+    body_schema = body["content"]["application/json"]["schema"]
+    ref = body_schema.get("$ref", "")
+    if ref.startswith("#/components/schemas/"):
+        body_schema = schema.raw_schema["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+
+    def may_be_string(prop: dict[str, Any]) -> bool:
+        return prop.get("type") == "string" or any(may_be_string(p) for p in prop.get("anyOf", []))
+
+    return [name for name, prop in body_schema["properties"].items() if may_be_string(prop)]
+
+
+def test_text_the_generator_never_draws_causes_no_5xx_in_any_string_field(live: Live) -> None:
+    schema = _live_schema(live, with_security_parameters=False)
+    failures, sent = [], 0
+    for label, valid in VALID_BODIES.items():
+        method, path = label.split(" ", 1)
+        operation = schema[path][method.lower()]
+        fields = _string_fields(schema, operation)
+        assert set(valid) <= set(fields), (label, fields)
+        bodies: dict[str, Any] = {
+            f"{field} holding {what}": {**valid, field: text}
+            for field in fields
+            for what, text in AWKWARD_TEXT.items()
+        }
+        # The same bodies with a byte that is not UTF-8 (ÿ sent as Latin-1).
+        bodies |= {
+            f"{field} holding a 0xff byte": json.dumps(
+                {**valid, field: "edge\u00ffcase"}, ensure_ascii=False
+            ).encode("latin-1")
+            for field in fields
+        }
+        bodies["a body that is one 0xff byte"] = b"\xff"
+        for what, body in bodies.items():
+            case = operation.Case(
+                body=body,
+                headers=live.authorization,
+                path_parameters=live.ids_for(operation),
+                media_type="application/json",
+            )
+            sent += 1
+            try:
+                _call(case, live, authorized=True)
+            except CHECK_FAILURES as failure:  # every body's failure is reported, not the first
+                failures.append(f"=== {label} with {what} ===\n{failure}")
+    assert sent >= 14, sent
+    assert not failures, "\n\n".join(failures)
