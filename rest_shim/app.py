@@ -9,6 +9,7 @@ from importlib import metadata
 from fastapi import FastAPI
 
 from rest_shim import handlers
+from rest_shim.admin_routes import router as admin_router
 from rest_shim.backend import Backend
 from rest_shim.middleware import RequestContextMiddleware
 from rest_shim.routes import router
@@ -51,4 +52,5 @@ def create_app(settings: RestSettings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     handlers.install(app)
     app.include_router(router)
+    app.include_router(admin_router)
     return app

@@ -2,20 +2,44 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import grpc
+from starlette.datastructures import Headers
 
-from agentq.v1 import agent_service_pb2_grpc, job_service_pb2_grpc, system_service_pb2_grpc
-
-Reply = TypeVar("Reply")
+from agentq.v1 import (
+    admin_service_pb2_grpc,
+    agent_service_pb2_grpc,
+    job_service_pb2_grpc,
+    system_service_pb2_grpc,
+    token_service_pb2_grpc,
+)
 
 
 def _metadata_value(value: str) -> str:
     # gRPC metadata is printable ASCII; anything else is replaced so the
     # server still sees (and rejects) the header rather than the shim deciding.
     return "".join(c if " " <= c <= "~" else "?" for c in value)
+
+
+# Request headers that travel to the server as metadata: credentials are
+# judged there, never here.
+FORWARDED = {
+    "authorization": "authorization",
+    "x-api-key": "x-api-key",
+    "x-admin-api-key": "x-admin-api-key",
+}
+
+
+def forwarded(headers: Headers, request_id: str) -> list[tuple[str, str]]:
+    """The metadata of one call: the request id and the caller's credentials."""
+    metadata = [("x-request-id", request_id)]
+    for header, key in FORWARDED.items():
+        value = headers.get(header)
+        if value is not None:
+            metadata.append((key, _metadata_value(value)))
+    return metadata
 
 
 class Backend:
@@ -27,27 +51,20 @@ class Backend:
         self.agents = agent_service_pb2_grpc.AgentServiceStub(self._channel)
         self.jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
         self.system = system_service_pb2_grpc.SystemServiceStub(self._channel)
+        self.admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
+        self.tokens = token_service_pb2_grpc.TokenServiceStub(self._channel)
 
     async def call(
-        self,
-        method: Callable[..., Awaitable[Reply]],
-        request: Any,
-        *,
-        authorization: str | None,
-        request_id: str,
-    ) -> Reply:
-        """One RPC carrying the caller's Authorization and request id as metadata."""
-        metadata = [("x-request-id", request_id)]
-        if authorization is not None:
-            metadata.append(("authorization", _metadata_value(authorization)))
-        return await method(request, metadata=metadata, timeout=self._timeout_s)
+        self, method: Callable[..., Any], request: Any, *, headers: Headers, request_id: str
+    ) -> tuple[Any, Sequence[tuple[str, str | bytes]]]:
+        """One RPC with the caller's credentials and request id; its reply and trailers."""
+        call = method(request, metadata=forwarded(headers, request_id), timeout=self._timeout_s)
+        reply = await call
+        return reply, tuple(await call.trailing_metadata() or ())
 
-    def watch(self, request: Any, *, authorization: str | None, request_id: str) -> Any:
+    def watch(self, request: Any, *, headers: Headers, request_id: str) -> Any:
         """Open a WatchJob stream; it has no deadline, the client decides how long to watch."""
-        metadata = [("x-request-id", request_id)]
-        if authorization is not None:
-            metadata.append(("authorization", _metadata_value(authorization)))
-        return self.jobs.WatchJob(request, metadata=metadata)
+        return self.jobs.WatchJob(request, metadata=forwarded(headers, request_id))
 
     async def close(self) -> None:
         """Close the channel."""

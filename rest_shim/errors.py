@@ -101,8 +101,39 @@ def _location(field: str) -> str:
     return "body"
 
 
+RATE_HEADERS = {
+    "x-ratelimit-limit": "X-RateLimit-Limit",
+    "x-ratelimit-remaining": "X-RateLimit-Remaining",
+    "x-ratelimit-reset": "X-RateLimit-Reset",
+}
+
+
+def rate_headers(metadata: Sequence[tuple[str, str | bytes]]) -> dict[str, str]:
+    """The rate-limit headers the server reported in a call's trailers."""
+    return {
+        RATE_HEADERS[key]: value
+        for key, value in metadata
+        if key in RATE_HEADERS and isinstance(value, str)
+    }
+
+
+def _retry_after(error: grpc.aio.AioRpcError) -> str | None:
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            info = error_details_pb2.RetryInfo()
+            detail.Unpack(info)
+            return str(max(1, info.retry_delay.seconds))
+    return None
+
+
 def from_rpc_error(error: grpc.aio.AioRpcError) -> JSONResponse:
-    """The error response of a failed RPC, from its ErrorInfo and BadRequest details."""
+    """The error response of a failed RPC, from its google.rpc.Status details."""
     code, message, detail = rpc_error_parts(error)
-    headers = {"Retry-After": "1"} if code == "SERVICE_UNAVAILABLE" else None
+    headers = rate_headers(tuple(error.trailing_metadata() or ()))
+    retry_after = _retry_after(error)
+    if retry_after is not None:
+        headers["Retry-After"] = retry_after
+    elif code in ("SERVICE_UNAVAILABLE", "RATE_LIMITED"):
+        headers["Retry-After"] = "1"
     return error_response(code, message, detail=detail, headers=headers)

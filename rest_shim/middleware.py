@@ -40,7 +40,10 @@ class RequestContextMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+                headers = MutableHeaders(scope=message)
+                headers[REQUEST_ID_HEADER] = request_id
+                for name, value in scope["state"].get("rate_headers", {}).items():
+                    headers.setdefault(name, value)
             await send(message)
 
         declared = headers.get("content-length", "")

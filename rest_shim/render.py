@@ -6,7 +6,14 @@ from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agentq.v1 import agent_pb2, agent_service_pb2, job_pb2, system_service_pb2
+from agentq.v1 import (
+    admin_service_pb2,
+    agent_pb2,
+    agent_service_pb2,
+    job_pb2,
+    system_service_pb2,
+    token_service_pb2,
+)
 
 _STATUS_NAMES = {
     job_pb2.JOB_STATUS_PENDING: "pending",
@@ -138,4 +145,42 @@ def _result(result: job_pb2.AgentJobResult) -> dict[str, Any]:
         "merkle_root": result.merkle_root or None,
         "verified": result.verified,
         "confidence": result.confidence if result.HasField("confidence") else None,
+    }
+
+
+def api_key(message: admin_service_pb2.ApiKey) -> dict[str, Any]:
+    """An API key's metadata."""
+    return {
+        "id": message.id,
+        "tenant_id": message.tenant_id,
+        "name": message.name,
+        "role": message.role,
+        "scopes": list(message.scopes),
+        "prefix": message.prefix,
+        "created_at": _time(message.created_at),
+        "last_used_at": _time_or_none(message, "last_used_at"),
+        "expires_at": _time_or_none(message, "expires_at"),
+        "revoked_at": _time_or_none(message, "revoked_at"),
+    }
+
+
+def limits(message: admin_service_pb2.TenantLimits) -> dict[str, Any]:
+    """A tenant's limits; a negative cap on the wire means none."""
+    cap = message.max_unfinished_jobs
+    return {
+        "tenant_id": message.tenant_id,
+        "tier": message.tier,
+        "rate_per_second": message.rate_per_second,
+        "burst": message.burst,
+        "max_unfinished_jobs": cap if cap >= 0 else None,
+    }
+
+
+def token(message: token_service_pb2.CreateTokenResponse) -> dict[str, Any]:
+    """A token exchanged for an API key."""
+    return {
+        "access_token": message.access_token,
+        "token_type": message.token_type,
+        "expires_in": message.expires_in,
+        "expires_at": _time(message.expires_at),
     }

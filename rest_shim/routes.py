@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
-from fastapi.security import HTTPBearer
+from fastapi.security import APIKeyHeader, HTTPBearer
 
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import job_pb2
@@ -15,6 +15,7 @@ from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import system_service_pb2 as system_pb
 from rest_shim import render, stream
 from rest_shim.backend import Backend
+from rest_shim.errors import rate_headers
 from rest_shim.schemas import (
     AgentOut,
     AgentPage,
@@ -28,44 +29,45 @@ from rest_shim.schemas import (
     JobStatusName,
 )
 
-# Documents the bearer scheme; the token itself is checked by the gRPC server only.
-bearer = HTTPBearer(auto_error=False, description="An HS256 JWT (contract §1).")
-_SECURED = [Depends(bearer)]
+# Documents the credentials; the gRPC server alone checks them.
+bearer = HTTPBearer(auto_error=False, description="An HS256 JWT (contract §1), or `agq_` API key.")
+api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An `agq_` API key.")
+_SECURED = [Depends(bearer), Depends(api_key)]
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
 
 
-def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in statuses}
 
 
-_AUTHED = (401, 403, 503, 504)
+_AUTHED = (401, 403, 429, 503, 504)
 _BODY = (400, 413, 415, 422)
 
 router = APIRouter()
 
 
-async def _call(request: Request, method: Any, message: Any) -> Any:
+async def call(request: Request, method: Any, message: Any) -> Any:
+    """Make one RPC for this request; its rate-limit trailers become response headers."""
     backend: Backend = request.app.state.backend
-    return await backend.call(
-        method,
-        message,
-        authorization=request.headers.get("authorization"),
-        request_id=request.state.request_id,
+    reply, trailers = await backend.call(
+        method, message, headers=request.headers, request_id=request.state.request_id
     )
+    request.state.rate_headers = rate_headers(trailers)
+    return reply
 
 
-def _int32(value: int) -> int:
+def int32(value: int) -> int:
     # JSON integers are unbounded, proto's are not; every rule the server
     # checks lies well inside int32, so clamping keeps the server's message.
     return max(-_INT32_MAX - 1, min(_INT32_MAX, value))
 
 
-@router.get("/health", response_model=HealthOut, responses=_errors(503, 504), tags=["system"])
+@router.get("/health", response_model=HealthOut, responses=errors(503, 504), tags=["system"])
 async def get_health(request: Request) -> dict[str, Any]:
     """The service's health; public."""
     backend: Backend = request.app.state.backend
-    reply = await _call(request, backend.system.GetHealth, system_pb.GetHealthRequest())
+    reply = await call(request, backend.system.GetHealth, system_pb.GetHealthRequest())
     return render.health(reply)
 
 
@@ -73,7 +75,7 @@ async def get_health(request: Request) -> dict[str, Any]:
     "/api/v1/agents",
     status_code=201,
     response_model=AgentOut,
-    responses=_errors(*_AUTHED, *_BODY),
+    responses=errors(*_AUTHED, *_BODY),
     dependencies=_SECURED,
     tags=["agents"],
 )
@@ -85,17 +87,17 @@ async def create_agent(
     message = agents_pb.CreateAgentRequest(
         name=body.name,
         role=body.role,
-        max_depth=_int32(body.max_depth),
+        max_depth=int32(body.max_depth),
         spawn_shadow=body.spawn_shadow,
     )
-    reply = await _call(request, request.app.state.backend.agents.CreateAgent, message)
+    reply = await call(request, request.app.state.backend.agents.CreateAgent, message)
     return render.agent(reply.agent)
 
 
 @router.get(
     "/api/v1/agents/{agent_id}",
     response_model=AgentOut,
-    responses=_errors(*_AUTHED, 404, 422),
+    responses=errors(*_AUTHED, 404, 422),
     dependencies=_SECURED,
     tags=["agents"],
 )
@@ -105,7 +107,7 @@ async def get_agent(
 ) -> dict[str, Any]:
     """Read an agent; another tenant's agent is a 404."""
     message = agents_pb.GetAgentRequest(agent_id=str(agent_id))
-    reply = await _call(request, request.app.state.backend.agents.GetAgent, message)
+    reply = await call(request, request.app.state.backend.agents.GetAgent, message)
     return render.agent(reply.agent)
 
 
@@ -113,7 +115,7 @@ async def get_agent(
     "/api/v1/agents/{agent_id}/execute",
     status_code=202,
     response_model=ExecuteAck,
-    responses=_errors(*_AUTHED, *_BODY, 404, 409),
+    responses=errors(*_AUTHED, *_BODY, 404, 409),
     dependencies=_SECURED,
     tags=["agents"],
 )
@@ -133,18 +135,18 @@ async def execute(
         context_id=body.context_id,
         enable_adversarial=body.enable_adversarial,
         enable_self_correction=body.enable_self_correction,
-        max_debate_rounds=_int32(body.max_debate_rounds),
+        max_debate_rounds=int32(body.max_debate_rounds),
         request_id=idempotency_key if idempotency_key is not None else body.request_id,
         parent_job_id=body.parent_job_id,
     )
-    reply = await _call(request, request.app.state.backend.agents.Execute, message)
+    reply = await call(request, request.app.state.backend.agents.Execute, message)
     return render.execute_ack(reply)
 
 
 @router.get(
     "/api/v1/jobs/{job_id}",
     response_model=JobOut,
-    responses=_errors(*_AUTHED, 404, 422),
+    responses=errors(*_AUTHED, 404, 422),
     dependencies=_SECURED,
     tags=["jobs"],
 )
@@ -154,7 +156,7 @@ async def get_job(
 ) -> dict[str, Any]:
     """Read a job and, once it has finished, its result."""
     message = jobs_pb.GetJobRequest(job_id=str(job_id))
-    reply = await _call(request, request.app.state.backend.jobs.GetJob, message)
+    reply = await call(request, request.app.state.backend.jobs.GetJob, message)
     return render.job(reply.job)
 
 
@@ -172,7 +174,7 @@ PageToken = Annotated[str, Query(description="The previous page's next_page_toke
 @router.get(
     "/api/v1/agents",
     response_model=AgentPage,
-    responses=_errors(*_AUTHED, 422),
+    responses=errors(*_AUTHED, 422),
     dependencies=_SECURED,
     tags=["agents"],
 )
@@ -180,9 +182,9 @@ async def list_agents(
     request: Request, page_size: PageSize = None, page_token: PageToken = ""
 ) -> dict[str, Any]:
     """List the caller's agents, newest first."""
-    size = None if page_size is None else _int32(page_size)
+    size = None if page_size is None else int32(page_size)
     message = agents_pb.ListAgentsRequest(page_size=size, page_token=page_token)
-    reply = await _call(request, request.app.state.backend.agents.ListAgents, message)
+    reply = await call(request, request.app.state.backend.agents.ListAgents, message)
     items = [render.agent(a) for a in reply.agents]
     return render.page(items, reply.page_size, reply.next_page_token)
 
@@ -191,21 +193,21 @@ async def list_agents(
     "/api/v1/agents/{agent_id}",
     status_code=204,
     response_class=Response,
-    responses=_errors(*_AUTHED, 404, 422),
+    responses=errors(*_AUTHED, 404, 422),
     dependencies=_SECURED,
     tags=["agents"],
 )
 async def delete_agent(agent_id: uuid.UUID, request: Request) -> Response:
     """Delete an agent; its unfinished jobs are cancelled, finished ones stay readable."""
     message = agents_pb.DeleteAgentRequest(agent_id=str(agent_id))
-    await _call(request, request.app.state.backend.agents.DeleteAgent, message)
+    await call(request, request.app.state.backend.agents.DeleteAgent, message)
     return Response(status_code=204)
 
 
 @router.get(
     "/api/v1/jobs",
     response_model=JobPage,
-    responses=_errors(*_AUTHED, 422),
+    responses=errors(*_AUTHED, 422),
     dependencies=_SECURED,
     tags=["jobs"],
 )
@@ -218,26 +220,26 @@ async def list_jobs(
 ) -> dict[str, Any]:
     """List the caller's jobs, newest first, optionally one agent's or one status's."""
     message = jobs_pb.ListJobsRequest(
-        page_size=None if page_size is None else _int32(page_size),
+        page_size=None if page_size is None else int32(page_size),
         page_token=page_token,
         agent_id=None if agent_id is None else str(agent_id),
         status=None if status is None else _STATUS_VALUES[status],
     )
-    reply = await _call(request, request.app.state.backend.jobs.ListJobs, message)
+    reply = await call(request, request.app.state.backend.jobs.ListJobs, message)
     return render.page([render.job(j) for j in reply.jobs], reply.page_size, reply.next_page_token)
 
 
 @router.post(
     "/api/v1/jobs/{job_id}/cancel",
     response_model=JobOut,
-    responses=_errors(*_AUTHED, 404, 409, 422),
+    responses=errors(*_AUTHED, 404, 409, 422),
     dependencies=_SECURED,
     tags=["jobs"],
 )
 async def cancel_job(job_id: uuid.UUID, request: Request) -> dict[str, Any]:
     """Cancel a job (and its unfinished sub-agent jobs); 409 if it already finished."""
     message = jobs_pb.CancelJobRequest(job_id=str(job_id))
-    reply = await _call(request, request.app.state.backend.jobs.CancelJob, message)
+    reply = await call(request, request.app.state.backend.jobs.CancelJob, message)
     return render.job(reply.job)
 
 
@@ -246,7 +248,7 @@ async def cancel_job(job_id: uuid.UUID, request: Request) -> dict[str, Any]:
     response_class=StreamingResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events."},
-        **_errors(*_AUTHED, 404, 422),
+        **errors(*_AUTHED, 404, 422),
     },
     dependencies=_SECURED,
     tags=["jobs"],
@@ -262,16 +264,12 @@ async def stream_job(
     backend: Backend = request.app.state.backend
     after = min(max(0, last_event_id or 0), _INT64_MAX)
     message = jobs_pb.WatchJobRequest(job_id=str(job_id), after_sequence=after)
-    call = backend.watch(
-        message,
-        authorization=request.headers.get("authorization"),
-        request_id=request.state.request_id,
-    )
-    if not await stream.opened(call):
-        await stream.raise_refusal(call)  # 401, 404, ...; returns if the stream just ended
+    watch = backend.watch(message, headers=request.headers, request_id=request.state.request_id)
+    if not await stream.opened(watch):
+        await stream.raise_refusal(watch)  # 401, 404, ...; returns if the stream just ended
     keepalive_s = request.app.state.stream_keepalive_s
     return StreamingResponse(
-        stream.events(call, keepalive_s=keepalive_s),
+        stream.events(watch, keepalive_s=keepalive_s),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -157,3 +157,70 @@ class ErrorBody(BaseModel):
 
     detail: str | list[dict[str, Any]]
     error: ErrorInfoOut
+
+
+class CreateApiKeyBody(BaseModel):
+    """POST /admin/api-keys."""
+
+    tenant_id: StrictStr = Field(description="The tenant the key reaches, 1-255 characters.")
+    name: StrictStr = Field(description="A name for people, 1-100 characters.")
+    role: StrictStr = Field("user", description="`user`, `agent` or `admin`.")
+    scopes: list[StrictStr] = Field(
+        description="Any of `agents:read`, `agents:write`, `jobs:read`, `jobs:write`."
+    )
+    lifetime_seconds: StrictInt | None = Field(
+        None, description="Unset for a key that never expires."
+    )
+
+
+class ApiKeyOut(BaseModel):
+    """An API key's metadata; the key itself is never shown again."""
+
+    id: str
+    tenant_id: str
+    name: str
+    role: str
+    scopes: list[str]
+    prefix: str
+    created_at: str
+    last_used_at: str | None
+    expires_at: str | None
+    revoked_at: str | None
+
+
+class CreatedApiKeyOut(ApiKeyOut):
+    """A new key: the only response that carries `key`."""
+
+    key: str = Field(description="`agq_...`: store it now, it cannot be read again.")
+
+
+class ApiKeyList(BaseModel):
+    """API keys, newest first."""
+
+    data: list[ApiKeyOut]
+
+
+class TenantLimitsBody(BaseModel):
+    """PUT /admin/tenants/{tenant_id}/limits; omitted fields keep their value."""
+
+    tier: StrictStr | None = Field(None, description="One of the configured tiers.")
+    max_unfinished_jobs: StrictInt | None = Field(None, description="0 or more; 0 admits none.")
+
+
+class TenantLimitsOut(BaseModel):
+    """The limits in force for a tenant."""
+
+    tenant_id: str
+    tier: str
+    rate_per_second: float
+    burst: int
+    max_unfinished_jobs: int | None = Field(description="null when no cap applies.")
+
+
+class TokenOut(BaseModel):
+    """A short-lived JWT exchanged for an API key."""
+
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_in: int
+    expires_at: str

@@ -56,6 +56,9 @@ class Principal:
     subject: str
     role: str
     tenant_id: str
+    # The scopes an API key (or a token made from one) grants; None for an
+    # operator's JWT, which is limited by its role alone.
+    scopes: frozenset[str] | None = None
 
 
 def _validation_failed(reason: str) -> Unauthenticated:
@@ -212,7 +215,19 @@ def verify_bearer(
         subject=payload["sub"],
         role=payload["role"],
         tenant_id=payload.get("tenant_id", payload["sub"]),
+        scopes=_scopes(payload),
     )
+
+
+def _scopes(payload: dict[str, Any]) -> frozenset[str] | None:
+    # A token exchanged for an API key keeps the key's scopes; a malformed
+    # list must not widen into "no scopes claim" (role only).
+    if "scopes" not in payload:
+        return None
+    scopes = payload["scopes"]
+    if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+        raise _missing_claim("scopes")
+    return frozenset(scopes)
 
 
 def mint_token(
@@ -224,9 +239,10 @@ def mint_token(
     tenant_id: str | None = None,
     lifetime_s: int = 3600,
     audience: str | None = None,
+    scopes: Collection[str] | None = None,
     now: float | None = None,
 ) -> str:
-    """An HS256 JWT with sub, role, iss, iat, exp (integers) and tenant_id/aud when given."""
+    """An HS256 JWT with sub, role, iss, iat, exp (integers) and tenant_id/aud/scopes if given."""
     # Refuse to mint what verify_bearer would refuse to accept.
     if not subject:
         raise ValueError("subject must be a non-empty string")
@@ -244,7 +260,21 @@ def mint_token(
         claims["tenant_id"] = tenant_id
     if audience is not None:
         claims["aud"] = audience
+    if scopes is not None:
+        claims["scopes"] = sorted(scopes)
     return jwt.encode(claims, key=secret.encode("utf-8"), algorithm=ALGORITHM)
+
+
+SCOPE_DENIED = "Token scope not authorized for this endpoint"
+
+
+def require_scope(principal: Principal, scope: str | None) -> None:
+    """Raises PermissionDenied when the caller is limited by scopes and lacks `scope`.
+
+    `scope` None means the method needs no scope (the token exchange, reflection).
+    """
+    if principal.scopes is not None and scope is not None and scope not in principal.scopes:
+        raise PermissionDenied(SCOPE_DENIED)
 
 
 def require_role(principal: Principal, allowed: Collection[str]) -> None:

@@ -57,7 +57,15 @@ class AlreadyExists(Conflict):
 
 
 class ResourceExhausted(AgentQError):
-    """A rate limit or a cap was hit."""
+    """A rate limit or a cap was hit; the client may retry after `retry_after_s`."""
+
+    def __init__(
+        self, message: str, *, retry_after_s: int, subject: str = "", limit: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.subject = subject  # who hit the quota, e.g. "tenant:acme"
+        self.limit = limit  # which quota, in words
 
 
 class Unavailable(AgentQError):

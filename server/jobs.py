@@ -14,7 +14,7 @@ from sqlalchemy import exc as sa_exc
 
 from server.auth import Principal
 from server.clock import Clock, utc_now
-from server.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
+from server.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ResourceExhausted
 from server.events import EventSpec, EventType
 from server.models import IdempotencyKey, Job, JobEvent, JobStatus
 from server.paging import Cursor, decode, encode, page_size
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 AGENT_NOT_FOUND = "Agent not found"
 KEY_REUSED = "Idempotency key reused with a different request"
+# A capped tenant is told to come back after this; jobs finish on their own time.
+CAP_RETRY_AFTER_S = 5
 
 
 @dataclass(frozen=True)
@@ -66,11 +68,13 @@ class JobService:
         queue: JobQueue,
         *,
         retention_s: float = 7 * 86400,
+        max_unfinished_jobs: int | None = None,
         clock: Clock = utc_now,
     ) -> None:
         self._uow = uow
         self._queue = queue
         self._retention = timedelta(seconds=retention_s)
+        self._max_unfinished_jobs = max_unfinished_jobs
         self._clock = clock
 
     def execute(
@@ -103,6 +107,7 @@ class JobService:
             if agent is None:
                 raise NotFound(AGENT_NOT_FOUND)
             depth = self._depth(uow, tenant, submission.parent_job_id, agent.max_depth)
+            self._admit(uow, tenant)
             job = _new_job(tenant, submission, depth=depth, now=now)
             uow.jobs.add(job)
             uow.events.add(EventSpec(EventType.QUEUED).row(job.id, sequence=1, attempt=0, at=now))
@@ -150,6 +155,25 @@ class JobService:
             message = f"Execution depth {depth} exceeds max_depth {max_depth}"
             raise InvalidArgument.field("parent_job_id", message)
         return depth
+
+    def _admit(self, uow: UnitOfWork, tenant: str) -> None:
+        """Refuse a job past the tenant's cap; the row lock makes racing submits take turns."""
+        own = uow.limits.get(tenant)
+        cap = self._max_unfinished_jobs
+        if own is not None and own.max_unfinished_jobs is not None:
+            cap = own.max_unfinished_jobs
+        if cap is None:
+            return
+        locked = uow.limits.lock(tenant)
+        if locked.max_unfinished_jobs is not None:
+            cap = locked.max_unfinished_jobs  # changed while we waited for the lock
+        if uow.limits.unfinished_jobs(tenant) >= cap:
+            raise ResourceExhausted(
+                f"Too many unfinished jobs: the limit is {cap} per tenant",
+                retry_after_s=CAP_RETRY_AFTER_S,
+                subject=f"tenant:{tenant}",
+                limit=f"at most {cap} pending or running jobs",
+            )
 
     def _send(self, job_id: str) -> None:
         try:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dramatiq
 from sqlalchemy import Engine
 
-from server.auth import Principal, verify_bearer
+from server.access import AccessService
 from server.cancel_watch import CancelWatch
 from server.db import create_db_engine, migrate, ping, session_factory
+from server.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.providers.base import Provider
 from server.providers.factory import build_provider
 from server.queue import DramatiqJobQueue, build_broker, declare_job_actor
@@ -67,6 +69,8 @@ class Runtime:
     services: Services
     runner: JobRunner
     recovery: Recovery
+    access: AccessService
+    limiter: RateLimiter
     _threads: list[RecoveryThread] = field(default_factory=list)
     _workers: list[dramatiq.Worker] = field(default_factory=list)
 
@@ -90,6 +94,8 @@ class Runtime:
             thread.stop()
         self.runner.cancel_watch.stop()
         self.broker.close()
+        if isinstance(self.limiter, RedisRateLimiter):
+            self.limiter.close()
         self.engine.dispose()
 
 
@@ -110,7 +116,12 @@ def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Ru
     declare_job_actor(broker, runner.run, time_limit_s=policy.lease_s)
     services = Services(
         agents=AgentService(uow),
-        jobs=JobService(uow, queue, retention_s=settings.retention_s),
+        jobs=JobService(
+            uow,
+            queue,
+            retention_s=settings.retention_s,
+            max_unfinished_jobs=settings.max_unfinished_jobs,
+        ),
         system=SystemService(lambda: ping(engine), db_type=settings.db_type),
     )
     recovery = Recovery(
@@ -120,15 +131,28 @@ def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Ru
         requeue_after_s=settings.requeue_after_s,
         retention_s=settings.retention_s,
     )
-    return Runtime(settings, engine, broker, services, runner, recovery)
+    access = AccessService(
+        uow,
+        pepper=api_key_pepper(settings),
+        tiers=settings.rate_tiers,
+        default_tier=settings.default_tier,
+        max_unfinished_jobs=settings.max_unfinished_jobs,
+    )
+    limiter: RateLimiter
+    if settings.redis_url:
+        limiter = RedisRateLimiter(settings.redis_url, namespace=settings.redis_namespace)
+    else:
+        limiter = MemoryRateLimiter()
+    return Runtime(settings, engine, broker, services, runner, recovery, access, limiter)
 
 
-def authenticator(settings: Settings, secret: str) -> Callable[[str | None], Principal]:
-    """The token check the interceptor applies to every call."""
+def api_key_pepper(settings: Settings) -> bytes:
+    """The HMAC key of API key digests: its own setting, else derived from the JWT secret.
 
-    def authenticate(header: str | None) -> Principal:
-        return verify_bearer(
-            header, secret=secret, issuer=settings.jwt_issuer, audience=settings.jwt_audience
-        )
-
-    return authenticate
+    Every replica must use the same pepper; deriving it from the secret they
+    already share needs no new setting, and keeps it out of the database.
+    """
+    if settings.api_key_pepper is not None:
+        return settings.api_key_pepper.get_secret_value().encode()
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+    return hmac.new(secret.encode(), b"agentq api key pepper", hashlib.sha256).digest()

@@ -12,7 +12,7 @@ from typing import Any
 from server.auth import mint_token
 from server.grpc_api.blocking import Blocking
 from server.grpc_api.server import create_grpc_server, mark_serving
-from server.runtime import ConfigurationError, authenticator, build_runtime, jwt_secret
+from server.runtime import ConfigurationError, build_runtime, jwt_secret
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,7 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
     runtime.start_recovery()
     blocking = Blocking(settings.server_threads)
     server, port = create_grpc_server(
-        runtime.services,
-        authenticator(settings, secret),
-        blocking,
-        address=settings.grpc_addr,
-        stream_poll_s=settings.stream_poll_s,
+        runtime, secret=secret, blocking=blocking, address=settings.grpc_addr
     )
     await server.start()
     await mark_serving(server)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.limits import DEFAULT_TIERS, Tier
 
 # The contract fixes these names; everything else is prefixed AGENTQ_.
 _SECRET_ENV = "VEX_JWT_SECRET"
@@ -21,6 +23,19 @@ class Settings(BaseSettings):
     jwt_issuer: str = "vex-api"
     jwt_audience: str | None = None
     dev_mode: bool = False
+
+    # The admin API is off (every call refused) while this is unset.
+    admin_token: SecretStr | None = None
+    # Key for the HMAC digests of API keys; derived from VEX_JWT_SECRET when unset.
+    api_key_pepper: SecretStr | None = None
+    # Lifetime of the JWTs that POST /api/v1/tokens hands out.
+    token_ttl_s: int = Field(default=900, ge=1)
+    # Rate-limit tiers (a token bucket per tenant) and the tier of a tenant
+    # the admin API has not placed; JSON in the environment.
+    rate_tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))
+    default_tier: str = "standard"
+    # The most unfinished jobs a tenant may have; unset for no cap.
+    max_unfinished_jobs: int | None = Field(default=None, ge=0)
 
     database_url: str = "sqlite:///agentq.db"
     redis_url: str | None = None
@@ -67,6 +82,13 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout_s: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _known_default_tier(self) -> Settings:
+        if self.default_tier not in self.rate_tiers:
+            tiers = ", ".join(sorted(self.rate_tiers))
+            raise ValueError(f"AGENTQ_DEFAULT_TIER {self.default_tier!r} is not one of: {tiers}")
+        return self
 
     @property
     def db_type(self) -> str:

@@ -8,6 +8,7 @@ from typing import Protocol, Self
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.access_store import ApiKeyRepository, TenantLimitRepository
 from server.errors import Unavailable
 from server.events import EventRepository
 from server.repository import AgentRepository, JobRepository, KeyRepository
@@ -20,6 +21,8 @@ class UnitOfWork(Protocol):
     jobs: JobRepository
     events: EventRepository
     keys: KeyRepository
+    api_keys: ApiKeyRepository
+    limits: TenantLimitRepository
 
     def __enter__(self) -> Self: ...
 
@@ -45,6 +48,8 @@ class SqlUnitOfWork:
         self.jobs = JobRepository(self._session)
         self.events = EventRepository(self._session)
         self.keys = KeyRepository(self._session)
+        self.api_keys = ApiKeyRepository(self._session)
+        self.limits = TenantLimitRepository(self._session)
         return self
 
     def __exit__(

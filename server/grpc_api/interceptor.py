@@ -1,4 +1,4 @@
-"""The one interceptor: request ids, authentication, roles, and errors as google.rpc.Status."""
+"""The one interceptor: request ids, the gate's checks, and errors as google.rpc.Status."""
 
 from __future__ import annotations
 
@@ -9,56 +9,58 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
-from server.auth import Principal, require_role
 from server.errors import (
     INTERNAL_MESSAGE,
     AgentQError,
     Internal,
     InvalidArgument,
-    PermissionDenied,
+    ResourceExhausted,
     status_for,
 )
-from server.grpc_api import policy
 from server.grpc_api.context import Context, principal_var, request_id_var
+from server.grpc_api.gate import Admission, Gate
 
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "agentq"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
-Authenticate = Callable[[str | None], Principal]
+
+def _packed(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
 
 
 def status_details(error: AgentQError) -> tuple[grpc.StatusCode, bytes]:
-    """The gRPC code and serialized google.rpc.Status (ErrorInfo, BadRequest) of an error."""
+    """The gRPC code and serialized google.rpc.Status of an error, with its details."""
     code, reason = status_for(error)
     status = status_pb2.Status(code=code.value[0], message=error.message)
-    info = any_pb2.Any()
-    info.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
-    status.details.append(info)
+    status.details.append(_packed(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN)))
     if isinstance(error, InvalidArgument):
-        bad = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=v.field, description=v.description
-                )
-                for v in error.violations
-            ]
+        violations = [
+            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            for v in error.violations
+        ]
+        status.details.append(_packed(error_details_pb2.BadRequest(field_violations=violations)))
+    if isinstance(error, ResourceExhausted):
+        delay = duration_pb2.Duration(seconds=error.retry_after_s)
+        status.details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
+        violation = error_details_pb2.QuotaFailure.Violation(
+            subject=error.subject, description=error.limit
         )
-        packed = any_pb2.Any()
-        packed.Pack(bad)
-        status.details.append(packed)
+        status.details.append(_packed(error_details_pb2.QuotaFailure(violations=[violation])))
     return code, status.SerializeToString()
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps every handler so no RPC runs unauthenticated and every error has one shape."""
+    """Wraps every handler so no RPC runs unchecked and every error has one shape."""
 
-    def __init__(self, authenticate: Authenticate) -> None:
-        self._authenticate = authenticate
+    def __init__(self, gate: Gate) -> None:
+        self._gate = gate
 
     async def intercept_service(
         self,
@@ -72,17 +74,17 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
             return None
         method = handler_call_details.method
         metadata = dict(handler_call_details.invocation_metadata or ())
-        guard = _Guard(self._authenticate, method, metadata)
-        return guard.wrap(handler)
+        return _Guard(self._gate, method, metadata).wrap(handler)
 
 
 class _Guard:
     """The checks and error mapping around one call."""
 
-    def __init__(self, authenticate: Authenticate, method: str, metadata: dict[str, Any]) -> None:
-        self._authenticate = authenticate
+    def __init__(self, gate: Gate, method: str, metadata: dict[str, Any]) -> None:
+        self._gate = gate
         self._method = method
         self._metadata = metadata
+        self._admission = Admission()
 
     def wrap(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         kwargs = {
@@ -106,7 +108,7 @@ class _Guard:
     def _unary(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: Context) -> Any:
             try:
-                self._admit(context)
+                await self._admit(context)
                 return await behavior(request, context)
             except Exception as error:
                 await self._abort(context, error)
@@ -116,7 +118,7 @@ class _Guard:
     def _stream(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
             try:
-                self._admit(context)
+                await self._admit(context)
                 async for response in behavior(request, context):
                     yield response
             except Exception as error:
@@ -124,20 +126,15 @@ class _Guard:
 
         return guarded
 
-    def _admit(self, context: Context) -> None:
+    async def _admit(self, context: Context) -> None:
         sent = self._metadata.get("x-request-id")
         request_id = sent if isinstance(sent, str) and _SANE_REQUEST_ID.fullmatch(sent) else None
         request_id_var.set(request_id or str(uuid.uuid4()))
-        if self._method in policy.PUBLIC:
-            return
-        principal = self._authenticate(self._metadata.get("authorization"))
-        if self._method not in policy.ROLES:
-            # Fail closed: a method nobody listed is nobody's.
-            raise PermissionDenied("Insufficient permissions")
-        allowed = policy.ROLES[self._method]
-        if allowed is not None:
-            require_role(principal, allowed)
-        principal_var.set(principal)
+        await self._gate.admit(self._method, self._metadata, self._admission)
+        if self._admission.trailers:
+            context.set_trailing_metadata(tuple(self._admission.trailers))
+        if self._admission.principal is not None:
+            principal_var.set(self._admission.principal)
 
     async def _abort(self, context: Context, error: Exception) -> None:
         if isinstance(error, grpc.aio.AbortError):
@@ -151,11 +148,9 @@ class _Guard:
             )
             error = Internal(INTERNAL_MESSAGE)
         code, details = status_details(error)
-        await context.abort(
-            code,
-            error.message,
-            trailing_metadata=(
-                ("grpc-status-details-bin", details),
-                ("x-request-id", request_id_var.get()),
-            ),
-        )
+        trailers: list[tuple[str, str | bytes]] = [
+            ("grpc-status-details-bin", details),
+            ("x-request-id", request_id_var.get()),
+            *self._admission.trailers,
+        ]
+        await context.abort(code, error.message, trailing_metadata=tuple(trailers))

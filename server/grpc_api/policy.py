@@ -1,12 +1,22 @@
-"""Which callers may call which RPC: the one table the interceptor enforces."""
+"""Who may call which RPC: the one table the interceptor enforces."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from google.protobuf.descriptor import FileDescriptor
 
-# Methods anyone may call, without a token.
+
+@dataclass(frozen=True)
+class Access:
+    """Roles allowed (admin always is; None: any role) and the scope an API key needs."""
+
+    roles: frozenset[str] | None
+    scope: str | None
+
+
+# Methods anyone may call, without credentials.
 PUBLIC = frozenset(
     {
         "/grpc.health.v1.Health/Check",
@@ -14,21 +24,34 @@ PUBLIC = frozenset(
         "/agentq.v1.SystemService/GetHealth",
     }
 )
+# Methods for the operator's admin token only.
+ADMIN = frozenset(
+    {
+        "/agentq.v1.AdminService/CreateApiKey",
+        "/agentq.v1.AdminService/ListApiKeys",
+        "/agentq.v1.AdminService/RevokeApiKey",
+        "/agentq.v1.AdminService/SetTenantLimits",
+        "/agentq.v1.AdminService/GetTenantLimits",
+    }
+)
+# Methods that take an API key and nothing else.
+KEY_EXCHANGE = frozenset({"/agentq.v1.TokenService/CreateToken"})
 
-# Roles allowed per method (admin is always allowed); None = any authenticated caller.
-_READERS = frozenset({"user", "agent"})
-ROLES: dict[str, frozenset[str] | None] = {
-    "/agentq.v1.AgentService/CreateAgent": frozenset({"user"}),
-    "/agentq.v1.AgentService/GetAgent": _READERS,
-    "/agentq.v1.AgentService/ListAgents": _READERS,
-    "/agentq.v1.AgentService/DeleteAgent": frozenset({"user"}),
-    "/agentq.v1.AgentService/Execute": _READERS,
-    "/agentq.v1.JobService/GetJob": _READERS,
-    "/agentq.v1.JobService/ListJobs": _READERS,
-    "/agentq.v1.JobService/CancelJob": _READERS,
-    "/agentq.v1.JobService/WatchJob": _READERS,
-    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": None,
-    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": None,
+_WRITERS = frozenset({"user"})
+_CALLERS = frozenset({"user", "agent"})
+ACCESS: dict[str, Access] = {
+    "/agentq.v1.AgentService/CreateAgent": Access(_WRITERS, "agents:write"),
+    "/agentq.v1.AgentService/GetAgent": Access(_CALLERS, "agents:read"),
+    "/agentq.v1.AgentService/ListAgents": Access(_CALLERS, "agents:read"),
+    "/agentq.v1.AgentService/DeleteAgent": Access(_WRITERS, "agents:write"),
+    "/agentq.v1.AgentService/Execute": Access(_CALLERS, "jobs:write"),
+    "/agentq.v1.JobService/GetJob": Access(_CALLERS, "jobs:read"),
+    "/agentq.v1.JobService/ListJobs": Access(_CALLERS, "jobs:read"),
+    "/agentq.v1.JobService/CancelJob": Access(_CALLERS, "jobs:write"),
+    "/agentq.v1.JobService/WatchJob": Access(_CALLERS, "jobs:read"),
+    "/agentq.v1.TokenService/CreateToken": Access(None, None),
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access(None, None),
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access(None, None),
 }
 
 
@@ -43,7 +66,7 @@ def method_names(files: Iterable[FileDescriptor]) -> set[str]:
 
 
 def check_complete(files: Iterable[FileDescriptor]) -> None:
-    """Refuse to serve an RPC that the table forgot: it would be denied to everyone."""
-    missing = sorted(method_names(files) - ROLES.keys() - PUBLIC)
+    """Refuse to serve an RPC that the table forgot: its access would be undecided."""
+    missing = sorted(method_names(files) - ACCESS.keys() - PUBLIC - ADMIN)
     if missing:
         raise RuntimeError(f"RPCs missing from the access policy: {', '.join(missing)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from agentq.v1 import job_service_pb2_grpc as jobs_grpc
 from server.auth import mint_token
 from server.grpc_api.blocking import Blocking
 from server.grpc_api.server import create_grpc_server, mark_serving
-from server.runtime import Runtime, authenticator, build_runtime
+from server.runtime import Runtime, build_runtime
 from server.settings import Settings
 
 SECRET = "e2e-secret-long-enough-for-every-hmac-size-0123456789abcdef0123456789"
@@ -40,6 +41,8 @@ def settings_for(**overrides: Any) -> Settings:
         "retry_backoff_s": 0.1,
         "server_threads": 8,
         "worker_threads": 4,
+        # Tests send bursts far beyond a real client's; rate limits have their own tests.
+        "default_tier": "unlimited",
     }
     values.update(overrides)
     return Settings(**values)
@@ -48,11 +51,16 @@ def settings_for(**overrides: Any) -> Settings:
 def env_for(settings: Settings) -> dict[str, str]:
     """The environment that gives a child process the same settings."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AGENTQ_")}
-    for name, value in settings.model_dump().items():
+    secrets = {
+        name for name, value in settings.model_dump().items() if hasattr(value, "get_secret_value")
+    }
+    for name, value in settings.model_dump(mode="json").items():
         if value is None:
             continue
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
+        if name in secrets:
+            value = getattr(settings, name).get_secret_value()
+        elif isinstance(value, dict | list):
+            value = json.dumps(value)
         key = "VEX_JWT_SECRET" if name == "jwt_secret" else f"AGENTQ_{name.upper()}"
         env[key] = str(value)
     return env
@@ -131,10 +139,7 @@ class ServerThread:
 
     async def _create(self) -> tuple[grpc.aio.Server, int]:
         server, port = create_grpc_server(
-            self.runtime.services,
-            authenticator(self.settings, SECRET),
-            self._blocking,
-            address=self.settings.grpc_addr,
+            self.runtime, secret=SECRET, blocking=self._blocking, address=self.settings.grpc_addr
         )
         await server.start()
         await mark_serving(server)

@@ -1,0 +1,233 @@
+"""API keys, tenant limits and the token exchange: the service layer of access control."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from server.auth import ROLES, Principal, mint_token
+from server.clock import Clock, utc_now
+from server.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
+from server.limits import Tier
+from server.models import ApiKey, TenantLimit
+from server.unit_of_work import UnitOfWork
+
+SCOPES = ("agents:read", "agents:write", "jobs:read", "jobs:write")
+KEY_PREFIX = "agq_"
+INVALID_KEY = "Invalid API key"
+MAX_LIFETIME_S = 10 * 365 * 86400
+# last_used_at is written at most this often per key, not on every request.
+TOUCH_EVERY = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class NewKey:
+    """An API key to create."""
+
+    tenant_id: str
+    name: str
+    role: str
+    scopes: Sequence[str]
+    lifetime_s: int | None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits in force for a tenant."""
+
+    tenant_id: str
+    tier_name: str
+    tier: Tier
+    max_unfinished_jobs: int | None
+
+
+def _check_key_request(new: NewKey) -> list[str]:
+    violations: list[tuple[str, str]] = []
+    if not 1 <= len(new.tenant_id) <= 255:
+        violations.append(("tenant_id", "Invalid tenant_id: must be 1 to 255 characters"))
+    if not 1 <= len(new.name.strip()) <= 100:
+        violations.append(("name", "Invalid name: must be 1 to 100 characters after trimming"))
+    if new.role not in ROLES:
+        violations.append(("role", f"Invalid role: must be one of {', '.join(ROLES)}"))
+    unknown = [s for s in new.scopes if s not in SCOPES]
+    if unknown or not new.scopes:
+        violations.append(("scopes", f"Invalid scope(s): {unknown}. Valid: {list(SCOPES)}"))
+    if new.lifetime_s is not None and not 1 <= new.lifetime_s <= MAX_LIFETIME_S:
+        message = f"Invalid lifetime_seconds: must be between 1 and {MAX_LIFETIME_S}"
+        violations.append(("lifetime_seconds", message))
+    if violations:
+        raise InvalidArgument([FieldViolation(f, d) for f, d in violations])
+    return list(dict.fromkeys(new.scopes))
+
+
+class AccessService:
+    """Creates, lists, revokes and checks API keys; reads and sets tenant limits."""
+
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        *,
+        pepper: bytes,
+        tiers: Mapping[str, Tier],
+        default_tier: str,
+        max_unfinished_jobs: int | None,
+        tier_cache_s: float = 5.0,
+        clock: Clock = utc_now,
+    ) -> None:
+        self._uow = uow
+        self._pepper = pepper
+        self._tiers = dict(tiers)
+        self._default_tier = default_tier
+        self._max_unfinished_jobs = max_unfinished_jobs
+        self._tier_cache_s = tier_cache_s
+        self._tier_cache: dict[str, tuple[float, str]] = {}
+        self._cache_lock = threading.Lock()
+        self._clock = clock
+
+    def digest(self, key: str) -> str:
+        """HMAC-SHA256 of a key with the pepper: what is stored instead of the key."""
+        return hmac.new(self._pepper, key.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def create_key(self, new: NewKey) -> tuple[ApiKey, str]:
+        """Store a new key's digest and return its row and the key, shown this once."""
+        scopes = _check_key_request(new)
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        now = self._clock()
+        expires = now + timedelta(seconds=new.lifetime_s) if new.lifetime_s else None
+        row = ApiKey(
+            id=str(uuid.uuid4()),
+            tenant_id=new.tenant_id,
+            name=new.name.strip(),
+            role=new.role,
+            scopes=" ".join(scopes),
+            digest=self.digest(key),
+            prefix=key[: len(KEY_PREFIX) + 4],
+            created_at=now,
+            expires_at=expires,
+        )
+        with self._uow() as uow:
+            uow.api_keys.add(row)
+            uow.commit()
+        return row, key
+
+    def list_keys(self, tenant_id: str | None) -> Sequence[ApiKey]:
+        """Keys' metadata, newest first."""
+        with self._uow() as uow:
+            return uow.api_keys.all(tenant_id=tenant_id)
+
+    def revoke_key(self, key_id: str) -> None:
+        """Revoke a key; checked on every request, so every replica refuses it at once."""
+        with self._uow() as uow:
+            row = uow.api_keys.get(key_id)
+            if row is None:
+                raise NotFound("API key not found")
+            if row.revoked_at is None:
+                row.revoked_at = self._clock()
+            uow.commit()
+
+    def verify(self, key: str) -> Principal:
+        """The caller a live key stands for; Unauthenticated("Invalid API key") otherwise."""
+        now = self._clock()
+        with self._uow() as uow:
+            row = uow.api_keys.by_digest(self.digest(key))
+            live = (
+                row is not None
+                and row.revoked_at is None
+                and (row.expires_at is None or row.expires_at > now)
+            )
+            if not live or row is None:
+                raise Unauthenticated(INVALID_KEY)
+            if row.last_used_at is None or row.last_used_at < now - TOUCH_EVERY:
+                uow.api_keys.touch(row.id, now=now, older_than=now - TOUCH_EVERY)
+                uow.commit()
+        return Principal(
+            subject=f"apikey:{row.id}",
+            role=row.role,
+            tenant_id=row.tenant_id,
+            scopes=frozenset(row.scopes.split()),
+        )
+
+    def limits(self, tenant_id: str) -> Limits:
+        """The limits in force for a tenant: its overrides, else the defaults."""
+        with self._uow() as uow:
+            row = uow.limits.get(tenant_id)
+        return self._limits_of(tenant_id, row)
+
+    def set_limits(self, tenant_id: str, *, tier: str | None, max_unfinished: int | None) -> Limits:
+        """Change a tenant's tier and/or cap; the rest stays."""
+        if not 1 <= len(tenant_id) <= 255:
+            raise InvalidArgument.field(
+                "tenant_id", "Invalid tenant_id: must be 1 to 255 characters"
+            )
+        if tier is not None and tier not in self._tiers:
+            message = f"Invalid tier: {tier!r}. Valid: {sorted(self._tiers)}"
+            raise InvalidArgument.field("tier", message)
+        if max_unfinished is not None and max_unfinished < 0:
+            message = "Invalid max_unfinished_jobs: must be 0 or more"
+            raise InvalidArgument.field("max_unfinished_jobs", message)
+        with self._uow() as uow:
+            row = uow.limits.get(tenant_id)
+            if row is None:
+                row = TenantLimit(tenant_id=tenant_id)
+                uow.limits.add(row)
+            if tier is not None:
+                row.tier = tier
+            if max_unfinished is not None:
+                row.max_unfinished_jobs = max_unfinished
+            uow.commit()
+        with self._cache_lock:
+            self._tier_cache.pop(tenant_id, None)
+        return self._limits_of(tenant_id, row)
+
+    def tier_of(self, tenant_id: str) -> Tier:
+        """The tenant's bucket size, cached for a few seconds (read on every request)."""
+        now = time.monotonic()
+        with self._cache_lock:
+            cached = self._tier_cache.get(tenant_id)
+        if cached is None or cached[0] < now:
+            name = self.limits(tenant_id).tier_name
+            cached = (now + self._tier_cache_s, name)
+            with self._cache_lock:
+                self._tier_cache[tenant_id] = cached
+        return self._tiers[cached[1]]
+
+    def _limits_of(self, tenant_id: str, row: TenantLimit | None) -> Limits:
+        name = row.tier if row is not None and row.tier in self._tiers else self._default_tier
+        cap = self._max_unfinished_jobs
+        if row is not None and row.max_unfinished_jobs is not None:
+            cap = row.max_unfinished_jobs
+        return Limits(tenant_id, name, self._tiers[name], cap)
+
+
+class TokenIssuer:
+    """Mints short-lived JWTs for callers that proved themselves with an API key."""
+
+    def __init__(
+        self, *, secret: str, issuer: str, lifetime_s: int, clock: Clock = utc_now
+    ) -> None:
+        self._secret = secret
+        self._issuer = issuer
+        self._lifetime_s = lifetime_s
+        self._clock = clock
+
+    def exchange(self, principal: Principal) -> tuple[str, datetime]:
+        """A JWT with the key's tenant, role and scopes, and when it expires."""
+        now = self._clock()
+        token = mint_token(
+            secret=self._secret,
+            subject=principal.subject,
+            role=principal.role,
+            issuer=self._issuer,
+            tenant_id=principal.tenant_id,
+            lifetime_s=self._lifetime_s,
+            scopes=sorted(principal.scopes or ()),
+            now=now.timestamp(),
+        )
+        return token, datetime.fromtimestamp(int(now.timestamp()) + self._lifetime_s, UTC)

@@ -1,0 +1,115 @@
+"""The checks before an RPC runs: admin token, credentials, role, scope and rate limit."""
+
+from __future__ import annotations
+
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.access import INVALID_KEY, KEY_PREFIX, AccessService
+from server.auth import Principal, require_role, require_scope, verify_bearer
+from server.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from server.grpc_api import policy
+from server.grpc_api.blocking import Blocking
+from server.limits import RateLimiter
+
+ADMIN_DENIED = "Invalid or missing admin token."
+MISSING_KEY = "Missing API key"
+TOO_MANY = "Too many requests"
+_BEARER_KEY = re.compile(r"bearer (agq_\S+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class JwtSettings:
+    """How JWTs are checked."""
+
+    secret: str
+    issuer: str
+    audience: str | None
+
+
+@dataclass
+class Admission:
+    """The outcome of the checks: the caller, and metadata for the response trailers."""
+
+    principal: Principal | None = None
+    trailers: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Gate:
+    """Decides whether one call may run; raises the error that says why not."""
+
+    def __init__(
+        self,
+        *,
+        jwt: JwtSettings,
+        access: AccessService,
+        limiter: RateLimiter,
+        blocking: Blocking,
+        admin_token: str | None,
+    ) -> None:
+        self._jwt = jwt
+        self._access = access
+        self._limiter = limiter
+        self._blocking = blocking
+        self._admin_token = admin_token.encode() if admin_token else None
+
+    async def admit(self, method: str, metadata: Mapping[str, Any], admission: Admission) -> None:
+        """Run every check for `method`; fills `admission` as it goes."""
+        if method in policy.PUBLIC:
+            return
+        if method in policy.ADMIN:
+            self._check_admin(metadata.get("x-admin-api-key"))
+            return
+        access = policy.ACCESS.get(method)
+        if access is None:
+            raise PermissionDenied("Insufficient permissions")  # fail closed
+        principal = await self._blocking(self._authenticate, method, metadata)
+        if access.roles is not None:
+            require_role(principal, access.roles)
+        require_scope(principal, access.scope)
+        tier = await self._blocking(self._access.tier_of, principal.tenant_id)
+        decision = await self._blocking(self._limiter.take, principal.tenant_id, tier)
+        admission.trailers += [
+            ("x-ratelimit-limit", str(decision.limit)),
+            ("x-ratelimit-remaining", str(decision.remaining)),
+            ("x-ratelimit-reset", str(decision.reset_at)),
+        ]
+        if not decision.allowed:
+            raise ResourceExhausted(
+                TOO_MANY,
+                retry_after_s=decision.retry_after_s,
+                subject=f"tenant:{principal.tenant_id}",
+                limit=f"{tier.burst} requests at once, refilled at {tier.rate:g} per second",
+            )
+        admission.principal = principal
+
+    def _check_admin(self, sent: object) -> None:
+        # Constant-time, and closed when no admin token is configured.
+        if self._admin_token is None or not isinstance(sent, str):
+            raise PermissionDenied(ADMIN_DENIED)
+        if not hmac.compare_digest(sent.encode(), self._admin_token):
+            raise PermissionDenied(ADMIN_DENIED)
+
+    def _authenticate(self, method: str, metadata: Mapping[str, Any]) -> Principal:
+        authorization = metadata.get("authorization")
+        key = metadata.get("x-api-key")
+        if key is None and isinstance(authorization, str):
+            match = _BEARER_KEY.fullmatch(authorization)
+            key = match.group(1) if match else None
+        if method in policy.KEY_EXCHANGE:
+            if key is None:
+                raise Unauthenticated(INVALID_KEY if authorization else MISSING_KEY)
+            return self._access.verify(str(key))
+        if key is not None:
+            if not str(key).startswith(KEY_PREFIX):
+                raise Unauthenticated(INVALID_KEY)
+            return self._access.verify(str(key))
+        return verify_bearer(
+            authorization if isinstance(authorization, str) else None,
+            secret=self._jwt.secret,
+            issuer=self._jwt.issuer,
+            audience=self._jwt.audience,
+        )

@@ -1,0 +1,28 @@
+"""TokenService servicer: an API key in, a short-lived JWT out."""
+
+from __future__ import annotations
+
+from agentq.v1 import token_service_pb2 as pb
+from agentq.v1 import token_service_pb2_grpc as pb_grpc
+from server.access import TokenIssuer
+from server.grpc_api.context import Context, current_principal
+from server.grpc_api.convert import timestamp
+
+
+class TokenServicer(pb_grpc.TokenServiceServicer):
+    """Exchanges the calling API key for a JWT."""
+
+    def __init__(self, issuer: TokenIssuer, *, lifetime_s: int) -> None:
+        self._issuer = issuer
+        self._lifetime_s = lifetime_s
+
+    async def CreateToken(
+        self, request: pb.CreateTokenRequest, context: Context
+    ) -> pb.CreateTokenResponse:
+        token, expires = self._issuer.exchange(current_principal())
+        return pb.CreateTokenResponse(
+            access_token=token,
+            token_type="bearer",
+            expires_in=self._lifetime_s,
+            expires_at=timestamp(expires),
+        )
