@@ -41,18 +41,26 @@ def test_a_database_outage_is_unavailable_not_internal(scaled_settings: Settings
         assert client.get_agent(agent.id).id == agent.id
 
 
-def test_a_job_acknowledged_while_the_broker_was_down_still_runs(scaled_settings: Settings) -> None:
-    # Nothing listens on port 1: every send to this "broker" fails.
-    dead_broker = scaled_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+def test_a_job_whose_message_was_lost_still_runs(scaled_settings: Settings) -> None:
     with (
-        running_server(dead_broker, in_process_workers=False) as server,
+        running_server(scaled_settings, in_process_workers=False) as server,
         server.client(token()) as client,
     ):
+        # Every send fails, as when the broker drops out (or the process dies)
+        # between committing the job and sending its message.
+        queue = server.runtime.services.jobs._queue  # type: ignore[attr-defined]
+        original = queue.enqueue
+
+        def lose(job_id: str, *, delay_s: float = 0.0) -> None:
+            raise ConnectionError("broker unreachable")
+
+        queue.enqueue = lose
         agent = client.create_agent()
         ack = client.execute(agent.id)
         assert ack.response == f"Job queued: {ack.job_id}"
         assert client.get_job(ack.job_id).status == job_pb2.JOB_STATUS_PENDING
-        # A worker on the real broker finds the job whose message never left.
+        queue.enqueue = original
+        # A worker's recovery sweep finds the job whose message never left.
         worker = WorkerProcess(scaled_settings.model_copy(update={"requeue_after_s": 1}), threads=1)
         try:
             job = client.wait_finished(ack.job_id, timeout_s=30)
@@ -60,3 +68,18 @@ def test_a_job_acknowledged_while_the_broker_was_down_still_runs(scaled_settings
             worker.stop()
     assert job.status == job_pb2.JOB_STATUS_COMPLETED
     assert job.attempts == 1
+
+
+def test_a_redis_outage_is_unavailable_and_lets_nothing_through(scaled_settings: Settings) -> None:
+    # Nothing listens on port 1: the rate limiter cannot check the tenant's bucket.
+    dead = scaled_settings.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    with (
+        running_server(dead, in_process_workers=False) as server,
+        server.client(token()) as client,
+        pytest.raises(grpc.RpcError) as raised,
+    ):
+        client.create_agent()
+    assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert raised.value.details() == "Rate limiter unavailable"
+    with server.runtime.engine.connect() as connection:
+        assert connection.exec_driver_sql("SELECT count(*) FROM agents").scalar_one() == 0
