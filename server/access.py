@@ -173,10 +173,8 @@ class AccessService:
             message = "Invalid max_unfinished_jobs: must be 0 or more"
             raise InvalidArgument.field("max_unfinished_jobs", message)
         with self._uow() as uow:
-            row = uow.limits.get(tenant_id)
-            if row is None:
-                row = TenantLimit(tenant_id=tenant_id)
-                uow.limits.add(row)
+            # Created if absent the same way a racing capped submit creates it.
+            row = uow.limits.lock(tenant_id)
             if tier is not None:
                 row.tier = tier
             if max_unfinished is not None:

@@ -16,16 +16,21 @@ that the service layer relies on, so a unit test fails where the real database w
   the row's `event_seq` in the same update, and the event's attempt from the updated row.
 - Queries page newest first by (queued_at / created_at, id), strictly after a cursor.
 - Writing checks what the schema and driver check: NOT NULL columns, unique primary keys
-  (also against a twin another transaction committed meanwhile, as a unique index does),
-  the job's agent, aware datetimes, text that encodes as UTF-8. A broken constraint
-  raises `sqlalchemy.exc.IntegrityError`, as the driver's does.
+  and unique columns such as an API key's digest (also against a twin another transaction
+  committed meanwhile, as a unique index does), the job's agent, aware datetimes, text that
+  encodes as UTF-8. A broken constraint raises `sqlalchemy.exc.IntegrityError`, as the
+  driver's does.
+- A tenant's limits row is locked as PostgreSQL locks a row: the first unit of work to
+  write it (or to `lock()` it) holds it until it commits or ends, and another one that
+  writes it meanwhile waits. Waiting on a lock held in the same thread would never end,
+  so it raises AssertionError instead.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -37,17 +42,20 @@ from sqlalchemy.orm import Mapper
 
 from server.cancel_watch import CancelWatch
 from server.events import EventSpec, EventType
-from server.models import Agent, IdempotencyKey, Job, JobEvent, JobStatus
+from server.models import Agent, ApiKey, IdempotencyKey, Job, JobEvent, JobStatus, TenantLimit
 from server.paging import Cursor
 from server.providers.base import Cancelled, Completion, DeltaSink
 
-Model = Agent | Job | JobEvent | IdempotencyKey
+Model = Agent | Job | JobEvent | IdempotencyKey | ApiKey | TenantLimit
 Row = TypeVar("Row", bound=Model)
 Identity = tuple[type, Hashable]
 
 START = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
-MODELS: tuple[type[Model], ...] = (Agent, Job, JobEvent, IdempotencyKey)
+MODELS: tuple[type[Model], ...] = (Agent, Job, JobEvent, IdempotencyKey, ApiKey, TenantLimit)
 UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING)
+# Rows whose writes take a row lock held until the end of the transaction.
+ROW_LOCKED: tuple[type[Model], ...] = (TenantLimit,)
+LOCK_WAIT_S = 10.0
 
 
 class IntegrityError(sa_exc.IntegrityError):
@@ -65,6 +73,9 @@ def _columns(model: type[Model]) -> list[str]:
 _COLUMNS = {model: _columns(model) for model in MODELS}
 _PRIMARY_KEY = {
     model: [column.key for column in model.__table__.primary_key.columns] for model in MODELS
+}
+_UNIQUE = {
+    model: [column.key for column in model.__table__.columns if column.unique] for model in MODELS
 }
 
 
@@ -94,6 +105,18 @@ def _insertable(row: Row) -> Row:
     return row
 
 
+def _clash(row: Model, others: Iterable[Model]) -> str | None:
+    """The unique column `row` shares with another row, if any, as a unique index sees it."""
+    own = identity(row)
+    for column in _UNIQUE[type(row)]:
+        value = getattr(row, column)
+        if value is None:
+            continue  # NULLs never clash in a unique index
+        if any(identity(o) != own and getattr(o, column) == value for o in others):
+            return f"{type(row).__tablename__}.{column}"
+    return None
+
+
 def _check_storable(value: object) -> None:
     """Refuse what a database driver refuses: naive datetimes, text that is not UTF-8."""
     if isinstance(value, datetime) and value.tzinfo is None:
@@ -102,11 +125,38 @@ def _check_storable(value: object) -> None:
         value.encode("utf-8")  # raises UnicodeEncodeError on a lone surrogate
 
 
+class RowLocks:
+    """Row locks held by units of work until they end, as PostgreSQL holds them."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._owners: dict[Identity, tuple[object, int]] = {}
+
+    def acquire(self, key: Identity, owner: object) -> None:
+        """Take the lock on a row for `owner`, waiting while another unit of work holds it."""
+        deadline = time.monotonic() + LOCK_WAIT_S
+        me = threading.get_ident()
+        with self._changed:
+            while (held := self._owners.get(key)) is not None and held[0] is not owner:
+                if held[1] == me:
+                    raise AssertionError(f"{key} is locked by another unit of work of this thread")
+                if not self._changed.wait(deadline - time.monotonic()):
+                    raise AssertionError(f"waited {LOCK_WAIT_S} s for the lock on {key}")
+            self._owners[key] = (owner, me)
+
+    def release_all(self, owner: object) -> None:
+        """Release every lock `owner` holds (its transaction ended)."""
+        with self._changed:
+            for key in [key for key, (held, _) in self._owners.items() if held is owner]:
+                del self._owners[key]
+            self._changed.notify_all()
+
+
 class FakeStore:
     """The committed rows of a fake database; tests may read and change them directly.
 
-    `agents` and `jobs` are keyed by id, `events` by (job_id, sequence) and `keys` by
-    (tenant_id, key).
+    `agents`, `jobs` and `api_keys` are keyed by id, `events` by (job_id, sequence), `keys`
+    by (tenant_id, key) and `limits` by tenant_id.
     """
 
     def __init__(self) -> None:
@@ -114,7 +164,10 @@ class FakeStore:
         self.jobs: dict[str, Job] = {}
         self.events: dict[tuple[str, int], JobEvent] = {}
         self.keys: dict[tuple[str, str], IdempotencyKey] = {}
+        self.api_keys: dict[str, ApiKey] = {}
+        self.limits: dict[str, TenantLimit] = {}
         self.commits = 0
+        self.row_locks = RowLocks()
         self._before_next_commit: Callable[[], None] | None = None
 
     def unit_of_work(self) -> FakeUnitOfWork:
@@ -133,6 +186,8 @@ class FakeStore:
             Job: self.jobs,
             JobEvent: self.events,
             IdempotencyKey: self.keys,
+            ApiKey: self.api_keys,
+            TenantLimit: self.limits,
         }
         return tables[model]
 
@@ -157,6 +212,8 @@ class FakeUnitOfWork:
     jobs: FakeJobRepository
     events: FakeEventRepository
     keys: FakeKeyRepository
+    api_keys: FakeApiKeyRepository
+    limits: FakeTenantLimitRepository
 
     def __init__(self, store: FakeStore) -> None:
         self._store = store
@@ -175,6 +232,8 @@ class FakeUnitOfWork:
         self.jobs = FakeJobRepository(self)
         self.events = FakeEventRepository(self)
         self.keys = FakeKeyRepository(self)
+        self.api_keys = FakeApiKeyRepository(self)
+        self.limits = FakeTenantLimitRepository(self)
         return self
 
     def __exit__(
@@ -196,6 +255,9 @@ class FakeUnitOfWork:
             if not replaced and row_id in self._store.table(model):
                 # Another transaction committed the same key since: the unique index says no.
                 raise IntegrityError(f"UNIQUE constraint failed: {model.__tablename__}")
+            clash = _clash(self._written[(model, row_id)], list(self._store.table(model).values()))
+            if clash is not None:
+                raise IntegrityError(f"UNIQUE constraint failed: {clash}")
         for model, row_id in self._deleted:
             self._store.table(model).pop(row_id, None)
         for (model, row_id), row in self._written.items():
@@ -208,6 +270,7 @@ class FakeUnitOfWork:
         self._deleted.clear()
         self._inserted.clear()
         self._staged.clear()
+        self._store.row_locks.release_all(self)
 
     # What the repositories use.
 
@@ -229,6 +292,10 @@ class FakeUnitOfWork:
                 raise IntegrityError(f"UNIQUE constraint failed: {type(row).__tablename__}")
             if isinstance(row, Job) and self.current(Agent, row.agent_id) is None:
                 raise IntegrityError("FOREIGN KEY constraint failed: jobs.agent_id")
+            clash = _clash(row, self._visible(type(row)))
+            if clash is not None:
+                raise IntegrityError(f"UNIQUE constraint failed: {clash}")
+            self.lock_row(key)
             self._inserted[key] = key in self._deleted
             self._deleted.discard(key)
             self._written[key] = _copy(_insertable(row))
@@ -250,6 +317,9 @@ class FakeUnitOfWork:
     def rows(self, model: type[Row]) -> list[Row]:
         """Every row of a model as this transaction sees it."""
         self.flush()
+        return self._visible(model)
+
+    def _visible(self, model: type[Row]) -> list[Row]:
         ids = set(self._store.table(model)) | {i for (m, i) in self._written if m is model}
         return [row for row_id in ids if (row := self.current(model, row_id)) is not None]
 
@@ -271,8 +341,30 @@ class FakeUnitOfWork:
         row = self.current(model, row_id)
         return None if row is None else self.load(row)
 
+    def lock_row(self, key: Identity) -> None:
+        """Hold the lock on a row of a locked model until this transaction ends."""
+        if key[0] in ROW_LOCKED:
+            self._store.row_locks.acquire(key, self)
+
+    def refresh(self, model: type[Row], row_id: Hashable) -> Row | None:
+        """The object for an identity, its values read again (`populate_existing`)."""
+        row = self.current(model, row_id)
+        if row is None:
+            return None
+        found = self.load(row)
+        values = snapshot(row)
+        for key, value in values.items():
+            setattr(found, key, value)
+        self._pristine[(model, row_id)] = values
+        return found
+
     def write(self, row: Model, values: dict[str, Any]) -> Model:
         """Change a row in this transaction; objects already handed out keep old values."""
+        target = (type(row), identity(row))
+        if target[0] in ROW_LOCKED:
+            # Like PostgreSQL, an UPDATE that waited for the lock applies to the newest row.
+            self.lock_row(target)
+            row = self.current(*target) or row
         updated = _copy(row)
         for key, value in values.items():
             _check_storable(value)
@@ -573,6 +665,76 @@ class FakeKeyRepository:
     def delete_older_than(self, cutoff: datetime) -> None:
         """Remove keys made before the cutoff."""
         self._uow.delete([row for row in self._uow.rows(IdempotencyKey) if row.created_at < cutoff])
+
+
+class FakeApiKeyRepository:
+    """ApiKeyRepository over a FakeUnitOfWork: digests are unique, as their index is."""
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    def add(self, key: ApiKey) -> None:
+        """Stage a new key; a twin digest makes the flush or the commit fail."""
+        self._uow.stage(key)
+
+    def by_digest(self, digest: str) -> ApiKey | None:
+        """The key with this digest, live or not."""
+        found = [row for row in self._uow.rows(ApiKey) if row.digest == digest]
+        return self._uow.load(found[0]) if found else None
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """The key with this id."""
+        return self._uow.find(ApiKey, key_id)
+
+    def all(self, *, tenant_id: str | None) -> Sequence[ApiKey]:
+        """Keys newest first by (created_at, id), of one tenant or all."""
+        rows = [
+            row for row in self._uow.rows(ApiKey) if tenant_id is None or row.tenant_id == tenant_id
+        ]
+        rows.sort(key=lambda row: (row.created_at, row.id), reverse=True)
+        return [self._uow.load(row) for row in rows]
+
+    def touch(self, key_id: str, *, now: datetime, older_than: datetime) -> None:
+        """Set last_used_at unless it is already newer than `older_than` (one write a minute)."""
+        self._uow.flush()
+        row = self._uow.current(ApiKey, key_id)
+        if row is not None and (row.last_used_at is None or row.last_used_at < older_than):
+            self._uow.write(row, {"last_used_at": now})
+
+
+class FakeTenantLimitRepository:
+    """TenantLimitRepository over a FakeUnitOfWork, with the row lock of `lock()`."""
+
+    def __init__(self, uow: FakeUnitOfWork) -> None:
+        self._uow = uow
+
+    def get(self, tenant_id: str) -> TenantLimit | None:
+        """The tenant's overrides, if any."""
+        return self._uow.find(TenantLimit, tenant_id)
+
+    def add(self, limit: TenantLimit) -> None:
+        """Stage a tenant's first overrides."""
+        self._uow.stage(limit)
+
+    def lock(self, tenant_id: str) -> TenantLimit:
+        """Hold the tenant's row until the unit of work ends, creating it if absent."""
+        self._uow.flush()
+        key = (TenantLimit, tenant_id)
+        self._uow.lock_row(key)
+        if self._uow.current(TenantLimit, tenant_id) is None:
+            # INSERT .. ON CONFLICT DO NOTHING: no unique check left for the commit.
+            self._uow.write(_insertable(TenantLimit(tenant_id=tenant_id)), {})
+        limit = self._uow.refresh(TenantLimit, tenant_id)
+        assert limit is not None
+        return limit
+
+    def unfinished_jobs(self, tenant_id: str) -> int:
+        """How many of the tenant's jobs are pending or running."""
+        return sum(
+            1
+            for row in self._uow.rows(Job)
+            if row.tenant_id == tenant_id and row.status in UNFINISHED
+        )
 
 
 def _get(uow: FakeUnitOfWork, model: type[Row], row_id: str, tenant_id: str | None) -> Row | None:

@@ -1,0 +1,136 @@
+"""The Redis token bucket against a real Redis: one bucket per tenant shared by replicas."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from server.errors import Unavailable
+from server.limits import MemoryRateLimiter, RedisRateLimiter, Tier
+
+# So slow that a test never sees a token come back (one in 1000 s).
+NO_REFILL = 0.001
+MakeLimiter = Callable[[], RedisRateLimiter]
+
+
+@pytest.fixture
+def make_limiter(redis_url: str, redis_namespace: str) -> Iterator[MakeLimiter]:
+    """Builds limiters on the same namespace, as replicas of one deployment are."""
+    made: list[RedisRateLimiter] = []
+
+    def make() -> RedisRateLimiter:
+        made.append(RedisRateLimiter(redis_url, namespace=redis_namespace))
+        return made[-1]
+
+    yield make
+    for limiter in made:
+        limiter.close()
+
+
+def test_a_full_bucket_admits_a_burst_then_refuses_with_a_retry_after(
+    make_limiter: MakeLimiter,
+) -> None:
+    limiter, tier = make_limiter(), Tier(rate=NO_REFILL, burst=5)
+    before = time.time()
+
+    decisions = [limiter.take("acme", tier) for _ in range(6)]
+
+    assert [d.allowed for d in decisions] == [True] * 5 + [False]
+    assert [d.remaining for d in decisions] == [4, 3, 2, 1, 0, 0]
+    assert {d.limit for d in decisions} == {5}
+    assert [d.retry_after_s for d in decisions[:5]] == [0] * 5
+    assert decisions[5].retry_after_s >= 1
+    # Empty at 0.001 a second: full again in 5000 s, by Redis's clock.
+    assert before + 5000 - 5 <= decisions[5].reset_at <= time.time() + 5000 + 5
+
+
+def test_the_bucket_refills_at_its_rate(make_limiter: MakeLimiter) -> None:
+    limiter, tier = make_limiter(), Tier(rate=10, burst=2)
+    assert [limiter.take("acme", tier).allowed for _ in range(3)] == [True, True, False]
+
+    time.sleep(0.25)  # two and a half tokens at 10 a second, capped at the burst of two
+
+    assert [limiter.take("acme", tier).allowed for _ in range(3)] == [True, True, False]
+
+
+def test_each_tenant_has_its_own_bucket(make_limiter: MakeLimiter) -> None:
+    limiter, tier = make_limiter(), Tier(rate=NO_REFILL, burst=2)
+    for _ in range(3):
+        limiter.take("acme", tier)
+
+    assert [limiter.take("globex", tier).allowed for _ in range(3)] == [True, True, False]
+    assert not limiter.take("acme", tier).allowed
+
+
+def test_two_replicas_share_one_bucket_per_tenant(make_limiter: MakeLimiter) -> None:
+    first, second, tier = make_limiter(), make_limiter(), Tier(rate=NO_REFILL, burst=4)
+
+    taken = [replica.take("acme", tier) for replica in (first, second, first, second, first)]
+
+    assert [d.allowed for d in taken] == [True, True, True, True, False]
+    assert [d.remaining for d in taken] == [3, 2, 1, 0, 0]
+
+
+def test_fifty_concurrent_requests_against_a_burst_of_twenty_admit_exactly_twenty(
+    make_limiter: MakeLimiter,
+) -> None:
+    replicas, tier = [make_limiter(), make_limiter()], Tier(rate=NO_REFILL, burst=20)
+    start = threading.Barrier(50)
+    allowed: list[bool] = []
+    lock = threading.Lock()
+
+    def take(index: int) -> None:
+        start.wait()
+        decision = replicas[index % 2].take("acme", tier)
+        with lock:
+            allowed.append(decision.allowed)
+
+    threads = [threading.Thread(target=take, args=(i,)) for i in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(allowed) == 50
+    assert allowed.count(True) == 20
+
+
+def test_a_bucket_expires_from_redis_once_it_would_be_full_anyway(
+    make_limiter: MakeLimiter, redis_url: str, redis_namespace: str
+) -> None:
+    make_limiter().take("acme", Tier(rate=1, burst=10))
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        ttl = client.ttl(f"{redis_namespace}:ratelimit:acme")
+    finally:
+        client.close()
+    assert 0 < ttl <= math.ceil(10 / 1) + 60
+
+
+def test_the_redis_and_memory_limiters_agree_on_a_burst(make_limiter: MakeLimiter) -> None:
+    tier = Tier(rate=NO_REFILL, burst=3)
+    redis_limiter, memory = make_limiter(), MemoryRateLimiter()
+
+    in_redis = [redis_limiter.take("acme", tier) for _ in range(4)]
+    in_memory = [memory.take("acme", tier) for _ in range(4)]
+
+    assert [(d.allowed, d.remaining, d.limit) for d in in_redis] == [
+        (d.allowed, d.remaining, d.limit) for d in in_memory
+    ]
+
+
+def test_an_unreachable_redis_is_unavailable_never_a_pass() -> None:
+    limiter = RedisRateLimiter("redis://127.0.0.1:1/0", namespace="agentq-test-unreachable")
+    try:
+        with pytest.raises(Unavailable) as caught:
+            limiter.take("acme", Tier(rate=1, burst=1))
+    finally:
+        limiter.close()
+
+    assert caught.value.message == "Rate limiter unavailable"
