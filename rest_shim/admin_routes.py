@@ -22,7 +22,7 @@ from rest_shim.schemas import (
 )
 
 # Document the headers; the server alone checks them.
-admin_header = APIKeyHeader(name="X-Admin-API-Key", auto_error=False)
+admin_header = APIKeyHeader(name="X-Admin-API-Key", scheme_name="AdminApiKey", auto_error=False)
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 _ADMIN = [Depends(admin_header)]
 _INT64_MAX = 2**63 - 1
@@ -55,7 +55,7 @@ async def create_api_key(body: CreateApiKeyBody, request: Request) -> dict[str, 
 @router.get(
     "/admin/api-keys",
     response_model=ApiKeyList,
-    responses=errors(403, 503, 504),
+    responses=errors(403, 422, 503, 504),
     dependencies=_ADMIN,
     tags=["admin"],
 )
@@ -103,7 +103,7 @@ async def set_tenant_limits(
 @router.get(
     "/admin/tenants/{tenant_id}/limits",
     response_model=TenantLimitsOut,
-    responses=errors(403, 503, 504),
+    responses=errors(403, 422, 503, 504),
     dependencies=_ADMIN,
     tags=["admin"],
 )

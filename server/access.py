@@ -48,12 +48,29 @@ class Limits:
     max_unfinished_jobs: int | None
 
 
+_BAD_TENANT = "Invalid tenant_id: must be 1 to 255 characters, without NUL"
+
+
+def _tenant_ok(tenant_id: str) -> bool:
+    # NUL cannot be stored in every database's text columns; refuse it everywhere.
+    return 1 <= len(tenant_id) <= 255 and "\x00" not in tenant_id
+
+
+def check_tenant(tenant_id: str) -> str:
+    """A tenant id as the admin API accepts it, else INVALID_ARGUMENT."""
+    if not _tenant_ok(tenant_id):
+        raise InvalidArgument.field("tenant_id", _BAD_TENANT)
+    return tenant_id
+
+
 def _check_key_request(new: NewKey) -> list[str]:
     violations: list[tuple[str, str]] = []
-    if not 1 <= len(new.tenant_id) <= 255:
-        violations.append(("tenant_id", "Invalid tenant_id: must be 1 to 255 characters"))
-    if not 1 <= len(new.name.strip()) <= 100:
-        violations.append(("name", "Invalid name: must be 1 to 100 characters after trimming"))
+    if not _tenant_ok(new.tenant_id):
+        violations.append(("tenant_id", _BAD_TENANT))
+    name = new.name.strip()
+    if not 1 <= len(name) <= 100 or "\x00" in name:
+        message = "Invalid name: must be 1 to 100 characters after trimming, without NUL"
+        violations.append(("name", message))
     if new.role not in ROLES:
         violations.append(("role", f"Invalid role: must be one of {', '.join(ROLES)}"))
     unknown = [s for s in new.scopes if s not in SCOPES]
@@ -119,6 +136,8 @@ class AccessService:
 
     def list_keys(self, tenant_id: str | None) -> Sequence[ApiKey]:
         """Keys' metadata, newest first."""
+        if tenant_id is not None:
+            check_tenant(tenant_id)
         with self._uow() as uow:
             return uow.api_keys.all(tenant_id=tenant_id)
 
@@ -156,16 +175,14 @@ class AccessService:
 
     def limits(self, tenant_id: str) -> Limits:
         """The limits in force for a tenant: its overrides, else the defaults."""
+        check_tenant(tenant_id)
         with self._uow() as uow:
             row = uow.limits.get(tenant_id)
         return self._limits_of(tenant_id, row)
 
     def set_limits(self, tenant_id: str, *, tier: str | None, max_unfinished: int | None) -> Limits:
         """Change a tenant's tier and/or cap; the rest stays."""
-        if not 1 <= len(tenant_id) <= 255:
-            raise InvalidArgument.field(
-                "tenant_id", "Invalid tenant_id: must be 1 to 255 characters"
-            )
+        check_tenant(tenant_id)
         if tier is not None and tier not in self._tiers:
             message = f"Invalid tier: {tier!r}. Valid: {sorted(self._tiers)}"
             raise InvalidArgument.field("tier", message)

@@ -107,7 +107,14 @@ class JobService:
             if agent is None:
                 raise NotFound(AGENT_NOT_FOUND)
             depth = self._depth(uow, tenant, submission.parent_job_id, agent.max_depth)
-            self._admit(uow, tenant)
+            cap = self._lock_if_capped(uow, tenant)
+            if cap is not None:
+                if submission.request_id is not None:
+                    # A twin may have committed while this one waited for the lock.
+                    replay = self._replay(uow, tenant, submission)
+                    if replay is not None:
+                        return replay, False
+                self._check_cap(uow, tenant, cap)
             job = _new_job(tenant, submission, depth=depth, now=now)
             uow.jobs.add(job)
             uow.events.add(EventSpec(EventType.QUEUED).row(job.id, sequence=1, attempt=0, at=now))
@@ -156,17 +163,20 @@ class JobService:
             raise InvalidArgument.field("parent_job_id", message)
         return depth
 
-    def _admit(self, uow: UnitOfWork, tenant: str) -> None:
-        """Refuse a job past the tenant's cap; the row lock makes racing submits take turns."""
+    def _lock_if_capped(self, uow: UnitOfWork, tenant: str) -> int | None:
+        """The tenant's cap, holding its row lock so racing submits take turns; None if none."""
         own = uow.limits.get(tenant)
         cap = self._max_unfinished_jobs
         if own is not None and own.max_unfinished_jobs is not None:
             cap = own.max_unfinished_jobs
         if cap is None:
-            return
+            return None
         locked = uow.limits.lock(tenant)
         if locked.max_unfinished_jobs is not None:
             cap = locked.max_unfinished_jobs  # changed while we waited for the lock
+        return cap
+
+    def _check_cap(self, uow: UnitOfWork, tenant: str, cap: int) -> None:
         if uow.limits.unfinished_jobs(tenant) >= cap:
             raise ResourceExhausted(
                 f"Too many unfinished jobs: the limit is {cap} per tenant",

@@ -5,6 +5,10 @@ valid and invalid, over real HTTP to the shim in front of a real gRPC server. Ev
 response must be documented for its operation (status code, content type, headers, body
 schema), and none may be a 5xx: the backend is up, so 503 and 504 are failures here too.
 
+The API routes are fuzzed with a caller's bearer JWT, the admin routes with the admin
+token (X-Admin-API-Key) and the token exchange with a live API key (X-API-Key), so every
+route is reached past its credential check.
+
 Each operation gets its own bounded, derandomized Hypothesis run inside one pytest test
 per kind of caller, so one server per database kind serves the whole module, and every
 failing operation is reported, each with a curl command that reproduces it.
@@ -59,11 +63,27 @@ REQUEST_TIMEOUT_S = 10
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
 FINISHED = {"completed", "failed", "cancelled"}
 
+ADMIN_TOKEN = "fuzz-admin-token-0123456789abcdef"
+ALL_SCOPES = ["agents:read", "agents:write", "jobs:read", "jobs:write"]
+# The tenant whose limits the fuzz may change: not the fuzzer's own, whose agent and
+# job the other runs need (a cap of 0 there would turn every execute into a 429).
+LIMITS_TENANT = "fuzzed-tenant"
+
 # A body each route accepts, so that one awkward field is all that differs from it.
-VALID_BODIES = {
+VALID_BODIES: dict[str, dict[str, Any]] = {
     "POST /api/v1/agents": {"name": "edge case", "role": "You answer briefly."},
     "POST /api/v1/agents/{agent_id}/execute": {"prompt": "Say hello."},
+    "POST /admin/api-keys": {"tenant_id": "edge", "name": "edge case", "scopes": ["jobs:read"]},
+    "PUT /admin/tenants/{tenant_id}/limits": {"tier": "free", "max_unfinished_jobs": 5},
 }
+# Free-form strings outside the body: the tenant named in a path or a query. A URL can
+# carry a NUL (%00) and a byte that is not UTF-8 (%FF), but not a lone surrogate.
+AWKWARD_PARAMETERS = {
+    "GET /admin/api-keys": "query",
+    "GET /admin/tenants/{tenant_id}/limits": "path",
+    "PUT /admin/tenants/{tenant_id}/limits": "path",
+}
+AWKWARD_URL_TEXT = {"a NUL": "edge%00case", "a 0xff byte": "edge%FFcase"}
 # Text that JSON can carry but the generator never draws: a NUL, which some databases
 # refuse, and a lone UTF-16 surrogate, a legal JSON escape that is not encodable as UTF-8.
 AWKWARD_TEXT = {"a NUL": "edge\x00case", "a lone surrogate": "edge\ud800case"}
@@ -71,25 +91,37 @@ AWKWARD_TEXT = {"a NUL": "edge\x00case", "a lone surrogate": "edge\ud800case"}
 
 @dataclass(frozen=True)
 class Live:
-    """The running shim, a caller's token, and an agent and a finished job of that caller.
+    """The running shim, a caller's token and API key, and an agent and a finished job.
 
-    DELETE cases get an agent of their own, so the shared one stays for the other runs.
+    DELETE cases get an agent (and an API key) of their own, so the shared ones stay for
+    the other runs.
     """
 
     url: str
     bearer: str
+    api_key: str
     agent_id: str
     job_id: str
     doomed_agent_id: str
+    doomed_key_id: str
 
-    @property
-    def authorization(self) -> dict[str, str]:
+    def credentials_for(self, operation: APIOperation) -> dict[str, str]:
+        """The headers that get a caller past this operation's credential check."""
+        if operation.path.startswith("/admin/"):
+            return {"X-Admin-API-Key": ADMIN_TOKEN}
+        if operation.path == "/api/v1/tokens":
+            return {"X-API-Key": self.api_key}
         return {"Authorization": f"Bearer {self.bearer}"}
 
     def ids_for(self, operation: APIOperation) -> dict[str, str]:
-        """The existing agent's and job's ids for the path parameters the operation has."""
+        """Existing ids (and a tenant) for the path parameters the operation has."""
         agent_id = self.doomed_agent_id if operation.method.upper() == "DELETE" else self.agent_id
-        known = {"agent_id": agent_id, "job_id": self.job_id}
+        known = {
+            "agent_id": agent_id,
+            "job_id": self.job_id,
+            "key_id": self.doomed_key_id,
+            "tenant_id": LIMITS_TENANT,
+        }
         return {p.name: known[p.name] for p in operation.path_parameters if p.name in known}
 
 
@@ -109,6 +141,17 @@ def _finished_job(client: httpx.Client, agent_id: str) -> str:
         assert time.monotonic() < deadline, f"job {job_id} did not finish"
         time.sleep(0.05)
     return job_id
+
+
+def _api_key(client: httpx.Client, name: str) -> tuple[str, str]:
+    """A new API key of the fuzzer's tenant with every scope: its id and the key."""
+    created = client.post(
+        "/admin/api-keys",
+        json={"tenant_id": "fuzzer", "name": name, "scopes": ALL_SCOPES},
+        headers={"X-Admin-API-Key": ADMIN_TOKEN},
+    )
+    assert created.status_code == 201, created.text
+    return created.json()["id"], created.json()["key"]
 
 
 @contextmanager
@@ -131,13 +174,26 @@ def live(request: pytest.FixtureRequest) -> Iterator[Live]:
     bearer = token("fuzzer")
     with (
         _database(request, request.param) as database_url,
-        running_server(settings_for(database_url=database_url), in_process_workers=True) as server,
+        running_server(
+            settings_for(database_url=database_url, admin_token=ADMIN_TOKEN),
+            in_process_workers=True,
+        ) as server,
         running_rest(f"127.0.0.1:{server.port}") as rest,
         httpx.Client(base_url=rest.url, timeout=REQUEST_TIMEOUT_S) as client,
     ):
         client.headers["Authorization"] = f"Bearer {bearer}"
         agent_id, doomed_agent_id = (_agent(client), _agent(client))
-        yield Live(rest.url, bearer, agent_id, _finished_job(client, agent_id), doomed_agent_id)
+        _, api_key = _api_key(client, "fuzzer key")
+        doomed_key_id, _ = _api_key(client, "doomed key")
+        yield Live(
+            url=rest.url,
+            bearer=bearer,
+            api_key=api_key,
+            agent_id=agent_id,
+            job_id=_finished_job(client, agent_id),
+            doomed_agent_id=doomed_agent_id,
+            doomed_key_id=doomed_key_id,
+        )
 
 
 def _live_schema(live: Live, *, with_security_parameters: bool) -> BaseSchema:
@@ -165,13 +221,15 @@ def _operations(schema: BaseSchema) -> list[APIOperation]:
 def _call(case: Case, live: Live, *, authorized: bool) -> int:
     """Send one case and apply every check; the status it got."""
     response = case.call_and_validate(checks=CHECKS, timeout=REQUEST_TIMEOUT_S)
-    sent = response.request.headers.get("Authorization")
-    if authorized:
-        assert sent == f"Bearer {live.bearer}", "the case went out without the valid token"
-    else:
-        assert sent != f"Bearer {live.bearer}"
-        if case.operation.path.startswith("/api/"):
-            assert not 200 <= response.status_code < 300, "an API call succeeded without a token"
+    credentials = live.credentials_for(case.operation)
+    for header, value in credentials.items():
+        sent = response.request.headers.get(header)
+        if authorized:
+            assert sent == value, f"the case went out without the valid {header}"
+        else:
+            assert sent != value
+    if not authorized and case.operation.path.startswith(("/api/", "/admin/")):
+        assert not 200 <= response.status_code < 300, "a call succeeded without a credential"
     return response.status_code
 
 
@@ -182,7 +240,7 @@ def _fuzz(
     seen: Counter[tuple[str, int]] = Counter()
     failures = []
     for operation in operations:
-        fixed: dict[str, Any] = {"headers": live.authorization} if authorized else {}
+        fixed: dict[str, Any] = {"headers": live.credentials_for(operation)} if authorized else {}
         if known_ids:
             fixed["path_parameters"] = live.ids_for(operation)
         cases = st.one_of(
@@ -210,6 +268,14 @@ def test_with_a_valid_token_every_response_is_documented_and_none_is_a_5xx(live:
     # The token got cases past the shim: some succeeded, and random well-formed ids
     # came back as the server's 404.
     assert 404 in api_statuses and any(200 <= s < 300 for s in api_statuses), seen
+    # The admin token and the API key got past their checks too.
+    reached = {label for label, status in seen if 200 <= status < 300}
+    assert reached >= {
+        "GET /admin/api-keys",
+        "GET /admin/tenants/{tenant_id}/limits",
+        "POST /api/v1/tokens",
+    }, seen
+    assert ("DELETE /admin/api-keys/{key_id}", 404) in seen, seen
 
 
 def test_on_an_existing_agent_and_job_every_response_is_documented_and_none_is_a_5xx(
@@ -224,16 +290,19 @@ def test_on_an_existing_agent_and_job_every_response_is_documented_and_none_is_a
         "GET /api/v1/agents/{agent_id}",
         "POST /api/v1/agents/{agent_id}/execute",
         "GET /api/v1/jobs/{job_id}",
+        "DELETE /admin/api-keys/{key_id}",
+        "GET /admin/tenants/{tenant_id}/limits",
     }, seen
 
 
 def test_without_a_valid_token_every_response_is_documented_and_none_is_a_5xx(
     live: Live,
 ) -> None:
-    # Schemathesis sends no Authorization header, or one it made up: never a valid token.
+    # Schemathesis sends no credential headers, or ones it made up: never a valid one.
     schema = _live_schema(live, with_security_parameters=True)
     seen = _fuzz(live, _operations(schema), authorized=False, known_ids=False)
     assert 401 in {status for _, status in seen}, seen
+    assert 403 in {status for label, status in seen if " /admin/" in label}, seen
 
 
 def _string_fields(schema: BaseSchema, operation: APIOperation) -> list[str]:
@@ -257,7 +326,7 @@ def test_text_the_generator_never_draws_causes_no_5xx_in_any_string_field(live: 
         method, path = label.split(" ", 1)
         operation = schema[path][method.lower()]
         fields = _string_fields(schema, operation)
-        assert set(valid) <= set(fields), (label, fields)
+        assert {k for k, v in valid.items() if isinstance(v, str)} <= set(fields), (label, fields)
         bodies: dict[str, Any] = {
             f"{field} holding {what}": {**valid, field: text}
             for field in fields
@@ -274,7 +343,7 @@ def test_text_the_generator_never_draws_causes_no_5xx_in_any_string_field(live: 
         for what, body in bodies.items():
             case = operation.Case(
                 body=body,
-                headers=live.authorization,
+                headers=live.credentials_for(operation),
                 path_parameters=live.ids_for(operation),
                 media_type="application/json",
             )
@@ -283,5 +352,27 @@ def test_text_the_generator_never_draws_causes_no_5xx_in_any_string_field(live: 
                 _call(case, live, authorized=True)
             except CHECK_FAILURES as failure:  # every body's failure is reported, not the first
                 failures.append(f"=== {label} with {what} ===\n{failure}")
-    assert sent >= 14, sent
+    for label, where in AWKWARD_PARAMETERS.items():
+        method, path = label.split(" ", 1)
+        documented = schema.raw_schema["paths"][path][method.lower()]["responses"]
+        for what, text in AWKWARD_URL_TEXT.items():
+            # Sent as written: a client library would encode the % again.
+            if where == "path":
+                url = live.url + path.replace("{tenant_id}", text)
+            else:
+                url = f"{live.url}{path}?tenant_id={text}"
+            response = httpx.request(
+                method,
+                url,
+                headers=live.credentials_for(schema[path][method.lower()]),
+                json=VALID_BODIES.get(label),
+                timeout=REQUEST_TIMEOUT_S,
+            )
+            sent += 1
+            if response.status_code >= 500 or str(response.status_code) not in documented:
+                failures.append(
+                    f"=== {label} with tenant_id ({where}) holding {what} ===\n"
+                    f"{method} {url} -> {response.status_code} {response.text}"
+                )
+    assert sent >= 28, sent
     assert not failures, "\n\n".join(failures)

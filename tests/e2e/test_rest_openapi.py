@@ -18,9 +18,38 @@ API_OPERATIONS = [
     ("post", "/api/v1/agents/{agent_id}/execute"),
     ("get", "/api/v1/jobs/{job_id}"),
 ]
+# The token exchange: an API key in, a JWT out; a JWT is not accepted there.
+TOKEN_OPERATION = ("post", "/api/v1/tokens")
+ADMIN_OPERATIONS = [
+    ("post", "/admin/api-keys"),
+    ("get", "/admin/api-keys"),
+    ("delete", "/admin/api-keys/{key_id}"),
+    ("put", "/admin/tenants/{tenant_id}/limits"),
+    ("get", "/admin/tenants/{tenant_id}/limits"),
+]
+API_KEY_HEADER = "X-API-Key"
+ADMIN_KEY_HEADER = "X-Admin-API-Key"
+# Path parameters that are not resource ids but names chosen by the operator: any
+# string, and never a 404 (a tenant without limits of its own has the defaults).
+FREE_FORM_PATH_PARAMETERS = {"tenant_id"}
 
-# The success status and body of each route of contract §3, with the fields the
-# contract promises in that body (all of them always present, some maybe null).
+# An API key's metadata (issue 5): never the key itself, except once when it is created.
+API_KEY_FIELDS = {
+    "id",
+    "tenant_id",
+    "name",
+    "role",
+    "scopes",
+    "prefix",
+    "created_at",
+    "last_used_at",
+    "expires_at",
+    "revoked_at",
+}
+LIMITS_FIELDS = {"tenant_id", "tier", "rate_per_second", "burst", "max_unfinished_jobs"}
+
+# The success status and body of each route of contract §3 and of access control, with the
+# fields promised in that body (all of them always present, some maybe null).
 SUCCESS = {
     ("get", "/health"): ("200", "HealthOut", {"status", "version", "timestamp", "db_type"}),
     ("post", "/api/v1/agents"): (
@@ -47,6 +76,15 @@ SUCCESS = {
             "merkle_root",
             "latency_ms",
         },
+    ),
+    ("post", "/admin/api-keys"): ("201", "CreatedApiKeyOut", API_KEY_FIELDS | {"key"}),
+    ("get", "/admin/api-keys"): ("200", "ApiKeyList", {"data"}),
+    ("put", "/admin/tenants/{tenant_id}/limits"): ("200", "TenantLimitsOut", LIMITS_FIELDS),
+    ("get", "/admin/tenants/{tenant_id}/limits"): ("200", "TenantLimitsOut", LIMITS_FIELDS),
+    ("post", "/api/v1/tokens"): (
+        "200",
+        "TokenOut",
+        {"access_token", "token_type", "expires_in", "expires_at"},
     ),
     ("get", "/api/v1/jobs/{job_id}"): (
         "200",
@@ -87,6 +125,22 @@ REQUEST_BODIES = {
             "max_debate_rounds": {"integer"},
         },
         {"prompt"},
+    ),
+    ("post", "/admin/api-keys"): (
+        "CreateApiKeyBody",
+        {
+            "tenant_id": {"string"},
+            "name": {"string"},
+            "role": {"string"},
+            "scopes": {"array"},
+            "lifetime_seconds": {"integer", "null"},
+        },
+        {"tenant_id", "name", "scopes"},
+    ),
+    ("put", "/admin/tenants/{tenant_id}/limits"): (
+        "TenantLimitsBody",
+        {"tier": {"string", "null"}, "max_unfinished_jobs": {"integer", "null"}},
+        set(),
     ),
 }
 
@@ -158,6 +212,23 @@ def _bearer_schemes(spec: dict[str, Any]) -> set[str]:
     }
 
 
+def _header_key_schemes(spec: dict[str, Any], header: str) -> set[str]:
+    """The names of the apiKey schemes that send a key in this header."""
+    schemes = spec.get("components", {}).get("securitySchemes", {})
+    return {
+        name
+        for name, scheme in schemes.items()
+        if scheme.get("type") == "apiKey"
+        and scheme.get("in") == "header"
+        and str(scheme.get("name", "")).lower() == header.lower()
+    }
+
+
+def _security(spec: dict[str, Any], operation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The operation's security alternatives; `[{}]` when it needs none."""
+    return operation.get("security", spec.get("security")) or [{}]
+
+
 def test_the_spec_is_served_as_openapi_json(shim: RestThread) -> None:
     response = httpx.get(f"{shim.url}/openapi.json", timeout=10)
     assert response.status_code == 200
@@ -182,17 +253,62 @@ def test_the_spec_declares_an_http_bearer_scheme(spec: dict[str, Any]) -> None:
     assert _bearer_schemes(spec), spec.get("components", {}).get("securitySchemes")
 
 
-def test_every_api_operation_requires_the_bearer_token(spec: dict[str, Any]) -> None:
+def test_the_spec_declares_the_api_key_and_the_admin_key_header_schemes(
+    spec: dict[str, Any],
+) -> None:
+    schemes = spec.get("components", {}).get("securitySchemes", {})
+    assert _header_key_schemes(spec, API_KEY_HEADER), schemes
+    assert _header_key_schemes(spec, ADMIN_KEY_HEADER), (
+        f"no apiKey scheme sends the admin token in {ADMIN_KEY_HEADER}: {schemes}"
+    )
+
+
+def test_every_api_operation_accepts_the_bearer_token_or_an_api_key_and_nothing_less(
+    spec: dict[str, Any],
+) -> None:
     bearer = _bearer_schemes(spec)
-    api = [(m, p, op) for m, p, op in _all_operations(spec) if p.startswith("/api/")]
+    credential = bearer | _header_key_schemes(spec, API_KEY_HEADER)
+    api = [
+        (m, p, op)
+        for m, p, op in _all_operations(spec)
+        if p.startswith("/api/") and (m, p) != TOKEN_OPERATION
+    ]
     assert {(m, p) for m, p, _ in api} >= set(API_OPERATIONS)
-    weak = {}
+    weak, no_bearer = {}, {}
     for method, path, operation in api:
-        security = operation.get("security", spec.get("security")) or [{}]
-        # Each alternative must need a bearer token; an empty one makes auth optional.
-        if not all(set(alternative) & bearer for alternative in security):
+        security = _security(spec, operation)
+        # Each alternative must need a credential; an empty one makes auth optional.
+        if not all(set(alternative) & credential for alternative in security):
             weak[f"{method.upper()} {path}"] = security
-    assert not weak, f"API operations that do not require the bearer token: {weak}"
+        # vex-api clients send a bearer JWT: it must stay one of the ways in.
+        if not any(set(alternative) & bearer for alternative in security):
+            no_bearer[f"{method.upper()} {path}"] = security
+    assert not weak, f"API operations that do not require a credential: {weak}"
+    assert not no_bearer, f"API operations that do not accept the bearer token: {no_bearer}"
+
+
+def test_the_token_exchange_requires_an_api_key(spec: dict[str, Any]) -> None:
+    api_key = _header_key_schemes(spec, API_KEY_HEADER)
+    security = _security(spec, _operation(spec, *TOKEN_OPERATION))
+    assert all(set(alternative) & api_key for alternative in security), (
+        f"POST /api/v1/tokens is documented as needing {security}, not an {API_KEY_HEADER}"
+    )
+
+
+def test_every_admin_operation_requires_the_admin_key_header(spec: dict[str, Any]) -> None:
+    admin_key = _header_key_schemes(spec, ADMIN_KEY_HEADER)
+    admin = [(m, p, op) for m, p, op in _all_operations(spec) if p.startswith("/admin/")]
+    assert {(m, p) for m, p, _ in admin} >= set(ADMIN_OPERATIONS)
+    weak = {
+        f"{method.upper()} {path}": _security(spec, operation)
+        for method, path, operation in admin
+        if not all(set(alt) & admin_key for alt in _security(spec, operation))
+    }
+    schemes = spec.get("components", {}).get("securitySchemes", {})
+    assert not weak, (
+        f"admin operations not documented as needing {ADMIN_KEY_HEADER}: {weak}; "
+        f"the schemes are {schemes}"
+    )
 
 
 def test_health_needs_no_token(spec: dict[str, Any]) -> None:
@@ -232,15 +348,23 @@ def test_success_responses_are_documented_with_their_fields(
     assert not optional, f"{name} documents {sorted(optional)} as optional; they are always sent"
 
 
-def _expected_errors(path: str, operation: dict[str, Any]) -> set[str]:
+def _expected_errors(method: str, path: str, operation: dict[str, Any]) -> set[str]:
     """The statuses of contract §2 an operation of this shape can answer with."""
     expected = {"503", "504"}  # the backend is down or too slow
-    if path.startswith("/api/"):
-        expected |= {"401", "403"}  # every API route needs a token and a role
-    where = {parameter["in"] for parameter in operation.get("parameters", [])}
-    if "path" in where:
+    if (method, path) == TOKEN_OPERATION:
+        # An unknown, revoked or expired key; the tenant's bucket. Any live key may
+        # exchange, so no 403.
+        expected |= {"401", "429"}
+    elif path.startswith("/api/"):
+        # Every API route needs a credential, a role or scope, and the tenant's bucket.
+        expected |= {"401", "403", "429"}
+    if path.startswith("/admin/"):
+        expected |= {"403"}  # a wrong or missing admin token, or no admin API at all
+    parameters = operation.get("parameters", [])
+    ids = [p for p in parameters if p["in"] == "path"]
+    if any(p["name"] not in FREE_FORM_PATH_PARAMETERS for p in ids):
         expected |= {"404", "422"}  # an unknown id, or one that is not a UUID
-    if where & {"query", "header"}:
+    if {parameter["in"] for parameter in parameters} & {"query", "header"}:
         expected |= {"422"}
     if "requestBody" in operation:
         expected |= {"400", "413", "415", "422"}
@@ -253,7 +377,7 @@ def test_every_operation_documents_the_errors_it_can_answer_with(spec: dict[str,
     undocumented = {
         f"{method.upper()} {path}": sorted(missing)
         for method, path, operation in operations
-        if (missing := _expected_errors(path, operation) - set(operation["responses"]))
+        if (missing := _expected_errors(method, path, operation) - set(operation["responses"]))
     }
     assert not undocumented, f"errors the spec does not document: {undocumented}"
 
@@ -309,9 +433,10 @@ def test_every_path_id_is_documented_as_a_uuid(spec: dict[str, Any]) -> None:
         f"{method.upper()} {path} {parameter['name']}": parameter
         for method, path, operation in _all_operations(spec)
         for parameter in operation.get("parameters", [])
-        if parameter["in"] == "path"
+        if parameter["in"] == "path" and parameter["name"] not in FREE_FORM_PATH_PARAMETERS
     }
-    assert len(path_parameters) >= 3, path_parameters
+    assert len(path_parameters) >= 4, path_parameters
+    assert "DELETE /admin/api-keys/{key_id} key_id" in path_parameters, sorted(path_parameters)
     not_uuids = {
         where: parameter["schema"]
         for where, parameter in path_parameters.items()
@@ -320,3 +445,27 @@ def test_every_path_id_is_documented_as_a_uuid(spec: dict[str, Any]) -> None:
         or parameter["schema"].get("format") != "uuid"
     }
     assert not not_uuids, f"path ids not documented as required UUIDs: {not_uuids}"
+
+
+def test_a_tenant_id_in_the_path_is_documented_as_a_required_string_not_a_uuid(
+    spec: dict[str, Any],
+) -> None:
+    # Tenants are named by the operator (or a JWT's sub), not generated: any string.
+    tenant_parameters = {
+        f"{method.upper()} {path}": parameter
+        for method, path, operation in _all_operations(spec)
+        for parameter in operation.get("parameters", [])
+        if parameter["in"] == "path" and parameter["name"] == "tenant_id"
+    }
+    assert set(tenant_parameters) >= {
+        "PUT /admin/tenants/{tenant_id}/limits",
+        "GET /admin/tenants/{tenant_id}/limits",
+    }
+    wrong = {
+        where: parameter["schema"]
+        for where, parameter in tenant_parameters.items()
+        if not parameter["required"]
+        or parameter["schema"].get("type") != "string"
+        or "format" in parameter["schema"]
+    }
+    assert not wrong, f"tenant_id path parameters documented wrongly: {wrong}"

@@ -305,7 +305,7 @@ def test_a_name_empty_after_trimming_or_over_100_characters_is_refused(
 ) -> None:
     violations = _refusal(access, _new_key(name=name))
 
-    message = "Invalid name: must be 1 to 100 characters after trimming"
+    message = "Invalid name: must be 1 to 100 characters after trimming, without NUL"
     assert violations == [FieldViolation("name", message)]
 
 
@@ -405,7 +405,7 @@ def test_a_negative_cap_is_refused(access: AccessService, store: FakeStore) -> N
 def test_limits_of_an_empty_tenant_id_are_refused(access: AccessService) -> None:
     with pytest.raises(InvalidArgument) as caught:
         access.set_limits("", tier="standard", max_unfinished=None)
-    assert caught.value.message == "Invalid tenant_id: must be 1 to 255 characters"
+    assert caught.value.message == "Invalid tenant_id: must be 1 to 255 characters, without NUL"
 
 
 def test_the_tier_is_cached_for_a_moment_then_read_again(

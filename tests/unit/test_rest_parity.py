@@ -32,6 +32,15 @@ FOUNDING_BINDINGS = {
     "agentq.v1.JobService.GetJob": ("GET", "/api/v1/jobs/{job_id}"),
     "agentq.v1.SystemService.GetHealth": ("GET", "/health"),
 }
+# The bindings of access control (issue 5): the operator's admin API and the token exchange.
+ACCESS_BINDINGS = {
+    "agentq.v1.AdminService.CreateApiKey": ("POST", "/admin/api-keys"),
+    "agentq.v1.AdminService.ListApiKeys": ("GET", "/admin/api-keys"),
+    "agentq.v1.AdminService.RevokeApiKey": ("DELETE", "/admin/api-keys/{key_id}"),
+    "agentq.v1.AdminService.SetTenantLimits": ("PUT", "/admin/tenants/{tenant_id}/limits"),
+    "agentq.v1.AdminService.GetTenantLimits": ("GET", "/admin/tenants/{tenant_id}/limits"),
+    "agentq.v1.TokenService.CreateToken": ("POST", "/api/v1/tokens"),
+}
 # Fields the shim reads from a standard HTTP header instead of where google.api.http
 # transcoding puts them (the body or the query); any other field must be where it says.
 HEADER_FIELDS = {
@@ -124,8 +133,13 @@ def _shim_app() -> FastAPI:
     return create_app(RestSettings(grpc_target="127.0.0.1:9"))
 
 
-def _api_routes(app: FastAPI) -> list[Route]:
-    """The app's routes under /api/, and /health, one per method."""
+# Where the shim serves RPCs: the API, the operator's admin API, and /health. Every route
+# under these is an RPC's binding; FastAPI's own pages (/docs, /openapi.json) are not.
+_BOUND_PREFIXES = ("/api/", "/admin/")
+
+
+def _bound_routes(app: FastAPI) -> list[Route]:
+    """The app's routes under /api/ and /admin/, and /health, one per method."""
     iter_route_contexts = getattr(fastapi.routing, "iter_route_contexts", None)
     if iter_route_contexts is None:
         # FastAPI before included routers became lazy: app.routes is flat.
@@ -139,7 +153,7 @@ def _api_routes(app: FastAPI) -> list[Route]:
     return [
         Route(method, _normalised(path), route)
         for route, path, methods in candidates
-        if path.startswith("/api/") or path == "/health"
+        if path.startswith(_BOUND_PREFIXES) or path == "/health"
         for method in sorted(methods or ())
     ]
 
@@ -151,7 +165,7 @@ def bindings() -> list[Binding]:
 
 @pytest.fixture(scope="module")
 def routes() -> list[Route]:
-    return _api_routes(_shim_app())
+    return _bound_routes(_shim_app())
 
 
 def _served(bindings: list[Binding], routes: list[Route]) -> list[tuple[Binding, Route]]:
@@ -170,8 +184,17 @@ def _body_model(route: Route) -> type[BaseModel]:
 
 def test_the_founding_bindings_are_all_read_from_the_descriptors(bindings: list[Binding]) -> None:
     found = {b.rpc: b.key for b in bindings}
-    missing = {rpc: key for rpc, key in FOUNDING_BINDINGS.items() if found.get(rpc) != key}
+    expected = FOUNDING_BINDINGS | ACCESS_BINDINGS
+    missing = {rpc: key for rpc, key in expected.items() if found.get(rpc) != key}
     assert not missing, f"bindings not found as expected: {missing}; found {found}"
+
+
+def test_the_admin_and_token_routes_are_among_the_routes_checked(routes: list[Route]) -> None:
+    # The other tests compare bindings with these routes; a route left out of the
+    # collection would pass them unseen.
+    collected = {r.key for r in routes}
+    missing = sorted(f"{m} {p}" for m, p in ACCESS_BINDINGS.values() if (m, p) not in collected)
+    assert not missing, f"routes not collected for the parity checks: {missing}"
 
 
 def test_every_rpc_carries_an_http_binding() -> None:
@@ -218,11 +241,15 @@ def test_a_binding_with_body_star_takes_a_json_body_of_the_non_path_fields(
     assert {b.rpc for b, _ in star} >= {
         "agentq.v1.AgentService.CreateAgent",
         "agentq.v1.AgentService.Execute",
+        "agentq.v1.AdminService.CreateApiKey",
+        "agentq.v1.AdminService.SetTenantLimits",
     }
     for binding, route in star:
+        non_path = {f.name for f in binding.request.fields} - binding.path_variables
+        if not non_path:
+            continue  # an empty message: the next test wants no body for it
         model = _body_model(route)
         json_fields = {f.alias or name for name, f in model.model_fields.items()}
-        non_path = {f.name for f in binding.request.fields} - binding.path_variables
         # A field that may also come from a header (Idempotency-Key) may be in
         # the body too, as transcoding's `body: "*"` puts it there.
         assert _carried_fields(binding) <= json_fields <= non_path, (
@@ -231,18 +258,32 @@ def test_a_binding_with_body_star_takes_a_json_body_of_the_non_path_fields(
         )
 
 
+def _carries_nothing_in_a_body(binding: Binding) -> bool:
+    """No body in the binding, or `body: "*"` on a message with nothing outside the path."""
+    if not binding.body:
+        return True
+    return binding.body == "*" and not (
+        {f.name for f in binding.request.fields} - binding.path_variables
+    )
+
+
 def test_a_binding_without_a_body_takes_no_json_body(
     bindings: list[Binding], routes: list[Route]
 ) -> None:
-    bodiless = _served([b for b in bindings if not b.body], routes)
+    # `body: "*"` on an empty request message (CreateToken) carries nothing either:
+    # its route reads no JSON, so a client need not send `{}`.
+    bodiless = _served([b for b in bindings if _carries_nothing_in_a_body(b)], routes)
     assert {b.rpc for b, _ in bodiless} >= {
         "agentq.v1.AgentService.GetAgent",
         "agentq.v1.JobService.GetJob",
         "agentq.v1.SystemService.GetHealth",
+        "agentq.v1.AdminService.ListApiKeys",
+        "agentq.v1.AdminService.GetTenantLimits",
+        "agentq.v1.TokenService.CreateToken",
     }
     for binding, route in bodiless:
         assert route.route.dependant.body_params == [], (
-            f"{binding.rpc}: {binding.method} {binding.path} has no body in the proto, "
+            f"{binding.rpc}: {binding.method} {binding.path} carries no body in the proto, "
             "but its route reads one"
         )
 
