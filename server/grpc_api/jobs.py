@@ -71,14 +71,18 @@ class JobServicer(pb_grpc.JobServiceServicer):
         events_after = self._services.jobs.events_after
         job, events = await self._blocking(events_after, principal, job_id, after)
         await context.send_initial_metadata((STREAM_OPEN,))
+        # Events are read before the job, so a job seen finished may have its last
+        # event committed after that read: look once more before ending.
+        finished_seen = False
         while True:
             for event in events:
                 yield pb.WatchJobResponse(event=event_message(event, job))
                 after = event.sequence
                 if EventType(event.type).terminal:
                     return
-            if not events and job.job_status.finished:
-                return  # every event up to the end was sent before
-            if not events:
+            if not events and finished_seen:
+                return  # every event up to the end was sent
+            finished_seen = job.job_status.finished
+            if not events and not finished_seen:
                 await asyncio.sleep(self._poll_s)
             job, events = await self._blocking(events_after, principal, job_id, after)
