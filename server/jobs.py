@@ -17,7 +17,7 @@ from server.clock import Clock, utc_now
 from server.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ResourceExhausted
 from server.events import EventSpec, EventType
 from server.models import IdempotencyKey, Job, JobEvent, JobStatus
-from server.paging import Cursor, decode, encode, page_size
+from server.paging import Cursor, Page, decode, page_of, page_size
 from server.queue import JobQueue
 from server.unit_of_work import UnitOfWork
 from server.validation import ExecutionSpec
@@ -43,15 +43,6 @@ class Submission:
         """SHA-256 of the request, to tell a retry from a different request."""
         document = {"agent_id": self.agent_id, "parent": self.parent_job_id, **asdict(self.spec)}
         return hashlib.sha256(json.dumps(document, sort_keys=True).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of a list and the token of the next, if any."""
-
-    items: Sequence[object]
-    size: int
-    next_token: str | None
 
 
 def not_found(job_id: str) -> NotFound:
@@ -208,7 +199,7 @@ class JobService:
         status: JobStatus | None = None,
         size: int | None = None,
         token: str = "",
-    ) -> Page:
+    ) -> Page[Job]:
         """A page of the caller's jobs, newest first, optionally filtered."""
         limit = page_size(size)
         scope = f"jobs:{principal.tenant_id}:{agent_id}:{status}"
@@ -217,10 +208,7 @@ class JobService:
             rows = uow.jobs.page(
                 principal.tenant_id, agent_id=agent_id, status=status, after=after, limit=limit + 1
             )
-        items = list(rows[:limit])
-        last = items[-1] if len(rows) > limit else None
-        next_token = encode(Cursor(last.queued_at, last.id), scope=scope) if last else None
-        return Page(items=items, size=limit, next_token=next_token)
+        return page_of(rows, limit=limit, scope=scope, cursor=lambda j: Cursor(j.queued_at, j.id))
 
     def cancel_job(self, principal: Principal, job_id: str) -> Job:
         """Cancel a job and its unfinished descendants; CONFLICT if it already finished."""

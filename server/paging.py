@@ -6,8 +6,10 @@ import base64
 import binascii
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Generic, TypeVar
 
 from server.errors import InvalidArgument
 
@@ -23,6 +25,28 @@ class Cursor:
 
     at: datetime
     id: str
+
+
+Row = TypeVar("Row")
+
+
+@dataclass(frozen=True)
+class Page(Generic[Row]):
+    """One page of a list and the token of the next, if any."""
+
+    items: Sequence[Row]
+    size: int
+    next_token: str | None
+
+
+def page_of(
+    rows: Sequence[Row], *, limit: int, scope: str, cursor: Callable[[Row], Cursor]
+) -> Page[Row]:
+    """The page in `rows`, fetched as `limit + 1` so that one extra row tells of a next page."""
+    items = list(rows[:limit])
+    more = len(rows) > limit
+    next_token = encode(cursor(items[-1]), scope=scope) if more else None
+    return Page(items=items, size=limit, next_token=next_token)
 
 
 def page_size(value: int | None) -> int:

@@ -12,9 +12,9 @@ from importlib import metadata
 from server.auth import Principal
 from server.clock import Clock, utc_now
 from server.errors import NotFound
-from server.jobs import AGENT_NOT_FOUND, JobService, Page, cancel_tree
+from server.jobs import AGENT_NOT_FOUND, JobService, cancel_tree
 from server.models import Agent
-from server.paging import Cursor, decode, encode, page_size
+from server.paging import Cursor, Page, decode, page_of, page_size
 from server.unit_of_work import UnitOfWork
 from server.validation import AgentSpec
 
@@ -98,17 +98,14 @@ class AgentService:
             raise NotFound(AGENT_NOT_FOUND)
         return agent
 
-    def list_agents(self, principal: Principal, *, size: int | None, token: str) -> Page:
+    def list_agents(self, principal: Principal, *, size: int | None, token: str) -> Page[Agent]:
         """A page of the caller's agents, newest first."""
         limit = page_size(size)
         scope = f"agents:{principal.tenant_id}"
         after = decode(token, scope=scope)
         with self._uow() as uow:
             rows = uow.agents.page(principal.tenant_id, after=after, limit=limit + 1)
-        items = list(rows[:limit])
-        last = items[-1] if len(rows) > limit else None
-        next_token = encode(Cursor(last.created_at, last.id), scope=scope) if last else None
-        return Page(items=items, size=limit, next_token=next_token)
+        return page_of(rows, limit=limit, scope=scope, cursor=lambda a: Cursor(a.created_at, a.id))
 
     def delete_agent(self, principal: Principal, agent_id: str) -> None:
         """Delete the agent and cancel its unfinished jobs; finished ones stay readable."""

@@ -49,7 +49,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             token=request.page_token,
         )
         return pb.ListAgentsResponse(
-            agents=[agent_message(a) for a in page.items],  # type: ignore[arg-type]
+            agents=[agent_message(a) for a in page.items],
             page_size=page.size,
             next_page_token=page.next_token or "",
         )

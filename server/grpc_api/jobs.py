@@ -49,7 +49,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
             token=request.page_token,
         )
         return pb.ListJobsResponse(
-            jobs=[job_message(j) for j in page.items],  # type: ignore[arg-type]
+            jobs=[job_message(j) for j in page.items],
             page_size=page.size,
             next_page_token=page.next_token or "",
         )

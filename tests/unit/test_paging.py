@@ -10,8 +10,8 @@ import pytest
 
 from server.auth import Principal
 from server.errors import InvalidArgument
-from server.jobs import Page
 from server.models import Agent, Job, JobStatus
+from server.paging import Page
 from server.services import AgentService, JobService
 from server.validation import agent_spec, execution_spec
 from tests.unit.fakes import FakeClock, FakeQueue, FakeStore
