@@ -1,0 +1,1 @@
+"""The agentq benchmark harness: `bash bench/run.sh` (see bench/README.md)."""

@@ -1,0 +1,1 @@
+"""The bare-library baselines agentq is compared with, each a small standalone program."""

@@ -1,0 +1,272 @@
+"""The run's results as JSON and as Markdown tables: figures, ratios, targets."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.stats import ratio
+
+CONFIG_TITLES = {
+    "embedded": "embedded default (SQLite, in-process queue)",
+    "postgres": "PostgreSQL + Redis, separate workers",
+}
+API_WORKLOADS = (
+    ("grpc_execute", "gRPC Execute", "grpc_echo"),
+    ("rest_execute", "REST execute", "rest_hop"),
+    ("grpc_get_job", "gRPC GetJob", "grpc_echo"),
+    ("rest_get_job", "REST get-job", "rest_hop"),
+)
+BASELINE_TITLES = {
+    "grpc_echo": "bare grpc.aio echo",
+    "rest_hop": "bare FastAPI route → grpc.aio echo",
+}
+TARGET_CONFIG = "postgres"
+# Column of the cores each party used during a run (bench.machine).
+CPU = "cores used"
+
+
+@dataclass(frozen=True)
+class Target:
+    """One goal of issue 6: a ratio of two figures of the same run, and its bound."""
+
+    name: str
+    threshold: float
+    at_most: bool
+    measure: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], float | None]
+
+    def judge(self, value: float | None) -> str:
+        """pass, FAIL, or n/a when not measured."""
+        if value is None:
+            return "n/a"
+        ok = value <= self.threshold if self.at_most else value >= self.threshold
+        return "pass" if ok else "FAIL"
+
+    @property
+    def bound(self) -> str:
+        """The threshold as text."""
+        return f"{'≤' if self.at_most else '≥'} {self.threshold:g}"
+
+
+def _get(data: dict[str, Any], *path: str) -> Any:
+    for key in path:
+        if not isinstance(data, dict) or key not in data:
+            return None
+        data = data[key]
+    return data
+
+
+def targets(meta: dict[str, Any]) -> list[Target]:
+    """The targets, at the run's top concurrency and scale sizes."""
+    top = str(meta["top_in_flight"])
+    small, large = (str(size) for size in meta["scale_sizes"])
+    return [
+        Target(
+            f"gRPC Execute / bare echo, {top} in flight",
+            0.35,
+            False,
+            lambda c, b, m: ratio(
+                _get(c, "grpc_execute", top, "rps"), _get(b, "grpc_echo", top, "rps")
+            ),
+        ),
+        Target(
+            f"REST execute / bare REST→gRPC hop, {top} in flight",
+            0.5,
+            False,
+            lambda c, b, m: ratio(
+                _get(c, "rest_execute", top, "rps"), _get(b, "rest_hop", top, "rps")
+            ),
+        ),
+        Target(
+            f"gRPC GetJob / bare echo, {top} in flight",
+            0.5,
+            False,
+            lambda c, b, m: ratio(
+                _get(c, "grpc_get_job", top, "rps"), _get(b, "grpc_echo", top, "rps")
+            ),
+        ),
+        Target(
+            "end-to-end completed jobs/s / bare Dramatiq no-op",
+            0.5,
+            False,
+            lambda c, b, m: ratio(_get(c, "e2e", "per_s"), _get(b, "dramatiq_noop", "per_s")),
+        ),
+        Target(
+            f"GetJob p50 at {int(large):,} stored / at {int(small):,}",
+            1.2,
+            True,
+            lambda c, b, m: ratio(
+                _get(c, "scale", large, "grpc_p50_ms"), _get(c, "scale", small, "grpc_p50_ms")
+            ),
+        ),
+        Target(
+            f"server RSS at {int(large):,} stored / at {int(small):,}",
+            1.1,
+            True,
+            lambda c, b, m: ratio(
+                _get(c, "scale", large, "rss_mb"), _get(c, "scale", small, "rss_mb")
+            ),
+        ),
+    ]
+
+
+def judge_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target measured in every configuration of the run."""
+    judged = []
+    for target in targets(results["meta"]):
+        row: dict[str, Any] = {"target": target.name, "bound": target.bound}
+        for config, figures in results["configs"].items():
+            value = target.measure(figures, results["baselines"], results["meta"])
+            row[config] = {"ratio": value, "result": target.judge(value)}
+        judged.append(row)
+    return judged
+
+
+def write(results: dict[str, Any], directory: Path) -> tuple[Path, Path]:
+    """results.json and results.md in `directory`; returns both paths."""
+    json_path, md_path = directory / "results.json", directory / "results.md"
+    json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    md_path.write_text(markdown(results))
+    return json_path, md_path
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "n/a" if value is None else f"{value:,.{digits}f}"
+
+
+def _cpu(split: dict[str, float] | None) -> str:
+    """`serve 0.95 · postgres 0.41 · others 0.20`: who used the cores, busiest first."""
+    if not split:
+        return "n/a"
+    parts = []
+    for who, cores in split.items():
+        if cores >= 0.05:
+            name = who.split("-", 1)[1] if who.startswith(("embedded-", "postgres-")) else who
+            parts.append(f"{name.replace('load generator', 'load')} {cores:.2f}")
+    return " · ".join(parts)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """The whole report."""
+    meta = results["meta"]
+    lines = [
+        "# agentq benchmark",
+        "",
+        f"{meta['started']} · agentq {meta['agentq_version']} · commit {meta['commit']} · "
+        f"{meta['cpus']} CPUs, {meta['memory_gb']:.0f} GB · {meta['mode']} · "
+        f"{meta['duration_s']:g} s per run after {meta['warmup_s']:g} s warm-up · "
+        f"load: {meta['load_tools']}",
+        "",
+    ]
+    lines += _targets_table(results)
+    lines += _baselines_table(results)
+    for config, figures in results["configs"].items():
+        lines += _config_tables(config, figures, results["baselines"])
+    if results.get("notes"):
+        lines += ["## Notes", "", *[f"- {note}" for note in results["notes"]], ""]
+    for profile in results.get("profiles", []):
+        lines += [profile, ""]
+    return "\n".join(lines)
+
+
+def _targets_table(results: dict[str, Any]) -> list[str]:
+    configs = list(results["configs"])
+    if not configs:
+        return ["## Targets", "", "No configuration of agentq was measured.", ""]
+    names = [f"**{c}**" if c == TARGET_CONFIG else c for c in configs]
+    head = "| target | bound | " + " | ".join(f"{n} ratio | result" for n in names) + " |"
+    lines = [
+        "## Targets",
+        "",
+        f"Judged on **{TARGET_CONFIG}** (issue 6); other configurations for information.",
+        "",
+        head,
+        "|---|---|" + "---:|---|" * len(configs),
+    ]
+    for row in results["targets"]:
+        cells = [f"{_num(row[c]['ratio'], 2)} | {row[c]['result']}" for c in configs]
+        lines.append(f"| {row['target']} | {row['bound']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _baselines_table(results: dict[str, Any]) -> list[str]:
+    baselines = results["baselines"]
+    lines = [
+        "## Baselines",
+        "",
+        f"| baseline | in flight | req/s | p50 ms | p99 ms | {CPU} |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, title in BASELINE_TITLES.items():
+        for in_flight, run in (baselines.get(key) or {}).items():
+            lines.append(
+                f"| {title} | {in_flight} | {_num(run['rps'])} | {_num(run['p50_ms'], 2)} | "
+                f"{_num(run['p99_ms'], 2)} | {_cpu(run.get('cpu'))} |"
+            )
+    noop = baselines.get("dramatiq_noop")
+    if noop:
+        lines += [
+            "",
+            f"Bare Dramatiq no-op on Redis: {noop['count']:,} messages, first send to last "
+            f"processed {noop['seconds']:.2f} s = **{_num(noop['per_s'])} messages/s** "
+            f"(sent at {_num(noop['send_per_s'])}/s; {CPU}: {_cpu(noop.get('cpu'))}).",
+        ]
+    return [*lines, ""]
+
+
+def _config_tables(config: str, figures: dict[str, Any], baselines: dict[str, Any]) -> list[str]:
+    lines = [
+        f"## {CONFIG_TITLES.get(config, config)}",
+        "",
+        f"| workload | in flight | req/s | p50 ms | p99 ms | baseline req/s | ratio | {CPU} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key, title, baseline_key in API_WORKLOADS:
+        for in_flight, run in (figures.get(key) or {}).items():
+            base = _get(baselines, baseline_key, in_flight, "rps")
+            lines.append(
+                f"| {title} | {in_flight} | {_num(run['rps'])} | {_num(run['p50_ms'], 2)} | "
+                f"{_num(run['p99_ms'], 2)} | {_num(base)} | {_num(ratio(run['rps'], base), 2)} | "
+                f"{_cpu(run.get('cpu'))} |"
+            )
+    e2e = figures.get("e2e")
+    if e2e:
+        noop = _get(baselines, "dramatiq_noop", "per_s")
+        lines += [
+            "",
+            f"End to end: {e2e['count']:,} executions submitted at {_num(e2e['submit_per_s'])}/s, "
+            f"last completed after {e2e['seconds']:.2f} s = **{_num(e2e['per_s'])} completed "
+            f"jobs/s** (ratio to Dramatiq no-op {_num(ratio(e2e['per_s'], noop), 2)}); "
+            f"submit→completed p50 {_num(e2e['p50_ms'])} ms, p99 {_num(e2e['p99_ms'])} ms; "
+            f"{CPU}: {_cpu(e2e.get('cpu'))}.",
+        ]
+    drain = figures.get("backlog_drain")
+    if drain:
+        lines.append(
+            f"Backlog the API runs left: {drain['jobs']:,} jobs worked off in "
+            f"{drain['seconds']:.1f} s ({_num(drain['per_s'])} jobs/s)."
+        )
+    lines += _scale_table(figures.get("scale") or {})
+    return [*lines, ""]
+
+
+def _scale_table(scale: dict[str, Any]) -> list[str]:
+    if not scale:
+        return []
+    lines = [
+        "",
+        "| jobs stored | gRPC GetJob p50 ms | p99 ms | REST get-job p50 ms | p99 ms "
+        f"| server RSS MB | {CPU} |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for size, point in scale.items():
+        lines.append(
+            f"| {int(size):,} | {_num(point['grpc_p50_ms'], 2)} | "
+            f"{_num(point['grpc_p99_ms'], 2)} | {_num(point['rest_p50_ms'], 2)} | "
+            f"{_num(point['rest_p99_ms'], 2)} | {_num(point['rss_mb'], 1)} | "
+            f"{_cpu(point.get('cpu'))} |"
+        )
+    return lines
