@@ -201,6 +201,14 @@ class AccessService:
             self._tier_cache.pop(tenant_id, None)
         return self._limits_of(tenant_id, row)
 
+    def cached_tier(self, tenant_id: str) -> Tier | None:
+        """The tenant's bucket size if the cache holds it still; None means ask tier_of."""
+        with self._cache_lock:
+            cached = self._tier_cache.get(tenant_id)
+        if cached is None or cached[0] < time.monotonic():
+            return None
+        return self._tiers[cached[1]]
+
     def tier_of(self, tenant_id: str) -> Tier:
         """The tenant's bucket size, cached for a few seconds (read on every request)."""
         now = time.monotonic()
