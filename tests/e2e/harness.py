@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
@@ -254,3 +256,21 @@ def running_rest(grpc_target: str, **overrides: Any) -> Iterator[RestThread]:
         yield rest
     finally:
         rest.stop()
+
+
+def rpc_error(call: grpc.RpcError) -> tuple[grpc.StatusCode, str, str, list[tuple[str, str]]]:
+    """Code, message, ErrorInfo reason and BadRequest violations of a failed call."""
+    status = rpc_status.from_call(call)  # type: ignore[arg-type]
+    assert status is not None, "the error carries no google.rpc.Status"
+    reason, violations = "", []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            assert info.domain == "agentq"
+            reason = info.reason
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            violations = [(v.field, v.description) for v in bad.field_violations]
+    return call.code(), call.details(), reason, violations

@@ -7,31 +7,11 @@ import time
 import grpc
 import jwt
 import pytest
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_status import rpc_status
 from sqlalchemy import func, select
 
 from server.models import Agent, Job
-from tests.e2e.harness import SECRET, ServerThread, token
-
-
-def _error(call: grpc.RpcError) -> tuple[grpc.StatusCode, str, str, list[tuple[str, str]]]:
-    """Code, message, ErrorInfo reason and BadRequest violations of a failed call."""
-    status = rpc_status.from_call(call)  # type: ignore[arg-type]
-    assert status is not None, "the error carries no google.rpc.Status"
-    reason, violations = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            assert info.domain == "agentq"
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations = [(v.field, v.description) for v in bad.field_violations]
-    return call.code(), call.details(), reason, violations
+from tests.e2e.harness import SECRET, ServerThread, rpc_error, token
 
 
 def _count(server: ServerThread, model: type[Agent] | type[Job]) -> int:
@@ -93,7 +73,7 @@ def test_bad_credentials_are_unauthenticated_with_the_contract_message(
                 metadata=metadata,
                 timeout=10,
             )
-    assert _error(raised.value)[:3] == (grpc.StatusCode.UNAUTHENTICATED, message, "UNAUTHORIZED")
+    assert rpc_error(raised.value)[:3] == (grpc.StatusCode.UNAUTHENTICATED, message, "UNAUTHORIZED")
     assert _count(embedded, Agent) == 0
 
 
@@ -103,7 +83,7 @@ def test_an_agent_role_may_execute_but_not_create_agents(embedded: ServerThread)
     with embedded.client(token("owner", role="agent")) as caller:
         with pytest.raises(grpc.RpcError) as raised:
             caller.create_agent()
-        assert _error(raised.value)[:3] == (
+        assert rpc_error(raised.value)[:3] == (
             grpc.StatusCode.PERMISSION_DENIED,
             "Insufficient permissions",
             "FORBIDDEN",
@@ -118,7 +98,7 @@ def test_an_unknown_role_is_forbidden_everywhere(embedded: ServerThread) -> None
         pytest.raises(grpc.RpcError) as raised,
     ):
         client.get_job("6f1c2a4e-0000-4000-8000-000000000000")
-    assert _error(raised.value)[:2] == (
+    assert rpc_error(raised.value)[:2] == (
         grpc.StatusCode.PERMISSION_DENIED,
         "Insufficient permissions",
     )
@@ -138,7 +118,7 @@ def test_another_tenants_agent_and_job_answer_like_ids_that_do_not_exist(
         ]:
             with pytest.raises(grpc.RpcError) as raised:
                 call()
-            assert _error(raised.value)[:3] == (grpc.StatusCode.NOT_FOUND, message, "NOT_FOUND")
+            assert rpc_error(raised.value)[:3] == (grpc.StatusCode.NOT_FOUND, message, "NOT_FOUND")
     assert _count(embedded, Job) == 1
 
 
@@ -154,7 +134,7 @@ def test_invalid_agent_fields_are_all_reported_and_nothing_is_stored(
 ) -> None:
     with embedded.client(token()) as client, pytest.raises(grpc.RpcError) as raised:
         client.create_agent(name="bad!name", role="ab", max_depth=11)
-    code, message, reason, violations = _error(raised.value)
+    code, message, reason, violations = rpc_error(raised.value)
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR")
     assert message == "Invalid name: only letters, digits, spaces, '-' and '_' are allowed"
     assert violations == [
@@ -199,7 +179,7 @@ def test_invalid_execute_fields_store_no_job(
         prompt = fields.pop("prompt")
         with pytest.raises(grpc.RpcError) as raised:
             client.execute(agent.id, prompt=prompt, **fields)
-    assert _error(raised.value) == (
+    assert rpc_error(raised.value) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         message,
         "VALIDATION_ERROR",
@@ -218,7 +198,7 @@ def test_ids_that_are_not_uuids_are_invalid_arguments(embedded: ServerThread) ->
             with pytest.raises(grpc.RpcError) as raised:
                 call()
             message = f"Invalid {field}: must be a UUID"
-            assert _error(raised.value) == (
+            assert rpc_error(raised.value) == (
                 grpc.StatusCode.INVALID_ARGUMENT,
                 message,
                 "VALIDATION_ERROR",

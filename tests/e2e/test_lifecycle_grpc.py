@@ -11,15 +11,13 @@ from typing import Any
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
 from agentq.v1 import job_pb2
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import job_service_pb2_grpc as jobs_grpc
-from tests.e2e.harness import Client, ServerThread, running_server, settings_for, token
+from tests.e2e.harness import Client, ServerThread, rpc_error, running_server, settings_for, token
 
 EVENT = job_pb2.JobEventType
 # The events of one builtin run with a latency: it answers in four pieces.
@@ -30,24 +28,6 @@ STREAMED_RUN = [
     EVENT.JOB_EVENT_TYPE_COMPLETED,
 ]
 LONG_PROMPT = "Explain in plain words how a queue hands work to many workers"
-
-
-def _error(call: grpc.RpcError) -> tuple[grpc.StatusCode, str, str, list[tuple[str, str]]]:
-    """Code, message, ErrorInfo reason and BadRequest violations of a failed call."""
-    status = rpc_status.from_call(call)  # type: ignore[arg-type]
-    assert status is not None, "the error carries no google.rpc.Status"
-    reason, violations = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            assert info.domain == "agentq"
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations = [(v.field, v.description) for v in bad.field_violations]
-    return call.code(), call.details(), reason, violations  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -97,7 +77,7 @@ def _refused(call: Any) -> tuple[grpc.StatusCode, str, str, list[tuple[str, str]
     """The error of a call (a zero-argument callable) that must fail."""
     with pytest.raises(grpc.RpcError) as raised:
         call()
-    return _error(raised.value)
+    return rpc_error(raised.value)
 
 
 # --- WatchJob --------------------------------------------------------------------------------
