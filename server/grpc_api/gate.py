@@ -104,29 +104,30 @@ class Gate:
             raise PermissionDenied(ADMIN_DENIED)
 
     @staticmethod
-    def _needs_io(method: str, metadata: Mapping[str, Any]) -> bool:
-        """Whether checking the caller means reading the database (an API key)."""
+    def _api_key(metadata: Mapping[str, Any]) -> str | None:
+        """The API key the caller sent, as `x-api-key` or `authorization: Bearer agq_...`."""
+        key = metadata.get("x-api-key")
+        if key is not None:
+            return str(key)
         authorization = metadata.get("authorization")
-        return (
-            method in policy.KEY_EXCHANGE
-            or metadata.get("x-api-key") is not None
-            or (isinstance(authorization, str) and bool(_BEARER_KEY.fullmatch(authorization)))
-        )
+        match = _BEARER_KEY.fullmatch(authorization) if isinstance(authorization, str) else None
+        return match.group(1) if match else None
+
+    def _needs_io(self, method: str, metadata: Mapping[str, Any]) -> bool:
+        """Whether checking the caller means reading the database (an API key)."""
+        return method in policy.KEY_EXCHANGE or self._api_key(metadata) is not None
 
     def _authenticate(self, method: str, metadata: Mapping[str, Any]) -> Principal:
         authorization = metadata.get("authorization")
-        key = metadata.get("x-api-key")
-        if key is None and isinstance(authorization, str):
-            match = _BEARER_KEY.fullmatch(authorization)
-            key = match.group(1) if match else None
+        key = self._api_key(metadata)
         if method in policy.KEY_EXCHANGE:
             if key is None:
                 raise Unauthenticated(INVALID_KEY if authorization else MISSING_KEY)
-            return self._access.verify(str(key))
+            return self._access.verify(key)
         if key is not None:
-            if not str(key).startswith(KEY_PREFIX):
+            if not key.startswith(KEY_PREFIX):
                 raise Unauthenticated(INVALID_KEY)
-            return self._access.verify(str(key))
+            return self._access.verify(key)
         return verify_bearer(
             authorization if isinstance(authorization, str) else None,
             secret=self._jwt.secret,
