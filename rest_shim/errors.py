@@ -63,8 +63,17 @@ def error_response(
 
 def rpc_error_parts(error: grpc.aio.AioRpcError) -> tuple[str, str, list[dict[str, Any]] | None]:
     """The code, message and (for field violations) detail list of a failed RPC."""
+    code, message, detail, _ = _read_status(error)
+    return code, message, detail
+
+
+def _read_status(
+    error: grpc.aio.AioRpcError,
+) -> tuple[str, str, list[dict[str, Any]] | None, str | None]:
+    # One pass over the google.rpc.Status details: code, message, field
+    # violations, and the RetryInfo delay as a Retry-After value.
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    reason, violations = None, []
+    reason, violations, retry_after = None, [], None
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
             info = error_details_pb2.ErrorInfo()
@@ -74,6 +83,10 @@ def rpc_error_parts(error: grpc.aio.AioRpcError) -> tuple[str, str, list[dict[st
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations = list(bad.field_violations)
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            retry_after = str(max(1, retry.retry_delay.seconds))
     if reason is None:
         # Not from agentq (the channel failed, or a proxy answered): never
         # pass its text on, it may name hosts or internals.
@@ -87,8 +100,8 @@ def rpc_error_parts(error: grpc.aio.AioRpcError) -> tuple[str, str, list[dict[st
             {"loc": [_location(v.field), v.field], "msg": v.description, "type": "value_error"}
             for v in violations
         ]
-        return reason, violations[0].description, detail
-    return reason, message, None
+        return reason, violations[0].description, detail, retry_after
+    return reason, message, None, retry_after
 
 
 def _location(field: str) -> str:
@@ -117,21 +130,10 @@ def rate_headers(metadata: Sequence[tuple[str, str | bytes]]) -> dict[str, str]:
     }
 
 
-def _retry_after(error: grpc.aio.AioRpcError) -> str | None:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-            info = error_details_pb2.RetryInfo()
-            detail.Unpack(info)
-            return str(max(1, info.retry_delay.seconds))
-    return None
-
-
 def from_rpc_error(error: grpc.aio.AioRpcError) -> JSONResponse:
     """The error response of a failed RPC, from its google.rpc.Status details."""
-    code, message, detail = rpc_error_parts(error)
+    code, message, detail, retry_after = _read_status(error)
     headers = rate_headers(tuple(error.trailing_metadata() or ()))
-    retry_after = _retry_after(error)
     if retry_after is not None:
         headers["Retry-After"] = retry_after
     elif code in ("SERVICE_UNAVAILABLE", "RATE_LIMITED"):
