@@ -11,7 +11,7 @@ from fastapi.security import APIKeyHeader
 from agentq.v1 import admin_service_pb2 as admin_pb
 from agentq.v1 import token_service_pb2 as token_pb
 from rest_shim import render
-from rest_shim.routes import call, errors, int32
+from rest_shim.routes import call, errors, int32, int64
 from rest_shim.schemas import (
     ApiKeyList,
     CreateApiKeyBody,
@@ -25,7 +25,6 @@ from rest_shim.schemas import (
 admin_header = APIKeyHeader(name="X-Admin-API-Key", scheme_name="AdminApiKey", auto_error=False)
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 _ADMIN = [Depends(admin_header)]
-_INT64_MAX = 2**63 - 1
 
 router = APIRouter()
 
@@ -46,7 +45,7 @@ async def create_api_key(body: CreateApiKeyBody, request: Request) -> dict[str, 
         name=body.name,
         role=body.role,
         scopes=body.scopes,
-        lifetime_seconds=None if lifetime is None else max(-_INT64_MAX, min(_INT64_MAX, lifetime)),
+        lifetime_seconds=None if lifetime is None else int64(lifetime),
     )
     reply = await call(request, request.app.state.backend.admin.CreateApiKey, message)
     return {**render.api_key(reply.api_key), "key": reply.key}

@@ -63,6 +63,11 @@ def int32(value: int) -> int:
     return max(-_INT32_MAX - 1, min(_INT32_MAX, value))
 
 
+def int64(value: int) -> int:
+    """`value` clamped to the int64 range of proto's 64-bit fields."""
+    return max(-_INT64_MAX - 1, min(_INT64_MAX, value))
+
+
 @router.get("/health", response_model=HealthOut, responses=errors(503, 504), tags=["system"])
 async def get_health(request: Request) -> dict[str, Any]:
     """The service's health; public."""
@@ -262,7 +267,7 @@ async def stream_job(
 ) -> StreamingResponse:
     """The job's events as SSE (`id:` is the sequence); resumes after `Last-Event-ID`."""
     backend: Backend = request.app.state.backend
-    after = min(max(0, last_event_id or 0), _INT64_MAX)
+    after = int64(max(0, last_event_id or 0))
     message = jobs_pb.WatchJobRequest(job_id=str(job_id), after_sequence=after)
     watch = backend.watch(message, headers=request.headers, request_id=request.state.request_id)
     if not await stream.opened(watch):
