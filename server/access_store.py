@@ -9,7 +9,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from server.models import ApiKey, Job, JobStatus, TenantLimit
+from server.models import ApiKey, Job, TenantLimit
+from server.repository import UNFINISHED
 
 
 class ApiKeyRepository:
@@ -79,7 +80,5 @@ class TenantLimitRepository:
 
     def unfinished_jobs(self, tenant_id: str) -> int:
         """How many of the tenant's jobs are pending or running."""
-        query = select(func.count()).where(
-            Job.tenant_id == tenant_id, Job.status.in_((JobStatus.PENDING, JobStatus.RUNNING))
-        )
+        query = select(func.count()).where(Job.tenant_id == tenant_id, Job.status.in_(UNFINISHED))
         return int(self._session.execute(query).scalar_one())
