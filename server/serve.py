@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import signal
 import sys
+import threading
 from typing import Any
 
 from server.auth import mint_token
@@ -32,6 +33,9 @@ def _print_dev_banner(settings: Settings, secret: str) -> None:
 
 async def serve(settings: Settings, *, rest: bool = True) -> None:
     """Serve gRPC (and REST) until SIGINT/SIGTERM; in-process workers unless Redis is set."""
+    # Handlers first: a signal during start-up then stops the process cleanly
+    # once it has started, instead of killing it halfway.
+    stop = _stop_on_signals()
     secret = jwt_secret(settings)
     runtime = build_runtime(settings)
     if settings.redis_url is None:
@@ -49,7 +53,7 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
     log.info("agentq gRPC listening on port %d (%s, %s)", port, settings.db_type, mode)
     print(f"agentq gRPC listening on port {port}", flush=True)
     http = await _start_rest(settings, port) if rest else None
-    await _until_signalled()
+    await stop.wait()
     log.info("shutting down")
     if http is not None:
         http_server, http_task = http
@@ -66,8 +70,11 @@ async def _start_rest(settings: Settings, grpc_port: int) -> tuple[Any, asyncio.
     from rest_shim.serving import http_server
     from rest_shim.settings import RestSettings
 
+    # The shim dials this process's own server, wherever AGENTQ_GRPC_TARGET
+    # points a separately run shim: the target comes from the bound address.
+    host = settings.grpc_addr.rpartition(":")[0]
     rest_settings = RestSettings(
-        http_addr=settings.http_addr, grpc_target=settings.local_grpc_target(grpc_port)
+        http_addr=settings.http_addr, grpc_addr=f"{host}:{grpc_port}", grpc_target=None
     )
     http = http_server(rest_settings, embedded=True)
     task = asyncio.create_task(http.serve())
@@ -80,12 +87,13 @@ async def _start_rest(settings: Settings, grpc_port: int) -> tuple[Any, asyncio.
     return http, task
 
 
-async def _until_signalled() -> None:
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, on the running loop."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    return stop
 
 
 def work(settings: Settings) -> None:
@@ -110,12 +118,15 @@ def work(settings: Settings) -> None:
 
 
 def _work_one(settings: Settings) -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     runtime = build_runtime(settings)
-    runtime.start_workers(settings.worker_threads)
-    runtime.start_recovery()
-    log.info("agentq worker running %d threads", settings.worker_threads)
-    print("agentq worker ready", flush=True)
     try:
-        asyncio.run(_until_signalled())
+        runtime.start_workers(settings.worker_threads)
+        runtime.start_recovery()
+        log.info("agentq worker running %d threads", settings.worker_threads)
+        print("agentq worker ready", flush=True)
+        stop.wait()
     finally:
         runtime.close()

@@ -44,8 +44,9 @@ class Settings(BaseSettings):
     redis_namespace: str = "agentq"
 
     grpc_addr: str = "0.0.0.0:50051"
+    # Where `agentq serve` runs the REST shim; the shim's own settings
+    # (rest_shim/settings.py) read the rest of its variables.
     http_addr: str = "0.0.0.0:8080"
-    grpc_target: str | None = None
 
     # Threads that run blocking database work for the async gRPC server.
     server_threads: int = Field(default=16, ge=1)
@@ -94,10 +95,3 @@ class Settings(BaseSettings):
     def db_type(self) -> str:
         """`postgres` or `sqlite`, as /health reports it."""
         return "postgres" if self.database_url.startswith("postgres") else "sqlite"
-
-    def local_grpc_target(self, port: int | None = None) -> str:
-        """The address a client on this machine dials to reach our gRPC server."""
-        host, _, bound = self.grpc_addr.rpartition(":")
-        if host in ("", "0.0.0.0", "[::]", "::"):
-            host = "127.0.0.1"
-        return f"{host}:{port if port is not None else bound}"
