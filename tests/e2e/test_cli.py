@@ -154,6 +154,14 @@ class ServeProcess:
         except queue.Empty:
             raise AssertionError(f"agentq serve did not start:\n{self.output}") from None
 
+    def wait_stderr(self, pattern: re.Pattern[str]) -> str:
+        """All of stderr once `pattern` matches it: stdout and stderr are read by separate
+        threads, so a line on one can be seen before an earlier line on the other."""
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not pattern.search("".join(self.stderr)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return "".join(self.stderr)
+
     @property
     def output(self) -> str:
         return "stdout:\n" + "".join(self.stdout) + "\nstderr:\n" + "".join(self.stderr)
@@ -165,6 +173,7 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[ServeProcess, int]]:
     port = _free_port()
     env = _clean_env(
         AGENTQ_GRPC_ADDR=f"127.0.0.1:{port}",
+        AGENTQ_HTTP_ADDR=f"127.0.0.1:{_free_port()}",
         AGENTQ_DATABASE_URL=f"sqlite:///{tmp_path / 'a.db'}",
     )
     process = subprocess.Popen(
@@ -200,7 +209,8 @@ def test_serve_in_dev_mode_prints_a_working_admin_token_and_stops_cleanly_on_sig
 ) -> None:
     serve, port = dev_server
     serve.wait_listening()
-    secret, bearer = _banner_secret_and_token("".join(serve.stderr))
+    banner = re.compile(r"An admin token valid for one hour:\n\s*" + JWT_PATTERN.pattern)
+    secret, bearer = _banner_secret_and_token(serve.wait_stderr(banner))
     assert len(secret.encode("utf-8")) >= 32
     claims = jwt.decode(bearer, secret.encode("utf-8"), algorithms=["HS256"], issuer="vex-api")
     assert claims["role"] == "admin"
