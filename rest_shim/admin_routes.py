@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import APIKeyHeader
@@ -37,7 +36,7 @@ router = APIRouter()
     dependencies=_ADMIN,
     tags=["admin"],
 )
-async def create_api_key(body: CreateApiKeyBody, request: Request) -> dict[str, Any]:
+async def create_api_key(body: CreateApiKeyBody, request: Request) -> Response:
     """Create an API key; the response is the only time the key is shown."""
     lifetime = body.lifetime_seconds
     message = admin_pb.CreateApiKeyRequest(
@@ -48,7 +47,7 @@ async def create_api_key(body: CreateApiKeyBody, request: Request) -> dict[str, 
         lifetime_seconds=None if lifetime is None else int64(lifetime),
     )
     reply = await call(request, request.app.state.backend.admin.CreateApiKey, message)
-    return {**render.api_key(reply.api_key), "key": reply.key}
+    return render.json_response({**render.api_key(reply.api_key), "key": reply.key}, 201)
 
 
 @router.get(
@@ -58,11 +57,11 @@ async def create_api_key(body: CreateApiKeyBody, request: Request) -> dict[str, 
     dependencies=_ADMIN,
     tags=["admin"],
 )
-async def list_api_keys(request: Request, tenant_id: str | None = None) -> dict[str, Any]:
+async def list_api_keys(request: Request, tenant_id: str | None = None) -> Response:
     """List API keys (metadata only), newest first."""
     message = admin_pb.ListApiKeysRequest(tenant_id=tenant_id)
     reply = await call(request, request.app.state.backend.admin.ListApiKeys, message)
-    return {"data": [render.api_key(k) for k in reply.api_keys]}
+    return render.json_response({"data": [render.api_key(k) for k in reply.api_keys]})
 
 
 @router.delete(
@@ -87,16 +86,14 @@ async def revoke_api_key(key_id: uuid.UUID, request: Request) -> Response:
     dependencies=_ADMIN,
     tags=["admin"],
 )
-async def set_tenant_limits(
-    tenant_id: str, body: TenantLimitsBody, request: Request
-) -> dict[str, Any]:
+async def set_tenant_limits(tenant_id: str, body: TenantLimitsBody, request: Request) -> Response:
     """Set a tenant's rate-limit tier and cap on unfinished jobs."""
     cap = body.max_unfinished_jobs
     message = admin_pb.SetTenantLimitsRequest(
         tenant_id=tenant_id, tier=body.tier, max_unfinished_jobs=None if cap is None else int32(cap)
     )
     reply = await call(request, request.app.state.backend.admin.SetTenantLimits, message)
-    return render.limits(reply.limits)
+    return render.json_response(render.limits(reply.limits))
 
 
 @router.get(
@@ -106,11 +103,11 @@ async def set_tenant_limits(
     dependencies=_ADMIN,
     tags=["admin"],
 )
-async def get_tenant_limits(tenant_id: str, request: Request) -> dict[str, Any]:
+async def get_tenant_limits(tenant_id: str, request: Request) -> Response:
     """The limits in force for a tenant."""
     message = admin_pb.GetTenantLimitsRequest(tenant_id=tenant_id)
     reply = await call(request, request.app.state.backend.admin.GetTenantLimits, message)
-    return render.limits(reply.limits)
+    return render.json_response(render.limits(reply.limits))
 
 
 @router.post(
@@ -120,8 +117,8 @@ async def get_tenant_limits(tenant_id: str, request: Request) -> dict[str, Any]:
     dependencies=[Depends(api_key_header)],
     tags=["tokens"],
 )
-async def create_token(request: Request) -> dict[str, Any]:
+async def create_token(request: Request) -> Response:
     """Exchange an API key (`X-API-Key` or `Authorization: Bearer agq_...`) for a JWT."""
     message = token_pb.CreateTokenRequest()
     reply = await call(request, request.app.state.backend.tokens.CreateToken, message)
-    return render.token(reply)
+    return render.json_response(render.token(reply))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from pydantic_core import to_json
+from starlette.responses import Response
 
 from agentq.v1 import (
     admin_service_pb2,
@@ -22,6 +24,19 @@ _STATUS_NAMES = {
     job_pb2.JOB_STATUS_FAILED: "failed",
     job_pb2.JOB_STATUS_CANCELLED: "cancelled",
 }
+
+
+def json_response(body: Any, status_code: int = 200) -> Response:
+    """`body` as the JSON response a route's response_model would have produced.
+
+    Routes hand FastAPI a finished response, so it does not validate and
+    re-serialise each body against its response_model (that model still
+    documents the route): these bodies are built field by field from proto
+    messages whose types already match. pydantic_core writes the same bytes
+    FastAPI's serialiser does, down to floats and NaN/Infinity as null.
+    """
+    content = to_json(body, inf_nan_mode="null")
+    return Response(content, status_code=status_code, media_type="application/json")
 
 
 def _time(stamp: Timestamp) -> str:

@@ -69,11 +69,11 @@ def int64(value: int) -> int:
 
 
 @router.get("/health", response_model=HealthOut, responses=errors(503, 504), tags=["system"])
-async def get_health(request: Request) -> dict[str, Any]:
+async def get_health(request: Request) -> Response:
     """The service's health; public."""
     backend: Backend = request.app.state.backend
     reply = await call(request, backend.system.GetHealth, system_pb.GetHealthRequest())
-    return render.health(reply)
+    return render.json_response(render.health(reply))
 
 
 @router.post(
@@ -87,7 +87,7 @@ async def get_health(request: Request) -> dict[str, Any]:
 async def create_agent(
     body: CreateAgentBody,
     request: Request,
-) -> dict[str, Any]:
+) -> Response:
     """Create an agent (role `user` or `admin`)."""
     message = agents_pb.CreateAgentRequest(
         name=body.name,
@@ -96,7 +96,7 @@ async def create_agent(
         spawn_shadow=body.spawn_shadow,
     )
     reply = await call(request, request.app.state.backend.agents.CreateAgent, message)
-    return render.agent(reply.agent)
+    return render.json_response(render.agent(reply.agent), 201)
 
 
 @router.get(
@@ -109,11 +109,11 @@ async def create_agent(
 async def get_agent(
     agent_id: uuid.UUID,
     request: Request,
-) -> dict[str, Any]:
+) -> Response:
     """Read an agent; another tenant's agent is a 404."""
     message = agents_pb.GetAgentRequest(agent_id=str(agent_id))
     reply = await call(request, request.app.state.backend.agents.GetAgent, message)
-    return render.agent(reply.agent)
+    return render.json_response(render.agent(reply.agent))
 
 
 @router.post(
@@ -132,7 +132,7 @@ async def execute(
         str | None,
         Header(description="Retrying with the same key and body returns the original job."),
     ] = None,
-) -> dict[str, Any]:
+) -> Response:
     """Queue an execution; poll the job named in `job_id` (also in `response`)."""
     message = agents_pb.ExecuteRequest(
         agent_id=str(agent_id),
@@ -145,7 +145,7 @@ async def execute(
         parent_job_id=body.parent_job_id,
     )
     reply = await call(request, request.app.state.backend.agents.Execute, message)
-    return render.execute_ack(reply)
+    return render.json_response(render.execute_ack(reply), 202)
 
 
 @router.get(
@@ -158,11 +158,11 @@ async def execute(
 async def get_job(
     job_id: uuid.UUID,
     request: Request,
-) -> dict[str, Any]:
+) -> Response:
     """Read a job and, once it has finished, its result."""
     message = jobs_pb.GetJobRequest(job_id=str(job_id))
     reply = await call(request, request.app.state.backend.jobs.GetJob, message)
-    return render.job(reply.job)
+    return render.json_response(render.job(reply.job))
 
 
 _STATUS_VALUES = {
@@ -185,13 +185,13 @@ PageToken = Annotated[str, Query(description="The previous page's next_page_toke
 )
 async def list_agents(
     request: Request, page_size: PageSize = None, page_token: PageToken = ""
-) -> dict[str, Any]:
+) -> Response:
     """List the caller's agents, newest first."""
     size = None if page_size is None else int32(page_size)
     message = agents_pb.ListAgentsRequest(page_size=size, page_token=page_token)
     reply = await call(request, request.app.state.backend.agents.ListAgents, message)
     items = [render.agent(a) for a in reply.agents]
-    return render.page(items, reply.page_size, reply.next_page_token)
+    return render.json_response(render.page(items, reply.page_size, reply.next_page_token))
 
 
 @router.delete(
@@ -222,7 +222,7 @@ async def list_jobs(
     status: JobStatusName | None = None,
     page_size: PageSize = None,
     page_token: PageToken = "",
-) -> dict[str, Any]:
+) -> Response:
     """List the caller's jobs, newest first, optionally one agent's or one status's."""
     message = jobs_pb.ListJobsRequest(
         page_size=None if page_size is None else int32(page_size),
@@ -231,7 +231,8 @@ async def list_jobs(
         status=None if status is None else _STATUS_VALUES[status],
     )
     reply = await call(request, request.app.state.backend.jobs.ListJobs, message)
-    return render.page([render.job(j) for j in reply.jobs], reply.page_size, reply.next_page_token)
+    items = [render.job(j) for j in reply.jobs]
+    return render.json_response(render.page(items, reply.page_size, reply.next_page_token))
 
 
 @router.post(
@@ -241,11 +242,11 @@ async def list_jobs(
     dependencies=_SECURED,
     tags=["jobs"],
 )
-async def cancel_job(job_id: uuid.UUID, request: Request) -> dict[str, Any]:
+async def cancel_job(job_id: uuid.UUID, request: Request) -> Response:
     """Cancel a job (and its unfinished sub-agent jobs); 409 if it already finished."""
     message = jobs_pb.CancelJobRequest(job_id=str(job_id))
     reply = await call(request, request.app.state.backend.jobs.CancelJob, message)
-    return render.job(reply.job)
+    return render.json_response(render.job(reply.job))
 
 
 @router.get(
