@@ -201,6 +201,19 @@ def verify_bearer(
     now: float | None = None,
 ) -> Principal:
     """Checks an `Authorization` header value; raises Unauthenticated with the contract's text."""
+    principal, _ = _verify(authorization, secret=secret, issuer=issuer, audience=audience, now=now)
+    return principal
+
+
+def _verify(
+    authorization: str | None,
+    *,
+    secret: str,
+    issuer: str,
+    audience: str | None,
+    now: float | None,
+) -> tuple[Principal, int]:
+    """The principal of a bearer token, and the token's `exp`."""
     token = _bearer_token(authorization)
     header = _unverified_header(token)
     if header.get("alg") != ALGORITHM:
@@ -211,12 +224,53 @@ def verify_bearer(
     _check_claims(
         payload, issuer=issuer, audience=audience, now=time.time() if now is None else now
     )
-    return Principal(
+    principal = Principal(
         subject=payload["sub"],
         role=payload["role"],
         tenant_id=payload.get("tenant_id", payload["sub"]),
         scopes=_scopes(payload),
     )
+    return principal, payload["exp"]
+
+
+class BearerVerifier:
+    """`verify_bearer` for one secret, remembering the tokens that passed.
+
+    A client sends the same token with every call, and decoding it and checking
+    its signature costs more than the rest of a cheap call. A token that passed
+    every check is remembered with its principal; later calls re-check only its
+    expiry, the one check that depends on the time. Failures are not remembered,
+    so each is reported as `verify_bearer` reports it.
+    """
+
+    def __init__(
+        self, *, secret: str, issuer: str, audience: str | None, capacity: int = 4096
+    ) -> None:
+        self._secret = secret
+        self._issuer = issuer
+        self._audience = audience
+        self._capacity = capacity
+        self._passed: dict[str, tuple[Principal, int]] = {}
+
+    def verify(self, authorization: str | None, *, now: float | None = None) -> Principal:
+        """The caller of an `Authorization` header value; raises like `verify_bearer`."""
+        if not authorization:
+            raise Unauthenticated(MISSING_HEADER)
+        at = time.time() if now is None else now
+        remembered = self._passed.get(authorization)
+        if remembered is not None:
+            principal, exp = remembered
+            if exp + LEEWAY_S > at:
+                return principal
+            self._passed.pop(authorization, None)
+        principal, exp = _verify(
+            authorization, secret=self._secret, issuer=self._issuer, audience=self._audience, now=at
+        )
+        if len(self._passed) >= self._capacity:
+            # Dicts keep insertion order: the oldest token makes room.
+            self._passed.pop(next(iter(self._passed)), None)
+        self._passed[authorization] = (principal, exp)
+        return principal
 
 
 def _scopes(payload: dict[str, Any]) -> frozenset[str] | None:
