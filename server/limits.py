@@ -9,8 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis
+import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
+from redis import RedisError
 
 from server.errors import Unavailable
 
@@ -55,9 +56,11 @@ def _decide(tier: Tier, tokens: float, now: float, allowed: bool) -> Decision:
 
 
 class RateLimiter(Protocol):
-    """Takes one request from a tenant's bucket."""
+    """Takes one request from a tenant's bucket, on the event loop."""
 
-    def take(self, tenant_id: str, tier: Tier) -> Decision: ...
+    async def take(self, tenant_id: str, tier: Tier) -> Decision: ...
+
+    async def close(self) -> None: ...
 
 
 class MemoryRateLimiter:
@@ -68,7 +71,7 @@ class MemoryRateLimiter:
         self._buckets: dict[str, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
-    def take(self, tenant_id: str, tier: Tier) -> Decision:
+    async def take(self, tenant_id: str, tier: Tier) -> Decision:
         """Refill by the time passed, then take one token if there is one."""
         with self._lock:
             now = self._clock()
@@ -79,6 +82,9 @@ class MemoryRateLimiter:
                 tokens -= 1
             self._buckets[tenant_id] = (tokens, now)
         return _decide(tier, tokens, time.time(), allowed)
+
+    async def close(self) -> None:
+        """Nothing to release."""
 
 
 # Refill and take in one step inside Redis, on Redis's clock, so every replica
@@ -104,22 +110,27 @@ return {allowed, tostring(tokens), tostring(now)}
 
 
 class RedisRateLimiter:
-    """Buckets in Redis, shared by every replica."""
+    """Buckets in Redis, shared by every replica.
+
+    The client is asyncio's: a take is one round trip awaited on the event
+    loop, where a thread hop per call would cost more than the call itself.
+    Its connections belong to the loop that first uses them.
+    """
 
     def __init__(self, url: str, *, namespace: str) -> None:
-        self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
         self._take = self._redis.register_script(_TAKE)
         self._namespace = namespace
 
-    def take(self, tenant_id: str, tier: Tier) -> Decision:
+    async def take(self, tenant_id: str, tier: Tier) -> Decision:
         """One atomic take; Unavailable (never a pass) when Redis does not answer."""
         key = f"{self._namespace}:ratelimit:{tenant_id}"
         try:
-            allowed, tokens, now = self._take(keys=[key], args=[tier.rate, tier.burst])
-        except redis.RedisError as error:
+            allowed, tokens, now = await self._take(keys=[key], args=[tier.rate, tier.burst])
+        except (RedisError, OSError) as error:
             raise Unavailable(RATE_LIMITER_DOWN) from error
         return _decide(tier, float(tokens), float(now), bool(allowed))
 
-    def close(self) -> None:
+    async def close(self) -> None:
         """Release the connection pool."""
-        self._redis.close()
+        await self._redis.aclose()

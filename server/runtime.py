@@ -14,10 +14,9 @@ from sqlalchemy import Engine
 from server.access import AccessService
 from server.cancel_watch import CancelWatch
 from server.db import create_db_engine, migrate, ping, session_factory
-from server.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.providers.base import Provider
 from server.providers.factory import build_provider
-from server.queue import DramatiqJobQueue, build_broker, declare_job_actor
+from server.queue import DramatiqJobQueue, JobQueue, build_broker, declare_job_actor
 from server.recovery import Recovery, RecoveryThread
 from server.runner import JobRunner, RetryPolicy
 from server.services import AgentService, JobService, Services, SystemService
@@ -66,11 +65,11 @@ class Runtime:
     settings: Settings
     engine: Engine
     broker: dramatiq.Broker
+    queue: JobQueue
     services: Services
     runner: JobRunner
     recovery: Recovery
     access: AccessService
-    limiter: RateLimiter
     _threads: list[RecoveryThread] = field(default_factory=list)
     _workers: list[dramatiq.Worker] = field(default_factory=list)
 
@@ -94,8 +93,6 @@ class Runtime:
             thread.stop()
         self.runner.cancel_watch.stop()
         self.broker.close()
-        if isinstance(self.limiter, RedisRateLimiter):
-            self.limiter.close()
         self.engine.dispose()
 
 
@@ -138,12 +135,7 @@ def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Ru
         default_tier=settings.default_tier,
         max_unfinished_jobs=settings.max_unfinished_jobs,
     )
-    limiter: RateLimiter
-    if settings.redis_url:
-        limiter = RedisRateLimiter(settings.redis_url, namespace=settings.redis_namespace)
-    else:
-        limiter = MemoryRateLimiter()
-    return Runtime(settings, engine, broker, services, runner, recovery, access, limiter)
+    return Runtime(settings, engine, broker, queue, services, runner, recovery, access)
 
 
 def api_key_pepper(settings: Settings) -> bytes:

@@ -12,7 +12,7 @@ from typing import Any
 
 from server.auth import mint_token
 from server.grpc_api.blocking import Blocking
-from server.grpc_api.server import create_grpc_server, mark_serving
+from server.grpc_api.server import start_grpc_server
 from server.runtime import ConfigurationError, build_runtime, jwt_secret
 from server.settings import Settings
 
@@ -42,11 +42,10 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
         runtime.start_workers(settings.worker_threads)
     runtime.start_recovery()
     blocking = Blocking(settings.server_threads)
-    server, port = create_grpc_server(
+    grpc_server = await start_grpc_server(
         runtime, secret=secret, blocking=blocking, address=settings.grpc_addr
     )
-    await server.start()
-    await mark_serving(server)
+    port = grpc_server.port
     if settings.jwt_secret is None or secret != settings.jwt_secret.get_secret_value():
         _print_dev_banner(settings, secret)
     mode = "with Redis" if settings.redis_url else "embedded, with in-process workers"
@@ -59,7 +58,7 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
         http_server, http_task = http
         http_server.should_exit = True
         await http_task
-    await server.stop(grace=5)
+    await grpc_server.stop(grace=5)
     blocking.close()
     runtime.close()
 

@@ -10,6 +10,7 @@ from agentq.v1 import job_pb2
 from server.grpc_api.blocking import Blocking
 from server.grpc_api.context import Context, current_principal
 from server.grpc_api.convert import agent_message
+from server.grpc_api.job_calls import JobCalls
 from server.services import Services
 from server.validation import agent_spec, execution_spec, parse_id, request_key
 
@@ -17,9 +18,10 @@ from server.validation import agent_spec, execution_spec, parse_id, request_key
 class AgentServicer(pb_grpc.AgentServiceServicer):
     """Create, read and execute agents."""
 
-    def __init__(self, services: Services, blocking: Blocking) -> None:
+    def __init__(self, services: Services, blocking: Blocking, calls: JobCalls) -> None:
         self._services = services
         self._blocking = blocking
+        self._calls = calls
 
     async def CreateAgent(
         self, request: pb.CreateAgentRequest, context: Context
@@ -79,8 +81,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             if request.HasField("parent_job_id")
             else None
         )
-        job = await self._blocking(
-            self._services.jobs.execute,
+        job_id = await self._calls.execute(
             current_principal(),
             agent_id,
             spec,
@@ -88,10 +89,10 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             parent_job_id=parent_job_id,
         )
         return pb.ExecuteResponse(
-            agent_id=job.agent_id,
-            job_id=job.id,
+            agent_id=agent_id,
+            job_id=job_id,
             status=job_pb2.JOB_STATUS_PENDING,
-            response=f"Job queued: {job.id}",
+            response=f"Job queued: {job_id}",
             verified=False,
             confidence=1.0,
             context_hash="pending",

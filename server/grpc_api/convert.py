@@ -8,7 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentq.v1 import agent_pb2, job_pb2
 from server.events import EventType
-from server.models import Agent, Job, JobEvent, JobStatus
+from server.models import Agent, Job, JobEvent, JobStatus, StoredJob
 
 _STATUS = {
     JobStatus.PENDING: job_pb2.JOB_STATUS_PENDING,
@@ -53,12 +53,13 @@ def agent_message(agent: Agent) -> agent_pb2.Agent:
     )
 
 
-def job_message(job: Job) -> job_pb2.Job:
+def job_message(job: StoredJob) -> job_pb2.Job:
     """The Job message of a stored job, with its result once it has finished."""
+    status = JobStatus(job.status)
     message = job_pb2.Job(
         job_id=job.id,
         agent_id=job.agent_id,
-        status=job_status(job.job_status),
+        status=_STATUS[status],
         queued_at=timestamp(job.queued_at),
         attempts=job.attempts,
     )
@@ -66,9 +67,9 @@ def job_message(job: Job) -> job_pb2.Job:
         message.started_at.CopyFrom(timestamp(job.started_at))
     if job.completed_at is not None:
         message.completed_at.CopyFrom(timestamp(job.completed_at))
-    if job.job_status is JobStatus.FAILED and job.error is not None:
+    if status is JobStatus.FAILED and job.error is not None:
         message.error = job.error
-    if job.job_status in (JobStatus.COMPLETED, JobStatus.FAILED):
+    if status in (JobStatus.COMPLETED, JobStatus.FAILED):
         message.result.CopyFrom(_result_message(job))
     if job.parent_job_id is not None:
         message.parent_job_id = job.parent_job_id
@@ -107,12 +108,12 @@ def event_message(event: JobEvent, job: Job) -> job_pb2.JobEvent:
     return message
 
 
-def _result_message(job: Job) -> job_pb2.AgentJobResult:
+def _result_message(job: StoredJob) -> job_pb2.AgentJobResult:
     assert job.completed_at is not None
     result = job_pb2.AgentJobResult(
         job_id=job.id,
         agent_id=job.agent_id,
-        success=job.job_status is JobStatus.COMPLETED,
+        success=job.status == JobStatus.COMPLETED,
         response=job.response or "",
         tokens_used=job.tokens_used,
         completed_at=timestamp(job.completed_at),

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.access import INVALID_KEY, KEY_PREFIX, AccessService
-from server.auth import Principal, require_role, require_scope, verify_bearer
+from server.auth import BearerVerifier, Principal, require_role, require_scope
 from server.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from server.grpc_api import policy
 from server.grpc_api.blocking import Blocking
-from server.limits import MemoryRateLimiter, RateLimiter
+from server.limits import RateLimiter
 
 ADMIN_DENIED = "Invalid or missing admin token."
 MISSING_KEY = "Missing API key"
@@ -50,7 +50,7 @@ class Gate:
         blocking: Blocking,
         admin_token: str | None,
     ) -> None:
-        self._jwt = jwt
+        self._bearer = BearerVerifier(secret=jwt.secret, issuer=jwt.issuer, audience=jwt.audience)
         self._access = access
         self._limiter = limiter
         self._blocking = blocking
@@ -78,10 +78,7 @@ class Gate:
         tier = self._access.cached_tier(principal.tenant_id)
         if tier is None:
             tier = await self._blocking(self._access.tier_of, principal.tenant_id)
-        if isinstance(self._limiter, MemoryRateLimiter):
-            decision = self._limiter.take(principal.tenant_id, tier)
-        else:
-            decision = await self._blocking(self._limiter.take, principal.tenant_id, tier)
+        decision = await self._limiter.take(principal.tenant_id, tier)
         admission.trailers += [
             ("x-ratelimit-limit", str(decision.limit)),
             ("x-ratelimit-remaining", str(decision.remaining)),
@@ -128,9 +125,4 @@ class Gate:
             if not key.startswith(KEY_PREFIX):
                 raise Unauthenticated(INVALID_KEY)
             return self._access.verify(key)
-        return verify_bearer(
-            authorization if isinstance(authorization, str) else None,
-            secret=self._jwt.secret,
-            issuer=self._jwt.issuer,
-            audience=self._jwt.audience,
-        )
+        return self._bearer.verify(authorization if isinstance(authorization, str) else None)

@@ -12,6 +12,7 @@ from server.events import EventType
 from server.grpc_api.blocking import Blocking
 from server.grpc_api.context import Context, current_principal
 from server.grpc_api.convert import event_message, job_message, status_of
+from server.grpc_api.job_calls import JobCalls
 from server.services import Services
 from server.validation import parse_id
 
@@ -23,14 +24,17 @@ STREAM_OPEN = ("x-agentq-stream", "open")
 class JobServicer(pb_grpc.JobServiceServicer):
     """Read, list, cancel and watch jobs."""
 
-    def __init__(self, services: Services, blocking: Blocking, *, poll_s: float = 0.25) -> None:
+    def __init__(
+        self, services: Services, blocking: Blocking, calls: JobCalls, *, poll_s: float = 0.25
+    ) -> None:
         self._services = services
         self._blocking = blocking
+        self._calls = calls
         self._poll_s = poll_s
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         job_id = parse_id(request.job_id, "job_id")
-        job = await self._blocking(self._services.jobs.get_job, current_principal(), job_id)
+        job = await self._calls.get_job(current_principal(), job_id)
         return pb.GetJobResponse(job=job_message(job))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -25,10 +27,14 @@ from server.grpc_api.agents import AgentServicer
 from server.grpc_api.blocking import Blocking
 from server.grpc_api.gate import Gate, JwtSettings
 from server.grpc_api.interceptor import GuardInterceptor
+from server.grpc_api.job_calls import JobCalls
 from server.grpc_api.jobs import JobServicer
 from server.grpc_api.system import SystemServicer
 from server.grpc_api.tokens import TokenServicer
+from server.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from server.pg_jobs import PgJobStore
 from server.runtime import Runtime
+from server.sending import MessageSender
 
 _FILES = (
     agent_service_pb2.DESCRIPTOR,
@@ -42,26 +48,80 @@ SERVICE_NAMES = tuple(
 )
 
 
-def create_grpc_server(
+@dataclass
+class RunningServer:
+    """A started gRPC server and what it holds open, stopped together."""
+
+    server: grpc.aio.Server
+    port: int
+    limiter: RateLimiter
+    store: PgJobStore | None
+    sender: MessageSender | None
+
+    async def stop(self, *, grace: float) -> None:
+        """Finish calls in flight (up to `grace` seconds), then close the pools."""
+        await self.server.stop(grace=grace)
+        await self.limiter.close()
+        if self.store is not None:
+            await self.store.close()
+        if self.sender is not None:
+            self.sender.close()  # sends what the last calls queued
+
+
+async def start_grpc_server(
     runtime: Runtime, *, secret: str, blocking: Blocking, address: str
-) -> tuple[grpc.aio.Server, int]:
-    """A server bound to `address` (port 0 picks a free one); returns it and its port."""
+) -> RunningServer:
+    """Start serving on `address` (port 0 picks a free one), reporting SERVING."""
+    settings = runtime.settings
+    limiter: RateLimiter
+    if settings.redis_url:
+        limiter = RedisRateLimiter(settings.redis_url, namespace=settings.redis_namespace)
+    else:
+        limiter = MemoryRateLimiter()
+    store = sender = None
+    if settings.db_type == "postgres":
+        store = await PgJobStore.open(settings.database_url, size=settings.server_threads)
+        sender = MessageSender(runtime.queue)
+    calls = JobCalls(
+        runtime.services,
+        blocking,
+        store=store,
+        sender=sender,
+        capped_by_default=settings.max_unfinished_jobs is not None,
+    )
+    server, port, health_servicer = _bind(runtime, secret, blocking, address, limiter, calls)
+    running = RunningServer(server, port, limiter, store, sender)
+    await server.start()
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return running
+
+
+def _bind(
+    runtime: Runtime,
+    secret: str,
+    blocking: Blocking,
+    address: str,
+    limiter: RateLimiter,
+    calls: JobCalls,
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """A server with every servicer, bound to `address`; with its port and health."""
     policy.check_complete(_FILES)
     settings = runtime.settings
     gate = Gate(
         jwt=JwtSettings(secret, settings.jwt_issuer, settings.jwt_audience),
         access=runtime.access,
-        limiter=runtime.limiter,
+        limiter=limiter,
         blocking=blocking,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
     )
     server = grpc.aio.server(interceptors=[GuardInterceptor(gate)])
     services = runtime.services
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentServicer(services, blocking), server
+        AgentServicer(services, blocking, calls), server
     )
     job_service_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(services, blocking, poll_s=settings.stream_poll_s), server
+        JobServicer(services, blocking, calls, poll_s=settings.stream_poll_s), server
     )
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(
         SystemServicer(services, blocking), server
@@ -82,12 +142,4 @@ def create_grpc_server(
     port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not bind the gRPC server to {address}")
-    server.health_servicer = health_servicer  # type: ignore[attr-defined]
-    return server, port
-
-
-async def mark_serving(server: grpc.aio.Server) -> None:
-    """Report SERVING for the server and each agentq service."""
-    health_servicer = server.health_servicer  # type: ignore[attr-defined]
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer

@@ -25,7 +25,7 @@ from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import job_service_pb2_grpc as jobs_grpc
 from server.auth import mint_token
 from server.grpc_api.blocking import Blocking
-from server.grpc_api.server import create_grpc_server, mark_serving
+from server.grpc_api.server import RunningServer, start_grpc_server
 from server.runtime import Runtime, build_runtime
 from server.settings import Settings
 
@@ -136,16 +136,16 @@ class ServerThread:
         self.runtime.start_recovery()
         self._blocking = Blocking(self.settings.server_threads)
         self._thread.start()
-        self._server, self.port = self._call(self._create())
-        return self
-
-    async def _create(self) -> tuple[grpc.aio.Server, int]:
-        server, port = create_grpc_server(
-            self.runtime, secret=SECRET, blocking=self._blocking, address=self.settings.grpc_addr
+        self._server: RunningServer = self._call(
+            start_grpc_server(
+                self.runtime,
+                secret=SECRET,
+                blocking=self._blocking,
+                address=self.settings.grpc_addr,
+            )
         )
-        await server.start()
-        await mark_serving(server)
-        return server, port
+        self.port = self._server.port
+        return self
 
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -11,25 +11,46 @@ import pytest
 import redis
 
 from server.errors import Unavailable
-from server.limits import MemoryRateLimiter, RedisRateLimiter, Tier
+from server.limits import Decision, MemoryRateLimiter, RedisRateLimiter, Tier
 
 # So slow that a test never sees a token come back (one in 1000 s).
 NO_REFILL = 0.001
-MakeLimiter = Callable[[], RedisRateLimiter]
+
+
+class Replica:
+    """A Redis limiter driven from test code on one event loop, its connections' loop."""
+
+    def __init__(self, limiter: RedisRateLimiter, runner: asyncio.Runner) -> None:
+        self.limiter = limiter
+        self._runner = runner
+
+    def take(self, tenant_id: str, tier: Tier) -> Decision:
+        return self._runner.run(self.limiter.take(tenant_id, tier))
+
+
+MakeLimiter = Callable[[], Replica]
 
 
 @pytest.fixture
-def make_limiter(redis_url: str, redis_namespace: str) -> Iterator[MakeLimiter]:
+def runner() -> Iterator[asyncio.Runner]:
+    with asyncio.Runner() as loop:
+        yield loop
+
+
+@pytest.fixture
+def make_limiter(
+    redis_url: str, redis_namespace: str, runner: asyncio.Runner
+) -> Iterator[MakeLimiter]:
     """Builds limiters on the same namespace, as replicas of one deployment are."""
     made: list[RedisRateLimiter] = []
 
-    def make() -> RedisRateLimiter:
+    def make() -> Replica:
         made.append(RedisRateLimiter(redis_url, namespace=redis_namespace))
-        return made[-1]
+        return Replica(made[-1], runner)
 
     yield make
     for limiter in made:
-        limiter.close()
+        runner.run(limiter.close())
 
 
 def test_a_full_bucket_admits_a_burst_then_refuses_with_a_retry_after(
@@ -77,24 +98,16 @@ def test_two_replicas_share_one_bucket_per_tenant(make_limiter: MakeLimiter) -> 
 
 
 def test_fifty_concurrent_requests_against_a_burst_of_twenty_admit_exactly_twenty(
-    make_limiter: MakeLimiter,
+    make_limiter: MakeLimiter, runner: asyncio.Runner
 ) -> None:
     replicas, tier = [make_limiter(), make_limiter()], Tier(rate=NO_REFILL, burst=20)
-    start = threading.Barrier(50)
-    allowed: list[bool] = []
-    lock = threading.Lock()
 
-    def take(index: int) -> None:
-        start.wait()
-        decision = replicas[index % 2].take("acme", tier)
-        with lock:
-            allowed.append(decision.allowed)
+    async def race() -> list[Decision]:
+        # All 50 are in flight at once, over both replicas' connections.
+        takes = [replicas[i % 2].limiter.take("acme", tier) for i in range(50)]
+        return await asyncio.gather(*takes)
 
-    threads = [threading.Thread(target=take, args=(i,)) for i in range(50)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    allowed = [d.allowed for d in runner.run(race())]
 
     assert len(allowed) == 50
     assert allowed.count(True) == 20
@@ -113,24 +126,26 @@ def test_a_bucket_expires_from_redis_once_it_would_be_full_anyway(
     assert 0 < ttl <= math.ceil(10 / 1) + 60
 
 
-def test_the_redis_and_memory_limiters_agree_on_a_burst(make_limiter: MakeLimiter) -> None:
+def test_the_redis_and_memory_limiters_agree_on_a_burst(
+    make_limiter: MakeLimiter, runner: asyncio.Runner
+) -> None:
     tier = Tier(rate=NO_REFILL, burst=3)
     redis_limiter, memory = make_limiter(), MemoryRateLimiter()
 
     in_redis = [redis_limiter.take("acme", tier) for _ in range(4)]
-    in_memory = [memory.take("acme", tier) for _ in range(4)]
+    in_memory = [runner.run(memory.take("acme", tier)) for _ in range(4)]
 
     assert [(d.allowed, d.remaining, d.limit) for d in in_redis] == [
         (d.allowed, d.remaining, d.limit) for d in in_memory
     ]
 
 
-def test_an_unreachable_redis_is_unavailable_never_a_pass() -> None:
+def test_an_unreachable_redis_is_unavailable_never_a_pass(runner: asyncio.Runner) -> None:
     limiter = RedisRateLimiter("redis://127.0.0.1:1/0", namespace="agentq-test-unreachable")
     try:
         with pytest.raises(Unavailable) as caught:
-            limiter.take("acme", Tier(rate=1, burst=1))
+            runner.run(limiter.take("acme", Tier(rate=1, burst=1)))
     finally:
-        limiter.close()
+        runner.run(limiter.close())
 
     assert caught.value.message == "Rate limiter unavailable"

@@ -133,8 +133,11 @@ def _key(
 class UnreachableLimiter:
     """A limiter whose store does not answer."""
 
-    def take(self, tenant_id: str, tier: Tier) -> Decision:
+    async def take(self, tenant_id: str, tier: Tier) -> Decision:
         raise Unavailable("Rate limiter unavailable")
+
+    async def close(self) -> None:
+        pass
 
 
 class CountingLimiter(MemoryRateLimiter):
@@ -144,9 +147,9 @@ class CountingLimiter(MemoryRateLimiter):
         super().__init__()
         self.takes = 0
 
-    def take(self, tenant_id: str, tier: Tier) -> Decision:
+    async def take(self, tenant_id: str, tier: Tier) -> Decision:
         self.takes += 1
-        return super().take(tenant_id, tier)
+        return await super().take(tenant_id, tier)
 
 
 # Public and admin methods.

@@ -1,0 +1,162 @@
+"""The two hottest calls, reading a job and queueing a plain one, straight on asyncpg.
+
+Polling jobs and queueing them are most of an API server's traffic. Through the
+ORM and the thread pool each cost milliseconds of CPU; here each is one
+statement awaited on the event loop. The rows written are the ones the service
+layer writes (`JobService`), which still handles everything else: idempotent
+retries, sub-agents, capped tenants, and SQLite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any, cast
+
+import asyncpg
+from sqlalchemy.engine import make_url
+
+from server.errors import Unavailable
+from server.models import StoredJob
+from server.validation import ExecutionSpec
+
+DATABASE_DOWN = "Database unavailable"
+# What a connection lost mid-call raises (class 08, or 57 as when an operator
+# ends the backend); any other error of a statement is a bug to report.
+_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InterfaceError,
+)
+
+_GET_JOB = """
+SELECT id, agent_id, status, queued_at, started_at, completed_at, attempts, error,
+       response, tokens_used, prompt, context_hash, merkle_root, verified, confidence,
+       parent_job_id, depth
+FROM jobs WHERE id = $1 AND tenant_id = $2
+"""
+
+# One statement, so one round trip and one implicit transaction: the job and its
+# QUEUED event (sequence 1) are stored together or not at all. A tenant with a
+# cap of its own is left to the service layer, which counts under a row lock.
+_QUEUE_JOB = """
+WITH agent AS (
+    SELECT id FROM agents WHERE id = $2 AND tenant_id = $3 AND deleted_at IS NULL
+), capped AS (
+    SELECT 1 FROM tenant_limits WHERE tenant_id = $3 AND max_unfinished_jobs IS NOT NULL
+), job AS (
+    INSERT INTO jobs (
+        id, tenant_id, agent_id, status, prompt, context_id, enable_adversarial,
+        enable_self_correction, max_debate_rounds, attempts, queued_at, next_run_at,
+        enqueued_at, tokens_used, verified, depth, cancel_requested, event_seq
+    )
+    SELECT $1, $3, agent.id, 'pending', $4, $5, $6, $7, $8, 0, $9, $9, $9, 0, false, 0,
+           false, 1
+    FROM agent WHERE NOT EXISTS (SELECT 1 FROM capped)
+    RETURNING id
+), queued AS (
+    INSERT INTO job_events (job_id, sequence, type, created_at, attempt)
+    SELECT id, 1, 'queued', $9, 0 FROM job
+)
+SELECT EXISTS (SELECT 1 FROM job) AS queued, EXISTS (SELECT 1 FROM agent) AS agent_found
+"""
+
+
+class Queued(Enum):
+    """What became of a plain execution."""
+
+    QUEUED = "queued"
+    NO_AGENT = "no agent"  # unknown, deleted or another tenant's
+    CAPPED = "capped"  # the tenant has a cap: the service layer must decide
+
+
+class _Row(asyncpg.Record):
+    """A row whose columns also read as attributes, as a mapped object's do."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A plain execution to store: no request id, no parent."""
+
+    job_id: str
+    agent_id: str
+    tenant_id: str
+    spec: ExecutionSpec
+    queued_at: datetime
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The URL asyncpg takes for a SQLAlchemy PostgreSQL URL of any driver."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+class PgJobStore:
+    """Reads a job and queues a plain one, each with one statement on a pool."""
+
+    def __init__(self, pool: asyncpg.Pool[_Row]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, database_url: str, *, size: int) -> PgJobStore:
+        """A store with a pool of up to `size` connections (one opened now)."""
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn(database_url),
+            min_size=1,
+            max_size=size,
+            record_class=_Row,
+            command_timeout=30,
+        )
+        return cls(pool)
+
+    async def get_job(self, tenant_id: str, job_id: str) -> StoredJob | None:
+        """The tenant's job, or None when it doesn't exist or is another tenant's."""
+        return cast(StoredJob | None, await self._fetchrow(_GET_JOB, job_id, tenant_id))
+
+    async def queue_job(self, job: NewJob) -> Queued:
+        """Store a pending job with its QUEUED event, unless its agent or a cap says no."""
+        spec = job.spec
+        row = await self._fetchrow(
+            _QUEUE_JOB,
+            job.job_id,
+            job.agent_id,
+            job.tenant_id,
+            spec.prompt,
+            spec.context_id,
+            spec.enable_adversarial,
+            spec.enable_self_correction,
+            spec.max_debate_rounds,
+            job.queued_at,
+        )
+        if row is None:  # pragma: no cover - its final SELECT always answers one row
+            raise RuntimeError("queueing a job returned no row")
+        if row["queued"]:
+            return Queued.QUEUED
+        return Queued.CAPPED if row["agent_found"] else Queued.NO_AGENT
+
+    async def _fetchrow(self, query: str, *args: object) -> _Row | None:
+        # Whatever stops a connection being had (refused, a database closed to
+        # connections, a full server) means the database is unavailable.
+        try:
+            connection = await self._pool.acquire()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            raise Unavailable(DATABASE_DOWN) from error
+        try:
+            return await connection.fetchrow(query, *args)
+        except _LOST as error:
+            raise Unavailable(DATABASE_DOWN) from error
+        finally:
+            await self._pool.release(connection)
+
+    async def close(self) -> None:
+        """Close every connection of the pool."""
+        await self._pool.close()
