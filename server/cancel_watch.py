@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from server.unit_of_work import UnitOfWork
+from server.worker_uow import WorkerUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ class CancelWatch:
     cost flat however many threads run jobs.
     """
 
-    def __init__(self, uow: Callable[[], UnitOfWork], *, interval_s: float = 0.5) -> None:
+    def __init__(self, uow: Callable[[], WorkerUnitOfWork], *, interval_s: float = 0.5) -> None:
         self._uow = uow
         self._interval_s = interval_s
         self._watched: dict[str, threading.Event] = {}

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
-from server.events import EventSpec, EventType
 from server.models import Agent, IdempotencyKey, Job, JobStatus
 from server.paging import Cursor
+from server.transitions import JobTransitions
 
 UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING)
 FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -62,10 +61,15 @@ class AgentRepository:
         return len(ids)
 
 
-class JobRepository:
-    """Jobs, and the compare-and-set transitions that keep runs exactly-once."""
+class JobRepository(JobTransitions):
+    """Jobs, and the compare-and-set transitions that keep runs exactly-once.
+
+    The transitions (claim, finish_attempt, record, cancels) are JobTransitions'
+    prebuilt Core statements, which the worker also runs without a session.
+    """
 
     def __init__(self, session: Session) -> None:
+        super().__init__(session)
         self._session = session
 
     def add(self, job: Job) -> None:
@@ -111,73 +115,6 @@ class JobRepository:
         query = select(Job).where(Job.agent_id == agent_id, Job.status.in_(UNFINISHED))
         return self._session.scalars(query).all()
 
-    def claim(self, job_id: str, *, now: datetime, token: str, lease_until: datetime) -> bool:
-        """Move a due pending job to running for one attempt; False if another got it."""
-        return self._transition(
-            job_id,
-            expect={"status": JobStatus.PENDING},
-            due_by=now,
-            values={
-                "status": JobStatus.RUNNING,
-                "attempts": Job.attempts + 1,
-                "started_at": now,
-                "run_token": token,
-                "lease_expires_at": lease_until,
-            },
-            event=EventSpec(type=EventType.STARTED),
-            at=now,
-        )
-
-    def finish_attempt(
-        self,
-        job_id: str,
-        *,
-        token: str,
-        values: dict[str, Any],
-        event: EventSpec | None = None,
-        at: datetime | None = None,
-        unless_cancelled: bool = False,
-    ) -> bool:
-        """Apply the outcome of the attempt holding `token`; False if it lost the job.
-
-        With `unless_cancelled`, a job whose cancel was requested is left alone
-        too, so its attempt can record `cancelled` instead.
-        """
-        expect: dict[str, Any] = {"status": JobStatus.RUNNING, "run_token": token}
-        if unless_cancelled:
-            expect["cancel_requested"] = False
-        return self._transition(
-            job_id,
-            expect=expect,
-            values={"run_token": None, "lease_expires_at": None, **values},
-            event=event,
-            at=at,
-        )
-
-    def record(self, job_id: str, *, token: str, event: EventSpec, at: datetime) -> bool:
-        """Record an event of a running attempt (a token delta) while it holds the job."""
-        expect = {"status": JobStatus.RUNNING, "run_token": token}
-        return self._transition(job_id, expect=expect, values={}, event=event, at=at)
-
-    def cancel_pending(self, job_id: str, *, at: datetime, event: EventSpec) -> bool:
-        """Cancel a job that no worker holds; False if it is not pending any more."""
-        values = {"status": JobStatus.CANCELLED, "completed_at": at}
-        expect = {"status": JobStatus.PENDING}
-        return self._transition(job_id, expect=expect, values=values, event=event, at=at)
-
-    def request_cancel(self, job_id: str) -> bool:
-        """Ask the worker of a running job to stop; False if it is not running."""
-        expect = {"status": JobStatus.RUNNING}
-        return self._transition(job_id, expect=expect, values={"cancel_requested": True})
-
-    def mark_enqueued(self, job_id: str, *, previous: datetime, due: datetime) -> bool:
-        """Record a new message for a pending job, unless another process just did."""
-        return self._transition(
-            job_id,
-            expect={"status": JobStatus.PENDING, "enqueued_at": previous},
-            values={"enqueued_at": due},
-        )
-
     def lost_runs(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Running jobs whose lease ran out: their worker died or hung."""
         query = (
@@ -198,11 +135,6 @@ class JobRepository:
         )
         return self._session.scalars(query).all()
 
-    def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
-        """Which of these running jobs have a cancel request."""
-        query = select(Job.id).where(Job.id.in_(job_ids), Job.cancel_requested.is_(True))
-        return set(self._session.scalars(query).all())
-
     def expired(self, *, finished_before: datetime, limit: int) -> list[str]:
         """Ids of jobs that finished before the cutoff (retention is over)."""
         query = (
@@ -215,38 +147,6 @@ class JobRepository:
     def delete(self, job_ids: Sequence[str]) -> None:
         """Remove these jobs (their events and keys are removed by their repositories)."""
         self._session.execute(delete(Job).where(Job.id.in_(job_ids)))
-
-    def _transition(
-        self,
-        job_id: str,
-        *,
-        expect: dict[str, Any],
-        values: dict[str, Any],
-        due_by: datetime | None = None,
-        event: EventSpec | None = None,
-        at: datetime | None = None,
-    ) -> bool:
-        # One conditional UPDATE: the database decides which of two racing
-        # workers (or sweepers) wins, so nothing relies on timing. An event
-        # takes its number from the same row update, so numbers never repeat.
-        conditions = [Job.id == job_id, *(getattr(Job, k) == v for k, v in expect.items())]
-        if due_by is not None:
-            conditions.append(Job.next_run_at <= due_by)
-        statement = update(Job).where(*conditions)
-        options = {"synchronize_session": False}
-        if event is None:
-            result = self._session.execute(statement.values(**values), execution_options=options)
-            return bool(result.rowcount)  # type: ignore[attr-defined]
-        statement = statement.values(**values, event_seq=Job.event_seq + 1).returning(
-            Job.event_seq, Job.attempts
-        )
-        row = self._session.execute(statement, execution_options=options).first()
-        if row is None:
-            return False
-        if at is None:
-            raise ValueError("an event needs its time")
-        self._session.add(event.row(job_id, sequence=row[0], attempt=row[1], at=at))
-        return True
 
 
 class KeyRepository:

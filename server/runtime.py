@@ -22,6 +22,7 @@ from server.runner import JobRunner, RetryPolicy
 from server.services import AgentService, JobService, Services, SystemService
 from server.settings import MIN_SECRET_BYTES, Settings
 from server.unit_of_work import SqlUnitOfWork, UnitOfWork
+from server.worker_uow import worker_units
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +109,13 @@ def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Ru
     broker = build_broker(settings)
     policy = retry_policy(settings)
     queue = DramatiqJobQueue(broker)
-    watch = CancelWatch(uow, interval_s=settings.cancel_poll_s)
-    runner = JobRunner(uow, provider or build_provider(settings), queue, policy, cancel_watch=watch)
+    # Workers run their transitions on bare connections: a session per step
+    # would cost more CPU than the SQL itself.
+    attempts = worker_units(engine)
+    watch = CancelWatch(attempts, interval_s=settings.cancel_poll_s)
+    runner = JobRunner(
+        attempts, provider or build_provider(settings), queue, policy, cancel_watch=watch
+    )
     declare_job_actor(broker, runner.run, time_limit_s=policy.lease_s)
     services = Services(
         agents=AgentService(uow),

@@ -14,6 +14,8 @@ that the service layer relies on, so a unit test fails where the real database w
 - Transitions are compare-and-set: they change the row only if it is still in the expected
   state, and say whether they did. One that records an event takes the event's number from
   the row's `event_seq` in the same update, and the event's attempt from the updated row.
+  A claim hands back the attempt, with its agent's role read in the same statement (none
+  once the agent is deleted).
 - Queries page newest first by (queued_at / created_at, id), strictly after a cursor.
 - Writing checks what the schema and driver check: NOT NULL columns, unique primary keys
   and unique columns such as an API key's digest (also against a twin another transaction
@@ -45,6 +47,7 @@ from server.events import EventSpec, EventType
 from server.models import Agent, ApiKey, IdempotencyKey, Job, JobEvent, JobStatus, TenantLimit
 from server.paging import Cursor
 from server.providers.base import Cancelled, Completion, DeltaSink
+from server.transitions import Attempt
 
 Model = Agent | Job | JobEvent | IdempotencyKey | ApiKey | TenantLimit
 Row = TypeVar("Row", bound=Model)
@@ -478,9 +481,11 @@ class FakeJobRepository:
         """Pending or running jobs of an agent."""
         return self._select(lambda row: row.agent_id == agent_id and row.status in UNFINISHED)
 
-    def claim(self, job_id: str, *, now: datetime, token: str, lease_until: datetime) -> bool:
-        """Move a due pending job to running for one attempt; False if another got it."""
-        return self._transition(
+    def claim(
+        self, job_id: str, *, now: datetime, token: str, lease_until: datetime
+    ) -> Attempt | None:
+        """Move a due pending job to running for one attempt; None if another got it."""
+        claimed = self._transition(
             job_id,
             expect={"status": JobStatus.PENDING},
             due_by=now,
@@ -494,6 +499,29 @@ class FakeJobRepository:
             event=EventSpec(type=EventType.STARTED),
             at=now,
         )
+        row = self._uow.current(Job, job_id)
+        if not claimed or row is None:
+            return None
+        # The agent's role as the same statement reads it: none once the agent is deleted.
+        agent = self._uow.current(Agent, row.agent_id)
+        live = agent is not None and agent.deleted_at is None
+        return Attempt(
+            job_id=job_id,
+            number=row.attempts,
+            token=token,
+            agent_id=row.agent_id,
+            prompt=row.prompt,
+            role=agent.role if live and agent is not None else None,
+            tokens_used=row.tokens_used,
+        )
+
+    def due_at(self, job_id: str) -> datetime | None:
+        """When a pending job may run next; None if it is not pending (or not there)."""
+        self._uow.flush()
+        row = self._uow.current(Job, job_id)
+        if row is None or row.status != JobStatus.PENDING:
+            return None
+        return row.next_run_at
 
     def finish_attempt(
         self,
