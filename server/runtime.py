@@ -22,7 +22,7 @@ from server.runner import JobRunner, RetryPolicy
 from server.services import AgentService, JobService, Services, SystemService
 from server.settings import MIN_SECRET_BYTES, Settings
 from server.unit_of_work import SqlUnitOfWork, UnitOfWork
-from server.worker_uow import worker_units
+from server.worker_uow import WorkerUnits
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class Runtime:
     runner: JobRunner
     recovery: Recovery
     access: AccessService
+    worker_units: WorkerUnits
     _threads: list[RecoveryThread] = field(default_factory=list)
     _workers: list[dramatiq.Worker] = field(default_factory=list)
 
@@ -93,6 +94,7 @@ class Runtime:
         for thread in self._threads:
             thread.stop()
         self.runner.cancel_watch.stop()
+        self.worker_units.close()
         self.broker.close()
         self.engine.dispose()
 
@@ -111,7 +113,7 @@ def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Ru
     queue = DramatiqJobQueue(broker)
     # Workers run their transitions on bare connections: a session per step
     # would cost more CPU than the SQL itself.
-    attempts = worker_units(engine)
+    attempts = WorkerUnits(engine)
     watch = CancelWatch(attempts, interval_s=settings.cancel_poll_s)
     runner = JobRunner(
         attempts, provider or build_provider(settings), queue, policy, cancel_watch=watch
@@ -141,7 +143,7 @@ def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Ru
         default_tier=settings.default_tier,
         max_unfinished_jobs=settings.max_unfinished_jobs,
     )
-    return Runtime(settings, engine, broker, queue, services, runner, recovery, access)
+    return Runtime(settings, engine, broker, queue, services, runner, recovery, access, attempts)
 
 
 def api_key_pepper(settings: Settings) -> bytes:
