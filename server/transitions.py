@@ -37,6 +37,7 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert, Update
 
+from server import pg_direct
 from server.events import EventSpec, EventType
 from server.models import Agent, Base, Job, JobEvent, JobStatus
 
@@ -174,6 +175,18 @@ class JobTransitions:
         bind = self._db.get_bind() if isinstance(self._db, Session) else self._db
         return bind.dialect.name == "postgresql"
 
+    @functools.cached_property
+    def _direct(self) -> Connection | None:
+        """The connection, when statements may go straight to its driver (pg_direct)."""
+        db = self._db
+        return db if isinstance(db, Connection) and pg_direct.supported(db) else None
+
+    def _run(self, statement: Executable, params: Mapping[str, Any]) -> Any | None:
+        """The first row of a per-job statement, straight from the driver where it can."""
+        if self._direct is not None:
+            return pg_direct.first_row(self._direct, statement, params)
+        return self._execute(statement, params)
+
     def _execute(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
         """The first row the statement returns, if any."""
         if isinstance(self._db, Session):
@@ -196,7 +209,7 @@ class JobTransitions:
             "set_lease_expires_at": lease_until,
             **_event_params(EventSpec(EventType.STARTED), now),
         }
-        row = self._execute(_claim_statement(self._postgres), params)
+        row = self._run(_claim_statement(self._postgres), params)
         if row is None:
             return None
         if not self._postgres:
@@ -291,14 +304,14 @@ class JobTransitions:
         statement = _transition_statement(
             self._postgres, tuple(expect), tuple(values), event is not None
         )
-        row = self._execute(statement, params)
+        row = self._run(statement, params)
         if row is None:
             return False
         if event is not None and not self._postgres:
             self._insert_event(params, row)
         return True
 
-    def _insert_event(self, params: Mapping[str, Any], row: Row[Any]) -> None:
+    def _insert_event(self, params: Mapping[str, Any], row: Any) -> None:
         """SQLite: insert the event of a row just updated, numbered by its event_seq."""
         event = {
             "job_id": params["job_id"],
