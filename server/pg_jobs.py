@@ -9,6 +9,7 @@ retries, sub-agents, capped tenants, and SQLite.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -23,13 +24,15 @@ from server.validation import ExecutionSpec
 
 DATABASE_DOWN = "Database unavailable"
 # What a connection lost mid-call raises (class 08, or 57 as when an operator
-# ends the backend); any other error of a statement is a bug to report.
+# ends the backend; asyncpg may also notice the loss only as a protocol state
+# error); any other error of a statement is a bug to report.
 _LOST = (
     OSError,
     TimeoutError,
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
 )
 
 _GET_JOB = """
@@ -144,6 +147,11 @@ class PgJobStore:
         return Queued.CAPPED if row["agent_found"] else Queued.NO_AGENT
 
     async def _fetchrow(self, query: str, *args: object) -> _Row | None:
+        # A call cancelled mid-statement (its client went away) would cost the
+        # pool that connection; shielded, the statement ends and it goes back.
+        return await asyncio.shield(self._fetchrow_on_a_connection(query, *args))
+
+    async def _fetchrow_on_a_connection(self, query: str, *args: object) -> _Row | None:
         # Whatever stops a connection being had (refused, a database closed to
         # connections, a full server) means the database is unavailable.
         try:
@@ -157,6 +165,9 @@ class PgJobStore:
         finally:
             await self._pool.release(connection)
 
-    async def close(self) -> None:
-        """Close every connection of the pool."""
-        await self._pool.close()
+    async def close(self, *, timeout_s: float = 10.0) -> None:
+        """Close every connection once released; after `timeout_s`, drop them."""
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout_s)
+        except TimeoutError:
+            self._pool.terminate()

@@ -7,6 +7,7 @@ SQLite, goes to the service layer through the thread pool.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 from server.auth import Principal
@@ -72,9 +73,10 @@ class JobCalls:
                 spec=spec,
                 queued_at=self._clock(),
             )
-            outcome = await store.queue_job(job)
+            # Shielded: once the row is stored, its message is sent even if
+            # the caller has gone away meanwhile.
+            outcome = await asyncio.shield(_queue_and_send(store, sender, job))
             if outcome is Queued.QUEUED:
-                sender.send(job.job_id)
                 return job.job_id
             if outcome is Queued.NO_AGENT:
                 raise NotFound(AGENT_NOT_FOUND)
@@ -88,3 +90,10 @@ class JobCalls:
             parent_job_id=parent_job_id,
         )
         return stored.id
+
+
+async def _queue_and_send(store: PgJobStore, sender: MessageSender, job: NewJob) -> Queued:
+    outcome = await store.queue_job(job)
+    if outcome is Queued.QUEUED:
+        sender.send(job.job_id)
+    return outcome
