@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -10,6 +10,7 @@ from agentq.v1 import agent_pb2, job_pb2
 from server.events import EventType
 from server.models import Agent, Job, JobEvent, JobStatus, StoredJob
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS = {
     JobStatus.PENDING: job_pb2.JOB_STATUS_PENDING,
     JobStatus.RUNNING: job_pb2.JOB_STATUS_RUNNING,
@@ -21,9 +22,10 @@ _STATUS = {
 
 def timestamp(value: datetime) -> Timestamp:
     """A protobuf Timestamp of an aware datetime."""
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    # Timestamp.FromDatetime goes through a time tuple; every job read shows up
+    # to three times, so count from the epoch directly.
+    since = value - _EPOCH
+    return Timestamp(seconds=since.days * 86400 + since.seconds, nanos=since.microseconds * 1000)
 
 
 def job_status(status: JobStatus) -> job_pb2.JobStatus.ValueType:
