@@ -8,7 +8,8 @@ inserts the event with a second statement in the same transaction.
 
 A worker runs two transitions per job, so they skip the ORM: each statement shape is
 built once and kept, and SQLAlchemy then finds its compiled form by the statement's
-memoised cache key instead of building and hashing a new one per call.
+memoised cache key instead of building and hashing a new one per call. On a worker's
+PostgreSQL connection the per-job ones go further, straight to the driver (pg_direct).
 """
 
 from __future__ import annotations

@@ -54,7 +54,9 @@ def test_an_execution_completes_on_postgres_and_redis_with_a_separate_worker(
             _assert_completed_flow(server)
         finally:
             worker.stop()
-        assert "attempt 1 -> completed" in worker.output
+        # Only the worker could run the job (the server has none); it did so without
+        # an error. (It logs each attempt at DEBUG only: a line per job costs too much.)
+        assert "Traceback" not in worker.output and " ERROR " not in worker.output
 
 
 def test_a_job_stays_pending_until_a_worker_runs_it(

@@ -266,7 +266,9 @@ def test_the_seed_walkthrough_completes_on_postgres_and_redis_with_a_separate_wo
                 _walk_the_seed(shim.url, bearer, db_type="postgres")
         finally:
             worker.stop()
-        assert "attempt 1 -> completed" in worker.output
+        # Only the worker could run the job (the server has none); it did so without
+        # an error. (It logs each attempt at DEBUG only: a line per job costs too much.)
+        assert "Traceback" not in worker.output and " ERROR " not in worker.output
 
 
 @pytest.fixture

@@ -150,6 +150,24 @@ def test_a_message_for_an_unknown_job_does_nothing(world: World) -> None:
     assert world.row.status == JobStatus.PENDING
 
 
+def test_a_job_whose_agent_was_deleted_before_it_ran_fails_without_calling_the_provider(
+    world: World,
+) -> None:
+    world.store.agents[world.agent.id].deleted_at = world.clock.now
+    provider = ScriptedProvider(ANSWER)
+
+    world.runner(provider).run(world.job.id)
+
+    assert provider.calls == []
+    assert (world.row.status, world.row.error, world.row.attempts) == (
+        JobStatus.FAILED,
+        "Agent not found",
+        1,
+    )
+    assert [event.type for event in world.store.events_of(world.job.id)] == ["started", "failed"]
+    assert world.queue.calls == []
+
+
 # Retries.
 
 
