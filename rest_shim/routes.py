@@ -57,6 +57,22 @@ async def call(request: Request, method: Any, message: Any) -> Any:
     return reply
 
 
+def execute_request(
+    agent_id: str, body: ExecuteBody, idempotency_key: str | None
+) -> agents_pb.ExecuteRequest:
+    """The Execute message of a request; an `Idempotency-Key` header wins over `request_id`."""
+    return agents_pb.ExecuteRequest(
+        agent_id=agent_id,
+        prompt=body.prompt,
+        context_id=body.context_id,
+        enable_adversarial=body.enable_adversarial,
+        enable_self_correction=body.enable_self_correction,
+        max_debate_rounds=int32(body.max_debate_rounds),
+        request_id=idempotency_key if idempotency_key is not None else body.request_id,
+        parent_job_id=body.parent_job_id,
+    )
+
+
 def int32(value: int) -> int:
     # JSON integers are unbounded, proto's are not; every rule the server
     # checks lies well inside int32, so clamping keeps the server's message.
@@ -134,16 +150,7 @@ async def execute(
     ] = None,
 ) -> Response:
     """Queue an execution; poll the job named in `job_id` (also in `response`)."""
-    message = agents_pb.ExecuteRequest(
-        agent_id=str(agent_id),
-        prompt=body.prompt,
-        context_id=body.context_id,
-        enable_adversarial=body.enable_adversarial,
-        enable_self_correction=body.enable_self_correction,
-        max_debate_rounds=int32(body.max_debate_rounds),
-        request_id=idempotency_key if idempotency_key is not None else body.request_id,
-        parent_job_id=body.parent_job_id,
-    )
+    message = execute_request(str(agent_id), body, idempotency_key)
     reply = await call(request, request.app.state.backend.agents.Execute, message)
     return render.json_response(render.execute_ack(reply), 202)
 
