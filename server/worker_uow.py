@@ -1,4 +1,4 @@
-"""The worker's unit of work: job transitions on one pooled connection, without an ORM session."""
+"""The worker's unit of work: job transitions on a bare connection (kept per thread), no session."""
 
 from __future__ import annotations
 
