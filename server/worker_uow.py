@@ -65,8 +65,10 @@ class ConnectionUnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # A connection that saw a database error is not used again, whatever it was.
-        healthy = not isinstance(exc, sa_exc.DBAPIError)
+        # After any exception (a database error, or one raised into the thread mid-call,
+        # as Dramatiq's time limit does) the connection's state is unknown: it goes back
+        # to the pool, whose reset on return finds out, instead of being kept.
+        healthy = exc is None
         try:
             if self._connection.in_transaction():
                 self._connection.rollback()
