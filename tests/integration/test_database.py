@@ -16,6 +16,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
 from server.db import MIGRATIONS, create_db_engine, migrate, session_factory
+from server.events import EventSpec, EventType
 from server.models import Agent, Base, Job, JobStatus
 from server.unit_of_work import SqlUnitOfWork
 
@@ -175,3 +176,33 @@ def test_timestamps_come_back_as_utc(engine: Engine) -> None:
         job = uow.jobs.get(job_id)
     assert job is not None and job.queued_at.tzinfo is not None
     assert job.queued_at.utcoffset() == timedelta(0)
+
+
+def test_a_pending_job_cancelled_through_a_session_gets_the_next_event_number(
+    engine: Engine,
+) -> None:
+    job_id = _pending_job(engine)
+    sessions = session_factory(engine)
+    now = datetime.now(UTC)
+    with SqlUnitOfWork(sessions) as uow:
+        assert uow.jobs.cancel_pending(job_id, at=now, event=EventSpec(EventType.CANCELLED))
+        # Not pending any more: a second cancel changes nothing.
+        assert not uow.jobs.cancel_pending(job_id, at=now, event=EventSpec(EventType.CANCELLED))
+        uow.commit()
+    with SqlUnitOfWork(sessions) as uow:
+        job = uow.jobs.get(job_id)
+        events = uow.events.after(job_id, 0, limit=10)
+    assert job is not None and (job.status, job.completed_at) == (JobStatus.CANCELLED, now)
+    assert [(e.sequence, e.type, e.attempt) for e in events] == [(1, "cancelled", 0)]
+
+
+def test_a_transition_sees_a_job_staged_earlier_in_the_same_session(engine: Engine) -> None:
+    job_id = _pending_job(engine)
+    sessions = session_factory(engine)
+    now = datetime.now(UTC)
+    with SqlUnitOfWork(sessions) as uow:
+        job = uow.jobs.get(job_id)
+        assert job is not None
+        job.next_run_at = now + timedelta(hours=1)  # staged, not flushed yet
+        assert uow.jobs.claim(job_id, now=now, token="t", lease_until=now) is None
+        uow.commit()
