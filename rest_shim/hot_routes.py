@@ -67,18 +67,18 @@ def _execute(backend: Backend, agent_id: str, body: ExecuteBody, headers: Header
     return backend.agents.Execute, message
 
 
+def _job(reply: jobs_pb.GetJobResponse) -> dict[str, Any]:
+    return render.job(reply.job)
+
+
+def _agent(reply: agents_pb.GetAgentResponse) -> dict[str, Any]:
+    return render.agent(reply.agent)
+
+
 ROUTES: dict[str, tuple[HotRoute, ...]] = {
     "GET": (
-        HotRoute(
-            re.compile(f"/api/v1/jobs/{_UUID}"), None, _get_job, lambda r: render.job(r.job), 200
-        ),
-        HotRoute(
-            re.compile(f"/api/v1/agents/{_UUID}"),
-            None,
-            _get_agent,
-            lambda r: render.agent(r.agent),
-            202,
-        ),
+        HotRoute(re.compile(f"/api/v1/jobs/{_UUID}"), None, _get_job, _job, status=200),
+        HotRoute(re.compile(f"/api/v1/agents/{_UUID}"), None, _get_agent, _agent, status=200),
     ),
     "POST": (
         HotRoute(
@@ -86,7 +86,7 @@ ROUTES: dict[str, tuple[HotRoute, ...]] = {
             ExecuteBody,
             _execute,
             render.execute_ack,
-            202,
+            status=202,
         ),
     ),
 }

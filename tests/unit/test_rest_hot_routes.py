@@ -64,6 +64,17 @@ class Agents:
     def __init__(self) -> None:
         self.received: list[tuple[agents_pb.ExecuteRequest, list[tuple[str, str | bytes]]]] = []
 
+    async def GetAgent(
+        self, request: agents_pb.GetAgentRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> agents_pb.GetAgentResponse:
+        context.set_trailing_metadata(TRAILERS)
+        reply = agents_pb.GetAgentResponse()
+        reply.agent.id = request.agent_id
+        reply.agent.name = "helper"
+        reply.agent.fitness = 0.1  # a float32 on the wire: 0.10000000149011612 back
+        reply.agent.created_at.FromJsonString("2025-01-01T00:00:00Z")
+        return reply
+
     async def Execute(
         self, request: agents_pb.ExecuteRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> agents_pb.ExecuteResponse:
@@ -88,13 +99,20 @@ def _handlers(agents: Agents, jobs: Jobs) -> tuple[grpc.GenericRpcHandler, ...]:
         request_deserializer=agents_pb.ExecuteRequest.FromString,
         response_serializer=agents_pb.ExecuteResponse.SerializeToString,
     )
+    get_agent = grpc.unary_unary_rpc_method_handler(
+        agents.GetAgent,
+        request_deserializer=agents_pb.GetAgentRequest.FromString,
+        response_serializer=agents_pb.GetAgentResponse.SerializeToString,
+    )
     get_job = grpc.unary_unary_rpc_method_handler(
         jobs.GetJob,
         request_deserializer=jobs_pb.GetJobRequest.FromString,
         response_serializer=jobs_pb.GetJobResponse.SerializeToString,
     )
     return (
-        grpc.method_handlers_generic_handler("agentq.v1.AgentService", {"Execute": execute}),
+        grpc.method_handlers_generic_handler(
+            "agentq.v1.AgentService", {"Execute": execute, "GetAgent": get_agent}
+        ),
         grpc.method_handlers_generic_handler("agentq.v1.JobService", {"GetJob": get_job}),
     )
 
@@ -159,6 +177,20 @@ def test_a_job_read_by_the_lane_is_the_same_bytes_as_through_fastapi(
 
     _run(scenario)
     assert lane_answers == [f"/api/v1/jobs/{JOB_ID}"]
+
+
+def test_an_agent_read_by_the_lane_is_the_same_bytes_as_through_fastapi(
+    lane_answers: list[str],
+) -> None:
+    async def scenario(client: httpx.AsyncClient, agents: Agents) -> None:
+        lane = await client.get(f"/api/v1/agents/{AGENT_ID}", headers=HEADERS)
+        routed = await client.get(f"/api/v1/agents/{AGENT_ID.upper()}", headers=HEADERS)
+        _same(lane, routed)
+        assert lane.status_code == 200
+        assert lane.json()["id"] == AGENT_ID
+
+    _run(scenario)
+    assert lane_answers == [f"/api/v1/agents/{AGENT_ID}"]
 
 
 def test_a_missing_job_is_the_same_404_by_either_way(lane_answers: list[str]) -> None:
