@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 
@@ -45,7 +45,17 @@ def http_server(settings: RestSettings, *, embedded: bool) -> uvicorn.Server:
 
 def run_rest(settings: RestSettings) -> None:
     """Serve the shim until SIGINT/SIGTERM, then stop cleanly (exit status 0)."""
-    asyncio.run(_serve_until_signalled(settings))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(_serve_until_signalled(settings))
+
+
+def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's loop where it is installed, as `agentq serve` runs: less per callback."""
+    try:
+        import uvloop
+    except ImportError:  # a platform without uvloop wheels: asyncio's loop
+        return asyncio.new_event_loop
+    return uvloop.new_event_loop
 
 
 async def _serve_until_signalled(settings: RestSettings) -> None:
