@@ -11,7 +11,7 @@ import pytest
 import redis
 
 from server.errors import Unavailable
-from server.limits import Decision, MemoryRateLimiter, RedisRateLimiter, Tier
+from server.limits import LEASE_S, Decision, MemoryRateLimiter, RedisRateLimiter, Tier, lease_size
 
 # So slow that a test never sees a token come back (one in 1000 s).
 NO_REFILL = 0.001
@@ -149,3 +149,81 @@ def test_an_unreachable_redis_is_unavailable_never_a_pass(runner: asyncio.Runner
         runner.run(limiter.close())
 
     assert caught.value.message == "Rate limiter unavailable"
+
+
+class Ticking:
+    """A monotonic clock that moves only when told."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _counting_calls(limiter: RedisRateLimiter) -> list[object]:
+    """Records each round trip the limiter makes to Redis."""
+    calls: list[object] = []
+    script = limiter._take
+
+    async def counted(**kwargs: object) -> object:
+        calls.append(kwargs)
+        return await script(**kwargs)
+
+    limiter._take = counted  # type: ignore[assignment]
+    return calls
+
+
+def test_small_tiers_take_one_token_per_round_trip() -> None:
+    assert [lease_size(Tier(rate=r, burst=b)) for r, b in [(2, 20), (1, 10), (NO_REFILL, 5)]] == [
+        1,
+        1,
+        1,
+    ]
+    assert lease_size(Tier(rate=100, burst=200)) == 20
+    assert lease_size(Tier(rate=1_000_000, burst=1_000_000)) == 100
+
+
+def test_a_roomy_tier_asks_redis_once_per_lease_and_counts_down_what_remains(
+    make_limiter: MakeLimiter,
+) -> None:
+    replica, tier = make_limiter(), Tier(rate=NO_REFILL * 1e6, burst=1000)  # 1000/s
+    calls = _counting_calls(replica.limiter)
+
+    decisions = [replica.take("acme", tier) for _ in range(250)]
+
+    assert all(d.allowed for d in decisions)
+    assert len(calls) == 3  # leases of 100
+    # The first lease: 100 of 1000 taken, spent one by one.
+    assert [d.remaining for d in decisions[:100]] == list(range(999, 899, -1))
+
+
+def test_replicas_taking_ahead_never_admit_more_than_the_bucket(
+    make_limiter: MakeLimiter,
+) -> None:
+    replicas, tier = [make_limiter(), make_limiter()], Tier(rate=20, burst=100)
+    assert lease_size(tier) == 10
+    started = time.monotonic()
+
+    allowed = [replicas[i % 2].take("acme", tier).allowed for i in range(300)]
+
+    refilled = math.ceil(20 * (time.monotonic() - started))
+    assert 100 <= allowed.count(True) <= 100 + refilled
+
+
+def test_tokens_taken_ahead_and_not_spent_in_time_are_forfeited(
+    redis_url: str, redis_namespace: str, runner: asyncio.Runner
+) -> None:
+    clock = Ticking()
+    limiter = RedisRateLimiter(redis_url, namespace=redis_namespace, clock=clock)
+    tier = Tier(rate=20, burst=10_000)
+    calls = _counting_calls(limiter)
+    try:
+        runner.run(limiter.take("acme", tier))  # takes 10, spends 1
+        runner.run(limiter.take("acme", tier))  # from the lease
+        clock.now += LEASE_S + 0.01
+        runner.run(limiter.take("acme", tier))  # the lease is over: Redis again
+    finally:
+        runner.run(limiter.close())
+
+    assert len(calls) == 2
