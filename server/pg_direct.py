@@ -23,6 +23,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.sql.expression import Executable
 
+# Where a driver connection's cursor is kept: the pool's `info` of that connection,
+# which lives exactly as long as it does.
+_CURSOR = "agentq.pg_direct.cursor"
+
 
 @dataclass(frozen=True)
 class _Compiled:
@@ -37,6 +41,14 @@ def _compiled(statement: Executable, dialect: Dialect) -> _Compiled:
     return _Compiled(sql=str(compiled), defaults=dict(compiled.params))
 
 
+def _cursor(info: dict[Any, Any], driver: psycopg.Connection[Any]) -> psycopg.Cursor[Any]:
+    """The driver connection's own cursor, made once: making one per call costs more."""
+    cursor: psycopg.Cursor[Any] | None = info.get(_CURSOR)
+    if cursor is None or cursor.closed or cursor.connection is not driver:
+        cursor = info[_CURSOR] = driver.cursor(row_factory=namedtuple_row)
+    return cursor
+
+
 def supported(connection: Connection) -> bool:
     """Whether statements on this connection may take the direct path."""
     return connection.dialect.driver == "psycopg"
@@ -47,12 +59,12 @@ def first_row(
 ) -> Any | None:
     """Run the statement on the connection's driver connection; its first row, if any."""
     compiled = _compiled(statement, connection.dialect)
-    dbapi_connection = connection.connection.dbapi_connection
-    driver = cast(psycopg.Connection[Any], dbapi_connection)
+    pooled = connection.connection
+    dbapi_connection = pooled.dbapi_connection
     try:
-        with driver.cursor(row_factory=namedtuple_row) as cursor:
-            cursor.execute(compiled.sql, {**compiled.defaults, **params})
-            return cursor.fetchone()
+        cursor = _cursor(pooled.info, cast(psycopg.Connection[Any], dbapi_connection))
+        cursor.execute(compiled.sql, {**compiled.defaults, **params})
+        return cursor.fetchone()
     except psycopg.Error as error:
         # Raised as SQLAlchemy would: its exception classes, and a connection that
         # was lost is invalidated so that it is not used again.
