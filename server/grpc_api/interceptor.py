@@ -61,6 +61,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
     def __init__(self, gate: Gate) -> None:
         self._gate = gate
+        # Each method's handler is wrapped once, not on every call.
+        self._guarded: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
 
     async def intercept_service(
         self,
@@ -73,18 +75,20 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method
-        metadata = dict(handler_call_details.invocation_metadata or ())
-        return _Guard(self._gate, method, metadata).wrap(handler)
+        known = self._guarded.get(method)
+        if known is None or known[0] is not handler:
+            known = (handler, _Guard(self._gate, method).wrap(handler))
+            self._guarded[method] = known
+        guarded: grpc.RpcMethodHandler[Any, Any] = known[1]
+        return guarded
 
 
 class _Guard:
-    """The checks and error mapping around one call."""
+    """The checks and error mapping around each call of one method."""
 
-    def __init__(self, gate: Gate, method: str, metadata: dict[str, Any]) -> None:
+    def __init__(self, gate: Gate, method: str) -> None:
         self._gate = gate
         self._method = method
-        self._metadata = metadata
-        self._admission = Admission()
 
     def wrap(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         kwargs = {
@@ -107,36 +111,39 @@ class _Guard:
 
     def _unary(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: Context) -> Any:
+            admission = Admission()
             try:
-                await self._admit(context)
+                await self._admit(context, admission)
                 return await behavior(request, context)
             except Exception as error:
-                await self._abort(context, error)
+                await self._abort(context, error, admission)
 
         return guarded
 
     def _stream(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
+            admission = Admission()
             try:
-                await self._admit(context)
+                await self._admit(context, admission)
                 async for response in behavior(request, context):
                     yield response
             except Exception as error:
-                await self._abort(context, error)
+                await self._abort(context, error, admission)
 
         return guarded
 
-    async def _admit(self, context: Context) -> None:
-        sent = self._metadata.get("x-request-id")
+    async def _admit(self, context: Context, admission: Admission) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        sent = metadata.get("x-request-id")
         request_id = sent if isinstance(sent, str) and _SANE_REQUEST_ID.fullmatch(sent) else None
         request_id_var.set(request_id or str(uuid.uuid4()))
-        await self._gate.admit(self._method, self._metadata, self._admission)
-        if self._admission.trailers:
-            context.set_trailing_metadata(tuple(self._admission.trailers))
-        if self._admission.principal is not None:
-            principal_var.set(self._admission.principal)
+        await self._gate.admit(self._method, metadata, admission)
+        if admission.trailers:
+            context.set_trailing_metadata(tuple(admission.trailers))
+        if admission.principal is not None:
+            principal_var.set(admission.principal)
 
-    async def _abort(self, context: Context, error: Exception) -> None:
+    async def _abort(self, context: Context, error: Exception, admission: Admission) -> None:
         if isinstance(error, grpc.aio.AbortError):
             raise error
         if not isinstance(error, AgentQError):
@@ -151,6 +158,6 @@ class _Guard:
         trailers: list[tuple[str, str | bytes]] = [
             ("grpc-status-details-bin", details),
             ("x-request-id", request_id_var.get()),
-            *self._admission.trailers,
+            *admission.trailers,
         ]
         await context.abort(code, error.message, trailing_metadata=tuple(trailers))
