@@ -16,7 +16,7 @@ from server.cancel_watch import CancelWatch
 from server.db import create_db_engine, migrate, ping, session_factory
 from server.providers.base import Provider
 from server.providers.factory import build_provider
-from server.queue import DramatiqJobQueue, JobQueue, build_broker, declare_job_actor
+from server.queue import DramatiqJobQueue, build_broker, declare_job_actor
 from server.recovery import Recovery, RecoveryThread
 from server.runner import JobRunner, RetryPolicy
 from server.services import AgentService, JobService, Services, SystemService
@@ -66,7 +66,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     broker: dramatiq.Broker
-    queue: JobQueue
+    queue: DramatiqJobQueue
     services: Services
     runner: JobRunner
     recovery: Recovery

@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 
-from server.queue import JobQueue
+from server.queue import BatchQueue
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +19,9 @@ class MessageSender:
     recovery sweeper sends every pending job whose message is overdue.
     """
 
-    def __init__(self, jobs: JobQueue) -> None:
+    def __init__(self, jobs: BatchQueue, *, batch: int = 256) -> None:
         self._jobs = jobs
+        self._batch = batch
         self._ids: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="agentq-sender", daemon=True)
         self._thread.start()
@@ -35,8 +36,24 @@ class MessageSender:
         self._thread.join()
 
     def _run(self) -> None:
-        while (job_id := self._ids.get()) is not None:
-            try:
-                self._jobs.enqueue(job_id)
-            except Exception:
-                log.warning("could not enqueue job %s; recovery will retry", job_id, exc_info=True)
+        while True:
+            # Whatever piled up while the last batch went out goes in the next.
+            ids = [self._ids.get()]
+            while len(ids) < self._batch and not self._ids.empty():
+                ids.append(self._ids.get_nowait())
+            self._send([job_id for job_id in ids if job_id is not None])
+            if None in ids:
+                return
+
+    def _send(self, job_ids: list[str]) -> None:
+        if not job_ids:
+            return
+        try:
+            self._jobs.enqueue_many(job_ids)
+        except Exception:
+            log.warning(
+                "could not enqueue %d jobs (%s ...); recovery will retry",
+                len(job_ids),
+                job_ids[0],
+                exc_info=True,
+            )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,12 +44,12 @@ _OWN = {"id", "queued_at", "next_run_at", "enqueued_at"}
 
 @dataclass
 class RecordingQueue:
-    """A JobQueue that keeps the ids it is asked to send."""
+    """A BatchQueue that keeps the ids it is asked to send."""
 
     sent: list[str] = field(default_factory=list)
 
-    def enqueue(self, job_id: str, *, delay_s: float = 0.0) -> None:
-        self.sent.append(job_id)
+    def enqueue_many(self, job_ids: Sequence[str]) -> None:
+        self.sent.extend(job_ids)
 
 
 @dataclass
