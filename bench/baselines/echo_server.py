@@ -11,6 +11,8 @@ import signal
 
 import grpc
 
+from bench.baselines.loop import event_loop_factory
+
 SERVICE = "bench.Echo"
 METHOD = "Echo"
 PATH = f"/{SERVICE}/{METHOD}"
@@ -44,4 +46,5 @@ async def serve() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve())
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(serve())

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from bench.baselines.echo_server import PATH, add_echo_service
+from bench.baselines.loop import event_loop_factory
 
 
 class HopBody(BaseModel):
@@ -85,7 +86,8 @@ def main() -> None:
     """Parse the arguments and serve."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--echo-target", help="call this echo server instead of an in-process one")
-    asyncio.run(serve(parser.parse_args().echo_target))
+    with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+        runner.run(serve(parser.parse_args().echo_target))
 
 
 if __name__ == "__main__":
