@@ -13,7 +13,6 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any, cast
 
 import asyncpg
 from sqlalchemy.engine import make_url
@@ -76,14 +75,31 @@ class Queued(Enum):
     CAPPED = "capped"  # the tenant has a cap: the service layer must decide
 
 
-class _Row(asyncpg.Record):
-    """A row whose columns also read as attributes, as a mapped object's do."""
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A job as _GET_JOB reads it, columns in its order: a StoredJob.
 
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+    Plain attributes: a record read through __getattr__ cost more than the
+    rest of building the Job message.
+    """
+
+    id: str
+    agent_id: str
+    status: str
+    queued_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    attempts: int
+    error: str | None
+    response: str | None
+    tokens_used: int
+    prompt: str
+    context_hash: str | None
+    merkle_root: str | None
+    verified: bool
+    confidence: float | None
+    parent_job_id: str | None
+    depth: int
 
 
 @dataclass(frozen=True)
@@ -97,7 +113,7 @@ class NewJob:
     queued_at: datetime
 
 
-async def _nothing_to_reset(connection: asyncpg.Connection[_Row]) -> None:
+async def _nothing_to_reset(connection: asyncpg.Connection[asyncpg.Record]) -> None:
     """In place of the pool's reset query, a round trip on every release.
 
     The statements here are single autocommitted statements that change no
@@ -115,7 +131,7 @@ def asyncpg_dsn(database_url: str) -> str:
 class PgJobStore:
     """Reads a job and queues a plain one, each with one statement on a pool."""
 
-    def __init__(self, pool: asyncpg.Pool[_Row]) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self._pool = pool
 
     @classmethod
@@ -125,7 +141,6 @@ class PgJobStore:
             asyncpg_dsn(database_url),
             min_size=1,
             max_size=size,
-            record_class=_Row,
             command_timeout=30,
             reset=_nothing_to_reset,
         )
@@ -133,7 +148,8 @@ class PgJobStore:
 
     async def get_job(self, tenant_id: str, job_id: str) -> StoredJob | None:
         """The tenant's job, or None when it doesn't exist or is another tenant's."""
-        return cast(StoredJob | None, await self._fetchrow(_GET_JOB, job_id, tenant_id))
+        row = await self._fetchrow(_GET_JOB, job_id, tenant_id)
+        return None if row is None else JobRow(*row)
 
     async def queue_job(self, job: NewJob) -> Queued:
         """Store a pending job with its QUEUED event, unless its agent or a cap says no."""
@@ -156,12 +172,12 @@ class PgJobStore:
             return Queued.QUEUED
         return Queued.CAPPED if row["agent_found"] else Queued.NO_AGENT
 
-    async def _fetchrow(self, query: str, *args: object) -> _Row | None:
+    async def _fetchrow(self, query: str, *args: object) -> asyncpg.Record | None:
         # A call cancelled mid-statement (its client went away) would cost the
         # pool that connection; shielded, the statement ends and it goes back.
         return await asyncio.shield(self._fetchrow_on_a_connection(query, *args))
 
-    async def _fetchrow_on_a_connection(self, query: str, *args: object) -> _Row | None:
+    async def _fetchrow_on_a_connection(self, query: str, *args: object) -> asyncpg.Record | None:
         # Whatever stops a connection being had (refused, a database closed to
         # connections, a full server) means the database is unavailable.
         try:
