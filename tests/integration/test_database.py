@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -19,19 +16,6 @@ from server.db import MIGRATIONS, create_db_engine, migrate, session_factory
 from server.events import EventSpec, EventType
 from server.models import Agent, Base, Job, JobStatus
 from server.unit_of_work import SqlUnitOfWork
-
-
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated, empty database of each kind agentq supports."""
-    if request.param == "postgres":
-        url = request.getfixturevalue("fresh_postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'agentq.db'}"
-    engine = create_db_engine(url, pool_size=20)
-    migrate(engine)
-    yield engine
-    engine.dispose()
 
 
 def _pending_job(engine: Engine) -> str:

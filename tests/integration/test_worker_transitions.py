@@ -26,19 +26,6 @@ from tests.unit.fakes import FakeQueue, ScriptedProvider, make_agent, make_job
 ROLE = "You are a careful research assistant."
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated, empty database of each kind agentq supports."""
-    if request.param == "postgres":
-        url = request.getfixturevalue("fresh_postgres_url")
-    else:
-        url = f"sqlite:///{tmp_path / 'agentq.db'}"
-    engine = create_db_engine(url, pool_size=20)
-    migrate(engine)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
 def units(engine: Engine) -> Iterator[WorkerUnits]:
     units = WorkerUnits(engine)
