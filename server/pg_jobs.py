@@ -114,7 +114,7 @@ class NewJob:
 
 
 async def _nothing_to_reset(connection: asyncpg.Connection[asyncpg.Record]) -> None:
-    """In place of the pool's reset query, a round trip on every release.
+    """Stands in for the pool's reset query, which costs a round trip per release.
 
     The statements here are single autocommitted statements that change no
     session state (no SET, LISTEN, advisory lock or cursor), so there is none
