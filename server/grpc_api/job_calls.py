@@ -38,7 +38,6 @@ class JobCalls:
         self._services = services
         self._blocking = blocking
         self._store = store
-        self._sender = sender
         # A cap for every tenant means every submit counts under a lock.
         self._plain: tuple[PgJobStore, MessageSender] | None = None
         if store is not None and sender is not None and not capped_by_default:
