@@ -12,7 +12,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.errors import Unavailable
+from server.errors import DATABASE_UNAVAILABLE, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,13 @@ def ping(engine: Engine) -> None:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
-        raise Unavailable("Database unavailable") from error
+        raise Unavailable(DATABASE_UNAVAILABLE) from error
+
+
+def raise_if_connection_lost(error: BaseException | None) -> None:
+    """Unavailable for a dropped or refused connection, which a client may retry later."""
+    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
+        raise Unavailable(DATABASE_UNAVAILABLE) from error
 
 
 def migrate(engine: Engine) -> None:

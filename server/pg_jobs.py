@@ -17,11 +17,10 @@ from enum import Enum
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from server.errors import Unavailable
+from server.errors import DATABASE_UNAVAILABLE, Unavailable
 from server.models import StoredJob
 from server.validation import ExecutionSpec
 
-DATABASE_DOWN = "Database unavailable"
 # What a connection lost mid-call raises (class 08, or 57 as when an operator
 # ends the backend; asyncpg may also notice the loss only as a protocol state
 # error); any other error of a statement is a bug to report.
@@ -183,11 +182,11 @@ class PgJobStore:
         try:
             connection = await self._pool.acquire()
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            raise Unavailable(DATABASE_DOWN) from error
+            raise Unavailable(DATABASE_UNAVAILABLE) from error
         try:
             return await connection.fetchrow(query, *args)
         except _LOST as error:
-            raise Unavailable(DATABASE_DOWN) from error
+            raise Unavailable(DATABASE_UNAVAILABLE) from error
         finally:
             await self._pool.release(connection)
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from types import TracebackType
 from typing import Protocol, Self
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.access_store import ApiKeyRepository, TenantLimitRepository
-from server.errors import Unavailable
+from server.db import raise_if_connection_lost
 from server.events import EventRepository
 from server.repository import AgentRepository, JobRepository, KeyRepository
 
@@ -61,9 +60,7 @@ class SqlUnitOfWork:
         # close() ends an uncommitted transaction by rolling it back, but unlike
         # rollback() it leaves loaded rows readable for the caller.
         self._session.close()
-        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
-            # A dropped or refused connection: the client may retry later.
-            raise Unavailable("Database unavailable") from exc
+        raise_if_connection_lost(exc)
 
     def commit(self) -> None:
         """Make everything staged in this unit of work durable."""

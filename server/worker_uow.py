@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 
-from server.errors import Unavailable
+from server.db import raise_if_connection_lost
 from server.transitions import JobTransitions
 
 
@@ -75,9 +75,7 @@ class ConnectionUnitOfWork:
         except sa_exc.DBAPIError:
             healthy = False
         self._units.give_back(self._connection, healthy=healthy)
-        if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError):
-            # A dropped or refused connection: the broker's caller may retry later.
-            raise Unavailable("Database unavailable") from exc
+        raise_if_connection_lost(exc)
 
     def commit(self) -> None:
         """Make the transitions of this unit of work durable."""
