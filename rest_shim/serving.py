@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import uvicorn
 
 from rest_shim.app import create_app
+from rest_shim.loop import event_loop_factory
 from rest_shim.settings import RestSettings
 
 
@@ -47,15 +48,6 @@ def run_rest(settings: RestSettings) -> None:
     """Serve the shim until SIGINT/SIGTERM, then stop cleanly (exit status 0)."""
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(_serve_until_signalled(settings))
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's loop where it is installed, as `agentq serve` runs: less per callback."""
-    try:
-        import uvloop
-    except ImportError:  # a platform without uvloop wheels: asyncio's loop
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
 
 
 async def _serve_until_signalled(settings: RestSettings) -> None:

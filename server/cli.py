@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Callable
 
 from pydantic import ValidationError
 
+from rest_shim.loop import event_loop_factory
 from server import logs
 from server.auth import ROLES, mint_token
 from server.db import create_db_engine, migrate
@@ -60,15 +60,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigurationError, ValidationError, ValueError) as error:
         print(f"agentq: {error}", file=sys.stderr)
         return 2
-
-
-def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
-    """uvloop's loop where it is installed (it costs less per callback), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - a platform without uvloop wheels
-        return asyncio.new_event_loop
-    return uvloop.new_event_loop
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -11,7 +11,7 @@ import signal
 
 import grpc
 
-from bench.baselines.loop import event_loop_factory
+from rest_shim.loop import event_loop_factory
 
 SERVICE = "bench.Echo"
 METHOD = "Echo"

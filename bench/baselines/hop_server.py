@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from bench.baselines.echo_server import PATH, add_echo_service
-from bench.baselines.loop import event_loop_factory
+from rest_shim.loop import event_loop_factory
 
 
 class HopBody(BaseModel):
