@@ -9,13 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 from redis import RedisError
 
 from server.errors import Unavailable
+from server.redis_client import asyncio_client
 
 RATE_LIMITER_DOWN = "Rate limiter unavailable"
+# Seconds a take waits for Redis's reply before the request is refused.
+REPLY_TIMEOUT_S = 2.0
 
 
 class Tier(BaseModel):
@@ -140,13 +142,15 @@ class RedisRateLimiter:
 
     The client is asyncio's: a take is one round trip awaited on the event
     loop, where a thread hop per call would cost more than the call itself.
-    Its connections belong to the loop that first uses them.
+    Its connections belong to the loop that first uses them. A take on a
+    pooled connection that died (Redis restarted) is retried once on a fresh
+    one, so only a Redis that is down answers Unavailable.
     """
 
     def __init__(
         self, url: str, *, namespace: str, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        self._redis = asyncio_client(url, timeout_s=REPLY_TIMEOUT_S)
         self._take = self._redis.register_script(_TAKE)
         self._namespace = namespace
         self._clock = clock

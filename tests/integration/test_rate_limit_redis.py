@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import shutil
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis
@@ -227,3 +232,103 @@ def test_tokens_taken_ahead_and_not_spent_in_time_are_forfeited(
         runner.run(limiter.close())
 
     assert len(calls) == 2
+
+
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, to kill and start again there."""
+
+    def __init__(self, directory: Path) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self._directory = directory
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it and return once it answers PING."""
+        command = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self._directory)]
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        try:
+            while True:
+                try:
+                    client.ping()
+                    return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise AssertionError("redis-server did not start") from None
+                    time.sleep(0.02)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL, as when the machine or container dies; nothing is saved."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def restart(self) -> None:
+        """Kill it and start an empty one on the same port."""
+        self.kill()
+        self.start()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A started redis-server of this test alone, which it may kill and restart."""
+    if shutil.which("redis-server") is None:
+        reason = "redis-server is not on PATH; tests that restart Redis need their own"
+        if os.environ.get("CI"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    server = PrivateRedis(tmp_path)
+    server.start()
+    yield server
+    server.kill()
+
+
+def test_the_first_takes_after_redis_restarts_are_answered(
+    private_redis: PrivateRedis, runner: asyncio.Runner
+) -> None:
+    limiter = RedisRateLimiter(private_redis.url, namespace="agentq-test")
+    tier = Tier(rate=NO_REFILL, burst=100)
+
+    async def burst() -> list[Decision]:
+        # Ten at once: ten connections in the pool, every one of them stale after the restart.
+        return await asyncio.gather(*[limiter.take(f"tenant-{i}", tier) for i in range(10)])
+
+    try:
+        assert all(d.allowed for d in runner.run(burst()))
+        private_redis.restart()
+
+        first = runner.run(limiter.take("acme", tier))
+        after = runner.run(burst())
+    finally:
+        runner.run(limiter.close())
+
+    assert first.allowed
+    # The restarted Redis is empty: every bucket starts full again.
+    assert first.remaining == 99
+    assert all(d.allowed for d in after)
+
+
+def test_a_redis_that_stays_down_after_a_restart_is_still_unavailable(
+    private_redis: PrivateRedis, runner: asyncio.Runner
+) -> None:
+    limiter = RedisRateLimiter(private_redis.url, namespace="agentq-test")
+    tier = Tier(rate=NO_REFILL, burst=100)
+    try:
+        runner.run(limiter.take("acme", tier))
+        private_redis.kill()
+        with pytest.raises(Unavailable) as caught:
+            runner.run(limiter.take("acme", tier))
+    finally:
+        runner.run(limiter.close())
+
+    assert caught.value.message == "Rate limiter unavailable"
