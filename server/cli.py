@@ -35,7 +35,11 @@ def _parser() -> argparse.ArgumentParser:
 
     worker = commands.add_parser("worker", help="run queue workers for the Redis broker")
     worker.add_argument("--processes", type=int, help="worker processes (AGENTQ_WORKER_PROCESSES)")
-    worker.add_argument("--threads", type=int, help="threads per process (AGENTQ_WORKER_THREADS)")
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        help="executions each process runs at once (AGENTQ_WORKER_CONCURRENCY, default 256)",
+    )
 
     token = commands.add_parser("token", help="mint a JWT signed with VEX_JWT_SECRET")
     token.add_argument("--sub", required=True, help="the subject (sub claim)")
@@ -78,8 +82,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "worker":
         from server.serve import work
 
-        updates = {"worker_processes": args.processes, "worker_threads": args.threads}
-        settings = settings.model_copy(update={k: v for k, v in updates.items() if v})
+        updates = {"worker_processes": args.processes, "worker_concurrency": args.concurrency}
+        overrides = {k: v for k, v in updates.items() if v is not None}
+        # Validated as the environment's values are: a bad number is a clear error.
+        settings = Settings.model_validate({**settings.model_dump(), **overrides})
         work(settings)
     elif args.command == "token":
         if args.ttl <= 0:

@@ -49,9 +49,9 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
 
 
 def declare_job_actor(
-    broker: dramatiq.Broker, run: Callable[[str], None], *, time_limit_s: float
+    broker: dramatiq.Broker, run: Callable[[str], None]
 ) -> dramatiq.Actor[[str], None]:
-    """Register the actor that runs one job by id; it delegates to `run`."""
+    """Register the actor that hands one job, by id, to `run`."""
 
     def run_job(job_id: str) -> None:
         run(job_id)
@@ -63,8 +63,9 @@ def declare_job_actor(
         # Attempts are counted in the database, where a lost worker still
         # counts; the runner re-sends a retry with its backoff as a delay.
         max_retries=0,
-        # A backstop only: the runner ends an attempt at the job time limit.
-        time_limit=int(time_limit_s * 1000),
+        # The actor only waits for a slot and claims the job; the engine enforces
+        # the attempt's own time limit, and a wait for a slot may be long.
+        time_limit=float("inf"),
     )
     return decorate(run_job)
 

@@ -11,8 +11,8 @@ from server.clock import Clock, utc_now
 from server.events import EventSpec, EventType
 from server.models import Job, JobStatus
 from server.queue import JobQueue
-from server.runner import RetryPolicy
 from server.unit_of_work import UnitOfWork
+from server.worker.policy import RetryPolicy
 
 log = logging.getLogger(__name__)
 

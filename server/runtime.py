@@ -11,18 +11,22 @@ from dataclasses import dataclass, field
 import dramatiq
 from sqlalchemy import Engine
 
+from rest_shim.loop import event_loop_factory
 from server.access import AccessService
-from server.cancel_watch import CancelWatch
 from server.db import create_db_engine, migrate, ping, session_factory
 from server.providers.base import Provider
 from server.providers.factory import build_provider
 from server.queue import DramatiqJobQueue, build_broker, declare_job_actor
 from server.recovery import Recovery, RecoveryThread
-from server.runner import JobRunner, RetryPolicy
 from server.services import AgentService, JobService, Services, SystemService
 from server.settings import MIN_SECRET_BYTES, Settings
 from server.unit_of_work import SqlUnitOfWork, UnitOfWork
-from server.worker_uow import WorkerUnits
+from server.worker.engine import ExecutionEngine
+from server.worker.pg_store import PgStore
+from server.worker.policy import RetryPolicy
+from server.worker.runner import AttemptRunner
+from server.worker.store import AttemptStore, ThreadStore
+from server.worker.units import ConnectionUnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,25 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     )
 
 
+# Threads that take messages from the broker and hand them to the engine. Each only
+# waits for a slot and a claim, so a few keep any number of slots busy, and the broker
+# hands a worker no more than twice as many messages as it has such threads.
+MESSAGE_THREADS = 8
+# SQLite's driver blocks; its engine work runs on this many threads.
+SQLITE_THREADS = 4
+# A worker's own pool (the sweeper's and, on SQLite, the engine's statements).
+WORKER_POOL_SIZE = 4
+
+
+def engine_pool_size(concurrency: int) -> int:
+    """asyncpg connections for an engine of `concurrency` slots.
+
+    An attempt spends milliseconds in the database per second of provider wait, so one
+    connection serves many slots; attempts queue on the pool for a moment rather than fail.
+    """
+    return max(2, min(16, -(-concurrency // 16)))
+
+
 @dataclass
 class Runtime:
     """Everything a serving or working process holds, and how to stop it."""
@@ -68,15 +91,16 @@ class Runtime:
     broker: dramatiq.Broker
     queue: DramatiqJobQueue
     services: Services
-    runner: JobRunner
+    executions: ExecutionEngine
     recovery: Recovery
     access: AccessService
-    worker_units: WorkerUnits
     _threads: list[RecoveryThread] = field(default_factory=list)
     _workers: list[dramatiq.Worker] = field(default_factory=list)
 
-    def start_workers(self, threads: int) -> None:
-        """Run queue workers in this process."""
+    def start_workers(self) -> None:
+        """Run the execution engine and its message threads in this process."""
+        self.executions.start()
+        threads = min(MESSAGE_THREADS, self.settings.worker_concurrency)
         worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
         worker.start()
         self._workers.append(worker)
@@ -87,21 +111,35 @@ class Runtime:
         thread.start()
         self._threads.append(thread)
 
-    def close(self) -> None:
-        """Stop workers (letting running attempts finish) and sweeps, then the pools."""
+    def close(self, *, grace_s: float | None = None) -> None:
+        """Stop taking jobs, let running attempts finish for a grace period, stop the rest.
+
+        Attempts still running after `grace_s` (default: the setting) are interrupted
+        and their jobs given back to the queue at once.
+        """
+        self.executions.stop_admitting()
         for worker in self._workers:
             worker.stop()
+        self.executions.close(
+            grace_s=self.settings.shutdown_grace_s if grace_s is None else grace_s
+        )
         for thread in self._threads:
             thread.stop()
-        self.runner.cancel_watch.stop()
-        self.worker_units.close()
         self.broker.close()
         self.engine.dispose()
 
 
-def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Runtime:
-    """Connect to the database (migrating it) and the broker, and wire the services."""
-    engine = create_db_engine(settings.database_url, pool_size=settings.server_threads)
+def build_runtime(
+    settings: Settings, *, provider: Provider | None = None, serving: bool = True
+) -> Runtime:
+    """Connect to the database (migrating it) and the broker, and wire the services.
+
+    `serving` sizes the database pool for the API's threads; a worker needs a few.
+    """
+    pool_size = settings.server_threads if serving else WORKER_POOL_SIZE
+    if settings.db_type == "sqlite":
+        pool_size += SQLITE_THREADS
+    engine = create_db_engine(settings.database_url, pool_size=pool_size)
     migrate(engine)
     sessions = session_factory(engine)
 
@@ -111,14 +149,35 @@ def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Ru
     broker = build_broker(settings)
     policy = retry_policy(settings)
     queue = DramatiqJobQueue(broker)
-    # Workers run their transitions on bare connections: a session per step
-    # would cost more CPU than the SQL itself.
-    attempts = WorkerUnits(engine)
-    watch = CancelWatch(attempts, interval_s=settings.cancel_poll_s)
-    runner = JobRunner(
-        attempts, provider or build_provider(settings), queue, policy, cancel_watch=watch
+
+    async def open_runner() -> AttemptRunner:
+        store: AttemptStore
+        if settings.db_type == "postgres":
+            size = engine_pool_size(settings.worker_concurrency)
+            store = await PgStore.open(settings.database_url, size=size)
+        else:
+            store = ThreadStore(lambda: ConnectionUnitOfWork(engine), threads=SQLITE_THREADS)
+        return AttemptRunner(
+            store,
+            provider or build_provider(settings),
+            queue,
+            policy,
+            token_interval_s=settings.token_event_interval_ms / 1000,
+        )
+
+    executions = ExecutionEngine(
+        open_runner,
+        concurrency=settings.worker_concurrency,
+        cancel_poll_s=settings.cancel_poll_s,
+        loop_factory=event_loop_factory(),
     )
-    declare_job_actor(broker, runner.run, time_limit_s=policy.lease_s)
+
+    def run_message(job_id: str) -> None:
+        if not executions.admit(job_id):
+            # This worker is stopping: the job goes back to the queue for another.
+            queue.enqueue(job_id)
+
+    declare_job_actor(broker, run_message)
     services = Services(
         agents=AgentService(uow),
         jobs=JobService(
@@ -143,7 +202,7 @@ def build_runtime(settings: Settings, *, provider: Provider | None = None) -> Ru
         default_tier=settings.default_tier,
         max_unfinished_jobs=settings.max_unfinished_jobs,
     )
-    return Runtime(settings, engine, broker, queue, services, runner, recovery, access, attempts)
+    return Runtime(settings, engine, broker, queue, services, executions, recovery, access)
 
 
 def api_key_pepper(settings: Settings) -> bytes:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import threading
 from typing import Any
 
+from server import orphans
 from server.auth import mint_token
 from server.grpc_api.blocking import Blocking
 from server.grpc_api.server import start_grpc_server
@@ -39,7 +41,7 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
     secret = jwt_secret(settings)
     runtime = build_runtime(settings)
     if settings.redis_url is None:
-        runtime.start_workers(settings.worker_threads)
+        runtime.start_workers()
     runtime.start_recovery()
     blocking = Blocking(settings.server_threads)
     grpc_server = await start_grpc_server(
@@ -96,36 +98,43 @@ def _stop_on_signals() -> asyncio.Event:
 
 
 def work(settings: Settings) -> None:
-    """Run Dramatiq worker processes against the Redis broker until signalled."""
+    """Run worker processes against the Redis broker until signalled."""
     if settings.redis_url is None:
         raise ConfigurationError(
             "agentq worker needs AGENTQ_REDIS_URL; without it `agentq serve` runs the workers"
         )
+    spawn = multiprocessing.get_context("spawn")
     children = [
-        multiprocessing.get_context("spawn").Process(target=_work_one, args=(settings,))
+        spawn.Process(target=_work_one, args=(settings, os.getpid()))
         for _ in range(settings.worker_processes - 1)
     ]
     for child in children:
         child.start()
     try:
-        _work_one(settings)
+        _work_one(settings, None)
     finally:
         for child in children:
             child.terminate()
         for child in children:
-            child.join(timeout=30)
+            child.join(timeout=settings.shutdown_grace_s + 15)
 
 
-def _work_one(settings: Settings) -> None:
+def _work_one(settings: Settings, parent_pid: int | None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    runtime = build_runtime(settings)
+    if parent_pid is not None:
+        orphans.stop_with_parent(parent_pid, stop)
+    runtime = build_runtime(settings, serving=False)
+    grace_s: float | None = None
     try:
-        runtime.start_workers(settings.worker_threads)
+        runtime.start_workers()
         runtime.start_recovery()
-        log.info("agentq worker running %d threads", settings.worker_threads)
+        log.info("agentq worker running up to %d executions", settings.worker_concurrency)
         print("agentq worker ready", flush=True)
         stop.wait()
+        if parent_pid is not None and orphans.parent_gone(parent_pid):
+            # Nobody will wait for this process: give running jobs back at once.
+            grace_s = 0.0
     finally:
-        runtime.close()
+        runtime.close(grace_s=grace_s)

@@ -50,9 +50,13 @@ class Settings(BaseSettings):
 
     # Threads that run blocking database work for the async gRPC server.
     server_threads: int = Field(default=16, ge=1)
-    # In-process worker threads on the embedded default; `agentq worker` threads.
-    worker_threads: int = Field(default=8, ge=1)
+    # Executions one worker process (or the embedded default) runs at once on its
+    # event loop: provider calls in flight, each holding one slot from claim to outcome.
+    worker_concurrency: int = Field(default=256, ge=1, le=10_000)
     worker_processes: int = Field(default=1, ge=1)
+    # On SIGTERM a worker takes no new job and lets running attempts finish for this
+    # long; the rest are interrupted and their jobs given back to the queue at once.
+    shutdown_grace_s: float = Field(default=30.0, ge=0)
 
     max_attempts: int = Field(default=3, ge=1)
     job_time_limit_s: float = Field(default=120.0, gt=0)
@@ -71,6 +75,9 @@ class Settings(BaseSettings):
     retention_s: float = Field(default=7 * 86400, gt=0)
     # How often a worker checks its running jobs for cancel requests.
     cancel_poll_s: float = Field(default=0.5, gt=0)
+    # A streamed answer is written as at most one token event per job per interval
+    # (plus one at the end), however many pieces the provider sends.
+    token_event_interval_ms: int = Field(default=100, ge=0)
     # How often an event stream looks for new events of its job.
     stream_poll_s: float = Field(default=0.25, gt=0)
     # An SSE stream sends a keep-alive comment after this much silence.

@@ -6,10 +6,10 @@ row update (`jobs.event_seq`), so numbers never repeat or skip. On PostgreSQL th
 is inserted by that same statement, through a data-modifying CTE; SQLite has none, so it
 inserts the event with a second statement in the same transaction.
 
-A worker runs two transitions per job, so they skip the ORM: each statement shape is
-built once and kept, and SQLAlchemy then finds its compiled form by the statement's
-memoised cache key instead of building and hashing a new one per call. On a worker's
-PostgreSQL connection the per-job ones go further, straight to the driver (pg_direct).
+Each statement shape is built once and kept, with the parameters a call binds to it made
+by one function per transition. `JobTransitions` runs them on a session or a connection
+(the API, the sweeper, a SQLite worker); the worker's asyncpg store
+(`server/worker/pg_attempts.py`) runs the same statements and parameters on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ from sqlalchemy.engine import Connection, Row
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert, Update
 
-from server import pg_direct
 from server.events import EventSpec, EventType
 from server.models import Agent, Base, Job, JobEvent, JobStatus
 
@@ -110,7 +109,7 @@ def _agent_role() -> ColumnElement[Any]:
 
 
 @functools.cache
-def _claim_statement(postgres: bool) -> Executable:
+def claim_statement(postgres: bool) -> Executable:
     claim = (
         _update(["status"], ["status", "started_at", "run_token", "lease_expires_at"], due=True)
         .values(attempts=jobs.c.attempts + 1, event_seq=jobs.c.event_seq + 1)
@@ -132,7 +131,7 @@ def _claim_statement(postgres: bool) -> Executable:
 
 
 @functools.cache
-def _transition_statement(
+def transition_statement(
     postgres: bool, expect: tuple[str, ...], values: tuple[str, ...], event: bool
 ) -> Executable:
     changed = _update(expect, values, due=False)
@@ -146,7 +145,7 @@ def _transition_statement(
     return _event_from(changed.cte("changed")).returning(events.c.sequence)
 
 
-_DUE = select(jobs.c.status, jobs.c.next_run_at).where(jobs.c.id == bindparam("job_id"))
+DUE = select(jobs.c.status, jobs.c.next_run_at).where(jobs.c.id == bindparam("job_id"))
 _CANCEL_REQUESTED = select(jobs.c.id).where(
     jobs.c.id.in_(bindparam("job_ids", expanding=True)), jobs.c.cancel_requested == true()
 )
@@ -165,6 +164,101 @@ def _event_params(event: EventSpec, at: datetime | None) -> dict[str, Any]:
     }
 
 
+def claim_params(
+    job_id: str, *, now: datetime, token: str, lease_until: datetime
+) -> dict[str, Any]:
+    """The parameters of `claim_statement`: a due pending job becomes running for `token`."""
+    return {
+        "job_id": job_id,
+        "expect_status": JobStatus.PENDING.value,
+        "due_by": now,
+        "set_status": JobStatus.RUNNING.value,
+        "set_started_at": now,
+        "set_run_token": token,
+        "set_lease_expires_at": lease_until,
+        **_event_params(EventSpec(EventType.STARTED), now),
+    }
+
+
+def claimed(job_id: str, token: str, row: Any) -> Attempt:
+    """The attempt a row returned by `claim_statement` stands for."""
+    return Attempt(
+        job_id=job_id,
+        number=_field(row, "attempts"),
+        token=token,
+        agent_id=_field(row, "agent_id"),
+        prompt=_field(row, "prompt"),
+        role=_field(row, "role"),
+        tokens_used=_field(row, "tokens_used"),
+    )
+
+
+def _field(row: Any, name: str) -> Any:
+    # A SQLAlchemy row has attributes, an asyncpg record has keys.
+    return getattr(row, name) if hasattr(row, name) else row[name]
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One conditional update: its statement's shape and the parameters of this call."""
+
+    shape: tuple[tuple[str, ...], tuple[str, ...], bool]
+    params: dict[str, Any]
+
+    def statement(self, postgres: bool) -> Executable:
+        """The prebuilt statement of this shape for the dialect."""
+        return transition_statement(postgres, *self.shape)
+
+
+def transition(
+    job_id: str,
+    *,
+    expect: Mapping[str, Any],
+    values: Mapping[str, Any],
+    event: EventSpec | None = None,
+    at: datetime | None = None,
+) -> Transition:
+    """Set `values` on the job if its columns equal `expect`, recording `event` at `at`."""
+    params: dict[str, Any] = {"job_id": job_id}
+    params.update({f"expect_{k}": v for k, v in expect.items()})
+    params.update({f"set_{k}": v for k, v in values.items()})
+    if event is not None:
+        params.update(_event_params(event, at))
+    return Transition((tuple(expect), tuple(values), event is not None), params)
+
+
+def finish_attempt(
+    job_id: str,
+    *,
+    token: str,
+    values: Mapping[str, Any],
+    event: EventSpec | None = None,
+    at: datetime | None = None,
+    unless_cancelled: bool = False,
+) -> Transition:
+    """Apply the outcome of the attempt holding `token`.
+
+    With `unless_cancelled`, a job whose cancel was requested is left alone too, so
+    its attempt can record `cancelled` instead.
+    """
+    expect: dict[str, Any] = {"status": JobStatus.RUNNING, "run_token": token}
+    if unless_cancelled:
+        expect["cancel_requested"] = False
+    return transition(
+        job_id,
+        expect=expect,
+        values={"run_token": None, "lease_expires_at": None, **values},
+        event=event,
+        at=at,
+    )
+
+
+def record(job_id: str, *, token: str, event: EventSpec, at: datetime) -> Transition:
+    """Record an event of a running attempt (a token delta) while it holds the job."""
+    expect = {"status": JobStatus.RUNNING, "run_token": token}
+    return transition(job_id, expect=expect, values={}, event=event, at=at)
+
+
 class JobTransitions:
     """The compare-and-set transitions of jobs, on a session or a connection."""
 
@@ -175,18 +269,6 @@ class JobTransitions:
     def _postgres(self) -> bool:
         bind = self._db.get_bind() if isinstance(self._db, Session) else self._db
         return bind.dialect.name == "postgresql"
-
-    @functools.cached_property
-    def _direct(self) -> Connection | None:
-        """The connection, when statements may go straight to its driver (pg_direct)."""
-        db = self._db
-        return db if isinstance(db, Connection) and pg_direct.supported(db) else None
-
-    def _run(self, statement: Executable, params: Mapping[str, Any]) -> Any | None:
-        """The first row of a per-job statement, straight from the driver where it can."""
-        if self._direct is not None:
-            return pg_direct.first_row(self._direct, statement, params)
-        return self._execute(statement, params)
 
     def _execute(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
         """The first row the statement returns, if any."""
@@ -200,34 +282,17 @@ class JobTransitions:
         self, job_id: str, *, now: datetime, token: str, lease_until: datetime
     ) -> Attempt | None:
         """Move a due pending job to running for one attempt; None if another got it."""
-        params = {
-            "job_id": job_id,
-            "expect_status": JobStatus.PENDING.value,
-            "due_by": now,
-            "set_status": JobStatus.RUNNING.value,
-            "set_started_at": now,
-            "set_run_token": token,
-            "set_lease_expires_at": lease_until,
-            **_event_params(EventSpec(EventType.STARTED), now),
-        }
-        row = self._run(_claim_statement(self._postgres), params)
+        params = claim_params(job_id, now=now, token=token, lease_until=lease_until)
+        row = self._execute(claim_statement(self._postgres), params)
         if row is None:
             return None
         if not self._postgres:
             self._insert_event(params, row)
-        return Attempt(
-            job_id=job_id,
-            number=row.attempts,
-            token=token,
-            agent_id=row.agent_id,
-            prompt=row.prompt,
-            role=row.role,
-            tokens_used=row.tokens_used,
-        )
+        return claimed(job_id, token, row)
 
     def due_at(self, job_id: str) -> datetime | None:
         """When a pending job may run next; None if it is not pending (or not there)."""
-        row = self._execute(_DUE, {"job_id": job_id})
+        row = self._execute(DUE, {"job_id": job_id})
         if row is None or row.status != JobStatus.PENDING:
             return None
         next_run_at: datetime = row.next_run_at
@@ -248,39 +313,40 @@ class JobTransitions:
         With `unless_cancelled`, a job whose cancel was requested is left alone
         too, so its attempt can record `cancelled` instead.
         """
-        expect: dict[str, Any] = {"status": JobStatus.RUNNING, "run_token": token}
-        if unless_cancelled:
-            expect["cancel_requested"] = False
-        return self._transition(
-            job_id,
-            expect=expect,
-            values={"run_token": None, "lease_expires_at": None, **values},
-            event=event,
-            at=at,
+        return self.apply(
+            finish_attempt(
+                job_id,
+                token=token,
+                values=values,
+                event=event,
+                at=at,
+                unless_cancelled=unless_cancelled,
+            )
         )
 
     def record(self, job_id: str, *, token: str, event: EventSpec, at: datetime) -> bool:
         """Record an event of a running attempt (a token delta) while it holds the job."""
-        expect = {"status": JobStatus.RUNNING, "run_token": token}
-        return self._transition(job_id, expect=expect, values={}, event=event, at=at)
+        return self.apply(record(job_id, token=token, event=event, at=at))
 
     def cancel_pending(self, job_id: str, *, at: datetime, event: EventSpec) -> bool:
         """Cancel a job that no worker holds; False if it is not pending any more."""
         values = {"status": JobStatus.CANCELLED, "completed_at": at}
         expect = {"status": JobStatus.PENDING}
-        return self._transition(job_id, expect=expect, values=values, event=event, at=at)
+        return self.apply(transition(job_id, expect=expect, values=values, event=event, at=at))
 
     def request_cancel(self, job_id: str) -> bool:
         """Ask the worker of a running job to stop; False if it is not running."""
         expect = {"status": JobStatus.RUNNING}
-        return self._transition(job_id, expect=expect, values={"cancel_requested": True})
+        return self.apply(transition(job_id, expect=expect, values={"cancel_requested": True}))
 
     def mark_enqueued(self, job_id: str, *, previous: datetime, due: datetime) -> bool:
         """Record a new message for a pending job, unless another process just did."""
-        return self._transition(
-            job_id,
-            expect={"status": JobStatus.PENDING, "enqueued_at": previous},
-            values={"enqueued_at": due},
+        return self.apply(
+            transition(
+                job_id,
+                expect={"status": JobStatus.PENDING, "enqueued_at": previous},
+                values={"enqueued_at": due},
+            )
         )
 
     def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
@@ -288,28 +354,13 @@ class JobTransitions:
         rows = self._db.execute(_CANCEL_REQUESTED, {"job_ids": list(job_ids)})
         return {row.id for row in rows}
 
-    def _transition(
-        self,
-        job_id: str,
-        *,
-        expect: Mapping[str, Any],
-        values: Mapping[str, Any],
-        event: EventSpec | None = None,
-        at: datetime | None = None,
-    ) -> bool:
-        params: dict[str, Any] = {"job_id": job_id}
-        params.update({f"expect_{k}": v for k, v in expect.items()})
-        params.update({f"set_{k}": v for k, v in values.items()})
-        if event is not None:
-            params.update(_event_params(event, at))
-        statement = _transition_statement(
-            self._postgres, tuple(expect), tuple(values), event is not None
-        )
-        row = self._run(statement, params)
+    def apply(self, change: Transition) -> bool:
+        """Run one transition; False when the job was not in the expected state."""
+        row = self._execute(change.statement(self._postgres), change.params)
         if row is None:
             return False
-        if event is not None and not self._postgres:
-            self._insert_event(params, row)
+        if change.shape[2] and not self._postgres:
+            self._insert_event(change.params, row)
         return True
 
     def _insert_event(self, params: Mapping[str, Any], row: Any) -> None:

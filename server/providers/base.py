@@ -1,13 +1,13 @@
-"""What every execution provider offers: one completion call, and its result and error."""
+"""What every execution provider offers: one async completion call, and its result and error."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-# Receives each piece of the answer as a streaming provider produces it.
+# Receives each piece of the answer as a streaming provider produces it. It must not
+# block: the engine only buffers the piece and writes it later, coalesced.
 DeltaSink = Callable[[str], None]
 
 
@@ -33,30 +33,25 @@ class ProviderError(Exception):
         self.tokens_used = tokens_used
 
 
-class Cancelled(Exception):
-    """The call was abandoned because its job was cancelled."""
-
-
 def timed_out(timeout_s: float) -> ProviderError:
-    """The error every provider raises when a call runs out of time."""
+    """The error a provider raises when its own request timeout runs out."""
     return ProviderError(f"Provider timed out after {timeout_s:g}s", retryable=True)
 
 
 class Provider(Protocol):
-    """A model an agent runs on."""
+    """A model an agent runs on, called on the worker's event loop.
 
-    def complete(
-        self,
-        *,
-        system: str,
-        prompt: str,
-        timeout_s: float,
-        cancel: threading.Event | None = None,
-        on_delta: DeltaSink | None = None,
+    The engine bounds each call by the job's time limit and stops it when the job is
+    cancelled, both by cancelling the coroutine: a provider lets CancelledError pass
+    and releases its connection on the way out, so an abandoned call holds nothing.
+    """
+
+    async def complete(
+        self, *, system: str, prompt: str, on_delta: DeltaSink | None = None
     ) -> Completion:
-        """Answer `prompt` in the role `system`, giving up after `timeout_s` seconds.
+        """Answer `prompt` in the role `system`; call `on_delta` with each streamed piece."""
+        ...
 
-        Raises Cancelled soon after `cancel` is set; calls `on_delta` with each
-        piece of the answer when the provider streams.
-        """
+    async def aclose(self) -> None:
+        """Release the provider's connections; called once, on the loop, at shutdown."""
         ...

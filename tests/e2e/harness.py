@@ -42,7 +42,7 @@ def settings_for(**overrides: Any) -> Settings:
         "recovery_interval_s": 0.5,
         "retry_backoff_s": 0.1,
         "server_threads": 8,
-        "worker_threads": 4,
+        "worker_concurrency": 32,
         # Tests send bursts far beyond a real client's; rate limits have their own tests.
         "default_tier": "unlimited",
     }
@@ -132,7 +132,7 @@ class ServerThread:
     def start(self) -> ServerThread:
         self.runtime = build_runtime(self.settings)
         if self._in_process_workers:
-            self.runtime.start_workers(self.settings.worker_threads)
+            self.runtime.start_workers()
         self.runtime.start_recovery()
         self._blocking = Blocking(self.settings.server_threads)
         self._thread.start()
@@ -179,8 +179,12 @@ def running_server(settings: Settings, *, in_process_workers: bool) -> Iterator[
 class WorkerProcess:
     """`agentq worker` in a child process, as an operator would run it."""
 
-    def __init__(self, settings: Settings, *, threads: int = 4) -> None:
-        command = [sys.executable, "-m", "server.cli", "worker", "--threads", str(threads)]
+    def __init__(
+        self, settings: Settings, *, processes: int = 1, concurrency: int | None = None
+    ) -> None:
+        command = [sys.executable, "-m", "server.cli", "worker", "--processes", str(processes)]
+        if concurrency is not None:
+            command += ["--concurrency", str(concurrency)]
         self.process = subprocess.Popen(
             command,
             env=env_for(settings),

@@ -49,7 +49,7 @@ def test_an_execution_completes_on_postgres_and_redis_with_a_separate_worker(
     scaled_settings,  # type: ignore[no-untyped-def]
 ) -> None:
     with running_server(scaled_settings, in_process_workers=False) as server:
-        worker = WorkerProcess(scaled_settings, threads=2)
+        worker = WorkerProcess(scaled_settings, concurrency=2)
         try:
             _assert_completed_flow(server)
         finally:
@@ -69,7 +69,7 @@ def test_a_job_stays_pending_until_a_worker_runs_it(
         agent = client.create_agent()
         ack = client.execute(agent.id)
         assert client.get_job(ack.job_id).status == job_pb2.JOB_STATUS_PENDING
-        worker = WorkerProcess(scaled_settings, threads=1)
+        worker = WorkerProcess(scaled_settings, concurrency=1)
         try:
             assert client.wait_finished(ack.job_id).status == job_pb2.JOB_STATUS_COMPLETED
         finally:

@@ -48,7 +48,7 @@ def test_jobs_of_callers_that_hang_up_are_all_sent_and_the_server_stops_promptly
         time.sleep(1)
         stored = _count(server)
 
-        worker = WorkerProcess(settings, threads=4)
+        worker = WorkerProcess(settings, concurrency=4)
         try:
             deadline = time.monotonic() + 60
             while _count(server, Job.status == JobStatus.PENDING) and time.monotonic() < deadline:

@@ -116,14 +116,14 @@ def test_a_job_whose_worker_is_killed_mid_run_runs_again_as_a_new_attempt(
         server.client(token()) as client,
     ):
         agent = client.create_agent()
-        first = WorkerProcess(settings, threads=1)
+        first = WorkerProcess(settings, concurrency=1)
         job_id = client.execute(agent.id).job_id
         deadline = time.monotonic() + 20
         while client.get_job(job_id).status != job_pb2.JOB_STATUS_RUNNING:
             assert time.monotonic() < deadline, "the job never started"
             time.sleep(0.05)
         first.kill()
-        second = WorkerProcess(settings.model_copy(update={"builtin_latency_ms": 0}), threads=1)
+        second = WorkerProcess(settings.model_copy(update={"builtin_latency_ms": 0}), concurrency=1)
         try:
             job = client.wait_finished(job_id, timeout_s=30)
         finally:
@@ -136,7 +136,7 @@ def test_every_job_completes_exactly_once_when_a_worker_is_killed(
     scaled_settings: Settings,
 ) -> None:
     total = int(os.environ.get("AGENTQ_TEST_SOAK_JOBS", "200"))
-    threads = 4
+    concurrency = 4
     settings = scaled_settings.model_copy(
         update={
             "builtin_latency_ms": 20,
@@ -151,8 +151,8 @@ def test_every_job_completes_exactly_once_when_a_worker_is_killed(
         server.client(token()) as client,
     ):
         agent = client.create_agent()
-        doomed = WorkerProcess(settings, threads=threads)
-        survivor = WorkerProcess(settings, threads=threads)
+        doomed = WorkerProcess(settings, concurrency=concurrency)
+        survivor = WorkerProcess(settings, concurrency=concurrency)
         try:
             ids = [client.execute(agent.id, prompt=f"task {i}").job_id for i in range(total)]
             deadline = time.monotonic() + 60
@@ -180,7 +180,7 @@ def test_every_job_completes_exactly_once_when_a_worker_is_killed(
     assert {
         i: (rows[i].completed_at, rows[i].attempts, rows[i].response) for i in before_kill
     } == before_kill
-    # Only the runs cut off by the kill (at most one per thread) were run again.
+    # Only the runs cut off by the kill (at most one per slot) were run again.
     attempts = sorted(r.attempts for r in rows.values())
     assert attempts[-1] <= 2
-    assert sum(1 for a in attempts if a == 2) <= threads
+    assert sum(1 for a in attempts if a == 2) <= concurrency

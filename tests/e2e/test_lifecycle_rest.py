@@ -203,13 +203,13 @@ def _scaled(settings: Settings, **rest_overrides: Any) -> Iterator[tuple[ServerT
 
 
 @contextmanager
-def _workers(settings: Settings, *, count: int = 2, threads: int = 2) -> Iterator[None]:
+def _workers(settings: Settings, *, count: int = 2, concurrency: int = 2) -> Iterator[None]:
     """`count` worker processes, stopped on exit."""
     started: list[WorkerProcess] = []
     try:
         # Side by side: each takes about a second to start.
         with ThreadPoolExecutor(count) as pool:
-            starting = [pool.submit(WorkerProcess, settings, threads=threads) for _ in range(count)]
+            starting = [pool.submit(WorkerProcess, settings, concurrency=concurrency) for _ in range(count)]
             wait(starting)
         started.extend(f.result() for f in starting if f.exception() is None)
         for future in starting:
@@ -539,7 +539,7 @@ def test_a_stream_dropped_mid_job_resumes_on_another_server_process_with_every_e
     settings = scaled_settings.model_copy(update={"builtin_latency_ms": 2000})
     with (
         _serve_processes(settings, 2) as (first, second),
-        _workers(settings, count=1, threads=1),
+        _workers(settings, count=1, concurrency=1),
         _http(first.url, token()) as http_a,
         _http(second.url, token()) as http_b,
     ):
@@ -693,7 +693,7 @@ def test_deleting_an_agent_cancels_its_unfinished_jobs_and_keeps_its_finished_on
     settings = scaled_settings.model_copy(update={"builtin_latency_ms": 1500})
     with (
         _scaled(settings) as (_, rest),
-        _workers(settings, count=1, threads=1),
+        _workers(settings, count=1, concurrency=1),
         _http(rest.url, token()) as http,
     ):
         agent = _create_agent(http, name="doomed")
@@ -781,7 +781,7 @@ def test_cancelling_a_parent_job_cancels_its_running_and_pending_children(
     settings = scaled_settings.model_copy(update={"builtin_latency_ms": int(latency_s * 1000)})
     with (
         _scaled(settings) as (_, rest),
-        _workers(settings, count=1, threads=2),
+        _workers(settings, count=1, concurrency=2),
         _http(rest.url, token()) as http,
     ):
         agent = _create_agent(http, max_depth=1)
@@ -789,7 +789,7 @@ def test_cancelling_a_parent_job_cancels_its_running_and_pending_children(
         _wait_running(http, parent)
         running_child = _submit(http, agent["id"], LONG_PROMPT, parent_job_id=parent)
         _wait_running(http, running_child)
-        # Both worker threads are busy: this child waits.
+        # Both worker slots are busy: this child waits.
         pending_child = _submit(http, agent["id"], LONG_PROMPT, parent_job_id=parent)
         assert _job(http, pending_child)["status"] == "pending"
 

@@ -1,0 +1,149 @@
+"""The engine's AttemptStore on PostgreSQL: the prebuilt transitions, awaited on asyncpg.
+
+Each transition is one statement (its event row goes in through a data-modifying CTE), so
+it needs no transaction of its own: asyncpg runs it in autocommit, one round trip. The
+statements are the Core ones of `server/transitions.py`, compiled once for asyncpg's
+numbered parameters; asyncpg then prepares and caches each on every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import functools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+from sqlalchemy import String, any_, bindparam, select, true
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.sql.expression import Executable
+
+from server.events import EventSpec
+from server.pg_jobs import asyncpg_dsn
+from server.transitions import (
+    DUE,
+    Attempt,
+    Transition,
+    claim_params,
+    claim_statement,
+    claimed,
+    finish_attempt,
+    jobs,
+    record,
+)
+from server.worker.store import CANCEL_CHECK_BATCH
+
+_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+
+_CANCEL_REQUESTED = select(jobs.c.id).where(
+    jobs.c.id == any_(bindparam("job_ids", type_=ARRAY(String))),
+    jobs.c.cancel_requested == true(),
+)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    sql: str
+    # Parameter names in the order of $1, $2, ...
+    names: tuple[str, ...]
+    # Values the statement carries itself (the 1 of `attempts + 1`).
+    defaults: dict[str, Any]
+
+
+@functools.cache
+def _compiled(statement: Executable) -> _Compiled:
+    compiled = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
+    return _Compiled(str(compiled), tuple(compiled.positiontup), dict(compiled.params))
+
+
+def _plain(value: Any) -> Any:
+    # asyncpg encodes by the exact type; a status enum goes as its string.
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+class PgStore:
+    """AttemptStore on an asyncpg pool, sized by the caller from its concurrency."""
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, database_url: str, *, size: int) -> PgStore:
+        """A store with a pool of up to `size` connections (one opened now)."""
+        pool = await asyncpg.create_pool(
+            asyncpg_dsn(database_url), min_size=1, max_size=size, command_timeout=30
+        )
+        return cls(pool)
+
+    async def _row(self, statement: Executable, params: Mapping[str, Any]) -> asyncpg.Record | None:
+        compiled = _compiled(statement)
+        values = {**compiled.defaults, **params}
+        args = [_plain(values[name]) for name in compiled.names]
+        # Shielded: a statement cancelled halfway (the attempt's own cancel, or the time
+        # limit) would cost the pool its connection; it is one short statement.
+        return await asyncio.shield(self._fetchrow(compiled.sql, args))
+
+    async def _fetchrow(self, sql: str, args: list[Any]) -> asyncpg.Record | None:
+        async with self._pool.acquire() as connection:
+            return await connection.fetchrow(sql, *args)
+
+    async def _apply(self, change: Transition) -> bool:
+        return await self._row(change.statement(postgres=True), change.params) is not None
+
+    async def claim(
+        self, job_id: str, *, now: datetime, token: str, lease_until: datetime
+    ) -> Attempt | None:
+        params = claim_params(job_id, now=now, token=token, lease_until=lease_until)
+        row = await self._row(claim_statement(postgres=True), params)
+        return None if row is None else claimed(job_id, token, row)
+
+    async def due_at(self, job_id: str) -> datetime | None:
+        row = await self._row(DUE, {"job_id": job_id})
+        if row is None or row["status"] != "pending":
+            return None
+        due: datetime = row["next_run_at"]
+        return due
+
+    async def finish_attempt(
+        self,
+        job_id: str,
+        *,
+        token: str,
+        values: Mapping[str, Any],
+        event: EventSpec,
+        at: datetime,
+        unless_cancelled: bool = False,
+    ) -> bool:
+        return await self._apply(
+            finish_attempt(
+                job_id,
+                token=token,
+                values=values,
+                event=event,
+                at=at,
+                unless_cancelled=unless_cancelled,
+            )
+        )
+
+    async def record(self, job_id: str, *, token: str, event: EventSpec, at: datetime) -> bool:
+        return await self._apply(record(job_id, token=token, event=event, at=at))
+
+    async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
+        compiled = _compiled(_CANCEL_REQUESTED)
+        found: set[str] = set()
+        for start in range(0, len(job_ids), CANCEL_CHECK_BATCH):
+            batch = list(job_ids[start : start + CANCEL_CHECK_BATCH])
+            async with self._pool.acquire() as connection:
+                rows = await connection.fetch(compiled.sql, batch)
+            found.update(row["id"] for row in rows)
+        return found
+
+    async def aclose(self, *, timeout_s: float = 10.0) -> None:
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout_s)
+        except TimeoutError:
+            self._pool.terminate()

@@ -1,0 +1,260 @@
+"""One job attempt on the engine's loop: claim, call the provider, record the outcome.
+
+The attempt's clock starts at its claim, which the engine makes only once it has a free
+slot, so the time limit and the lease measure the attempt itself, never a wait inside
+the worker. The time limit and a cancel both stop the provider call by cancelling its
+coroutine, which closes its connection at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+from server.clock import Clock, utc_now
+from server.events import EventSpec, EventType
+from server.models import JobStatus
+from server.proof import context_hash, merkle_root
+from server.providers.base import Completion, Provider, ProviderError
+from server.queue import JobQueue
+from server.transitions import Attempt
+from server.worker.policy import RetryPolicy
+from server.worker.store import AttemptStore
+from server.worker.tokens import TokenBuffer
+
+log = logging.getLogger(__name__)
+
+
+class CancelSignal:
+    """Tells a running attempt that its job was cancelled.
+
+    Only the provider call is interrupted: while the attempt records an outcome, a
+    cancel request is left to the database, where the outcome's compare-and-set
+    yields to it (`unless_cancelled`).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._calling: asyncio.Task[Any] | None = None
+
+    @contextlib.contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """The span in which a cancel stops the current task."""
+        self._calling = asyncio.current_task()
+        try:
+            yield
+        finally:
+            self._calling = None
+
+    def cancel(self) -> None:
+        """Record the request, and interrupt the provider call if one is under way."""
+        self.requested = True
+        if self._calling is not None:
+            self._calling.cancel()
+
+
+class AttemptRunner:
+    """Claims and runs attempts. Idempotent per message: only a successful claim runs."""
+
+    def __init__(
+        self,
+        store: AttemptStore,
+        provider: Provider,
+        queue: JobQueue,
+        policy: RetryPolicy,
+        *,
+        clock: Clock = utc_now,
+        token_interval_s: float = 0.1,
+    ) -> None:
+        self.store = store
+        self.provider = provider
+        self._queue = queue
+        self._policy = policy
+        self._clock = clock
+        self._lease = timedelta(seconds=policy.lease_s)
+        self._token_interval_s = token_interval_s
+
+    async def claim(self, job_id: str) -> Attempt | None:
+        """Start an attempt of the job; None when there is nothing to run now."""
+        now = self._clock()
+        token = str(uuid.uuid4())
+        attempt = await self.store.claim(
+            job_id, now=now, token=token, lease_until=now + self._lease
+        )
+        if attempt is not None:
+            # DEBUG, not INFO: a line per job would cost a busy worker more than its SQL.
+            log.debug("job %s attempt %d started", job_id, attempt.number)
+            return attempt
+        due = await self.store.due_at(job_id)
+        if due is not None and due > now:
+            # The message came before the backoff ended: send it back for later.
+            await self._send(job_id, (due - now).total_seconds())
+        return None
+
+    async def run(self, attempt: Attempt, signal: CancelSignal) -> None:
+        """Run a claimed attempt to its recorded outcome."""
+        try:
+            await self._attempt(attempt, signal)
+        except asyncio.CancelledError:
+            # Not a job cancel (that is handled below): the worker is shutting down.
+            # Give the job back at once rather than leave it to the lease.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await self._after_error(
+                attempt, "Attempt was interrupted: its worker shut down", True, 0, now=True
+            )
+        except Exception:
+            # Whatever broke, the claimed job must not sit in `running` until
+            # its lease runs out: record the attempt as failed now.
+            log.exception(
+                "attempt %d of job %s failed unexpectedly", attempt.number, attempt.job_id
+            )
+            await self._after_error(attempt, "Internal error while running the job", True, 0)
+
+    async def _attempt(self, attempt: Attempt, signal: CancelSignal) -> None:
+        if attempt.role is None:
+            await self._fail(attempt, "Agent not found", tokens=0)
+            return
+        tokens = TokenBuffer(
+            lambda text: self._delta(attempt, text), interval_s=self._token_interval_s
+        )
+        limit = self._policy.time_limit_s
+        try:
+            with signal.interruptible():
+                async with asyncio.timeout(limit):
+                    completion = await self.provider.complete(
+                        system=attempt.role, prompt=attempt.prompt, on_delta=tokens.add
+                    )
+        except TimeoutError:
+            await tokens.discard()
+            await self._after_error(attempt, f"Job exceeded its time limit of {limit:g}s", True, 0)
+            return
+        except asyncio.CancelledError:
+            if not signal.requested:
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await tokens.discard()
+            await self._cancelled(attempt)
+            return
+        except ProviderError as error:
+            await tokens.discard()
+            await self._after_error(attempt, error.message, error.retryable, error.tokens_used)
+            return
+        except Exception:
+            log.exception("provider raised unexpectedly on job %s", attempt.job_id)
+            await tokens.discard()
+            await self._after_error(attempt, "Provider failed unexpectedly", True, 0)
+            return
+        await tokens.finish()
+        await self._complete(attempt, attempt.role, completion)
+
+    async def _delta(self, attempt: Attempt, delta: str) -> None:
+        event = EventSpec(EventType.TOKEN, delta=delta)
+        await self.store.record(attempt.job_id, token=attempt.token, event=event, at=self._clock())
+
+    async def _complete(self, attempt: Attempt, role: str, completion: Completion) -> None:
+        # A model may cut a character in half (a lone surrogate), which neither
+        # the hash nor the database can encode; store the readable rest.
+        text = completion.text.encode("utf-8", "replace").decode("utf-8")
+        digest = context_hash(
+            agent_id=attempt.agent_id, role=role, prompt=attempt.prompt, response=text
+        )
+        await self._finish(
+            attempt,
+            {
+                "status": JobStatus.COMPLETED,
+                "completed_at": self._clock(),
+                "response": text,
+                "tokens_used": attempt.tokens_used + completion.tokens_used,
+                "context_hash": digest,
+                "merkle_root": merkle_root([digest]),
+                "error": None,
+            },
+            EventSpec(EventType.COMPLETED),
+        )
+
+    async def _after_error(
+        self, attempt: Attempt, message: str, retryable: bool, tokens: int, *, now: bool = False
+    ) -> None:
+        if not retryable or attempt.number >= self._policy.max_attempts:
+            await self._fail(attempt, message, tokens=tokens)
+            return
+        delay = 0.0 if now else self._policy.delay_after(attempt.number)
+        due = self._clock() + timedelta(seconds=delay)
+        values = {
+            "status": JobStatus.PENDING,
+            "next_run_at": due,
+            "enqueued_at": due,
+            "last_error": message,
+            "tokens_used": attempt.tokens_used + tokens,
+        }
+        event = EventSpec(EventType.RETRYING, error=message, delay_s=delay)
+        if await self._finish(attempt, values, event):
+            log.info(
+                "job %s attempt %d failed (%s); retry in %.1fs",
+                attempt.job_id,
+                attempt.number,
+                message,
+                delay,
+            )
+            await self._send(attempt.job_id, delay)
+
+    async def _fail(self, attempt: Attempt, message: str, *, tokens: int) -> None:
+        values = {
+            "status": JobStatus.FAILED,
+            "completed_at": self._clock(),
+            "error": message,
+            "last_error": message,
+            "response": "",
+            "tokens_used": attempt.tokens_used + tokens,
+        }
+        await self._finish(attempt, values, EventSpec(EventType.FAILED, error=message))
+
+    async def _cancelled(self, attempt: Attempt) -> None:
+        now = self._clock()
+        values = {"status": JobStatus.CANCELLED, "completed_at": now}
+        won = await self.store.finish_attempt(
+            attempt.job_id,
+            token=attempt.token,
+            values=values,
+            event=EventSpec(EventType.CANCELLED),
+            at=now,
+        )
+        if won:
+            log.info("job %s attempt %d -> cancelled", attempt.job_id, attempt.number)
+        else:
+            log.warning(
+                "job %s attempt %d lost its claim; outcome dropped", attempt.job_id, attempt.number
+            )
+
+    async def _finish(self, attempt: Attempt, values: dict[str, Any], event: EventSpec) -> bool:
+        """Record the attempt's outcome; a cancel requested meanwhile wins over it."""
+        won = await self.store.finish_attempt(
+            attempt.job_id,
+            token=attempt.token,
+            values=values,
+            event=event,
+            at=self._clock(),
+            unless_cancelled=True,
+        )
+        if won:
+            log.debug("job %s attempt %d -> %s", attempt.job_id, attempt.number, values["status"])
+            return True
+        await self._cancelled(attempt)  # records nothing when the claim itself was lost
+        return False
+
+    async def _send(self, job_id: str, delay_s: float) -> None:
+        # The broker client blocks; a default-executor thread keeps it off the loop.
+        try:
+            await asyncio.to_thread(self._queue.enqueue, job_id, delay_s=delay_s)
+        except Exception:
+            # Still pending in the database: the recovery sweeper sends it when overdue.
+            log.warning("could not send job %s; recovery will", job_id, exc_info=True)
