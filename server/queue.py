@@ -11,6 +11,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
 from server.redis_batch import enqueue_many
+from server.redis_client import blocking_client
 from server.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
     broker: dramatiq.Broker
     if settings.redis_url:
         broker = RedisBroker(  # type: ignore[no-untyped-call]
-            url=settings.redis_url,
+            # Every broker command is one short script call: five seconds
+            # without a reply is an outage, not a slow answer.
+            client=blocking_client(settings.redis_url, timeout_s=5.0),
             namespace=settings.redis_namespace,
             # A dead worker's unacknowledged messages return to the queue after
             # this long; the database sweeper covers the jobs themselves sooner.
