@@ -279,18 +279,25 @@ class PrivateRedis:
         self.start()
 
 
-@pytest.fixture
-def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
-    """A started redis-server of this test alone, which it may kill and restart."""
+def private_redis_server(directory: Path) -> Iterator[PrivateRedis]:
+    """Yield a started PrivateRedis, killed afterwards; skip (fail in CI) without redis-server."""
     if shutil.which("redis-server") is None:
         reason = "redis-server is not on PATH; tests that restart Redis need their own"
         if os.environ.get("CI"):
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
-    server = PrivateRedis(tmp_path)
+    server = PrivateRedis(directory)
     server.start()
-    yield server
-    server.kill()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[PrivateRedis]:
+    """A started redis-server of this test alone, which it may kill and restart."""
+    yield from private_redis_server(tmp_path)
 
 
 def test_the_first_takes_after_redis_restarts_are_answered(
