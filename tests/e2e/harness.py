@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import httpx
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -43,6 +44,8 @@ def settings_for(**overrides: Any) -> Settings:
         "retry_backoff_s": 0.1,
         "server_threads": 8,
         "worker_concurrency": 32,
+        # A server stopped at a test's end gives its running jobs back soon.
+        "shutdown_grace_s": 2,
         # Tests send bursts far beyond a real client's; rate limits have their own tests.
         "default_tier": "unlimited",
     }
@@ -223,6 +226,44 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=10)
+
+
+class FakeLLMProcess:
+    """bench/fake_openai.py as its own process: an OpenAI-compatible server on loopback.
+
+    Its own process, so that a thousand slow calls cost the test process nothing.
+    """
+
+    def __init__(self, *, delay_s: float, chunks: int = 4) -> None:
+        command = [sys.executable, "-m", "bench.fake_openai", "--delay", str(delay_s)]
+        self.process = subprocess.Popen(
+            [*command, "--chunks", str(chunks)], stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "listening on port" not in line:
+            self.stop()
+            raise AssertionError(f"the fake provider did not start: {line!r}")
+        self.base_url = f"http://127.0.0.1:{int(line.rsplit(' ', 1)[1])}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        """Its counters: calls, in_flight, peak_in_flight, completed, disconnects, ..."""
+        stats: dict[str, Any] = httpx.get(self.base_url.removesuffix("/v1") + "/stats").json()
+        return stats
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@contextmanager
+def fake_llm_process(*, delay_s: float, chunks: int = 4) -> Iterator[FakeLLMProcess]:
+    """A started FakeLLMProcess, stopped on exit."""
+    fake = FakeLLMProcess(delay_s=delay_s, chunks=chunks)
+    try:
+        yield fake
+    finally:
+        fake.stop()
 
 
 class RestThread:
