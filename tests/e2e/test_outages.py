@@ -61,7 +61,9 @@ def test_a_job_whose_message_was_lost_still_runs(scaled_settings: Settings) -> N
         assert client.get_job(ack.job_id).status == job_pb2.JOB_STATUS_PENDING
         queue.enqueue = original
         # A worker's recovery sweep finds the job whose message never left.
-        worker = WorkerProcess(scaled_settings.model_copy(update={"requeue_after_s": 1}), threads=1)
+        worker = WorkerProcess(
+            scaled_settings.model_copy(update={"requeue_after_s": 1}), concurrency=1
+        )
         try:
             job = client.wait_finished(ack.job_id, timeout_s=30)
         finally:

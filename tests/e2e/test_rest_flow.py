@@ -260,7 +260,7 @@ def test_the_seed_walkthrough_completes_on_postgres_and_redis_with_a_separate_wo
 ) -> None:
     bearer = _mint_token_with_the_cli(tmp_path)
     with running_server(scaled_settings, in_process_workers=False) as server:
-        worker = WorkerProcess(scaled_settings, threads=2)
+        worker = WorkerProcess(scaled_settings, concurrency=2)
         try:
             with running_rest(f"127.0.0.1:{server.port}") as shim:
                 _walk_the_seed(shim.url, bearer, db_type="postgres")
