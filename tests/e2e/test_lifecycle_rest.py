@@ -209,7 +209,9 @@ def _workers(settings: Settings, *, count: int = 2, concurrency: int = 2) -> Ite
     try:
         # Side by side: each takes about a second to start.
         with ThreadPoolExecutor(count) as pool:
-            starting = [pool.submit(WorkerProcess, settings, concurrency=concurrency) for _ in range(count)]
+            starting = [
+                pool.submit(WorkerProcess, settings, concurrency=concurrency) for _ in range(count)
+            ]
             wait(starting)
         started.extend(f.result() for f in starting if f.exception() is None)
         for future in starting:
