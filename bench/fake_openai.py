@@ -1,0 +1,472 @@
+"""A fake OpenAI-compatible chat-completions server for loopback: slow, streamed, counted.
+
+It stands in for a model provider in the benchmark and the end-to-end tests. It runs on
+raw asyncio streams with a minimal HTTP/1.1 parser (keep-alive, Content-Length bodies),
+so one core serves thousands of concurrent slow requests.
+
+`POST /v1/chat/completions` waits `delay_s`, then answers `Echo: <prompt>` (the prompt is
+the last "user" message), padded with dots to at least `chunks` characters. Streamed
+(`"stream": true`) it sends that text as `chunks` SSE deltas, then a usage chunk when
+`stream_options.include_usage` is set, then `[DONE]`; otherwise one JSON body. Token
+counts are words: of every message for the prompt, of the answer for the completion.
+Directives in the prompt override the defaults for one request: `[delay=5]`,
+`[chunks=200]`, `[status=503]` (an OpenAI error body with that status, after the delay).
+
+`GET /stats` answers the counters as JSON and `POST /reset` zeroes them; `stats()` and
+`reset()` do the same in process. A client that closes its connection before the answer
+is fully sent counts as a disconnect, and the request stops at once.
+
+In process: `with FakeOpenAI(delay_s=1) as fake: ... fake.base_url`. As a process:
+`python -m bench.fake_openai --delay 2 --chunks 4 --port 0` prints
+`fake-openai listening on port N` and serves until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import json
+import re
+import signal
+import threading
+from dataclasses import dataclass
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any
+
+from rest_shim.loop import event_loop_factory
+
+CHAT_PATH = "/v1/chat/completions"
+_HEAD_END = b"\r\n\r\n"
+_DIRECTIVE = re.compile(r"\[(delay|chunks|status)=([0-9]+(?:\.[0-9]+)?)\]")
+# Many clients open their connections at once; the default backlog of 100 would drop some.
+_BACKLOG = 4096
+
+
+class _Counters:
+    """What the server has seen since the last reset; read from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self._zero()
+
+    def _zero(self) -> None:
+        self.calls = 0
+        self.completed = 0
+        self.disconnects = 0
+        # Requests still running stay in flight across a reset, so the peak starts there.
+        self.peak_in_flight = self.in_flight
+        self.calls_per_prompt: collections.Counter[str] = collections.Counter()
+
+    def reset(self) -> None:
+        with self._lock:
+            self._zero()
+
+    def started(self, prompt: str) -> None:
+        with self._lock:
+            self.calls += 1
+            self.calls_per_prompt[prompt] += 1
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def ended(self, *, completed: bool) -> None:
+        with self._lock:
+            self.in_flight -= 1
+            if completed:
+                self.completed += 1
+            else:
+                self.disconnects += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "calls": self.calls,
+                "in_flight": self.in_flight,
+                "peak_in_flight": self.peak_in_flight,
+                "completed": self.completed,
+                "disconnects": self.disconnects,
+                "calls_per_prompt": dict(self.calls_per_prompt),
+            }
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One parsed HTTP request."""
+
+    method: str
+    path: str
+    body: bytes
+    keep_alive: bool
+
+
+class _ClientGone(Exception):
+    """The client closed its connection before the answer was complete."""
+
+
+def _parse_head(head: bytes) -> tuple[str, str, dict[str, str], bool]:
+    """Method, path, lower-cased headers and whether the connection stays open."""
+    request_line, *lines = head.decode("latin-1").rstrip("\r\n").split("\r\n")
+    method, target, version = request_line.split(" ", 2)
+    headers: dict[str, str] = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+    return method, target.split("?", 1)[0], headers, keep_alive
+
+
+async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
+    """The next request's head, or None once the client has closed the connection."""
+    try:
+        return await reader.readuntil(_HEAD_END)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        return None
+
+
+def _response_head(status: int, headers: dict[str, str]) -> bytes:
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    lines = [f"HTTP/1.1 {status} {phrase}", *(f"{k}: {v}" for k, v in headers.items())]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def _json_response(status: int, body: Any, *, keep_alive: bool) -> bytes:
+    payload = json.dumps(body).encode()
+    headers = {"Content-Type": "application/json", "Content-Length": str(len(payload))}
+    if not keep_alive:
+        headers["Connection"] = "close"
+    return _response_head(status, headers) + payload
+
+
+def _sse_chunk(data: str) -> bytes:
+    """One SSE event as one HTTP chunk."""
+    event = f"data: {data}\n\n".encode()
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+def _words(text: Any) -> int:
+    return len(text.split()) if isinstance(text, str) else 0
+
+
+def _user_prompt(messages: Any) -> str:
+    """The content of the last "user" message, or "" if there is none."""
+    if isinstance(messages, list):
+        for message in reversed(messages):
+            if isinstance(message, dict) and message.get("role") == "user":
+                content = message.get("content")
+                return content if isinstance(content, str) else ""
+    return ""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the server answers one chat-completions request."""
+
+    prompt: str
+    delay_s: float
+    chunks: int
+    status: int
+    stream: bool
+    include_usage: bool
+    prompt_tokens: int
+
+    def text(self) -> str:
+        return f"Echo: {self.prompt}".ljust(self.chunks, ".")
+
+    def pieces(self) -> list[str]:
+        """The text cut into `chunks` non-empty pieces of near-equal length."""
+        text = self.text()
+        size, extra = divmod(len(text), self.chunks)
+        pieces, start = [], 0
+        for index in range(self.chunks):
+            end = start + size + (1 if index < extra else 0)
+            pieces.append(text[start:end])
+            start = end
+        return pieces
+
+    def usage(self) -> dict[str, int]:
+        completion = _words(self.text())
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+        }
+
+
+def _plan(body: Any, *, delay_s: float, chunks: int) -> _Plan:
+    """The plan for a request body: the server's defaults, then the prompt's directives."""
+    body = body if isinstance(body, dict) else {}
+    messages = body.get("messages")
+    prompt = _user_prompt(messages)
+    status = 200
+    for name, value in _DIRECTIVE.findall(prompt):
+        if name == "delay":
+            delay_s = float(value)
+        elif name == "chunks":
+            chunks = int(float(value))
+        elif 200 <= float(value) <= 599:
+            status = int(float(value))
+    options = body.get("stream_options")
+    prompt_tokens = 0
+    if isinstance(messages, list):
+        prompt_tokens = sum(_words(m.get("content")) for m in messages if isinstance(m, dict))
+    return _Plan(
+        prompt=prompt,
+        delay_s=delay_s,
+        chunks=max(chunks, 1),
+        status=status,
+        stream=body.get("stream") is True,
+        include_usage=isinstance(options, dict) and options.get("include_usage") is True,
+        prompt_tokens=prompt_tokens,
+    )
+
+
+class _Server:
+    """The HTTP server itself; every method runs on its event loop."""
+
+    def __init__(self, *, delay_s: float, chunks: int, counters: _Counters) -> None:
+        self.delay_s = delay_s
+        self.chunks = chunks
+        self.counters = counters
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+
+    async def start(self, host: str, port: int) -> int:
+        """Listen on `host:port` and return the port bound."""
+        self._server = await asyncio.start_server(self._connection, host, port, backlog=_BACKLOG)
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        """Stop listening and drop every open connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._connections):
+            task.cancel()
+        await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, _ClientGone):
+            pass  # the client went away; the request, if any, was counted
+        finally:
+            self._connections.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Answer requests on one connection until the client closes it."""
+        head = await _read_head(reader)
+        while head is not None:
+            method, path, headers, keep_alive = _parse_head(head)
+            body = await reader.readexactly(int(headers.get("content-length", "0") or 0))
+            # Reading the next head while answering is how a close by the client shows up.
+            next_head = asyncio.ensure_future(_read_head(reader))
+            try:
+                await self._answer(_Request(method, path, body, keep_alive), writer, next_head)
+            except BaseException:
+                next_head.cancel()
+                raise
+            if not keep_alive:
+                next_head.cancel()
+                return
+            head = await next_head
+
+    async def _answer(
+        self,
+        request: _Request,
+        writer: asyncio.StreamWriter,
+        next_head: asyncio.Future[bytes | None],
+    ) -> None:
+        keep = request.keep_alive
+        if request.method == "POST" and request.path == CHAT_PATH:
+            await self._chat(request, writer, next_head)
+        elif request.method == "GET" and request.path == "/stats":
+            writer.write(_json_response(200, self.counters.snapshot(), keep_alive=keep))
+        elif request.method == "POST" and request.path == "/reset":
+            self.counters.reset()
+            writer.write(_json_response(200, self.counters.snapshot(), keep_alive=keep))
+        else:
+            error = {"error": {"message": f"No route for {request.method} {request.path}"}}
+            writer.write(_json_response(404, error, keep_alive=keep))
+        await writer.drain()
+
+    async def _chat(
+        self,
+        request: _Request,
+        writer: asyncio.StreamWriter,
+        next_head: asyncio.Future[bytes | None],
+    ) -> None:
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            body = None
+        plan = _plan(body, delay_s=self.delay_s, chunks=self.chunks)
+        self.counters.started(plan.prompt)
+        completed = False
+        try:
+            await self._wait(plan.delay_s, next_head)
+            writer.write(self._chat_answer(plan, body, keep_alive=request.keep_alive))
+            await writer.drain()
+            completed = True
+        finally:
+            self.counters.ended(completed=completed)
+
+    @staticmethod
+    async def _wait(delay_s: float, next_head: asyncio.Future[bytes | None]) -> None:
+        """Sleep `delay_s`, or raise _ClientGone as soon as the client closes."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay_s
+        while (left := deadline - loop.time()) > 0:
+            if next_head.done():
+                # A pipelined next request is not a close: sleep out the rest.
+                await asyncio.sleep(left)
+                return
+            await asyncio.wait([next_head], timeout=left)
+            if next_head.done() and next_head.result() is None:
+                raise _ClientGone
+
+    @staticmethod
+    def _chat_answer(plan: _Plan, body: Any, *, keep_alive: bool) -> bytes:
+        if not isinstance(body, dict):
+            error = {"error": {"message": "The request body is not a JSON object"}}
+            return _json_response(400, error, keep_alive=keep_alive)
+        if plan.status != 200:
+            error = {"error": {"message": f"Fake error {plan.status}", "type": "fake_error"}}
+            return _json_response(plan.status, error, keep_alive=keep_alive)
+        if not plan.stream:
+            message = {"role": "assistant", "content": plan.text()}
+            answer = {
+                "object": "chat.completion",
+                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+                "usage": plan.usage(),
+            }
+            return _json_response(200, answer, keep_alive=keep_alive)
+        headers = {"Content-Type": "text/event-stream", "Transfer-Encoding": "chunked"}
+        if not keep_alive:
+            headers["Connection"] = "close"
+        parts = [_response_head(200, headers)]
+        for piece in plan.pieces():
+            delta = {"choices": [{"index": 0, "delta": {"content": piece}}]}
+            parts.append(_sse_chunk(json.dumps(delta)))
+        if plan.include_usage:
+            parts.append(_sse_chunk(json.dumps({"choices": [], "usage": plan.usage()})))
+        parts.append(_sse_chunk("[DONE]"))
+        parts.append(b"0\r\n\r\n")
+        return b"".join(parts)
+
+
+class FakeOpenAI:
+    """The fake server on its own event loop in a daemon thread, for tests and benchmarks."""
+
+    def __init__(
+        self, *, delay_s: float = 0.0, chunks: int = 4, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._counters = _Counters()
+        self._server = _Server(delay_s=delay_s, chunks=chunks, counters=self._counters)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The URL an OpenAI client takes as its base: `http://host:port/v1`."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def stats(self) -> dict[str, Any]:
+        """The counters, as `GET /stats` answers them."""
+        return self._counters.snapshot()
+
+    def reset(self) -> None:
+        """Zero the counters (requests still running stay in flight)."""
+        self._counters.reset()
+
+    def start(self) -> None:
+        """Start serving; returns once the port is bound."""
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._loop = event_loop_factory()()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, failure), name="fake-openai", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+
+    def stop(self) -> None:
+        """Drop every connection, stop the loop and wait for its thread."""
+        if self._loop is None or self._thread is None or self._stop is None:
+            return
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.run_until_complete(self._main(ready))
+        except BaseException as exc:  # reported to start(), which re-raises it
+            failure.append(exc)
+            ready.set()
+        finally:
+            self._loop.close()
+
+    async def _main(self, ready: threading.Event) -> None:
+        self._stop = asyncio.Event()
+        self.port = await self._server.start(self.host, self.port)
+        ready.set()
+        await self._stop.wait()
+        await self._server.close()
+
+    def __enter__(self) -> FakeOpenAI:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+async def _serve_until_signal(args: argparse.Namespace) -> None:
+    server = _Server(delay_s=args.delay, chunks=args.chunks, counters=_Counters())
+    port = await server.start(args.host, args.port)
+    print(f"fake-openai listening on port {port}", flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m bench.fake_openai`: serve until SIGTERM or SIGINT."""
+    parser = argparse.ArgumentParser(prog="python -m bench.fake_openai", description=__doc__)
+    parser.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    parser.add_argument("--chunks", type=int, default=4, help="SSE deltas per streamed answer")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    args = parser.parse_args(argv)
+    with (
+        contextlib.suppress(KeyboardInterrupt),
+        asyncio.Runner(loop_factory=event_loop_factory()) as runner,
+    ):
+        runner.run(_serve_until_signal(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,278 @@
+"""The fake OpenAI server: answers, streaming, directives, counters, and its process mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bench.fake_openai import FakeOpenAI
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeOpenAI]:
+    with FakeOpenAI(chunks=4) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(server: FakeOpenAI) -> FakeOpenAI:
+    """The module's server with its counters zeroed."""
+    server.reset()
+    return server
+
+
+def _body(prompt: str, **extra: Any) -> dict[str, Any]:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}]
+    return {"model": "fake", "messages": messages, **extra}
+
+
+def _post(fake: FakeOpenAI, prompt: str, **extra: Any) -> httpx.Response:
+    return httpx.post(f"{fake.base_url}/chat/completions", json=_body(prompt, **extra))
+
+
+def _events(fake: FakeOpenAI, prompt: str, **extra: Any) -> tuple[httpx.Response, list[str]]:
+    """A streamed request's response and the data of each of its SSE events."""
+    url = f"{fake.base_url}/chat/completions"
+    with httpx.stream("POST", url, json=_body(prompt, stream=True, **extra)) as response:
+        data = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    return response, data
+
+
+def _deltas(data: list[str]) -> list[str]:
+    chunks = [json.loads(item) for item in data if item != "[DONE]"]
+    return [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"]]
+
+
+def test_a_plain_request_gets_the_echo_and_word_counts_as_usage(fake: FakeOpenAI) -> None:
+    response = _post(fake, "hello there")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "Echo: hello there"}
+    # Prompt: "Be brief." + "hello there"; completion: "Echo: hello there".
+    assert body["usage"] == {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
+
+
+def test_a_streamed_request_gets_the_echo_in_chunks_then_usage_then_done(
+    fake: FakeOpenAI,
+) -> None:
+    response, data = _events(fake, "hello there", stream_options={"include_usage": True})
+
+    assert response.headers["content-type"] == "text/event-stream"
+    assert response.headers["transfer-encoding"] == "chunked"
+    deltas = _deltas(data)
+    assert len(deltas) == 4
+    assert all(deltas)
+    assert "".join(deltas) == "Echo: hello there"
+    assert json.loads(data[-2]) == {
+        "choices": [],
+        "usage": {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7},
+    }
+    assert data[-1] == "[DONE]"
+
+
+def test_a_streamed_request_without_include_usage_gets_no_usage_chunk(fake: FakeOpenAI) -> None:
+    _, data = _events(fake, "hello there")
+
+    assert len(data) == 5
+    assert all("usage" not in item for item in data)
+    assert data[-1] == "[DONE]"
+
+
+def test_a_chunks_directive_sets_the_number_of_deltas_padding_a_short_answer(
+    fake: FakeOpenAI,
+) -> None:
+    _, data = _events(fake, "hi [chunks=40]")
+
+    deltas = _deltas(data)
+    assert len(deltas) == 40
+    assert all(deltas)
+    assert "".join(deltas).startswith("Echo: hi [chunks=40]")
+
+
+def test_a_status_directive_answers_that_status_with_an_openai_error_body(
+    fake: FakeOpenAI,
+) -> None:
+    plain = _post(fake, "fail [status=503]")
+    streamed, _ = _events(fake, "fail [status=429]")
+
+    assert plain.status_code == 503
+    assert plain.headers["content-type"] == "application/json"
+    assert isinstance(plain.json()["error"]["message"], str)
+    assert streamed.status_code == 429
+
+
+def test_a_delay_directive_holds_the_answer_back(fake: FakeOpenAI) -> None:
+    started = time.monotonic()
+    response = _post(fake, "slow [delay=0.3]")
+
+    assert response.status_code == 200
+    assert 0.3 <= time.monotonic() - started < 2
+
+
+def test_concurrent_requests_are_all_in_flight_at_once_and_counted(fake: FakeOpenAI) -> None:
+    async def send_all() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=50)
+        async with httpx.AsyncClient(limits=limits, timeout=10) as client:
+            url = f"{fake.base_url}/chat/completions"
+            calls = [client.post(url, json=_body(f"p{i % 5} [delay=0.5]")) for i in range(50)]
+            return await asyncio.gather(*calls)
+
+    started = time.monotonic()
+    responses = asyncio.run(send_all())
+
+    assert time.monotonic() - started < 2.5
+    assert {r.status_code for r in responses} == {200}
+    stats = fake.stats()
+    assert stats["calls"] == 50
+    assert stats["peak_in_flight"] == 50
+    assert stats["in_flight"] == 0
+    assert stats["completed"] == 50
+    assert stats["disconnects"] == 0
+    assert stats["calls_per_prompt"] == {f"p{i} [delay=0.5]": 10 for i in range(5)}
+
+
+def _allow_open_files(count: int) -> None:
+    """Raise this process's open-file limit to `count`, or skip when it may not."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft >= count:
+        return
+    if hard != resource.RLIM_INFINITY and hard < count:
+        pytest.skip(f"the open-file limit is {hard}, below the {count} this test needs")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
+
+
+def test_a_thousand_slow_requests_are_served_at_once(fake: FakeOpenAI) -> None:
+    # Each request holds a client and a server socket in this one process.
+    _allow_open_files(2500)
+    payload = json.dumps(_body("many [delay=1]")).encode()
+    request = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(payload),
+        payload,
+    )
+
+    async def one() -> bytes:
+        # Plain sockets: the point is the server's cost, not an HTTP client's.
+        reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        writer.close()
+        return head
+
+    async def send_all() -> list[bytes]:
+        return await asyncio.gather(*(one() for _ in range(1000)))
+
+    started = time.monotonic()
+    heads = asyncio.run(send_all())
+
+    assert time.monotonic() - started < 4
+    assert all(head.startswith(b"HTTP/1.1 200 OK") for head in heads)
+    assert fake.stats()["peak_in_flight"] == 1000
+
+
+def test_a_client_that_gives_up_mid_delay_is_counted_as_a_disconnect_at_once(
+    fake: FakeOpenAI,
+) -> None:
+    async def give_up() -> None:
+        async with httpx.AsyncClient(timeout=10) as client:
+            call = asyncio.create_task(
+                client.post(f"{fake.base_url}/chat/completions", json=_body("x [delay=5]"))
+            )
+            await asyncio.sleep(0.2)
+            assert fake.stats()["in_flight"] == 1
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+
+    asyncio.run(give_up())
+
+    deadline = time.monotonic() + 0.5
+    while fake.stats()["disconnects"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stats = fake.stats()
+    assert stats["disconnects"] == 1
+    assert stats["in_flight"] == 0
+    assert stats["completed"] == 0
+
+
+def test_stats_and_reset_over_http_match_the_in_process_counters(fake: FakeOpenAI) -> None:
+    root = fake.base_url.removesuffix("/v1")
+    _post(fake, "once")
+
+    over_http = httpx.get(f"{root}/stats").json()
+    assert over_http == fake.stats()
+    assert over_http["calls_per_prompt"] == {"once": 1}
+
+    assert httpx.post(f"{root}/reset").status_code == 200
+    assert fake.stats() == {
+        "calls": 0,
+        "in_flight": 0,
+        "peak_in_flight": 0,
+        "completed": 0,
+        "disconnects": 0,
+        "calls_per_prompt": {},
+    }
+
+
+def test_one_connection_carries_several_requests(fake: FakeOpenAI) -> None:
+    async def two_on_one_socket() -> list[bytes]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
+        heads = []
+        for prompt in ("first", "second"):
+            payload = json.dumps(_body(prompt)).encode()
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = head.split(b"Content-Length: ")[1].split(b"\r\n")[0]
+            await reader.readexactly(int(length))
+            heads.append(head)
+        writer.close()
+        return heads
+
+    heads = asyncio.run(two_on_one_socket())
+
+    assert all(head.startswith(b"HTTP/1.1 200 OK") for head in heads)
+    assert fake.stats()["completed"] == 2
+
+
+def test_the_module_runs_as_a_process_that_stops_on_sigterm() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.fake_openai", "--delay", "0", "--chunks", "2"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        match = re.fullmatch(r"fake-openai listening on port (\d+)\n", line)
+        assert match, line
+        base = f"http://127.0.0.1:{match.group(1)}"
+        body = _body("hi", stream=True)
+        with httpx.stream("POST", f"{base}/v1/chat/completions", json=body) as response:
+            data = [line for line in response.iter_lines() if line.startswith("data: ")]
+        assert len(data) == 3
+        assert httpx.get(f"{base}/stats").json()["completed"] == 1
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=5) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
