@@ -30,9 +30,10 @@ that the service layer relies on, so a unit test fails where the real database w
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -42,12 +43,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect
 from sqlalchemy.orm import Mapper
 
-from server.cancel_watch import CancelWatch
 from server.events import EventSpec, EventType
 from server.models import Agent, ApiKey, IdempotencyKey, Job, JobEvent, JobStatus, TenantLimit
 from server.paging import Cursor
-from server.providers.base import Cancelled, Completion, DeltaSink
+from server.providers.base import Completion, DeltaSink, Provider
 from server.transitions import Attempt
+from server.worker.policy import RetryPolicy
+from server.worker.runner import AttemptRunner, CancelSignal
+from server.worker.store import ThreadStore
 
 Model = Agent | Job | JobEvent | IdempotencyKey | ApiKey | TenantLimit
 Row = TypeVar("Row", bound=Model)
@@ -814,25 +817,36 @@ class FakeClock:
         return self.now
 
 
-class ManualCancelWatch(CancelWatch):
-    """A CancelWatch without its polling thread: a test calls `check()` where a poll would be."""
+class ManualCancelCheck:
+    """The engine's cancel check without its task: a test calls `check()` where a poll would be.
 
-    def watch(self, job_id: str) -> threading.Event:
-        """An event that is set once `check()` finds the job's cancel request."""
-        event = threading.Event()
-        with self._lock:
-            self._watched[job_id] = event
-        return event
+    As the engine does, it asks the store which of the watched jobs have a cancel request,
+    and cancels the signals of their attempts.
+    """
+
+    def __init__(self, units: Callable[[], FakeUnitOfWork]) -> None:
+        self._units = units
+        self._signals: dict[str, CancelSignal] = {}
+
+    def signal(self, job_id: str) -> CancelSignal:
+        """A new signal to run the job's next attempt with, which `check()` cancels."""
+        signal = self._signals[job_id] = CancelSignal()
+        return signal
+
+    def check(self) -> None:
+        """Look once for cancel requests of the watched jobs."""
+        with self._units() as uow:
+            cancelled = uow.jobs.cancel_requested(list(self._signals))
+        for job_id in cancelled:
+            self._signals[job_id].cancel()
 
 
 @dataclass(frozen=True)
 class ProviderCall:
-    """The arguments of one call to a provider (`cancel` and streaming are not compared)."""
+    """The arguments of one call to a provider (whether it streamed is not compared)."""
 
     system: str
     prompt: str
-    timeout_s: float
-    cancel: threading.Event | None = field(default=None, compare=False)
     streams: bool = field(default=False, compare=False)
 
 
@@ -840,45 +854,38 @@ class ProviderCall:
 class Stream:
     """A provider step that sends `pieces` to `on_delta` one by one, then answers with them.
 
-    `after_piece`, when set, is called with each piece's index after it was sent, e.g. to
-    cancel the job midway.
+    `after_piece`, when set, is called (and awaited, when async) with each piece's index
+    after it was sent, e.g. to cancel the job midway.
     """
 
     pieces: tuple[str, ...]
     tokens_used: int
-    after_piece: Callable[[int], None] | None = None
+    after_piece: Callable[[int], Awaitable[None] | None] | None = None
 
 
-Step = Completion | BaseException | Stream | Callable[[], Completion]
+Step = Completion | BaseException | Stream | Callable[[], Completion | Awaitable[Completion]]
 
 
 class ScriptedProvider:
     """A Provider that plays back its steps in order and records every call.
 
     A step is a Completion to return, an exception to raise, a Stream of token deltas, or a
-    callable whose result is returned (it may raise, sleep or change the world, as a real
-    call can). With `honours_cancel` (the default) the call raises Cancelled once its
-    cancel event is set: between streamed pieces and before it answers; without, it
-    answers anyway, as a provider that ignores the signal does.
+    callable, plain or async, whose result is returned (it may raise, sleep or change the
+    world, as a real call can). Like a real call awaiting its connection, a step yields to
+    the loop after each streamed piece and before it answers, so a cancel made meanwhile
+    lands inside the call.
     """
 
-    def __init__(self, *steps: Step, honours_cancel: bool = True) -> None:
+    def __init__(self, *steps: Step) -> None:
         self._steps = list(steps)
-        self._honours_cancel = honours_cancel
         self.calls: list[ProviderCall] = []
+        self.closed = False
 
-    def complete(
-        self,
-        *,
-        system: str,
-        prompt: str,
-        timeout_s: float,
-        cancel: threading.Event | None = None,
-        on_delta: DeltaSink | None = None,
+    async def complete(
+        self, *, system: str, prompt: str, on_delta: DeltaSink | None = None
     ) -> Completion:
         """The next scripted answer."""
-        call = ProviderCall(system, prompt, timeout_s, cancel=cancel, streams=on_delta is not None)
-        self.calls.append(call)
+        self.calls.append(ProviderCall(system, prompt, streams=on_delta is not None))
         if not self._steps:
             raise AssertionError(f"provider called {len(self.calls)} times; not scripted")
         step = self._steps.pop(0)
@@ -887,36 +894,69 @@ class ScriptedProvider:
         if isinstance(step, Completion):
             completion = step
         elif isinstance(step, Stream):
-            completion = self._stream(step, cancel, on_delta)
+            completion = await self._stream(step, on_delta)
         else:
-            completion = step()
-        self._stop_if_cancelled(cancel)
+            answer = step()
+            completion = await answer if isinstance(answer, Awaitable) else answer
+        await asyncio.sleep(0)
         return completion
 
-    def _stream(
-        self, step: Stream, cancel: threading.Event | None, on_delta: DeltaSink | None
-    ) -> Completion:
+    async def _stream(self, step: Stream, on_delta: DeltaSink | None) -> Completion:
         for index, piece in enumerate(step.pieces):
-            self._stop_if_cancelled(cancel)
             if on_delta is not None:
                 on_delta(piece)
             if step.after_piece is not None:
-                step.after_piece(index)
+                hooked = step.after_piece(index)
+                if hooked is not None:
+                    await hooked
+            await asyncio.sleep(0)
         return Completion(text="".join(step.pieces), tokens_used=step.tokens_used)
 
-    def _stop_if_cancelled(self, cancel: threading.Event | None) -> None:
-        if self._honours_cancel and cancel is not None and cancel.is_set():
-            raise Cancelled
+    async def aclose(self) -> None:
+        """Note that the provider was closed."""
+        self.closed = True
 
 
-def slowly(seconds: float, completion: Completion) -> Callable[[], Completion]:
+def slowly(seconds: float, completion: Completion) -> Callable[[], Awaitable[Completion]]:
     """A provider step that takes `seconds` of wall-clock time, then answers."""
 
-    def answer() -> Completion:
-        time.sleep(seconds)
+    async def answer() -> Completion:
+        await asyncio.sleep(seconds)
         return completion
 
     return answer
+
+
+def attempt_runner(
+    store: FakeStore,
+    provider: Provider,
+    queue: FakeQueue,
+    policy: RetryPolicy,
+    *,
+    clock: FakeClock,
+) -> AttemptRunner:
+    """An AttemptRunner on the fake store, as a SQLite worker runs one; no token coalescing.
+
+    Its units of work run on one thread, so they never overlap.
+    """
+    attempts = ThreadStore(store.unit_of_work, threads=1)
+    return AttemptRunner(attempts, provider, queue, policy, clock=clock, token_interval_s=0)
+
+
+def run_job(runner: AttemptRunner, job_id: str, signal: CancelSignal | None = None) -> bool:
+    """Handle one message for the job as the engine does: claim it, then run the attempt.
+
+    True when the message started an attempt.
+    """
+
+    async def claim_and_run() -> bool:
+        attempt = await runner.claim(job_id)
+        if attempt is None:
+            return False
+        await runner.run(attempt, signal or CancelSignal())
+        return True
+
+    return asyncio.run(claim_and_run())
 
 
 def make_agent(*, tenant_id: str = "acme", **overrides: Any) -> Agent:
