@@ -155,7 +155,8 @@ def _meta(config: BenchConfig, tools: Tools, agentq: str) -> dict[str, Any]:
         "e2e_count": config.e2e_count,
         "scale_sizes": list(config.scale_sizes),
         "worker_processes": config.worker_processes,
-        "worker_threads": config.worker_threads,
+        "worker_concurrency": config.worker_concurrency,
+        "noop_threads": config.noop_threads,
         "load_tools": _tool_names(tools),
     }
 

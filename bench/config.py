@@ -28,7 +28,11 @@ class BenchConfig:
     scale_samples: int = 2000
     scale_rest_s: float = 5.0
     worker_processes: int = 2
-    worker_threads: int = 8
+    # Executions each agentq worker process (and the embedded server) runs at once:
+    # agentq's own default, passed explicitly so the report can judge against it.
+    worker_concurrency: int = 256
+    # Threads of each bare Dramatiq no-op worker process: Dramatiq's own knob, not agentq's.
+    noop_threads: int = 8
     drain_timeout_s: float = 600.0
     # Before each measured run, wait at most this long for other programs to go quiet.
     quiet_wait_s: float = 5.0
@@ -85,7 +89,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--scale-sizes", type=_ints, help="two stored-job counts (10000,1000000)")
     p.add_argument("--scale-samples", type=int, help="get-job calls timed at each size (2000)")
     p.add_argument("--worker-processes", type=int, help="agentq/Dramatiq worker processes (2)")
-    p.add_argument("--worker-threads", type=int, help="threads per worker process (8)")
+    p.add_argument(
+        "--worker-concurrency", type=int, help="executions each agentq worker runs at once (256)"
+    )
+    p.add_argument("--noop-threads", type=int, help="threads per Dramatiq no-op process (8)")
     p.add_argument("--only", type=lambda s: tuple(s.split(",")), help="configs: embedded,postgres")
     p.add_argument("--no-baselines", action="store_true", help="skip the bare-library baselines")
     p.add_argument("--postgres-url", help="admin URL of the PostgreSQL server to use")
@@ -122,7 +129,8 @@ def from_args(args: argparse.Namespace) -> BenchConfig:
         "scale_sizes": args.scale_sizes,
         "scale_samples": args.scale_samples,
         "worker_processes": args.worker_processes,
-        "worker_threads": args.worker_threads,
+        "worker_concurrency": args.worker_concurrency,
+        "noop_threads": args.noop_threads,
         "configs": args.only,
         "postgres_url": args.postgres_url or os.environ.get("AGENTQ_BENCH_POSTGRES_URL"),
         "redis_url": args.redis_url or os.environ.get("AGENTQ_BENCH_REDIS_URL"),

@@ -62,7 +62,7 @@ class Deployment:
             "AGENTQ_HTTP_ADDR": "127.0.0.1:0",
             "AGENTQ_BUILTIN_LATENCY_MS": "0",
             "AGENTQ_REQUEUE_AFTER_S": REQUEUE_AFTER_S,
-            "AGENTQ_WORKER_THREADS": str(self.config.worker_threads),
+            "AGENTQ_WORKER_CONCURRENCY": str(self.config.worker_concurrency),
             # The benchmark measures capacity, so its tenant gets the tier without a
             # limit (the limiter still runs); the default tier would refuse most calls.
             "AGENTQ_DEFAULT_TIER": "unlimited",

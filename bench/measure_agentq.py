@@ -104,7 +104,7 @@ def _workers(
         env,
         f"{deployment.kind}-{name}",
         processes=config.worker_processes,
-        threads=config.worker_threads,
+        concurrency=config.worker_concurrency,
     )
 
 

@@ -71,12 +71,12 @@ def rest_hop(ctx: Context) -> dict[str, Any]:
 
 
 def dramatiq_noop(ctx: Context) -> dict[str, Any]:
-    """N no-op messages through Redis with agentq's worker layout, first send to last ack."""
+    """N no-op messages through Redis to P processes of T threads, first send to last ack."""
     config = ctx.config
     namespace = unique_name("agentq-bench-noop")
     env = _env(BENCH_REDIS_URL=config.redis_url, BENCH_REDIS_NAMESPACE=namespace)
     argv = _python("dramatiq", "bench.baselines.dramatiq_noop")
-    argv += ["--processes", str(config.worker_processes), "--threads", str(config.worker_threads)]
+    argv += ["--processes", str(config.worker_processes), "--threads", str(config.noop_threads)]
     workers = ctx.procs.start("dramatiq-workers", argv, env=env)
     try:
         workers.wait_for(DRAMATIQ_READY, count=config.worker_processes)

@@ -59,7 +59,12 @@ def _one_completed_job(
     workers = None
     if deployment.separate_workers:
         workers = start_workers(
-            ctx.procs, ctx.agentq, env, f"{deployment.kind}-scale-workers", processes=1, threads=1
+            ctx.procs,
+            ctx.agentq,
+            env,
+            f"{deployment.kind}-scale-workers",
+            processes=1,
+            concurrency=1,
         )
     try:
         client = Client(server, token)

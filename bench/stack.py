@@ -77,10 +77,10 @@ def start_workers(
     name: str,
     *,
     processes: int,
-    threads: int,
+    concurrency: int,
 ) -> ManagedProcess:
     """Start `agentq worker` and wait until each of its processes is ready."""
-    argv = [agentq, "worker", "--processes", str(processes), "--threads", str(threads)]
+    argv = [agentq, "worker", "--processes", str(processes), "--concurrency", str(concurrency)]
     process = procs.start(name, argv, env=env)
     process.wait_for(WORKER_READY, count=processes, timeout_s=START_TIMEOUT_S)
     return process
