@@ -183,6 +183,8 @@ def _version() -> str:
 def _source_tree(agentq: str) -> Path:
     """Where the measured agentq's code lives (an editable install's checkout)."""
     python = Path(agentq).parent / "python"
+    if not python.exists():
+        return REPO
     probe = "import pathlib, server; print(pathlib.Path(server.__file__).parent.parent)"
     done = subprocess.run(
         [str(python), "-c", probe], cwd="/", capture_output=True, text=True, check=False
