@@ -23,6 +23,7 @@ from bench.deployment import Deployment
 from bench.loadgen import LoadGenerator, Tools, find_tools
 from bench.measure_agentq import measure_config
 from bench.measure_baselines import measure_baselines
+from bench.measure_latency import CHUNKS, LONG_STREAM_CHUNKS, measure_latency
 from bench.procs import ProcessSet
 from bench.profiling import Profiler, find_py_spy, summary_markdown
 from bench.runs import Context
@@ -47,6 +48,15 @@ WORKER_NOTE = (
     "(--workers-during-api keeps them)."
 )
 
+LATENCY_NOTE = (
+    "Latency-bound workload: the provider is a fake OpenAI-compatible server in its own "
+    "process (its CPU shows as `provider`) answering each call after the set latency. "
+    "PostgreSQL + Redis: the workers are paused (SIGSTOP) while every execution is "
+    "queued, their memory before the drain read then, and resumed together. Embedded: "
+    "the engine runs in the server, so it starts on the first execution queued, and its "
+    "memory growth includes serving the Executes."
+)
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; 0 when every workload ran and was verified."""
@@ -67,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         notes=[*tools.notes, TOPOLOGY_NOTE, OTHERS_NOTE],
     )
     meta = _meta(config, tools, ctx.agentq)
-    results: dict[str, Any] = {"meta": meta, "baselines": {}, "configs": {}}
+    results: dict[str, Any] = {"meta": meta, "baselines": {}, "configs": {}, "latency": {}}
     status = 0
     try:
         _run_all(ctx, results, run_dir / "scratch")
@@ -80,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(run_dir / "scratch", ignore_errors=True)
     results["notes"] = ctx.notes
     results["targets"] = report.judge_targets(results)
+    results["latency_targets"] = report.judge_latency_targets(results)
     if ctx.profiler is not None:
         results["profiles"] = [summary_markdown(s) for s in ctx.profiler.summaries]
     json_path, md_path = report.write(results, run_dir)
@@ -93,21 +104,28 @@ def main(argv: list[str] | None = None) -> int:
 def _run_all(ctx: Context, results: dict[str, Any], scratch: Path) -> None:
     config = ctx.config
     postgres_ok, redis_ok = _reachable_postgres(config), _reachable_redis(config)
-    if config.baselines:
+    both = postgres_ok and redis_ok
+    if not both and ("postgres" in config.configs or config.latency):
+        ctx.notes.append(
+            "PostgreSQL + Redis not measured: "
+            f"PostgreSQL {'up' if postgres_ok else 'unreachable'}, "
+            f"Redis {'up' if redis_ok else 'unreachable'} "
+            "(--postgres-url / --redis-url point elsewhere)"
+        )
+    # The baselines are what the two configurations' figures are compared with.
+    if config.baselines and config.configs:
         results["baselines"] = measure_baselines(ctx, redis_available=redis_ok)
     for kind in config.configs:
-        if kind == "postgres" and not (postgres_ok and redis_ok):
-            ctx.notes.append(
-                "PostgreSQL + Redis not measured: "
-                f"PostgreSQL {'up' if postgres_ok else 'unreachable'}, "
-                f"Redis {'up' if redis_ok else 'unreachable'} "
-                "(--postgres-url / --redis-url point elsewhere)"
-            )
+        if kind == "postgres" and not both:
             continue
         if kind == "postgres":
             ctx.notes.append(WORKER_NOTE)
         ctx.say(f"configuration {kind}")
         results["configs"][kind] = measure_config(ctx, Deployment(kind, config, scratch))
+    if config.latency:
+        ctx.say("latency-bound workload")
+        ctx.notes.append(LATENCY_NOTE)
+        results["latency"] = measure_latency(ctx, scratch, postgres=both)
 
 
 def _profiler(config: BenchConfig, run_dir: Path) -> Profiler | None:
@@ -153,6 +171,9 @@ def _meta(config: BenchConfig, tools: Tools, agentq: str) -> dict[str, Any]:
         "in_flight": list(config.in_flight),
         "top_in_flight": config.top_in_flight,
         "e2e_count": config.e2e_count,
+        "latency_s": config.latency_s,
+        "latency_jobs": config.latency_jobs,
+        "latency_chunks": [CHUNKS, LONG_STREAM_CHUNKS],
         "scale_sizes": list(config.scale_sizes),
         "worker_processes": config.worker_processes,
         "worker_concurrency": config.worker_concurrency,

@@ -10,6 +10,8 @@ from pathlib import Path
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 CONFIGS = ("embedded", "postgres")
+# What `--only` picks from: the two configurations' workloads, and the latency-bound one.
+PARTS = (*CONFIGS, "latency")
 RESULTS_DIR = Path(__file__).with_name("results")
 # The checkout holding bench/: where `python -m bench...` children must start.
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,6 +36,10 @@ class BenchConfig:
     # Threads of each bare Dramatiq no-op worker process: Dramatiq's own knob, not agentq's.
     noop_threads: int = 8
     drain_timeout_s: float = 600.0
+    # The latency-bound workload: a fake provider answering after this long.
+    latency_s: float = 2.0
+    latency_jobs: int = 5000
+    latency: bool = True
     # Before each measured run, wait at most this long for other programs to go quiet.
     quiet_wait_s: float = 5.0
     configs: tuple[str, ...] = CONFIGS
@@ -64,6 +70,8 @@ QUICK = {
     "scale_samples": 100,
     "scale_rest_s": 1.0,
     "drain_timeout_s": 120.0,
+    "latency_s": 0.5,
+    "latency_jobs": 300,
     "quiet_wait_s": 0.0,
     "max_run_s": 300.0,
 }
@@ -80,7 +88,7 @@ def parser() -> argparse.ArgumentParser:
         description="Benchmark agentq against bare grpc.aio, FastAPI and Dramatiq baselines.",
     )
     p.add_argument(
-        "--quick", action="store_true", help="everything briefly (< 2 min): a smoke test"
+        "--quick", action="store_true", help="everything briefly (2-3 min): a smoke test"
     )
     p.add_argument("--duration", type=float, help="seconds of each measured load run (default 8)")
     p.add_argument("--warmup", type=float, help="seconds of warm-up before each run (default 2)")
@@ -93,7 +101,17 @@ def parser() -> argparse.ArgumentParser:
         "--worker-concurrency", type=int, help="executions each agentq worker runs at once (256)"
     )
     p.add_argument("--noop-threads", type=int, help="threads per Dramatiq no-op process (8)")
-    p.add_argument("--only", type=lambda s: tuple(s.split(",")), help="configs: embedded,postgres")
+    p.add_argument(
+        "--only",
+        type=lambda s: tuple(s.split(",")),
+        help="parts to run, comma-separated: embedded,postgres,latency (all)",
+    )
+    p.add_argument(
+        "--llm-latency-s", type=float, help="latency workload: the provider's delay (2; quick 0.5)"
+    )
+    p.add_argument(
+        "--latency-jobs", type=int, help="latency workload: executions (5000; quick 300)"
+    )
     p.add_argument("--no-baselines", action="store_true", help="skip the bare-library baselines")
     p.add_argument("--postgres-url", help="admin URL of the PostgreSQL server to use")
     p.add_argument("--redis-url", help="URL of the Redis server to use")
@@ -131,7 +149,10 @@ def from_args(args: argparse.Namespace) -> BenchConfig:
         "worker_processes": args.worker_processes,
         "worker_concurrency": args.worker_concurrency,
         "noop_threads": args.noop_threads,
-        "configs": args.only,
+        "configs": None if args.only is None else tuple(c for c in args.only if c in CONFIGS),
+        "latency": None if args.only is None else "latency" in args.only,
+        "latency_s": args.llm_latency_s,
+        "latency_jobs": args.latency_jobs,
         "postgres_url": args.postgres_url or os.environ.get("AGENTQ_BENCH_POSTGRES_URL"),
         "redis_url": args.redis_url or os.environ.get("AGENTQ_BENCH_REDIS_URL"),
         "grpc_connections": args.grpc_connections,
@@ -142,9 +163,9 @@ def from_args(args: argparse.Namespace) -> BenchConfig:
     config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
     if args.scale_sizes is not None and len(args.scale_sizes) != 2:
         raise SystemExit("--scale-sizes takes two numbers, e.g. 10000,1000000")
-    unknown = set(config.configs) - set(CONFIGS)
+    unknown = set(args.only or ()) - set(PARTS)
     if unknown:
-        raise SystemExit(f"--only: unknown config {', '.join(sorted(unknown))}")
+        raise SystemExit(f"--only: unknown part {', '.join(sorted(unknown))}")
     return replace(
         config,
         baselines=not args.no_baselines,

@@ -72,6 +72,19 @@ class Database(ABC):
             (status, _utc(queued), _utc(done) if done else None) for status, queued, done in found
         ]
 
+    def job_lifetimes(
+        self, agent_id: str
+    ) -> list[tuple[str, datetime, datetime | None, datetime | None]]:
+        """(status, queued_at, started_at, completed_at) of every job of one agent, in UTC."""
+        found = self.rows(
+            "SELECT status, queued_at, started_at, completed_at FROM jobs WHERE agent_id = ?",
+            [agent_id],
+        )
+        return [
+            (status, _utc(queued), _utc(began) if began else None, _utc(done) if done else None)
+            for status, queued, began, done in found
+        ]
+
     def sample_job_ids(self, count: int) -> list[str]:
         """Up to `count` job ids picked at random."""
         return [

@@ -7,11 +7,13 @@ import os
 import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 STOP_GRACE_S = 20.0
+RSS_SAMPLE_S = 0.5
 
 
 class ProcessError(RuntimeError):
@@ -73,15 +75,25 @@ class ManagedProcess:
 
     def rss_bytes(self) -> int:
         """Resident memory of the child itself (not its children), from /proc."""
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise ProcessError(f"no VmRSS for {self.name}")
+        rss = _rss_bytes(self.pid)
+        if rss is None:
+            raise ProcessError(f"no VmRSS for {self.name}")
+        return rss
+
+    def pause(self) -> None:
+        """SIGSTOP the child's group: it keeps its memory and connections but runs nothing."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT the child's group after `pause`."""
+        self._signal_group(signal.SIGCONT)
 
     def stop(self, *, grace_s: float = STOP_GRACE_S) -> None:
         """SIGTERM the group, then SIGKILL it if the child is still there after `grace_s`."""
         if self._popen.poll() is None:
             self._signal_group(signal.SIGTERM)
+            # A paused group would not act on the SIGTERM until continued.
+            self._signal_group(signal.SIGCONT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen.wait(timeout=grace_s)
         # Whatever the leader left behind in its group goes too.
@@ -124,3 +136,78 @@ class ProcessSet:
         """Stop every child still running, newest first."""
         while self._running:
             self.stop(self._running[-1])
+
+
+def _rss_bytes(pid: int) -> int | None:
+    """VmRSS of one process, or None once it is gone (or a zombie, which has none)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every process descended from it, from the parent links in /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # After the command name (which may hold spaces): state, then the parent pid.
+        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(parent, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return sorted(tree)
+
+
+class RssSampler:
+    """The resident memory of a process and its descendants, every `interval_s`.
+
+    `start()` takes the first sample at once (the "before" of each process); a thread
+    takes the next ones until `stop()`, which takes a last one. A process that appears
+    later has its first sample as its "before".
+    """
+
+    def __init__(self, root: int, *, interval_s: float = RSS_SAMPLE_S) -> None:
+        self.root = root
+        self.interval_s = interval_s
+        self.before: dict[int, int] = {}
+        self.peak: dict[int, int] = {}
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def start(self) -> RssSampler:
+        """Sample now, then keep sampling in the background."""
+        self.sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread and take a last sample."""
+        self._stopped.set()
+        self._thread.join(timeout=10)
+        self.sample()
+
+    def sample(self) -> None:
+        """Read every process of the tree once."""
+        for pid in process_tree(self.root):
+            rss = _rss_bytes(pid)
+            if rss is None:
+                continue
+            self.before.setdefault(pid, rss)
+            self.peak[pid] = max(self.peak.get(pid, 0), rss)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.interval_s):
+            self.sample()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,28 +28,40 @@ BASELINE_TITLES = {
 TARGET_CONFIG = "postgres"
 # Column of the cores each party used during a run (bench.machine).
 CPU = "cores used"
+OWN_PREFIX = re.compile(r"^(latency-\w+-\d+-|embedded-|postgres-)")
+
+
+AT_LEAST, AT_MOST, EXACTLY = "≥", "≤", "="
+# Figures of one configuration, the baselines, the run's meta -> the value judged.
+Measure = Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], float | None]
 
 
 @dataclass(frozen=True)
 class Target:
-    """One goal of issue 6: a ratio of two figures of the same run, and its bound."""
+    """One goal: a figure (or a ratio of two) of the same run, and its bound."""
 
     name: str
     threshold: float
-    at_most: bool
-    measure: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], float | None]
+    comparison: str
+    measure: Measure
+    digits: int = 2
 
     def judge(self, value: float | None) -> str:
         """pass, FAIL, or n/a when not measured."""
         if value is None:
             return "n/a"
-        ok = value <= self.threshold if self.at_most else value >= self.threshold
+        if self.comparison == EXACTLY:
+            ok = round(value, self.digits) == self.threshold
+        elif self.comparison == AT_MOST:
+            ok = value <= self.threshold
+        else:
+            ok = value >= self.threshold
         return "pass" if ok else "FAIL"
 
     @property
     def bound(self) -> str:
         """The threshold as text."""
-        return f"{'≤' if self.at_most else '≥'} {self.threshold:g}"
+        return f"{self.comparison} {self.threshold:g}"
 
 
 def _get(data: dict[str, Any], *path: str) -> Any:
@@ -67,7 +80,7 @@ def targets(meta: dict[str, Any]) -> list[Target]:
         Target(
             f"gRPC Execute / bare echo, {top} in flight",
             0.35,
-            False,
+            AT_LEAST,
             lambda c, b, m: ratio(
                 _get(c, "grpc_execute", top, "rps"), _get(b, "grpc_echo", top, "rps")
             ),
@@ -75,7 +88,7 @@ def targets(meta: dict[str, Any]) -> list[Target]:
         Target(
             f"REST execute / bare REST→gRPC hop, {top} in flight",
             0.5,
-            False,
+            AT_LEAST,
             lambda c, b, m: ratio(
                 _get(c, "rest_execute", top, "rps"), _get(b, "rest_hop", top, "rps")
             ),
@@ -83,7 +96,7 @@ def targets(meta: dict[str, Any]) -> list[Target]:
         Target(
             f"gRPC GetJob / bare echo, {top} in flight",
             0.5,
-            False,
+            AT_LEAST,
             lambda c, b, m: ratio(
                 _get(c, "grpc_get_job", top, "rps"), _get(b, "grpc_echo", top, "rps")
             ),
@@ -91,13 +104,13 @@ def targets(meta: dict[str, Any]) -> list[Target]:
         Target(
             "end-to-end completed jobs/s / bare Dramatiq no-op",
             0.5,
-            False,
+            AT_LEAST,
             lambda c, b, m: ratio(_get(c, "e2e", "per_s"), _get(b, "dramatiq_noop", "per_s")),
         ),
         Target(
             f"GetJob p50 at {int(large):,} stored / at {int(small):,}",
             1.2,
-            True,
+            AT_MOST,
             lambda c, b, m: ratio(
                 _get(c, "scale", large, "grpc_p50_ms"), _get(c, "scale", small, "grpc_p50_ms")
             ),
@@ -105,7 +118,7 @@ def targets(meta: dict[str, Any]) -> list[Target]:
         Target(
             f"server RSS at {int(large):,} stored / at {int(small):,}",
             1.1,
-            True,
+            AT_MOST,
             lambda c, b, m: ratio(
                 _get(c, "scale", large, "rss_mb"), _get(c, "scale", small, "rss_mb")
             ),
@@ -113,14 +126,69 @@ def targets(meta: dict[str, Any]) -> list[Target]:
     ]
 
 
+def latency_targets(meta: dict[str, Any]) -> list[Target]:
+    """The latency-bound workload's targets; each configuration's figures are its runs."""
+    chunks, long_chunks = meta["latency_chunks"]
+    return [
+        Target(
+            "peak provider calls in flight / (worker processes x concurrency)",
+            0.9,
+            AT_LEAST,
+            lambda c, b, m: ratio(
+                _get(c, "main", "peak_in_flight"),
+                (_get(c, "main", "processes") or 0) * (_get(c, "main", "concurrency") or 0),
+            ),
+        ),
+        Target(
+            f"completed jobs/s, provider latency {meta['latency_s']:g} s",
+            200,
+            AT_LEAST,
+            lambda c, b, m: _get(c, "main", "per_s"),
+            digits=0,
+        ),
+        # Exactly: one duplicate call in thousands of jobs must show, so four decimals.
+        Target(
+            "provider calls per job",
+            1,
+            EXACTLY,
+            lambda c, b, m: _get(c, "main", "calls_per_job"),
+            digits=4,
+        ),
+        Target(
+            "worker RSS growth per execution in flight, KB",
+            100,
+            AT_MOST,
+            lambda c, b, m: _get(c, "main", "rss_per_job_in_flight_kb"),
+            digits=1,
+        ),
+        Target(
+            f"completed jobs/s, {long_chunks} chunks per answer / {chunks}",
+            0.9,
+            AT_LEAST,
+            lambda c, b, m: ratio(_get(c, "long_stream", "per_s"), _get(c, "main", "per_s")),
+        ),
+    ]
+
+
 def judge_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Every target measured in every configuration of the run."""
+    return _judge(targets(results["meta"]), results["configs"], results, key="ratio")
+
+
+def judge_latency_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every latency-bound target measured in every configuration of the run."""
+    return _judge(latency_targets(results["meta"]), results["latency"], results, key="value")
+
+
+def _judge(
+    goals: list[Target], configs: dict[str, Any], results: dict[str, Any], *, key: str
+) -> list[dict[str, Any]]:
     judged = []
-    for target in targets(results["meta"]):
+    for target in goals:
         row: dict[str, Any] = {"target": target.name, "bound": target.bound}
-        for config, figures in results["configs"].items():
+        for config, figures in configs.items():
             value = target.measure(figures, results["baselines"], results["meta"])
-            row[config] = {"ratio": value, "result": target.judge(value)}
+            row[config] = {key: value, "result": target.judge(value), "digits": target.digits}
         judged.append(row)
     return judged
 
@@ -144,7 +212,8 @@ def _cpu(split: dict[str, float] | None) -> str:
     parts = []
     for who, cores in split.items():
         if cores >= 0.05:
-            name = who.split("-", 1)[1] if who.startswith(("embedded-", "postgres-")) else who
+            # `postgres-serve`, `latency-postgres-4-workers`: the row already says which.
+            name = OWN_PREFIX.sub("", who)
             parts.append(f"{name.replace('load generator', 'load')} {cores:.2f}")
     return " · ".join(parts)
 
@@ -161,10 +230,27 @@ def markdown(results: dict[str, Any]) -> str:
         f"load: {meta['load_tools']}",
         "",
     ]
-    lines += _targets_table(results)
-    lines += _baselines_table(results)
+    if results["configs"] or not results.get("latency"):
+        lines += _targets_table(
+            "Targets",
+            f"Judged on **{TARGET_CONFIG}** (issue 6); other configurations for information.",
+            list(results["configs"]),
+            results["targets"],
+            key="ratio",
+        )
+    if results.get("latency"):
+        lines += _targets_table(
+            "Latency-bound targets",
+            f"Judged on **{TARGET_CONFIG}**; the embedded default for information.",
+            list(results["latency"]),
+            results["latency_targets"],
+            key="value",
+        )
+    if results["baselines"]:
+        lines += _baselines_table(results)
     for config, figures in results["configs"].items():
         lines += _config_tables(config, figures, results["baselines"])
+    lines += _latency_tables(results)
     if results.get("notes"):
         lines += ["## Notes", "", *[f"- {note}" for note in results["notes"]], ""]
     for profile in results.get("profiles", []):
@@ -172,22 +258,18 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _targets_table(results: dict[str, Any]) -> list[str]:
-    configs = list(results["configs"])
+def _targets_table(
+    title: str, intro: str, configs: list[str], rows: list[dict[str, Any]], *, key: str
+) -> list[str]:
     if not configs:
-        return ["## Targets", "", "No configuration of agentq was measured.", ""]
+        return [f"## {title}", "", "No configuration of agentq was measured.", ""]
     names = [f"**{c}**" if c == TARGET_CONFIG else c for c in configs]
-    head = "| target | bound | " + " | ".join(f"{n} ratio | result" for n in names) + " |"
-    lines = [
-        "## Targets",
-        "",
-        f"Judged on **{TARGET_CONFIG}** (issue 6); other configurations for information.",
-        "",
-        head,
-        "|---|---|" + "---:|---|" * len(configs),
-    ]
-    for row in results["targets"]:
-        cells = [f"{_num(row[c]['ratio'], 2)} | {row[c]['result']}" for c in configs]
+    head = "| target | bound | " + " | ".join(f"{n} {key} | result" for n in names) + " |"
+    lines = [f"## {title}", "", intro, "", head, "|---|---|" + "---:|---|" * len(configs)]
+    for row in rows:
+        cells = [
+            f"{_num(row[c][key], row[c].get('digits', 2))} | {row[c]['result']}" for c in configs
+        ]
         lines.append(f"| {row['target']} | {row['bound']} | " + " | ".join(cells) + " |")
     return [*lines, ""]
 
@@ -269,4 +351,42 @@ def _scale_table(scale: dict[str, Any]) -> list[str]:
             f"{_num(point['rest_p99_ms'], 2)} | {_num(point['rss_mb'], 1)} | "
             f"{_cpu(point.get('cpu'))} |"
         )
+    return lines
+
+
+def _latency_tables(results: dict[str, Any]) -> list[str]:
+    latency, meta = results.get("latency") or {}, results["meta"]
+    if not latency:
+        return []
+    lines = [
+        "## Latency-bound workload",
+        "",
+        f"{meta['latency_jobs']:,} executions per run, each with its own prompt; the provider "
+        f"(a fake, its own process) answers each after {meta['latency_s']:g} s, streamed. "
+        "Completed jobs/s = jobs / (last completed - first started). Latencies in ms.",
+        "",
+        "| configuration | chunks | processes x concurrency | completed jobs/s | peak calls "
+        "in flight | calls per job | most calls for one prompt | disconnects | queued→completed "
+        f"p50 / p99 | started→completed p50 / p99 | RSS KB per job in flight | {CPU} |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    memory = []
+    for config, runs in latency.items():
+        for run in runs.values():
+            lines.append(
+                f"| {config} | {run['chunks']} | {run['processes']} x {run['concurrency']} | "
+                f"{_num(run['per_s'])} | {run['peak_in_flight']:,} | {run['calls_per_job']:.4f} "
+                f"| {run['max_calls_per_prompt']} | {run['disconnects']} | "
+                f"{_num(run['queued_p50_ms'])} / {_num(run['queued_p99_ms'])} | "
+                f"{_num(run['run_p50_ms'])} / {_num(run['run_p99_ms'])} | "
+                f"{_num(run['rss_per_job_in_flight_kb'], 1)} | {_cpu(run.get('cpu'))} |"
+            )
+            each = ", ".join(f"{p['before_mb']:.1f} → {p['peak_mb']:.1f}" for p in run["rss"])
+            memory.append(f"{config}, {run['chunks']} chunks: {each}")
+    lines += [
+        "",
+        "Resident memory of each engine process (and its children), before the drain → "
+        "peak, MB, sampled every 0.5 s: " + "; ".join(memory) + ".",
+        "",
+    ]
     return lines

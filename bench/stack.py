@@ -7,18 +7,27 @@ the stubs generated from proto/ (the public contract).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import grpc
+import grpc.aio
 
 from agentq.v1 import agent_service_pb2, job_pb2, job_service_pb2
 from bench.grpcwire import GrpcCall, Metadata, bearer
 from bench.loadgen import HttpCall
 from bench.procs import ManagedProcess, ProcessSet
+
+if TYPE_CHECKING:
+    # An asyncio unary method sending and receiving raw bytes (no serializers).
+    AsyncRawMethod = grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]
 
 EXECUTE_PATH = "/agentq.v1.AgentService/Execute"
 CREATE_AGENT_PATH = "/agentq.v1.AgentService/CreateAgent"
@@ -62,11 +71,16 @@ class Server:
     rest_port: int
 
 
-def start_server(procs: ProcessSet, agentq: str, env: Mapping[str, str], name: str) -> Server:
-    """Start `agentq serve` on free loopback ports and wait until both faces listen."""
-    process = procs.start(name, [agentq, "serve"], env=env)
+def start_server(
+    procs: ProcessSet, agentq: str, env: Mapping[str, str], name: str, *, rest: bool = True
+) -> Server:
+    """Start `agentq serve` on free loopback ports and wait until its faces listen.
+
+    Without `rest` the server runs gRPC only (`--no-rest`) and its REST port is 0.
+    """
+    process = procs.start(name, [agentq, "serve", *([] if rest else ["--no-rest"])], env=env)
     grpc_port = process.wait_for_port(GRPC_READY, timeout_s=START_TIMEOUT_S)
-    rest_port = process.wait_for_port(REST_READY, timeout_s=START_TIMEOUT_S)
+    rest_port = process.wait_for_port(REST_READY, timeout_s=START_TIMEOUT_S) if rest else 0
     return Server(process, grpc_port, rest_port)
 
 
@@ -117,6 +131,33 @@ class Client:
         """Queue one execution; the job id."""
         reply = self.execute_call(agent_id).invoke()
         return agent_service_pb2.ExecuteResponse.FromString(reply).job_id
+
+    def execute_many(self, agent_id: str, prompts: Sequence[str], *, in_flight: int) -> list[str]:
+        """Queue one execution per prompt, `in_flight` calls at a time; the job ids.
+
+        Each call must answer OK (a failure raises grpc.RpcError and ends the run).
+        """
+        return asyncio.run(self._execute_many(agent_id, prompts, in_flight))
+
+    async def _execute_many(
+        self, agent_id: str, prompts: Sequence[str], in_flight: int
+    ) -> list[str]:
+        pending = iter(enumerate(prompts))
+        job_ids = [""] * len(prompts)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.server.grpc_port}") as channel:
+            method: AsyncRawMethod = channel.unary_unary(EXECUTE_PATH)
+
+            async def send() -> None:
+                # One event loop: the shared iterator hands each prompt to one sender.
+                for index, prompt in pending:
+                    request = agent_service_pb2.ExecuteRequest(agent_id=agent_id, prompt=prompt)
+                    reply = await method(
+                        request.SerializeToString(), metadata=self.metadata, timeout=60
+                    )
+                    job_ids[index] = agent_service_pb2.ExecuteResponse.FromString(reply).job_id
+
+            await asyncio.gather(*(send() for _ in range(in_flight)))
+        return job_ids
 
     def wait_completed(self, job_id: str, *, timeout_s: float = 60.0) -> None:
         """Poll GetJob until the job has completed; raise if it fails or takes too long."""
