@@ -243,6 +243,6 @@ def _rss_figures(sampler: RssSampler, in_flight_per_process: float) -> dict[str,
         {"pid": pid, "before_mb": before / 2**20, "peak_mb": sampler.peak[pid] / 2**20}
         for pid, before in sorted(sampler.before.items())
     ]
-    growth = max(sampler.peak[pid] - before for pid, before in sampler.before.items())
+    growth = max((sampler.peak[pid] - before for pid, before in sampler.before.items()), default=0)
     per_job = growth / 1024 / in_flight_per_process if in_flight_per_process else None
     return {"rss": rss, "rss_per_job_in_flight_kb": per_job}
