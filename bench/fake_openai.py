@@ -259,6 +259,10 @@ class _Server:
             await self._serve(reader, writer)
         except (ConnectionError, asyncio.IncompleteReadError, _ClientGone):
             pass  # the client went away; the request, if any, was counted
+        except asyncio.CancelledError:
+            # close() cancels open connections. Ending quietly matters: asyncio logs the
+            # cancellation of a connection task as an error in its own callback.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()
@@ -411,6 +415,7 @@ class FakeOpenAI:
             return
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
+        self._thread = None
 
     def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
         assert self._loop is not None
