@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import threading
+import asyncio
 
-from server.providers.base import Cancelled, Completion, DeltaSink, timed_out
+from server.providers.base import Completion, DeltaSink
 
 # How many leading words of the role and of the prompt the echo repeats.
 _ROLE_WORDS = 6
@@ -20,6 +20,14 @@ def _head(text: str, max_words: int) -> str:
     return f"{head} ..." if len(words) > max_words else head
 
 
+def _pieces(text: str) -> list[str]:
+    """`text` cut at spaces into up to four pieces that join back into it."""
+    words = text.split(" ")
+    size = -(-len(words) // _PIECES)
+    groups = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
+    return [group if index == 0 else " " + group for index, group in enumerate(groups)]
+
+
 class BuiltinProvider:
     """Answers with an echo of the role and the prompt, streamed over a fixed latency.
 
@@ -28,43 +36,29 @@ class BuiltinProvider:
     followed by " ..." when cut. The same (system, prompt) always gives the same answer.
     `tokens_used` counts the whitespace-separated words of system, prompt and answer.
     With a latency the answer arrives in up to four pieces spread over it (token
-    deltas), and a cancel stops it between pieces; with none it answers at once.
+    deltas); with none it answers at once. It has no timeout of its own: the engine's
+    time limit and a cancel both stop it between pieces, by cancelling the call.
     """
 
     def __init__(self, *, latency_ms: int) -> None:
         self.latency_ms = latency_ms
 
-    def complete(
-        self,
-        *,
-        system: str,
-        prompt: str,
-        timeout_s: float,
-        cancel: threading.Event | None = None,
-        on_delta: DeltaSink | None = None,
+    async def complete(
+        self, *, system: str, prompt: str, on_delta: DeltaSink | None = None
     ) -> Completion:
-        """Stream the echo over `latency_ms`; time out if that is longer than `timeout_s`."""
+        """The echo, streamed over `latency_ms` when it is above zero."""
         role = _head(system, _ROLE_WORDS) or "assistant"
         text = f'As "{role}": {_head(prompt, _PROMPT_WORDS)}'.rstrip()
         tokens = len(system.split()) + len(prompt.split()) + len(text.split())
-        latency_s = self.latency_ms / 1000
-        if latency_s > 0:
-            self._stream(text, min(latency_s, max(timeout_s, 0.0)), cancel, on_delta)
-        if latency_s > timeout_s:
-            raise timed_out(timeout_s)
+        if self.latency_ms > 0:
+            pieces = _pieces(text)
+            # Equal waits, each followed by the next piece of the answer.
+            wait_s = self.latency_ms / 1000 / len(pieces)
+            for piece in pieces:
+                await asyncio.sleep(wait_s)
+                if on_delta is not None:
+                    on_delta(piece)
         return Completion(text=text, tokens_used=tokens)
 
-    @staticmethod
-    def _stream(
-        text: str, duration_s: float, cancel: threading.Event | None, on_delta: DeltaSink | None
-    ) -> None:
-        # Equal waits, each followed by the next piece of the answer.
-        waiter = cancel or threading.Event()
-        words = text.split(" ")
-        size = -(-len(words) // _PIECES)
-        pieces = [" ".join(words[i : i + size]) for i in range(0, len(words), size)]
-        for index, piece in enumerate(pieces):
-            if waiter.wait(duration_s / len(pieces)):
-                raise Cancelled
-            if on_delta is not None:
-                on_delta(piece if index == 0 else " " + piece)
+    async def aclose(self) -> None:
+        """Nothing to release: the builtin provider holds no connections."""

@@ -17,5 +17,7 @@ def build_provider(settings: Settings) -> Provider:
             api_key=key.get_secret_value() if key is not None else None,
             model=settings.openai_model,
             timeout_s=settings.openai_timeout_s,
+            # One connection per execution the worker runs at once, so none waits for one.
+            max_connections=settings.worker_concurrency,
         )
     return BuiltinProvider(latency_ms=settings.builtin_latency_ms)
