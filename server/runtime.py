@@ -167,6 +167,7 @@ def build_runtime(
 
     executions = ExecutionEngine(
         open_runner,
+        send=queue.enqueue,
         concurrency=settings.worker_concurrency,
         cancel_poll_s=settings.cancel_poll_s,
         loop_factory=event_loop_factory(),

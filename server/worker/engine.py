@@ -1,15 +1,16 @@
 """The execution engine: up to `concurrency` attempts at once on one event loop.
 
 Dramatiq delivers job messages to a few threads, which hand each to the engine
-(`admit`). The engine claims the job only once one of its slots is free, so a job's
-clock (its lease and time limit) starts when its provider work starts, and a worker
-holds no more than a few messages it cannot run yet: the rest stay in the queue for
-other workers. A slot is held from the claim to the recorded outcome, so a cancelled
-or timed-out call frees it at once.
+(`admit`) once one of its slots is free: a thread simply waits while all are busy, so a
+worker holds no more than a few messages it cannot run yet, and the rest stay in the
+queue for other workers. The job is claimed on the loop right after, so its clock (its
+lease and time limit) starts when its provider work starts. A slot is held until the
+attempt's outcome is recorded; a cancelled or timed-out call frees it at once.
 
-A message is acknowledged once its attempt is claimed: from then on the job's row, its
-lease and the recovery sweeper answer for it, as they always did for a worker that died
-mid-attempt.
+A message is acknowledged once its job has a slot. From then on the job's row answers
+for it: a worker that dies before the claim leaves the job pending, and the recovery
+sweeper sends it again once its message is overdue; one that dies mid-attempt leaves a
+lease that the sweeper recovers.
 
 One task per engine asks the database, in one statement per interval, which of the
 running jobs have a cancel request, and interrupts their provider calls.
@@ -37,19 +38,25 @@ class ExecutionEngine:
         self,
         open_runner: Callable[[], Awaitable[AttemptRunner]],
         *,
+        send: Callable[[str], None],
         concurrency: int,
         cancel_poll_s: float,
         loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
     ) -> None:
         self.concurrency = concurrency
         self._open_runner = open_runner
+        self._send = send
         self._cancel_poll_s = cancel_poll_s
         self._loop_factory = loop_factory
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: AttemptRunner | None = None
-        self._slots: asyncio.Semaphore | None = None
-        self._running: dict[str, tuple[asyncio.Task[None], CancelSignal]] = {}
+        # Taken by a message thread before it hands a job over, given back when the job's
+        # task ends: a thread-side semaphore, so that admitting costs no round trip to
+        # the loop and a thread simply waits while every slot is busy.
+        self._slots = threading.Semaphore(concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._running: dict[str, CancelSignal] = {}
         self._closing = False
         self._watch: asyncio.Task[None] | None = None
 
@@ -67,7 +74,6 @@ class ExecutionEngine:
 
     async def _open(self) -> None:
         self._runner = await self._open_runner()
-        self._slots = asyncio.Semaphore(self.concurrency)
         self._watch = asyncio.get_running_loop().create_task(self._watch_cancels())
 
     def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
@@ -75,38 +81,39 @@ class ExecutionEngine:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def admit(self, job_id: str) -> bool:
-        """Run the job once a slot is free (from a message thread; blocks until claimed).
+        """Hand a job over once a slot is free (from a message thread, which waits for it).
 
         False when the engine is closing and took nothing: the caller sends the
         message again for another worker.
         """
         if self._closing or self._loop is None:
             return False
-        return self._call(self._admit(job_id))
-
-    async def _admit(self, job_id: str) -> bool:
-        assert self._slots is not None and self._runner is not None
-        await self._slots.acquire()
+        self._slots.acquire()
         if self._closing:
-            self._slots.release()
+            self._slots.release()  # and so wakes the next waiter, which sees the same
             return False
-        try:
-            attempt = await self._runner.claim(job_id)
-        except BaseException:
-            self._slots.release()
-            raise
-        if attempt is None:
-            self._slots.release()
-            return True
-        signal = CancelSignal()
-        task = asyncio.get_running_loop().create_task(self._run(attempt.job_id, attempt, signal))
-        self._running[job_id] = (task, signal)
+        self._loop.call_soon_threadsafe(self._start, job_id)
         return True
 
-    async def _run(self, job_id: str, attempt: Any, signal: CancelSignal) -> None:
-        assert self._slots is not None and self._runner is not None
+    def _start(self, job_id: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._claim_and_run(job_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _claim_and_run(self, job_id: str) -> None:
+        assert self._runner is not None
         try:
+            if self._closing:
+                await asyncio.to_thread(self._send, job_id)
+                return
+            attempt = await self._runner.claim(job_id)
+            if attempt is None:
+                return
+            signal = self._running[job_id] = CancelSignal()
             await self._runner.run(attempt, signal)
+        except Exception:
+            # The job is still pending (or its attempt recorded): the sweeper has it.
+            log.exception("could not run job %s", job_id)
         finally:
             self._running.pop(job_id, None)
             self._slots.release()
@@ -123,15 +130,15 @@ class ExecutionEngine:
                 log.warning("could not check for cancelled jobs", exc_info=True)
                 continue
             for job_id in cancelled:
-                running = self._running.get(job_id)
-                if running is not None:
-                    running[1].cancel()
+                signal = self._running.get(job_id)
+                if signal is not None:
+                    signal.cancel()
 
     def stop_admitting(self) -> None:
         """Take no new job: waiting and later messages are handed back (`admit` is False)."""
         self._closing = True
-        if self._loop is not None and self._slots is not None:
-            self._loop.call_soon_threadsafe(_wake_all, self._slots)
+        # Wakes the first waiting thread, which hands the slot on to the next.
+        self._slots.release()
 
     def close(self, *, grace_s: float) -> None:
         """Let running attempts finish for up to `grace_s`, interrupt the rest, stop."""
@@ -145,7 +152,7 @@ class ExecutionEngine:
             self._thread.join(timeout=10)
 
     async def _close(self, grace_s: float) -> None:
-        tasks = [task for task, _ in self._running.values()]
+        tasks = list(self._tasks)
         if tasks:
             log.info("waiting up to %.0fs for %d running attempts", grace_s, len(tasks))
             _, unfinished = await asyncio.wait(tasks, timeout=grace_s)
@@ -158,9 +165,3 @@ class ExecutionEngine:
         if self._runner is not None:
             await self._runner.provider.aclose()
             await self._runner.store.aclose()
-
-
-def _wake_all(slots: asyncio.Semaphore) -> None:
-    # One extra slot wakes the first waiter, which sees the engine closing and hands
-    # the slot on to the next, and so on.
-    slots.release()
