@@ -873,12 +873,13 @@ class ScriptedProvider:
     callable, plain or async, whose result is returned (it may raise, sleep or change the
     world, as a real call can). Like a real call awaiting its connection, a step yields to
     the loop after each streamed piece and before it answers, so a cancel made meanwhile
-    lands inside the call.
+    lands inside the call. `interrupted` counts the calls stopped by a cancel.
     """
 
     def __init__(self, *steps: Step) -> None:
         self._steps = list(steps)
         self.calls: list[ProviderCall] = []
+        self.interrupted = 0
         self.closed = False
 
     async def complete(
@@ -888,7 +889,13 @@ class ScriptedProvider:
         self.calls.append(ProviderCall(system, prompt, streams=on_delta is not None))
         if not self._steps:
             raise AssertionError(f"provider called {len(self.calls)} times; not scripted")
-        step = self._steps.pop(0)
+        try:
+            return await self._play(self._steps.pop(0), on_delta)
+        except asyncio.CancelledError:
+            self.interrupted += 1
+            raise
+
+    async def _play(self, step: Step, on_delta: DeltaSink | None) -> Completion:
         if isinstance(step, BaseException):
             raise step
         if isinstance(step, Completion):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 from typing import Any
@@ -12,16 +13,19 @@ from server.auth import Principal
 from server.errors import AgentQError, Conflict, NotFound
 from server.models import Agent, Job, JobStatus
 from server.providers.base import Completion, ProviderError
-from server.runner import JobRunner, RetryPolicy
 from server.services import AgentService, JobService
 from server.validation import agent_spec, execution_spec
+from server.worker.policy import RetryPolicy
+from server.worker.runner import AttemptRunner
 from tests.unit.fakes import (
     FakeClock,
     FakeQueue,
     FakeStore,
-    ManualCancelWatch,
+    ManualCancelCheck,
     ScriptedProvider,
     Stream,
+    attempt_runner,
+    run_job,
 )
 
 ALICE = Principal(subject="alice", role="user", tenant_id="acme")
@@ -36,12 +40,12 @@ def _unavailable() -> ProviderError:
 
 @dataclass
 class World:
-    """One agent of ALICE's, the services over a fake store, and a worker's cancel watch."""
+    """One agent of ALICE's, the services over a fake store, and a worker's cancel check."""
 
     store: FakeStore
     clock: FakeClock
     queue: FakeQueue
-    watch: ManualCancelWatch
+    watch: ManualCancelCheck
     agents: AgentService
     jobs: JobService
     agent: Agent
@@ -57,15 +61,14 @@ class World:
         parent_id = None if parent is None else parent.id
         return self.jobs.execute(ALICE, self.agent.id, spec, parent_job_id=parent_id)
 
-    def runner(self, provider: ScriptedProvider, **policy: Any) -> JobRunner:
-        return JobRunner(
-            self.store.unit_of_work,
-            provider,
-            self.queue,
-            RetryPolicy(**policy),
-            clock=self.clock,
-            cancel_watch=self.watch,
+    def runner(self, provider: ScriptedProvider, **policy: Any) -> AttemptRunner:
+        return attempt_runner(
+            self.store, provider, self.queue, RetryPolicy(**policy), clock=self.clock
         )
+
+    def run(self, runner: AttemptRunner, job_id: str) -> bool:
+        """Deliver one message for the job to the worker, its attempt watched for cancels."""
+        return run_job(runner, job_id, self.watch.signal(job_id))
 
     def job(self, job_id: str) -> Job:
         return self.jobs.get_job(ALICE, job_id)
@@ -90,7 +93,7 @@ def world() -> World:
         store=store,
         clock=clock,
         queue=queue,
-        watch=ManualCancelWatch(store.unit_of_work),
+        watch=ManualCancelCheck(store.unit_of_work),
         agents=agents,
         jobs=JobService(store.unit_of_work, queue, clock=clock),
         agent=agents.create_agent(ALICE, spec),
@@ -106,7 +109,7 @@ def test_a_completed_job_tells_queued_started_and_completed_numbered_from_one(
     job = world.execute()
     assert world.events(job.id) == [(1, "queued", 0)]
 
-    world.runner(ScriptedProvider(ANSWER)).run(job.id)
+    world.run(world.runner(ScriptedProvider(ANSWER)), job.id)
 
     assert world.events(job.id) == [(1, "queued", 0), (2, "started", 1), (3, "completed", 1)]
     assert world.events(job.id, after=1) == [(2, "started", 1), (3, "completed", 1)]
@@ -122,7 +125,7 @@ def test_event_times_are_when_each_transition_happened(world: World) -> None:
         world.clock.advance(7)
         return ANSWER
 
-    world.runner(ScriptedProvider(take_a_while)).run(job.id)
+    world.run(world.runner(ScriptedProvider(take_a_while)), job.id)
 
     _, events = world.jobs.events_after(ALICE, job.id, 0)
     assert [e.created_at for e in events] == [queued_at, started_at, world.clock.now]
@@ -134,9 +137,9 @@ def test_a_retried_job_tells_why_and_how_long_it_waits_before_its_second_attempt
     job = world.execute()
     runner = world.runner(ScriptedProvider(_unavailable(), ANSWER), backoff_s=2)
 
-    runner.run(job.id)
+    world.run(runner, job.id)
     world.clock.advance(2)
-    runner.run(job.id)
+    world.run(runner, job.id)
 
     assert world.events(job.id) == [
         (1, "queued", 0),
@@ -153,7 +156,7 @@ def test_a_failed_job_ends_with_a_failed_event_carrying_its_error(world: World) 
     job = world.execute()
     refused = ProviderError("Provider rejected the request: HTTP 400", retryable=False)
 
-    world.runner(ScriptedProvider(refused)).run(job.id)
+    world.run(world.runner(ScriptedProvider(refused)), job.id)
 
     _, events = world.jobs.events_after(ALICE, job.id, 0)
     assert [(e.type, e.attempt) for e in events] == [("queued", 0), ("started", 1), ("failed", 1)]
@@ -166,7 +169,7 @@ def test_event_numbers_have_no_gaps_or_repeats_through_every_retry(world: World)
     runner = world.runner(ScriptedProvider(*(_unavailable() for _ in range(4))), max_attempts=4)
 
     for _ in range(4):
-        runner.run(job.id)
+        world.run(runner, job.id)
         world.clock.set(world.store.jobs[job.id].next_run_at)
 
     events = world.events(job.id)
@@ -184,9 +187,18 @@ def test_streamed_pieces_of_the_answer_arrive_as_token_events_between_start_and_
     world: World,
 ) -> None:
     job = world.execute()
-    provider = ScriptedProvider(Stream(("Revenue ", "grew ", "12%."), tokens_used=9))
 
-    world.runner(provider).run(job.id)
+    async def until_it_is_recorded(index: int) -> None:
+        # Pieces further apart than a write takes are each an event of their own.
+        for _ in range(2000):
+            if len([e for e in world.store.events_of(job.id) if e.type == "token"]) > index:
+                return
+            await asyncio.sleep(0.001)
+
+    stream = Stream(("Revenue ", "grew ", "12%."), tokens_used=9, after_piece=until_it_is_recorded)
+    provider = ScriptedProvider(stream)
+
+    world.run(world.runner(provider), job.id)
 
     _, events = world.jobs.events_after(ALICE, job.id, 0)
     assert [(e.sequence, e.type, e.delta) for e in events] == [
@@ -222,7 +234,7 @@ def test_a_cancelled_job_is_never_run_by_a_later_message(world: World) -> None:
     world.jobs.cancel_job(ALICE, job.id)
     provider = ScriptedProvider(ANSWER)
 
-    world.runner(provider).run(job.id)
+    world.run(world.runner(provider), job.id)
 
     assert provider.calls == []
     assert (world.job(job.id).status, world.job(job.id).attempts) == (JobStatus.CANCELLED, 0)
@@ -234,11 +246,11 @@ def test_a_job_waiting_for_its_retry_is_cancelled_at_once_and_not_retried(world:
     job = world.execute()
     provider = ScriptedProvider(_unavailable(), ANSWER)
     runner = world.runner(provider, backoff_s=10)
-    runner.run(job.id)
+    world.run(runner, job.id)
 
     world.jobs.cancel_job(ALICE, job.id)
     world.clock.advance(10)
-    runner.run(job.id)  # the retry's delayed message
+    world.run(runner, job.id)  # the retry's delayed message
 
     assert len(provider.calls) == 1
     assert world.job(job.id).status == JobStatus.CANCELLED
@@ -268,11 +280,11 @@ def test_cancelling_a_running_job_asks_its_worker_to_stop_and_it_ends_cancelled(
     def cancelled_midway() -> Completion:
         answer = world.jobs.cancel_job(ALICE, job.id)
         seen.append((answer.status, answer.cancel_requested))
-        world.watch.check()  # the worker's next poll
+        world.watch.check()  # the worker's next cancel check
         return ANSWER
 
     provider = ScriptedProvider(cancelled_midway)
-    world.runner(provider).run(job.id)
+    world.run(world.runner(provider), job.id)
 
     assert seen == [(JobStatus.RUNNING, True)]  # still running until its worker stops
     final = world.job(job.id)
@@ -283,8 +295,7 @@ def test_cancelling_a_running_job_asks_its_worker_to_stop_and_it_ends_cancelled(
     )
     assert world.types(job.id) == ["queued", "started", "cancelled"]
     assert world.queue.calls == [(job.id, 0.0)]
-    cancel = provider.calls[0].cancel
-    assert cancel is not None and cancel.is_set()
+    assert provider.interrupted == 1
 
 
 def test_a_cancelled_stream_keeps_the_pieces_sent_before_the_cancel(world: World) -> None:
@@ -298,7 +309,7 @@ def test_a_cancelled_stream_keeps_the_pieces_sent_before_the_cancel(world: World
     stream = Stream(
         ("Revenue ", "grew ", "12%."), tokens_used=9, after_piece=cancel_after_the_first
     )
-    world.runner(ScriptedProvider(stream)).run(job.id)
+    world.run(world.runner(ScriptedProvider(stream)), job.id)
 
     _, events = world.jobs.events_after(ALICE, job.id, 0)
     assert [(e.type, e.delta) for e in events] == [
@@ -310,17 +321,17 @@ def test_a_cancelled_stream_keeps_the_pieces_sent_before_the_cancel(world: World
     assert world.job(job.id).status == JobStatus.CANCELLED
 
 
-def test_a_provider_that_answers_after_the_cancel_request_still_ends_cancelled(
+def test_an_answer_that_comes_before_the_worker_sees_the_cancel_request_still_ends_cancelled(
     world: World,
 ) -> None:
     job = world.execute()
 
     def cancel_then_answer() -> Completion:
-        # The request lands between two polls: the worker never saw it.
+        # The request lands between two cancel checks: the worker never saw it.
         world.jobs.cancel_job(ALICE, job.id)
         return ANSWER
 
-    world.runner(ScriptedProvider(cancel_then_answer, honours_cancel=False)).run(job.id)
+    world.run(world.runner(ScriptedProvider(cancel_then_answer)), job.id)
 
     final = world.job(job.id)
     assert (final.status, final.response, final.context_hash) == (JobStatus.CANCELLED, None, None)
@@ -336,7 +347,7 @@ def test_an_attempt_that_fails_after_the_cancel_request_ends_cancelled_without_a
         world.jobs.cancel_job(ALICE, job.id)
         raise _unavailable()
 
-    world.runner(ScriptedProvider(cancel_then_fail, honours_cancel=False)).run(job.id)
+    world.run(world.runner(ScriptedProvider(cancel_then_fail)), job.id)
 
     assert world.job(job.id).status == JobStatus.CANCELLED
     assert world.types(job.id) == ["queued", "started", "cancelled"]
@@ -357,7 +368,7 @@ def test_cancelling_a_finished_job_is_a_conflict_that_names_its_state(
     world: World, outcome: Completion | ProviderError, status: str
 ) -> None:
     job = world.execute()
-    world.runner(ScriptedProvider(outcome)).run(job.id)
+    world.run(world.runner(ScriptedProvider(outcome)), job.id)
     before = world.events(job.id)
 
     with pytest.raises(Conflict) as error:
@@ -377,7 +388,7 @@ def test_cancelling_a_job_cancels_its_unfinished_children_and_grandchildren_only
     parent = world.execute()
     child = world.execute(parent=parent)
     done_child = world.execute(parent=parent)
-    world.runner(ScriptedProvider(ANSWER)).run(done_child.id)
+    world.run(world.runner(ScriptedProvider(ANSWER)), done_child.id)
     grandchild = world.execute(parent=child)
     running_grandchild = world.execute(parent=child)
     during_cancel: dict[str, str] = {}
@@ -388,7 +399,7 @@ def test_cancelling_a_job_cancels_its_unfinished_children_and_grandchildren_only
         world.watch.check()
         return ANSWER
 
-    world.runner(ScriptedProvider(cancel_the_parent_midway)).run(running_grandchild.id)
+    world.run(world.runner(ScriptedProvider(cancel_the_parent_midway)), running_grandchild.id)
 
     assert during_cancel == {
         parent.id: JobStatus.CANCELLED,
@@ -417,7 +428,7 @@ def test_cancel_reaches_an_unfinished_grandchild_below_a_finished_child(world: W
     parent = world.execute()
     child = world.execute(parent=parent)
     grandchild = world.execute(parent=child)
-    world.runner(ScriptedProvider(ANSWER)).run(child.id)
+    world.run(world.runner(ScriptedProvider(ANSWER)), child.id)
 
     world.jobs.cancel_job(ALICE, parent.id)
 
@@ -438,10 +449,10 @@ def test_a_sub_agent_job_spawned_after_its_parents_cancel_request_never_runs(
         world.watch.check()
         return ANSWER
 
-    world.runner(ScriptedProvider(spawn_before_noticing_the_cancel)).run(parent.id)
+    world.run(world.runner(ScriptedProvider(spawn_before_noticing_the_cancel)), parent.id)
     provider = ScriptedProvider(ANSWER)
     for child in spawned:
-        world.runner(provider).run(child.id)
+        world.run(world.runner(provider), child.id)
 
     assert world.job(parent.id).status == JobStatus.CANCELLED
     assert provider.calls == []
