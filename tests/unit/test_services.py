@@ -14,10 +14,18 @@ from server.errors import AlreadyExists, InvalidArgument, NotFound
 from server.models import Agent, Job, JobStatus
 from server.providers.base import Completion
 from server.recovery import Recovery
-from server.runner import JobRunner, RetryPolicy
 from server.services import AgentService, JobService
 from server.validation import AgentSpec, ExecutionSpec, agent_spec, execution_spec
-from tests.unit.fakes import FakeClock, FakeQueue, FakeStore, ManualCancelWatch, ScriptedProvider
+from server.worker.policy import RetryPolicy
+from tests.unit.fakes import (
+    FakeClock,
+    FakeQueue,
+    FakeStore,
+    ManualCancelCheck,
+    ScriptedProvider,
+    attempt_runner,
+    run_job,
+)
 
 ALICE = Principal(subject="alice", role="user", tenant_id="acme")
 BOB = Principal(subject="bob", role="user", tenant_id="globex")
@@ -462,15 +470,9 @@ def test_deleting_an_agent_cancels_its_pending_jobs_and_keeps_finished_ones_read
     clock: FakeClock,
 ) -> None:
     done = jobs.execute(ALICE, agent.id, _execution("Already answered."))
-    runner = JobRunner(
-        store.unit_of_work,
-        ScriptedProvider(Completion(text="42", tokens_used=1)),
-        queue,
-        RetryPolicy(),
-        clock=clock,
-        cancel_watch=ManualCancelWatch(store.unit_of_work),
-    )
-    runner.run(done.id)
+    provider = ScriptedProvider(Completion(text="42", tokens_used=1))
+    runner = attempt_runner(store, provider, queue, RetryPolicy(), clock=clock)
+    run_job(runner, done.id)
     waiting = jobs.execute(ALICE, agent.id, _execution("Still waiting."))
 
     agents.delete_agent(ALICE, agent.id)
@@ -480,8 +482,9 @@ def test_deleting_an_agent_cancels_its_pending_jobs_and_keeps_finished_ones_read
     assert [e.type for e in events] == ["queued", "cancelled"]
     kept = jobs.get_job(ALICE, done.id)
     assert (kept.status, kept.response) == (JobStatus.COMPLETED, "42")
-    runner.run(waiting.id)  # its message arrives after the delete
+    assert not run_job(runner, waiting.id)  # its message arrives after the delete
     assert jobs.get_job(ALICE, waiting.id).status == JobStatus.CANCELLED
+    assert len(provider.calls) == 1
 
 
 def test_deleting_an_agent_stops_its_running_job(
@@ -493,7 +496,7 @@ def test_deleting_an_agent_stops_its_running_job(
     clock: FakeClock,
 ) -> None:
     job = jobs.execute(ALICE, agent.id, _execution())
-    watch = ManualCancelWatch(store.unit_of_work)
+    watch = ManualCancelCheck(store.unit_of_work)
     seen: list[bool] = []
 
     def deleted_midway() -> Completion:
@@ -502,16 +505,12 @@ def test_deleting_an_agent_stops_its_running_job(
         watch.check()
         return Completion(text="too late", tokens_used=1)
 
-    JobRunner(
-        store.unit_of_work,
-        ScriptedProvider(deleted_midway),
-        queue,
-        RetryPolicy(),
-        clock=clock,
-        cancel_watch=watch,
-    ).run(job.id)
+    provider = ScriptedProvider(deleted_midway)
+    runner = attempt_runner(store, provider, queue, RetryPolicy(), clock=clock)
+    run_job(runner, job.id, watch.signal(job.id))
 
     assert seen == [True]
+    assert provider.interrupted == 1
     final = jobs.get_job(ALICE, job.id)
     assert (final.status, final.response) == (JobStatus.CANCELLED, None)
 
