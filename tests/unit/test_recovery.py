@@ -15,18 +15,20 @@ from server.events import EventSpec, EventType
 from server.models import Agent, Job, JobStatus
 from server.providers.base import Completion
 from server.recovery import Recovery
-from server.runner import JobRunner, RetryPolicy
 from server.services import AgentService, JobService
 from server.validation import agent_spec, execution_spec
+from server.worker.policy import RetryPolicy
+from server.worker.runner import AttemptRunner
 from tests.unit.fakes import (
     FakeClock,
     FakeQueue,
     FakeStore,
     FakeUnitOfWork,
-    ManualCancelWatch,
     ScriptedProvider,
+    attempt_runner,
     make_agent,
     make_job,
+    run_job,
     snapshot,
 )
 
@@ -304,7 +306,7 @@ class Services:
 
     agents: AgentService
     jobs: JobService
-    runner: JobRunner
+    runner: AttemptRunner
     recovery: Recovery
 
     def execute(self, agent: Agent, request_id: str | None = None) -> Job:
@@ -319,7 +321,7 @@ class Services:
 
     def completed(self, agent: Agent, request_id: str | None = None) -> Job:
         job = self.execute(agent, request_id)
-        self.runner.run(job.id)
+        run_job(self.runner, job.id)
         return job
 
     def new_agent(self, name: str) -> Agent:
@@ -333,13 +335,12 @@ def services(world: World) -> Services:
     return Services(
         agents=AgentService(uow, clock=world.clock),
         jobs=JobService(uow, world.queue, retention_s=RETENTION_S, clock=world.clock),
-        runner=JobRunner(
-            uow,
+        runner=attempt_runner(
+            world.store,
             ScriptedProvider(*(ANSWER for _ in range(10))),
             world.queue,
             POLICY,
             clock=world.clock,
-            cancel_watch=ManualCancelWatch(uow),
         ),
         recovery=Recovery(
             uow,
