@@ -46,6 +46,9 @@ def settings_for(**overrides: Any) -> Settings:
         "worker_concurrency": 32,
         # A server stopped at a test's end gives its running jobs back soon.
         "shutdown_grace_s": 2,
+        # Every streamed piece is its own token event, so tests can count them;
+        # coalescing has tests of its own (test_engine.py).
+        "token_event_interval_ms": 0,
         # Tests send bursts far beyond a real client's; rate limits have their own tests.
         "default_tier": "unlimited",
     }

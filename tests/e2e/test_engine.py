@@ -173,6 +173,24 @@ def test_cancelling_100_of_500_running_jobs_stops_each_within_a_second(
     assert stats["calls"] == 500
 
 
+def test_a_200_piece_answer_costs_a_few_token_events(scaled_settings: Settings) -> None:
+    with fake_llm_process(delay_s=0.5, chunks=200) as fake:
+        settings = _provider(scaled_settings, fake.base_url, token_event_interval_ms=100)
+        with _queued(settings, 10, prompt="long answer") as (server, _, ids):
+            worker = WorkerProcess(settings)
+            try:
+                rows = _wait_all_finished(server.runtime.engine, ids, timeout_s=30)
+            finally:
+                worker.stop()
+            events = {job_id: _events(server.runtime.engine, job_id) for job_id in ids}
+    for job_id in ids:
+        tokens = [event for event in events[job_id] if event.type == "token"]
+        # The pieces come back to back: at most one event per interval, plus the last.
+        assert 1 <= len(tokens) <= 3, len(tokens)
+        assert "".join(event.delta for event in tokens) == rows[job_id].response
+        assert rows[job_id].response.startswith("Echo: long answer")
+
+
 def _children(pid: int) -> set[int]:
     found: set[int] = set()
     for task in os.listdir(f"/proc/{pid}/task"):
