@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from server.clock import Clock, utc_now
 from server.events import EventSpec, EventType
 from server.models import Job, JobStatus
-from server.queue import JobQueue
+from server.queue import BatchQueue
 from server.unit_of_work import UnitOfWork
 from server.worker.policy import RetryPolicy
 
@@ -20,12 +20,27 @@ BATCH = 500
 
 
 class Recovery:
-    """One sweep at a time; any number of processes may sweep, transitions are CAS."""
+    """Sweeps for lost runs, lost messages and expired jobs; any number of processes may sweep.
+
+    Each sweeper takes only rows no other transaction holds (FOR UPDATE SKIP LOCKED) and
+    changes them with compare-and-set updates. A sweeper therefore never waits on a row
+    lock, so it cannot deadlock with another sweeper, nor with a worker or a request that
+    holds some of the same jobs; sweepers in many processes split a backlog between them
+    instead of queueing behind each other. (An advisory lock would make them take turns
+    but would still wait on rows others hold; one UPDATE over many rows still locks them
+    in whatever order its plan reads them.)
+
+    A job is marked re-sent (its enqueued_at moved to now) and committed before its
+    message goes out, as Execute does, so a worker never gets a message for a job not yet
+    committed. When the send fails, the jobs are marked overdue again at once, so the next
+    sweep sends them rather than one a whole requeue period later; only a process that
+    dies between the commit and the send leaves its jobs for that later sweep.
+    """
 
     def __init__(
         self,
         uow: Callable[[], UnitOfWork],
-        queue: JobQueue,
+        queue: BatchQueue,
         policy: RetryPolicy,
         *,
         requeue_after_s: float,
@@ -41,7 +56,8 @@ class Recovery:
 
     def sweep(self) -> int:
         """Recover lost runs, re-send overdue messages, drop expired jobs; count touched."""
-        return self._recover_lost_runs() + self._resend_overdue() + self.expire()
+        now = self._clock()
+        return self._recover_lost_runs(now) + self._resend_overdue(now) + self.expire()
 
     def expire(self) -> int:
         """Delete finished jobs past retention with their events and keys, a batch at a time."""
@@ -64,10 +80,10 @@ class Recovery:
             log.info("retention removed %d finished jobs", deleted)
         return deleted
 
-    def _recover_lost_runs(self) -> int:
-        now = self._clock()
+    def _recover_lost_runs(self, now: datetime) -> int:
         recovered = 0
         with self._uow() as uow:
+            # Locked by this sweep, so each compare-and-set below finds its row free.
             lost = list(uow.jobs.lost_runs(now=now, limit=BATCH))
             retry: list[str] = []
             for job in lost:
@@ -76,9 +92,9 @@ class Recovery:
                     if job.attempts < self._policy.max_attempts and not job.cancel_requested:
                         retry.append(job.id)
             uow.commit()
-        self._send(retry)
         if recovered:
             log.warning("recovered %d jobs whose worker was lost", recovered)
+        self._send(retry, requeued_at=now)
         return recovered
 
     def _give_back(self, uow: UnitOfWork, job: Job, now: datetime) -> bool:
@@ -112,26 +128,47 @@ class Recovery:
             job.id, token=job.run_token, values=values, event=event, at=now
         )
 
-    def _resend_overdue(self) -> int:
-        now = self._clock()
-        resend: list[str] = []
-        with self._uow() as uow:
-            for job in uow.jobs.overdue_pending(before=now - self._requeue_after, limit=BATCH):
-                if uow.jobs.mark_enqueued(job.id, previous=job.enqueued_at, due=now):
-                    resend.append(job.id)
-            uow.commit()
-        self._send(resend)
-        if resend:
-            log.warning("re-sent %d pending jobs whose message was overdue", len(resend))
-        return len(resend)
+    def _resend_overdue(self, now: datetime) -> int:
+        """Re-send overdue messages a batch at a time, until none is left or a send fails."""
+        sent = 0
+        while True:
+            with self._uow() as uow:
+                job_ids = uow.jobs.requeue_overdue(
+                    before=now - self._requeue_after, now=now, limit=BATCH
+                )
+                uow.commit()
+            if not self._send(job_ids, requeued_at=now):
+                break
+            sent += len(job_ids)
+            if len(job_ids) < BATCH:
+                break
+        if sent:
+            log.warning("re-sent %d pending jobs whose message was overdue", sent)
+        return sent
 
-    def _send(self, job_ids: list[str]) -> None:
-        for job_id in job_ids:
-            try:
-                self._queue.enqueue(job_id)
-            except Exception:
-                # Still pending in the database: the next overdue sweep sends it.
-                log.warning("could not enqueue job %s; will retry", job_id, exc_info=True)
+    def _send(self, job_ids: list[str], *, requeued_at: datetime) -> bool:
+        """Send the jobs' messages in one batch; if that fails, make them overdue again."""
+        if not job_ids:
+            return True
+        try:
+            self._queue.enqueue_many(job_ids)
+        except Exception:
+            # Any failure of the broker: the jobs are still pending in the database. A
+            # message of a failed batch may have gone out all the same; a second one
+            # for the job finds nothing to claim.
+            log.warning(
+                "could not send %d job messages (%s, ...); the next sweep sends them",
+                len(job_ids),
+                job_ids[0],
+                exc_info=True,
+            )
+            with self._uow() as uow:
+                uow.jobs.mark_unsent(
+                    job_ids, sent_at=requeued_at, overdue_at=requeued_at - self._requeue_after
+                )
+                uow.commit()
+            return False
+        return True
 
 
 class RecoveryThread(threading.Thread):

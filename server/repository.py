@@ -1,11 +1,17 @@
-"""Repositories of agents and jobs. They never commit: the unit of work does."""
+"""Repositories of agents and jobs. They never commit: the unit of work does.
+
+The sweeper's queries lock what they select with FOR UPDATE SKIP LOCKED: a row another
+transaction holds is left for a later sweep instead of waited for, so a sweeper never
+waits on a row lock and cannot be part of a deadlock. SQLite renders no FOR UPDATE; it
+has one writer, and each update re-checks its condition.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, delete, or_, select
+from sqlalchemy import ColumnElement, Select, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from server.models import Agent, IdempotencyKey, Job, JobStatus
@@ -116,24 +122,32 @@ class JobRepository(JobTransitions):
         return self._session.scalars(query).all()
 
     def lost_runs(self, *, now: datetime, limit: int) -> Sequence[Job]:
-        """Running jobs whose lease ran out: their worker died or hung."""
+        """Running jobs whose lease ran out (their worker died or hung), locked for the sweep."""
         query = (
             select(Job)
             .where(Job.status == JobStatus.RUNNING, Job.lease_expires_at < now)
             .order_by(Job.lease_expires_at)
             .limit(limit)
+            .with_for_update(skip_locked=True)
         )
         return self._session.scalars(query).all()
 
-    def overdue_pending(self, *, before: datetime, limit: int) -> Sequence[Job]:
-        """Pending jobs whose newest message should have been picked up before `before`."""
-        query = (
-            select(Job)
-            .where(Job.status == JobStatus.PENDING, Job.enqueued_at < before)
-            .order_by(Job.enqueued_at)
-            .limit(limit)
-        )
-        return self._session.scalars(query).all()
+    def requeue_overdue(self, *, before: datetime, now: datetime, limit: int) -> list[str]:
+        """Record a new message due `now` for up to `limit` pending jobs overdue since `before`.
+
+        Returns the ids of the jobs it requeued, whose messages the caller then sends.
+        """
+        overdue = (Job.status == JobStatus.PENDING, Job.enqueued_at < before)
+        query = select(Job.id).where(*overdue).order_by(Job.enqueued_at).limit(limit)
+        return self._set_enqueued_at(self._take(query), expect=overdue, value=now)
+
+    def mark_unsent(
+        self, job_ids: Sequence[str], *, sent_at: datetime, overdue_at: datetime
+    ) -> list[str]:
+        """Make jobs requeued at `sent_at` whose message was not sent overdue since `overdue_at`."""
+        requeued = (Job.status == JobStatus.PENDING, Job.enqueued_at == sent_at)
+        query = select(Job.id).where(Job.id.in_(job_ids), *requeued)
+        return self._set_enqueued_at(self._take(query), expect=requeued, value=overdue_at)
 
     def expired(self, *, finished_before: datetime, limit: int) -> list[str]:
         """Ids of jobs that finished before the cutoff (retention is over)."""
@@ -147,6 +161,29 @@ class JobRepository(JobTransitions):
     def delete(self, job_ids: Sequence[str]) -> None:
         """Remove these jobs (their events and keys are removed by their repositories)."""
         self._session.execute(delete(Job).where(Job.id.in_(job_ids)))
+
+    def _take(self, query: Select[str]) -> list[str]:
+        """The ids the query selects, locked; rows another transaction holds are skipped."""
+        return list(self._session.scalars(query.with_for_update(skip_locked=True)))
+
+    def _set_enqueued_at(
+        self, job_ids: list[str], *, expect: Sequence[ColumnElement[bool]], value: datetime
+    ) -> list[str]:
+        """Set enqueued_at of those of the jobs still matching `expect`; their ids.
+
+        On PostgreSQL the rows are locked and matched already; on SQLite the select
+        took no lock, so the condition is checked again as the rows are written.
+        """
+        if not job_ids:
+            return []
+        statement = (
+            update(Job)
+            .where(Job.id.in_(job_ids), *expect)
+            .values(enqueued_at=value)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+        return list(self._session.scalars(statement))
 
 
 class KeyRepository:

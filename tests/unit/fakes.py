@@ -584,15 +584,29 @@ class FakeJobRepository:
         lost.sort(key=lambda row: row.lease_expires_at or now)
         return [self._uow.load(row) for row in lost[:limit]]
 
-    def overdue_pending(self, *, before: datetime, limit: int) -> Sequence[Job]:
-        """Pending jobs whose newest message should have been picked up before `before`."""
+    def requeue_overdue(self, *, before: datetime, now: datetime, limit: int) -> list[str]:
+        """Record a new message due `now` for up to `limit` pending jobs overdue since `before`."""
         overdue = [
             row
             for row in self._uow.rows(Job)
             if row.status == JobStatus.PENDING and row.enqueued_at < before
         ]
         overdue.sort(key=lambda row: row.enqueued_at)
-        return [self._uow.load(row) for row in overdue[:limit]]
+        return [
+            row.id
+            for row in overdue[:limit]
+            if self.mark_enqueued(row.id, previous=row.enqueued_at, due=now)
+        ]
+
+    def mark_unsent(
+        self, job_ids: Sequence[str], *, sent_at: datetime, overdue_at: datetime
+    ) -> list[str]:
+        """Make jobs requeued at `sent_at` whose message was not sent overdue since `overdue_at`."""
+        return [
+            job_id
+            for job_id in job_ids
+            if self.mark_enqueued(job_id, previous=sent_at, due=overdue_at)
+        ]
 
     def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         """Which of these running jobs have a cancel request."""
@@ -794,6 +808,11 @@ class FakeQueue:
         self.calls.append((job_id, delay_s))
         if self.error is not None:
             raise self.error
+
+    def enqueue_many(self, job_ids: Sequence[str]) -> None:
+        """Record one message per job, as `enqueue` does, or raise at the first that fails."""
+        for job_id in job_ids:
+            self.enqueue(job_id)
 
 
 class FakeClock:

@@ -147,7 +147,7 @@ def test_a_lost_run_is_given_back_once_however_often_the_sweeper_runs(world: Wor
     assert world.queue.calls == [(job.id, 0.0)]
 
 
-def test_a_lost_run_whose_message_could_not_be_sent_is_sent_by_a_later_sweep(
+def test_a_lost_run_whose_message_could_not_be_sent_is_sent_by_the_next_sweep(
     world: World,
 ) -> None:
     job = world.running(attempts=1, lease_left_s=-1)
@@ -156,13 +156,13 @@ def test_a_lost_run_whose_message_could_not_be_sent_is_sent_by_a_later_sweep(
     assert world.store.jobs[job.id].status == JobStatus.PENDING
 
     world.queue.error = None
-    world.clock.advance(REQUEUE_AFTER_S + 1)
+    world.clock.advance(1)
     world.recovery.sweep()
 
     assert world.queue.calls == [(job.id, 0.0), (job.id, 0.0)]
 
 
-def test_a_message_that_cannot_be_sent_does_not_hold_back_the_others(world: World) -> None:
+def test_a_batch_that_could_not_be_sent_is_sent_whole_by_the_next_sweep(world: World) -> None:
     first = world.running(
         attempts=1, lease_left_s=-2, job_id="00000000-0000-4000-8000-00000000000a"
     )
@@ -176,9 +176,16 @@ def test_a_message_that_cannot_be_sent_does_not_hold_back_the_others(world: Worl
 
     world.queue.on_enqueue = refuse_the_first
     world.recovery.sweep()
+    assert world.queue.calls == []
+    assert {world.store.jobs[first.id].status, world.store.jobs[second.id].status} == {
+        JobStatus.PENDING
+    }
 
-    assert world.queue.calls == [(second.id, 0.0)]
-    assert world.store.jobs[first.id].status == JobStatus.PENDING
+    world.queue.on_enqueue = None
+    world.clock.advance(1)
+    world.recovery.sweep()
+
+    assert sorted(world.queue.calls) == [(first.id, 0.0), (second.id, 0.0)]
 
 
 # Lost messages.
@@ -207,6 +214,56 @@ def test_a_resent_message_that_is_lost_too_is_sent_again_after_another_wait(
     world.recovery.sweep()
 
     assert world.queue.calls == [(job.id, 0.0), (job.id, 0.0)]
+
+
+def _logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "server.recovery"]
+
+
+def test_a_failed_resend_is_logged_as_failed_and_sent_by_the_next_sweep(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    job = world.pending(sent_s_ago=REQUEUE_AFTER_S + 1)
+    world.queue.error = ConnectionError("Redis is down")
+
+    assert world.recovery.sweep() == 0
+
+    assert _logged(caplog) == [
+        f"could not send 1 job messages ({job.id}, ...); the next sweep sends them"
+    ]
+    caplog.clear()
+    world.queue.error = None
+    assert world.recovery.sweep() == 0  # not twice in the same instant
+    world.clock.advance(1)
+    assert world.recovery.sweep() == 1
+    assert _logged(caplog) == ["re-sent 1 pending jobs whose message was overdue"]
+    assert world.queue.calls == [(job.id, 0.0), (job.id, 0.0)]
+    assert world.store.jobs[job.id].enqueued_at == world.clock.now
+
+
+def test_overdue_messages_go_out_in_batches_each_committed_before_it_is_sent(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("server.recovery.BATCH", 2)
+    jobs = [
+        world.pending(
+            sent_s_ago=REQUEUE_AFTER_S + 10 - n, job_id=f"00000000-0000-4000-8000-00000000000{n}"
+        )
+        for n in range(5)
+    ]
+    batches: list[list[str]] = []
+
+    def send(job_ids: list[str]) -> None:
+        # What a worker given the message would see: the job re-sent, committed.
+        assert all(world.store.jobs[job_id].enqueued_at == world.clock.now for job_id in job_ids)
+        batches.append(list(job_ids))
+
+    monkeypatch.setattr(world.queue, "enqueue_many", send)
+
+    assert world.recovery.sweep() == 5
+
+    ids = [job.id for job in jobs]
+    assert batches == [ids[0:2], ids[2:4], ids[4:]]
 
 
 @pytest.mark.parametrize("sent_s_ago", [0, REQUEUE_AFTER_S - 1, REQUEUE_AFTER_S, -60])
