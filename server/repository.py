@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, Select, and_, delete, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, delete, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from server.models import Agent, IdempotencyKey, Job, JobStatus
@@ -59,9 +59,8 @@ class AgentRepository:
     def purge_deleted(self, *, limit: int) -> int:
         """Remove deleted agents that no longer have any job; returns how many."""
         has_jobs = select(Job.id).where(Job.agent_id == Agent.id).exists()
-        ids = self._session.scalars(
-            select(Agent.id).where(Agent.deleted_at.is_not(None), ~has_jobs).limit(limit)
-        ).all()
+        query = select(Agent.id).where(Agent.deleted_at.is_not(None), ~has_jobs).limit(limit)
+        ids = self._session.scalars(query.with_for_update(skip_locked=True)).all()
         if ids:
             self._session.execute(delete(Agent).where(Agent.id.in_(ids)))
         return len(ids)
@@ -150,13 +149,13 @@ class JobRepository(JobTransitions):
         return self._set_enqueued_at(self._take(query), expect=requeued, value=overdue_at)
 
     def expired(self, *, finished_before: datetime, limit: int) -> list[str]:
-        """Ids of jobs that finished before the cutoff (retention is over)."""
+        """Ids of jobs that finished before the cutoff (retention is over), locked for the sweep."""
         query = (
             select(Job.id)
             .where(Job.status.in_(FINISHED), Job.completed_at < finished_before)
             .limit(limit)
         )
-        return list(self._session.scalars(query).all())
+        return self._take(query)
 
     def delete(self, job_ids: Sequence[str]) -> None:
         """Remove these jobs (their events and keys are removed by their repositories)."""
@@ -209,5 +208,10 @@ class KeyRepository:
         self._session.execute(delete(IdempotencyKey).where(IdempotencyKey.job_id.in_(job_ids)))
 
     def delete_older_than(self, cutoff: datetime) -> None:
-        """Remove keys made before the cutoff."""
-        self._session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < cutoff))
+        """Remove keys made before the cutoff, but for those another transaction holds."""
+        key = (IdempotencyKey.tenant_id, IdempotencyKey.key)
+        old = select(*key).where(IdempotencyKey.created_at < cutoff)
+        statement = delete(IdempotencyKey).where(
+            tuple_(*key).in_(old.with_for_update(skip_locked=True))
+        )
+        self._session.execute(statement.execution_options(synchronize_session=False))
