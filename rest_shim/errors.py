@@ -1,4 +1,4 @@
-"""The one error body of contract §2, built from google.rpc.Status details or the shim's checks."""
+"""The one error body of docs/contract.md §2, from google.rpc.Status details or shim checks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from grpc_status import rpc_status
 
 INTERNAL_MESSAGE = "An internal error occurred"
 
-# HTTP status of each error code of the contract.
+# HTTP status of each error code of docs/contract.md §2.
 HTTP_STATUS = {
     "BAD_REQUEST": 400,
     "UNAUTHORIZED": 401,

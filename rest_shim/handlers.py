@@ -1,4 +1,4 @@
-"""Exception handlers: every error, FastAPI's own included, gets the body of contract §2."""
+"""Exception handlers: every error, FastAPI's own included, gets the body of docs/contract.md §2."""
 
 from __future__ import annotations
 

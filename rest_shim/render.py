@@ -1,4 +1,4 @@
-"""agentq.v1 messages rendered as the exact JSON of contract §3."""
+"""agentq.v1 messages rendered as the exact JSON of docs/contract.md §3."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The routes of contract §3: parse the JSON, make one RPC, render the reply."""
+"""The routes of docs/contract.md §3: parse the JSON, make one RPC, render the reply."""
 
 from __future__ import annotations
 
@@ -29,8 +29,8 @@ from rest_shim.schemas import (
     JobStatusName,
 )
 
-# Documents the credentials; the gRPC server alone checks them.
-bearer = HTTPBearer(auto_error=False, description="An HS256 JWT (contract §1), or `agq_` API key.")
+# Documents the credentials (docs/contract.md §1); the gRPC server alone checks them.
+bearer = HTTPBearer(auto_error=False, description="An HS256 JWT, or an `agq_` API key.")
 api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="An `agq_` API key.")
 _SECURED = [Depends(bearer), Depends(api_key)]
 _INT32_MAX = 2**31 - 1

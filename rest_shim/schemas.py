@@ -1,4 +1,4 @@
-"""JSON shapes of contract §3: request bodies, responses and the error body (for OpenAPI too)."""
+"""JSON shapes of docs/contract.md §3: request bodies, responses, the error body (for OpenAPI)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Settings of the REST shim, read from the environment by its entry point.
 
 The shim is its own deployable (`agentq rest`) and never imports the server, so
-it has its own small settings class; the variable names are the contract's.
+it has its own small settings class; the variable names are those of docs/contract.md §5.
 """
 
 from __future__ import annotations

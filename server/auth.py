@@ -1,4 +1,4 @@
-"""Bearer-token authentication: verify and mint the HS256 JWTs of contract §1.
+"""Bearer-token authentication: verify and mint the HS256 JWTs of docs/contract.md §1.
 
 `verify_bearer` checks, in this order, and reports only the first failure:
 
@@ -62,7 +62,7 @@ class Principal:
 
 
 def _validation_failed(reason: str) -> Unauthenticated:
-    """The catch-all 401 of contract §1 with its reason."""
+    """The catch-all 401 of docs/contract.md §1 with its reason."""
     return Unauthenticated(f"Token validation failed: {reason}")
 
 

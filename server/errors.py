@@ -86,7 +86,7 @@ class Internal(AgentQError):
 INTERNAL_MESSAGE = "An internal error occurred"
 DATABASE_UNAVAILABLE = "Database unavailable"
 
-# The one table from exception to gRPC code and ErrorInfo reason (contract §2).
+# The one table from exception to gRPC code and ErrorInfo reason (docs/contract.md §2).
 STATUS_TABLE: dict[type[AgentQError], tuple[grpc.StatusCode, str]] = {
     InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR"),
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHORIZED"),

@@ -46,7 +46,7 @@ class Submission:
 
 
 def not_found(job_id: str) -> NotFound:
-    """The contract's message for a job the caller cannot see."""
+    """The message of docs/contract.md §3 for a job the caller cannot see."""
     return NotFound(f"Job {job_id} not found")
 
 

@@ -44,7 +44,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 
 class JobStatus(enum.StrEnum):
-    """The states of a job (contract §4)."""
+    """The states of a job (docs/contract.md §4)."""
 
     PENDING = "pending"
     RUNNING = "running"

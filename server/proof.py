@@ -1,4 +1,4 @@
-"""The proof hashes of a run: context_hash and merkle_root (contract §3)."""
+"""The proof hashes of a run: context_hash and merkle_root (docs/contract.md §3)."""
 
 from __future__ import annotations
 

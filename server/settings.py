@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.limits import DEFAULT_TIERS, Tier
 
-# The contract fixes these names; everything else is prefixed AGENTQ_.
+# docs/contract.md §5 fixes these names; everything else is prefixed AGENTQ_.
 _SECRET_ENV = "VEX_JWT_SECRET"
 MIN_SECRET_BYTES = 32
 

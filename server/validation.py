@@ -1,4 +1,4 @@
-"""The field rules of contract §3, as one function per request."""
+"""The field rules of docs/contract.md §3, as one function per request."""
 
 from __future__ import annotations
 

@@ -34,7 +34,7 @@ POLL_TIMEOUT_S = 30
 
 
 def _assert_error(response: httpx.Response, status: int, code: str, message: str | None) -> None:
-    """The error body of contract §2."""
+    """The error body of docs/contract.md §2."""
     assert response.status_code == status, (response.status_code, response.text)
     body = response.json()
     assert set(body) == {"detail", "error"}, body

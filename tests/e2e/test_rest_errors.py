@@ -1,4 +1,4 @@
-"""Every error of contract §1-§3 over real HTTP: status, detail, error.code/message/status."""
+"""Every error of docs/contract.md §1-§3 over HTTP: status, detail, error.code/message/status."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ MISSING = object()  # a field left out of the request body
 def _assert_error(
     response: httpx.Response, status: int, code: str, message: str | None = None
 ) -> dict[str, Any]:
-    """The one error body of contract §2, with a string `detail` equal to the message."""
+    """The one error body of docs/contract.md §2, with a string `detail` equal to the message."""
     assert response.status_code == status, (response.status_code, response.text)
     assert response.headers["content-type"].startswith("application/json")
     body: dict[str, Any] = response.json()

@@ -133,7 +133,7 @@ def _mint_token_with_the_cli(tmp_path: Path) -> str:
 
 
 def _context_hash(*, agent_id: str, role: str, prompt: str, response: str) -> str:
-    """The proof hash of contract §3, recomputed as any client holding the job can."""
+    """The proof hash of docs/contract.md §3, recomputed as any client holding the job can."""
     document = {"agent_id": agent_id, "prompt": prompt, "response": response, "role": role}
     canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

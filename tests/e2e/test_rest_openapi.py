@@ -48,7 +48,7 @@ API_KEY_FIELDS = {
 }
 LIMITS_FIELDS = {"tenant_id", "tier", "rate_per_second", "burst", "max_unfinished_jobs"}
 
-# The success status and body of each route of contract §3 and of access control, with the
+# The success status and body of each route of docs/contract.md §3 and of access control, with the
 # fields promised in that body (all of them always present, some maybe null).
 SUCCESS = {
     ("get", "/health"): ("200", "HealthOut", {"status", "version", "timestamp", "db_type"}),
@@ -103,7 +103,7 @@ SUCCESS = {
     ),
 }
 
-# Request bodies of contract §3: field → JSON type(s), and which fields are required.
+# Request bodies of docs/contract.md §3: field → JSON type(s), and which fields are required.
 REQUEST_BODIES = {
     ("post", "/api/v1/agents"): (
         "CreateAgentBody",
@@ -349,7 +349,7 @@ def test_success_responses_are_documented_with_their_fields(
 
 
 def _expected_errors(method: str, path: str, operation: dict[str, Any]) -> set[str]:
-    """The statuses of contract §2 an operation of this shape can answer with."""
+    """The statuses of docs/contract.md §2 an operation of this shape can answer with."""
     expected = {"503", "504"}  # the backend is down or too slow
     if (method, path) == TOKEN_OPERATION:
         # An unknown, revoked or expired key; the tenant's bucket. Any live key may

@@ -1,4 +1,4 @@
-"""Bearer-token verification and minting answer with the exact texts of contract §1."""
+"""Bearer-token verification and minting answer with the exact texts of docs/contract.md §1."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Anyone holding a job can recompute its context_hash and merkle_root (contract §3)."""
+"""Anyone holding a job can recompute its context_hash and merkle_root (docs/contract.md §3)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The field rules of contract §3 answer with their exact messages, and values are trimmed."""
+"""The field rules of docs/contract.md §3 answer with their exact messages; values are trimmed."""
 
 from __future__ import annotations
 

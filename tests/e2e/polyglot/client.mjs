@@ -1,6 +1,6 @@
 // A Node.js client of agentq that knows nothing but the .proto files in proto/.
 //
-// It runs the create -> execute -> poll flow of contract §3 against a gRPC server and
+// It runs the create -> execute -> poll flow of docs/contract.md §3 against a gRPC server and
 // prints one JSON line with the outcome, then probes GetJob without a token and reports
 // the status it got. Any failure of the flow exits non-zero with the error on stderr.
 //
