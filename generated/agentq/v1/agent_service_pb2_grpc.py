@@ -26,10 +26,14 @@ if _version_not_supported:
 
 
 class AgentServiceStub:
-    """Stores agents and queues their executions. Every RPC needs the metadata
-    `authorization: Bearer <JWT>` (HS256); without a valid token it returns
-    UNAUTHENTICATED, and with a role that may not call it PERMISSION_DENIED.
-    Another tenant's agents answer NOT_FOUND, like agents that do not exist.
+    """Stores agents and queues their executions. Every RPC needs credentials in
+    the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API key
+    as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without valid
+    credentials it returns UNAUTHENTICATED; with a role, or an API key's scopes,
+    that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's agents answer NOT_FOUND, like agents that do not
+    exist.
     """
 
     def __init__(self, channel):
@@ -66,10 +70,14 @@ class AgentServiceStub:
 
 
 class AgentServiceServicer:
-    """Stores agents and queues their executions. Every RPC needs the metadata
-    `authorization: Bearer <JWT>` (HS256); without a valid token it returns
-    UNAUTHENTICATED, and with a role that may not call it PERMISSION_DENIED.
-    Another tenant's agents answer NOT_FOUND, like agents that do not exist.
+    """Stores agents and queues their executions. Every RPC needs credentials in
+    the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API key
+    as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without valid
+    credentials it returns UNAUTHENTICATED; with a role, or an API key's scopes,
+    that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's agents answer NOT_FOUND, like agents that do not
+    exist.
     """
 
     def CreateAgent(self, request, context):
@@ -112,7 +120,9 @@ class AgentServiceServicer:
         `user`, `agent` or `admin`. NOT_FOUND for an unknown agent or parent job,
         INVALID_ARGUMENT (with a BadRequest) for a bad field or a depth over the
         agent's max_depth, ALREADY_EXISTS when `request_id` was used before for a
-        different request, UNAVAILABLE when the database is down.
+        different request, FAILED_PRECONDITION under a cancelled parent job,
+        RESOURCE_EXHAUSTED when the tenant already has its cap of unfinished jobs,
+        UNAVAILABLE when the database is down.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -155,10 +165,14 @@ def add_AgentServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class AgentService:
-    """Stores agents and queues their executions. Every RPC needs the metadata
-    `authorization: Bearer <JWT>` (HS256); without a valid token it returns
-    UNAUTHENTICATED, and with a role that may not call it PERMISSION_DENIED.
-    Another tenant's agents answer NOT_FOUND, like agents that do not exist.
+    """Stores agents and queues their executions. Every RPC needs credentials in
+    the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API key
+    as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without valid
+    credentials it returns UNAUTHENTICATED; with a role, or an API key's scopes,
+    that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's agents answer NOT_FOUND, like agents that do not
+    exist.
     """
 
     @staticmethod

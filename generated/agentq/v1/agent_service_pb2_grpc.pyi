@@ -27,10 +27,14 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class AgentServiceStub:
-    """Stores agents and queues their executions. Every RPC needs the metadata
-    `authorization: Bearer <JWT>` (HS256); without a valid token it returns
-    UNAUTHENTICATED, and with a role that may not call it PERMISSION_DENIED.
-    Another tenant's agents answer NOT_FOUND, like agents that do not exist.
+    """Stores agents and queues their executions. Every RPC needs credentials in
+    the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API key
+    as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without valid
+    credentials it returns UNAUTHENTICATED; with a role, or an API key's scopes,
+    that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's agents answer NOT_FOUND, like agents that do not
+    exist.
     """
 
     @_typing.overload
@@ -61,15 +65,21 @@ class AgentServiceStub:
     `user`, `agent` or `admin`. NOT_FOUND for an unknown agent or parent job,
     INVALID_ARGUMENT (with a BadRequest) for a bad field or a depth over the
     agent's max_depth, ALREADY_EXISTS when `request_id` was used before for a
-    different request, UNAVAILABLE when the database is down.
+    different request, FAILED_PRECONDITION under a cancelled parent job,
+    RESOURCE_EXHAUSTED when the tenant already has its cap of unfinished jobs,
+    UNAVAILABLE when the database is down.
     """
 
 @_typing.type_check_only
 class AgentServiceAsyncStub(AgentServiceStub):
-    """Stores agents and queues their executions. Every RPC needs the metadata
-    `authorization: Bearer <JWT>` (HS256); without a valid token it returns
-    UNAUTHENTICATED, and with a role that may not call it PERMISSION_DENIED.
-    Another tenant's agents answer NOT_FOUND, like agents that do not exist.
+    """Stores agents and queues their executions. Every RPC needs credentials in
+    the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API key
+    as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without valid
+    credentials it returns UNAUTHENTICATED; with a role, or an API key's scopes,
+    that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's agents answer NOT_FOUND, like agents that do not
+    exist.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -97,14 +107,20 @@ class AgentServiceAsyncStub(AgentServiceStub):
     `user`, `agent` or `admin`. NOT_FOUND for an unknown agent or parent job,
     INVALID_ARGUMENT (with a BadRequest) for a bad field or a depth over the
     agent's max_depth, ALREADY_EXISTS when `request_id` was used before for a
-    different request, UNAVAILABLE when the database is down.
+    different request, FAILED_PRECONDITION under a cancelled parent job,
+    RESOURCE_EXHAUSTED when the tenant already has its cap of unfinished jobs,
+    UNAVAILABLE when the database is down.
     """
 
 class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Stores agents and queues their executions. Every RPC needs the metadata
-    `authorization: Bearer <JWT>` (HS256); without a valid token it returns
-    UNAUTHENTICATED, and with a role that may not call it PERMISSION_DENIED.
-    Another tenant's agents answer NOT_FOUND, like agents that do not exist.
+    """Stores agents and queues their executions. Every RPC needs credentials in
+    the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API key
+    as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without valid
+    credentials it returns UNAUTHENTICATED; with a role, or an API key's scopes,
+    that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's agents answer NOT_FOUND, like agents that do not
+    exist.
     """
 
     @_abc_1.abstractmethod
@@ -160,7 +176,9 @@ class AgentServiceServicer(metaclass=_abc_1.ABCMeta):
         `user`, `agent` or `admin`. NOT_FOUND for an unknown agent or parent job,
         INVALID_ARGUMENT (with a BadRequest) for a bad field or a depth over the
         agent's max_depth, ALREADY_EXISTS when `request_id` was used before for a
-        different request, UNAVAILABLE when the database is down.
+        different request, FAILED_PRECONDITION under a cancelled parent job,
+        RESOURCE_EXHAUSTED when the tenant already has its cap of unfinished jobs,
+        UNAVAILABLE when the database is down.
         """
 
 def add_AgentServiceServicer_to_server(servicer: AgentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -39,7 +39,8 @@ class _JobStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobStatus.V
 
 class JobStatus(_JobStatus, metaclass=_JobStatusEnumTypeWrapper):
     """The state of a job. A job moves pending -> running -> completed or failed; a
-    retryable failure sends it back to pending until its attempts run out.
+    retryable failure sends it back to pending until its attempts run out. A
+    pending or running job can be cancelled.
     """
 
 JOB_STATUS_UNSPECIFIED: JobStatus.ValueType  # 0
@@ -203,7 +204,9 @@ class JobEvent(_message.Message):
     type: Global___JobEventType.ValueType
     """Output only. What happened."""
     attempt: _builtins.int
-    """Output only. The attempt the event belongs to; 0 for queued and cancelled."""
+    """Output only. The number of attempts started when the event happened: the
+    attempt it belongs to, 0 for queued and for a cancel before any attempt.
+    """
     error: _builtins.str
     """Output only. The error of a retrying or failed event."""
     delay_seconds: _builtins.float

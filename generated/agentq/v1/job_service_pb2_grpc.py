@@ -26,9 +26,13 @@ if _version_not_supported:
 
 
 class JobServiceStub:
-    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
-    (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
-    jobs answer NOT_FOUND, like jobs that do not exist.
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs credentials
+    in the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API
+    key as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without
+    valid credentials it returns UNAUTHENTICATED; with a role, or an API key's
+    scopes, that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's jobs answer NOT_FOUND, like jobs that do not exist.
     """
 
     def __init__(self, channel):
@@ -60,9 +64,13 @@ class JobServiceStub:
 
 
 class JobServiceServicer:
-    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
-    (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
-    jobs answer NOT_FOUND, like jobs that do not exist.
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs credentials
+    in the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API
+    key as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without
+    valid credentials it returns UNAUTHENTICATED; with a role, or an API key's
+    scopes, that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's jobs answer NOT_FOUND, like jobs that do not exist.
     """
 
     def GetJob(self, request, context):
@@ -134,9 +142,13 @@ def add_JobServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class JobService:
-    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
-    (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
-    jobs answer NOT_FOUND, like jobs that do not exist.
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs credentials
+    in the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API
+    key as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without
+    valid credentials it returns UNAUTHENTICATED; with a role, or an API key's
+    scopes, that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's jobs answer NOT_FOUND, like jobs that do not exist.
     """
 
     @staticmethod

@@ -27,9 +27,13 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class JobServiceStub:
-    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
-    (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
-    jobs answer NOT_FOUND, like jobs that do not exist.
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs credentials
+    in the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API
+    key as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without
+    valid credentials it returns UNAUTHENTICATED; with a role, or an API key's
+    scopes, that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's jobs answer NOT_FOUND, like jobs that do not exist.
     """
 
     @_typing.overload
@@ -60,9 +64,13 @@ class JobServiceStub:
 
 @_typing.type_check_only
 class JobServiceAsyncStub(JobServiceStub):
-    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
-    (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
-    jobs answer NOT_FOUND, like jobs that do not exist.
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs credentials
+    in the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API
+    key as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without
+    valid credentials it returns UNAUTHENTICATED; with a role, or an API key's
+    scopes, that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's jobs answer NOT_FOUND, like jobs that do not exist.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -89,9 +97,13 @@ class JobServiceAsyncStub(JobServiceStub):
     """
 
 class JobServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Reads, lists, watches and cancels queued jobs. Every RPC needs the metadata `authorization: Bearer <JWT>`
-    (HS256); without a valid token it returns UNAUTHENTICATED. Another tenant's
-    jobs answer NOT_FOUND, like jobs that do not exist.
+    """Reads, lists, watches and cancels queued jobs. Every RPC needs credentials
+    in the metadata: a JWT (HS256) as `authorization: Bearer <jwt>`, or an API
+    key as `x-api-key: agq_...` or `authorization: Bearer agq_...`. Without
+    valid credentials it returns UNAUTHENTICATED; with a role, or an API key's
+    scopes, that may not call it PERMISSION_DENIED; over the tenant's rate limit
+    RESOURCE_EXHAUSTED; and UNAVAILABLE when a store needed for these checks is
+    down. Another tenant's jobs answer NOT_FOUND, like jobs that do not exist.
     """
 
     @_abc_1.abstractmethod

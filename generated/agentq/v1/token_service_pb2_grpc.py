@@ -52,7 +52,9 @@ class TokenServiceServicer:
 
     def CreateToken(self, request, context):
         """Returns a JWT carrying the key's tenant, role and scopes. UNAUTHENTICATED
-        "Invalid API key" for an unknown, revoked or expired key.
+        "Missing API key" without credentials, and "Invalid API key" for a JWT or
+        an unknown, revoked or expired key; RESOURCE_EXHAUSTED over the tenant's
+        rate limit.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

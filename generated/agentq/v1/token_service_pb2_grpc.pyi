@@ -38,7 +38,9 @@ class TokenServiceStub:
     def __new__(cls, channel: _aio.Channel) -> TokenServiceAsyncStub: ...
     CreateToken: _grpc.UnaryUnaryMultiCallable[_token_service_pb2.CreateTokenRequest, _token_service_pb2.CreateTokenResponse]
     """Returns a JWT carrying the key's tenant, role and scopes. UNAUTHENTICATED
-    "Invalid API key" for an unknown, revoked or expired key.
+    "Missing API key" without credentials, and "Invalid API key" for a JWT or
+    an unknown, revoked or expired key; RESOURCE_EXHAUSTED over the tenant's
+    rate limit.
     """
 
 @_typing.type_check_only
@@ -51,7 +53,9 @@ class TokenServiceAsyncStub(TokenServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateToken: _aio.UnaryUnaryMultiCallable[_token_service_pb2.CreateTokenRequest, _token_service_pb2.CreateTokenResponse]  # type: ignore[assignment]
     """Returns a JWT carrying the key's tenant, role and scopes. UNAUTHENTICATED
-    "Invalid API key" for an unknown, revoked or expired key.
+    "Missing API key" without credentials, and "Invalid API key" for a JWT or
+    an unknown, revoked or expired key; RESOURCE_EXHAUSTED over the tenant's
+    rate limit.
     """
 
 class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -67,7 +71,9 @@ class TokenServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_token_service_pb2.CreateTokenResponse, _abc.Awaitable[_token_service_pb2.CreateTokenResponse]]:
         """Returns a JWT carrying the key's tenant, role and scopes. UNAUTHENTICATED
-        "Invalid API key" for an unknown, revoked or expired key.
+        "Missing API key" without credentials, and "Invalid API key" for a JWT or
+        an unknown, revoked or expired key; RESOURCE_EXHAUSTED over the tenant's
+        rate limit.
         """
 
 def add_TokenServiceServicer_to_server(servicer: TokenServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
