@@ -339,16 +339,6 @@ class JobTransitions:
         expect = {"status": JobStatus.RUNNING}
         return self.apply(transition(job_id, expect=expect, values={"cancel_requested": True}))
 
-    def mark_enqueued(self, job_id: str, *, previous: datetime, due: datetime) -> bool:
-        """Record a new message for a pending job, unless another process just did."""
-        return self.apply(
-            transition(
-                job_id,
-                expect={"status": JobStatus.PENDING, "enqueued_at": previous},
-                values={"enqueued_at": due},
-            )
-        )
-
     def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         """Which of these running jobs have a cancel request."""
         rows = self._db.execute(_CANCEL_REQUESTED, {"job_ids": list(job_ids)})
