@@ -8,7 +8,11 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+# Minutes of load on every core: scripts/test.sh runs it as a step of its own.
+pytestmark = pytest.mark.gate
 
 
 def test_the_quick_benchmark_runs_every_workload_and_verifies_them(tmp_path: pathlib.Path) -> None:

@@ -11,6 +11,8 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # Console scripts are installed beside the interpreter that runs the tests.
 LINT_IMPORTS = str(pathlib.Path(sys.executable).with_name("lint-imports"))
+# Checks of the source, not of behaviour: scripts/test.sh runs them first, as a step of their own.
+pytestmark = pytest.mark.gate
 
 
 @pytest.mark.parametrize(

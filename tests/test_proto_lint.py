@@ -12,6 +12,8 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 LINT_PROTO = ROOT / "scripts" / "lint_proto.sh"
+# It needs npx and buf: scripts/test.sh runs it as a step of its own.
+pytestmark = pytest.mark.gate
 
 
 # The first run on a machine downloads buf through npx, which can be slow.

@@ -25,6 +25,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 POLYGLOT_DIR = Path(__file__).resolve().parent / "polyglot"
 NPM_INSTALL_TIMEOUT_S = 120
 CLIENT_TIMEOUT_S = 45
+# It needs Node.js and npm: scripts/test.sh runs it as a step of its own.
+pytestmark = pytest.mark.gate
 
 
 def _unavailable(message: str) -> NoReturn:
