@@ -18,12 +18,10 @@ blanked out.
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
+import aiohttp
 
 from server.providers.base import Completion, DeltaSink, ProviderError, timed_out
 
@@ -88,87 +86,6 @@ def _field(holder: Any, name: str) -> Any:
     return holder.get(name) if isinstance(holder, dict) else None
 
 
-class _ReleasingStream(httpx.AsyncByteStream):
-    """A response body that gives its connection back when it is closed."""
-
-    def __init__(self, stream: httpx.AsyncByteStream, release: Callable[[], None]) -> None:
-        self._stream = stream
-        self._release = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._stream:
-            yield part
-
-    async def aclose(self) -> None:
-        try:
-            await self._stream.aclose()
-        finally:
-            self._release()
-
-
-class _Lanes(httpx.AsyncBaseTransport):
-    """Up to `max_connections` keep-alive connections, each in a one-connection transport.
-
-    httpcore 1.0's pool (under httpx) re-examines every connection it holds, polling
-    each idle socket, whenever a request starts or ends, so its cost per request grows
-    with the pool: 300 calls at once took 8 s against a 1 s server. Here each sits alone
-    in its own transport, a free one is taken in constant time, the most recently
-    used first, and a call that finds them all busy waits up to the pool timeout.
-    """
-
-    def __init__(self, max_connections: int) -> None:
-        self._free = asyncio.Semaphore(max_connections)
-        self._idle: list[httpx.AsyncHTTPTransport] = []
-        self._lanes: list[httpx.AsyncHTTPTransport] = []
-        # One TLS context for all: making one loads the CA bundle, which is slow.
-        self._ssl_context = httpx.create_ssl_context()
-
-    def _take(self) -> httpx.AsyncHTTPTransport:
-        if self._idle:
-            return self._idle.pop()
-        lane = httpx.AsyncHTTPTransport(
-            verify=self._ssl_context,
-            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
-        )
-        self._lanes.append(lane)
-        return lane
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        pool_timeout = request.extensions.get("timeout", {}).get("pool")
-        try:
-            async with asyncio.timeout(pool_timeout):
-                await self._free.acquire()
-        except TimeoutError as exc:
-            raise httpx.PoolTimeout("No connection came free in time", request=request) from exc
-        lane = self._take()
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                self._idle.append(lane)
-                self._free.release()
-
-        try:
-            response = await lane.handle_async_request(request)
-        except BaseException:
-            release()
-            raise
-        assert isinstance(response.stream, httpx.AsyncByteStream)
-        return httpx.Response(
-            status_code=response.status_code,
-            headers=response.headers,
-            stream=_ReleasingStream(response.stream, release),
-            extensions=response.extensions,
-        )
-
-    async def aclose(self) -> None:
-        lanes, self._lanes, self._idle = self._lanes, [], []
-        for lane in lanes:
-            await lane.aclose()
-
-
 class _AnswerStream:
     """The answer being put together from a response's SSE chunks."""
 
@@ -212,10 +129,12 @@ class _AnswerStream:
 class OpenAICompatibleProvider:
     """Calls `{base_url}/chat/completions` (OpenAI, Groq, DeepSeek, vLLM, Ollama, ...).
 
-    One `httpx.AsyncClient` serves every call, made on the first call's event loop: it
-    keeps up to `max_connections` connections open, as many as calls run at once.
-    `timeout_s` bounds each phase of a request (connect, each read, each write, and the
-    wait for a free connection); the job's time limit is the engine's, not this.
+    One aiohttp session serves every call, made on the first call's event loop: it keeps
+    up to `max_connections` connections open, as many as calls run at once. aiohttp
+    rather than httpx: its HTTP parser is C, and a streamed answer is many small chunks
+    (measured per call, client side: 0.5 ms against httpx's 1.9 ms for 4 chunks, 1.9 ms
+    against 7.2 ms for 200). `timeout_s` bounds getting a connection and each read; the
+    job's time limit is the engine's, not this.
     """
 
     def __init__(
@@ -232,22 +151,27 @@ class OpenAICompatibleProvider:
         self.timeout_s = timeout_s
         self.max_connections = max_connections
         self._api_key = api_key or None
-        self._client: httpx.AsyncClient | None = None
+        self._session: aiohttp.ClientSession | None = None
 
-    def _open_client(self) -> httpx.AsyncClient:
+    def _open_session(self) -> aiohttp.ClientSession:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
-        self._client = httpx.AsyncClient(
-            transport=_Lanes(self.max_connections),
-            timeout=httpx.Timeout(self.timeout_s),
-            headers=headers,
+        timeout = aiohttp.ClientTimeout(
+            total=None, connect=self.timeout_s, sock_read=self.timeout_s
         )
-        return self._client
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections),
+            timeout=timeout,
+            headers=headers,
+            # Proxies from the environment, as other HTTP clients honour them.
+            trust_env=True,
+        )
+        return self._session
 
     async def aclose(self) -> None:
-        """Close the HTTP client and its connections; a later call opens a new one."""
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        """Close the session and its connections; a later call opens a new one."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
 
     async def complete(
         self, *, system: str, prompt: str, on_delta: DeltaSink | None = None
@@ -256,7 +180,7 @@ class OpenAICompatibleProvider:
 
         Cancelling the call closes its connection at once, so the server stops too.
         """
-        client = self._client or self._open_client()
+        session = self._session or self._open_session()
         payload = {
             "model": self.model,
             "messages": [
@@ -267,37 +191,43 @@ class OpenAICompatibleProvider:
             "stream_options": {"include_usage": True},
         }
         try:
-            async with client.stream("POST", self.url, json=payload) as response:
+            async with session.post(self.url, json=payload) as response:
                 return await self._read(response, on_delta)
-        except httpx.TimeoutException as exc:
+        except TimeoutError as exc:
+            # aiohttp's timeouts (connect, pool, each read) are TimeoutErrors.
             raise timed_out(self.timeout_s) from exc
-        except httpx.ConnectError as exc:
-            raise self._error(f"Provider unreachable: {exc}", retryable=True) from exc
-        except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
             # A misconfigured base URL will not fix itself on a retry.
             raise self._error(f"Provider URL is invalid: {exc}", retryable=False) from exc
-        except httpx.TransportError as exc:
-            # The connection broke mid-request (reset, cut stream); a retry may work.
-            raise self._error(f"Provider connection failed: {exc}", retryable=True) from exc
-        except httpx.DecodingError as exc:
-            # The body could not be decoded (a broken compressed body, say).
+        except aiohttp.ClientConnectorError as exc:
+            raise self._error(f"Provider unreachable: {exc}", retryable=True) from exc
+        except aiohttp.ClientResponseError as exc:
+            # The answer's head or body could not be read as HTTP (or decoded).
             raise ProviderError(_MALFORMED, retryable=False) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            # The connection broke mid-request (reset, cut stream); a retry may work.
+            reason = str(exc) or type(exc).__name__
+            raise self._error(f"Provider connection failed: {reason}", retryable=True) from exc
 
-    async def _read(self, response: httpx.Response, on_delta: DeltaSink | None) -> Completion:
+    async def _read(
+        self, response: aiohttp.ClientResponse, on_delta: DeltaSink | None
+    ) -> Completion:
         """The completion in a response, or the ProviderError it stands for."""
-        if not response.is_success:
-            await response.aread()
-            raise self._status_error(response)
-        if not response.headers.get("content-type", "").startswith("text/event-stream"):
-            await response.aread()
-            return self._whole_answer(response)
+        if response.status >= 400:
+            raise self._status_error(response.status, response.reason, await response.read())
+        if response.content_type != "text/event-stream":
+            return self._whole_answer(await response.read())
         answer = _AnswerStream(on_delta)
-        async for line in response.aiter_lines():
-            # Read on past [DONE] to the end of the body: a connection whose response
-            # was left unread is closed instead of going back to the pool.
+        rest = b""
+        async for data in response.content.iter_any():
+            # Read on past [DONE] to the end of the body, so the connection can be kept.
             if answer.done:
                 continue
-            answer.take(line)
+            *lines, rest = (rest + data).split(b"\n")
+            for line in lines:
+                answer.take(line.decode("utf-8", "replace").rstrip("\r"))
+                if answer.done or answer.error is not None:
+                    break
             if answer.error is not None:
                 break
         if answer.error is not None:
@@ -311,28 +241,20 @@ class OpenAICompatibleProvider:
             raise ProviderError(_MALFORMED, retryable=False, tokens_used=answer.tokens)
         return Completion(text="".join(answer.pieces), tokens_used=answer.tokens)
 
-    def _status_error(self, response: httpx.Response) -> ProviderError:
+    def _status_error(self, code: int, reason_phrase: str | None, body: bytes) -> ProviderError:
         """The error an unsuccessful status stands for, with the server's reason."""
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = None
-        code = response.status_code
-        reason = _body_error_message(body) or response.reason_phrase
+        reason = _body_error_message(_json(body)) or reason_phrase
         message = f"Provider returned HTTP {code}"
         if reason:
             message += f": {reason}"
         return self._error(message, retryable=code in _RETRYABLE_STATUS or code >= 500)
 
     @staticmethod
-    def _whole_answer(response: httpx.Response) -> Completion:
+    def _whole_answer(body: bytes) -> Completion:
         """The completion in a non-streamed body: `choices[0].message.content`."""
-        try:
-            body: Any = response.json()
-        except ValueError:
-            body = None
-        tokens = _tokens_used(body)
-        text = _field(_field(_first_choice(body), "message"), "content")
+        parsed = _json(body)
+        tokens = _tokens_used(parsed)
+        text = _field(_field(_first_choice(parsed), "message"), "content")
         if not isinstance(text, str):
             raise ProviderError(_MALFORMED, retryable=False, tokens_used=tokens)
         return Completion(text=text, tokens_used=tokens)
@@ -344,3 +266,11 @@ class OpenAICompatibleProvider:
             # Blanked before shortening, so that a cut cannot leave part of the key.
             message = message.replace(self._api_key, "***")
         return ProviderError(_shorten(message), retryable=retryable)
+
+
+def _json(body: bytes) -> Any:
+    """The body parsed as JSON, or None."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
