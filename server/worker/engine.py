@@ -102,20 +102,22 @@ class ExecutionEngine:
 
     async def _claim_and_run(self, job_id: str) -> None:
         assert self._runner is not None
+        signal: CancelSignal | None = None
         try:
             if self._closing:
                 await asyncio.to_thread(self._send, job_id)
                 return
             attempt = await self._runner.claim(job_id)
             if attempt is None:
-                return
+                return  # a duplicate message: the job runs elsewhere, or here already
             signal = self._running[job_id] = CancelSignal()
             await self._runner.run(attempt, signal)
         except Exception:
             # The job is still pending (or its attempt recorded): the sweeper has it.
             log.exception("could not run job %s", job_id)
         finally:
-            self._running.pop(job_id, None)
+            if signal is not None:
+                del self._running[job_id]
             self._slots.release()
 
     async def _watch_cancels(self) -> None:
@@ -141,15 +143,19 @@ class ExecutionEngine:
         self._slots.release()
 
     def close(self, *, grace_s: float) -> None:
-        """Let running attempts finish for up to `grace_s`, interrupt the rest, stop."""
+        """Let running attempts finish for up to `grace_s`, interrupt the rest, stop.
+
+        Closing an engine that was never started, or again, does nothing.
+        """
         self.stop_admitting()
-        if self._loop is None or self._thread is None:
+        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None or thread is None:
             return
         try:
-            self._call(self._close(grace_s))
+            asyncio.run_coroutine_threadsafe(self._close(grace_s), loop).result()
         finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join(timeout=10)
 
     async def _close(self, grace_s: float) -> None:
         tasks = list(self._tasks)

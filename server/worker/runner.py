@@ -125,15 +125,22 @@ class AttemptRunner:
             lambda text: self._delta(attempt, text), interval_s=self._token_interval_s
         )
         limit = self._policy.time_limit_s
+        deadline = asyncio.timeout(limit)
         try:
             with signal.interruptible():
-                async with asyncio.timeout(limit):
+                async with deadline:
                     completion = await self.provider.complete(
                         system=attempt.role, prompt=attempt.prompt, on_delta=tokens.add
                     )
         except TimeoutError:
             await tokens.discard()
-            await self._after_error(attempt, f"Job exceeded its time limit of {limit:g}s", True, 0)
+            if deadline.expired():
+                message = f"Job exceeded its time limit of {limit:g}s"
+            else:
+                # A provider's own TimeoutError escaped it: a bug there, not the limit.
+                log.exception("provider raised unexpectedly on job %s", attempt.job_id)
+                message = "Provider failed unexpectedly"
+            await self._after_error(attempt, message, True, 0)
             return
         except asyncio.CancelledError:
             if not signal.requested:

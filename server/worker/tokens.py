@@ -2,7 +2,9 @@
 
 A provider may stream an answer in thousands of pieces; a database write per piece would
 cost more than the call. Pieces are buffered and written as one event at most once per
-interval, plus one at the end, so a 2,000-piece answer costs a handful of writes.
+interval, plus one at the end, so a 2,000-piece answer costs a handful of writes. Writes
+never overlap: pieces that arrive while one is under way go in the next, so even with an
+interval of 0 an event may carry several pieces when the database is slower than the stream.
 """
 
 from __future__ import annotations

@@ -155,10 +155,6 @@ def test_closing_interrupts_running_calls_and_gives_their_jobs_back_at_once(
     assert not worker.engine.admit(job.id)  # a closed engine takes nothing more
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a duplicate message's task drops the running attempt's cancel signal",
-)
 def test_a_duplicate_message_for_a_running_job_leaves_its_cancel_check_in_place(
     started: Callable[[Worker], Worker],
 ) -> None:

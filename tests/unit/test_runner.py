@@ -301,6 +301,18 @@ def test_an_unexpected_provider_exception_is_retried_without_leaking_its_text(
     assert world.queue.calls == [(world.job.id, 1.0)]
 
 
+def test_a_timeout_error_escaping_the_provider_is_not_taken_for_the_time_limit(
+    world: World,
+) -> None:
+    provider = ScriptedProvider(TimeoutError("a library's own"))
+
+    world.run(world.runner(provider, backoff_s=1))
+
+    row = world.row
+    assert (row.status, row.attempts) == (JobStatus.PENDING, 1)
+    assert row.last_error == "Provider failed unexpectedly"
+
+
 def test_a_retry_whose_message_could_not_be_sent_is_sent_again_by_recovery(world: World) -> None:
     policy = RetryPolicy(backoff_s=10)
     runner = attempt_runner(
