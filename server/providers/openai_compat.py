@@ -225,9 +225,12 @@ class OpenAICompatibleProvider:
                 continue
             *lines, rest = (rest + data).split(b"\n")
             for line in lines:
-                answer.take(line.decode("utf-8", "replace").rstrip("\r"))
-                if answer.done or answer.error is not None:
-                    break
+                # Only data lines matter (a blank line ends each event): skip the rest
+                # before decoding, as a long answer comes in hundreds of events.
+                if line.startswith(b"data:"):
+                    answer.take(line.decode("utf-8", "replace").rstrip("\r"))
+                    if answer.done or answer.error is not None:
+                        break
             if answer.error is not None:
                 break
         if answer.error is not None:
