@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dramatiq
 from sqlalchemy import Engine
 
-from rest_shim.loop import event_loop_factory
 from server.access import AccessService
 from server.db import create_db_engine, migrate, ping, session_factory
 from server.providers.base import Provider
@@ -130,11 +131,17 @@ class Runtime:
 
 
 def build_runtime(
-    settings: Settings, *, provider: Provider | None = None, serving: bool = True
+    settings: Settings,
+    *,
+    provider: Provider | None = None,
+    serving: bool = True,
+    engine_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
 ) -> Runtime:
     """Connect to the database (migrating it) and the broker, and wire the services.
 
     `serving` sizes the database pool for the API's threads; a worker needs a few.
+    `engine_loop` makes the execution engine's event loop (the entry points pass the
+    one every agentq process runs on).
     """
     pool_size = settings.server_threads if serving else WORKER_POOL_SIZE
     if settings.db_type == "sqlite":
@@ -170,7 +177,7 @@ def build_runtime(
         send=queue.enqueue,
         concurrency=settings.worker_concurrency,
         cancel_poll_s=settings.cancel_poll_s,
-        loop_factory=event_loop_factory(),
+        loop_factory=engine_loop,
     )
 
     def run_message(job_id: str) -> None:

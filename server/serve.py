@@ -11,6 +11,7 @@ import sys
 import threading
 from typing import Any
 
+from rest_shim.loop import event_loop_factory
 from server import orphans
 from server.auth import mint_token
 from server.grpc_api.blocking import Blocking
@@ -39,7 +40,7 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
     # once it has started, instead of killing it halfway.
     stop = _stop_on_signals()
     secret = jwt_secret(settings)
-    runtime = build_runtime(settings)
+    runtime = build_runtime(settings, engine_loop=event_loop_factory())
     if settings.redis_url is None:
         runtime.start_workers()
     runtime.start_recovery()
@@ -125,7 +126,7 @@ def _work_one(settings: Settings, parent_pid: int | None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     if parent_pid is not None:
         orphans.stop_with_parent(parent_pid, stop)
-    runtime = build_runtime(settings, serving=False)
+    runtime = build_runtime(settings, serving=False, engine_loop=event_loop_factory())
     grace_s: float | None = None
     try:
         runtime.start_workers()
