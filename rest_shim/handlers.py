@@ -20,8 +20,13 @@ log = logging.getLogger(__name__)
 _NOT_AN_OBJECT = {"model_attributes_type", "dict_type", "missing"}
 
 
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type value, lowercase and without parameters."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
 def _is_json(content_type: str) -> bool:
-    media = content_type.split(";", 1)[0].strip().lower()
+    media = media_type(content_type)
     return media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     )

@@ -13,6 +13,7 @@ from agentq.v1 import (
     agent_pb2,
     agent_service_pb2,
     job_pb2,
+    job_service_pb2,
     system_service_pb2,
     token_service_pb2,
 )
@@ -114,6 +115,16 @@ def page(items: list[dict[str, Any]], size: int, next_token: str) -> dict[str, A
     return {"data": items, "meta": {"per_page": size, "next_page_token": next_token or None}}
 
 
+def agent_page(reply: agent_service_pb2.ListAgentsResponse) -> dict[str, Any]:
+    """A page of agents."""
+    return page([agent(a) for a in reply.agents], reply.page_size, reply.next_page_token)
+
+
+def job_page(reply: job_service_pb2.ListJobsResponse) -> dict[str, Any]:
+    """A page of jobs."""
+    return page([job(j) for j in reply.jobs], reply.page_size, reply.next_page_token)
+
+
 _EVENT_NAMES = {
     job_pb2.JOB_EVENT_TYPE_QUEUED: "queued",
     job_pb2.JOB_EVENT_TYPE_STARTED: "started",
@@ -177,6 +188,16 @@ def api_key(message: admin_service_pb2.ApiKey) -> dict[str, Any]:
         "expires_at": _time_or_none(message, "expires_at"),
         "revoked_at": _time_or_none(message, "revoked_at"),
     }
+
+
+def created_api_key(reply: admin_service_pb2.CreateApiKeyResponse) -> dict[str, Any]:
+    """A new API key: its metadata and, this once, the key itself."""
+    return {**api_key(reply.api_key), "key": reply.key}
+
+
+def api_keys(reply: admin_service_pb2.ListApiKeysResponse) -> dict[str, Any]:
+    """API keys' metadata."""
+    return {"data": [api_key(k) for k in reply.api_keys]}
 
 
 def limits(message: admin_service_pb2.TenantLimits) -> dict[str, Any]:
