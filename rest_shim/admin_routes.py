@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import Depends
+from fastapi.responses import Response
 from fastapi.security import APIKeyHeader
 
 from agentq.v1 import admin_service_pb2 as admin_pb
 from agentq.v1 import token_service_pb2 as token_pb
 from rest_shim import render
-from rest_shim.routes import call, errors, int32, int64
+from rest_shim.routes import int32, int64
 from rest_shim.schemas import (
     ApiKeyList,
     CreateApiKeyBody,
@@ -19,106 +20,113 @@ from rest_shim.schemas import (
     TenantLimitsOut,
     TokenOut,
 )
+from rest_shim.table import RouteTable
 
 # Document the headers; the server alone checks them.
 admin_header = APIKeyHeader(name="X-Admin-API-Key", scheme_name="AdminApiKey", auto_error=False)
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
-_ADMIN = [Depends(admin_header)]
+_ADMIN = (Depends(admin_header),)
 
-router = APIRouter()
+ADMIN = RouteTable()
 
 
-@router.post(
+@ADMIN.route(
+    "POST",
     "/admin/api-keys",
-    status_code=201,
+    rpc="AdminService.CreateApiKey",
+    status=201,
+    render=render.created_api_key,
     response_model=CreatedApiKeyOut,
-    responses=errors(403, 400, 413, 415, 422, 503, 504),
-    dependencies=_ADMIN,
-    tags=["admin"],
+    errors=(403, 400, 413, 415, 422, 503, 504),
+    credentials=_ADMIN,
+    tag="admin",
 )
-async def create_api_key(body: CreateApiKeyBody, request: Request) -> Response:
+def create_api_key(body: CreateApiKeyBody) -> admin_pb.CreateApiKeyRequest:
     """Create an API key; the response is the only time the key is shown."""
     lifetime = body.lifetime_seconds
-    message = admin_pb.CreateApiKeyRequest(
+    return admin_pb.CreateApiKeyRequest(
         tenant_id=body.tenant_id,
         name=body.name,
         role=body.role,
         scopes=body.scopes,
         lifetime_seconds=None if lifetime is None else int64(lifetime),
     )
-    reply = await call(request, request.app.state.backend.admin.CreateApiKey, message)
-    return render.json_response({**render.api_key(reply.api_key), "key": reply.key}, 201)
 
 
-@router.get(
+@ADMIN.route(
+    "GET",
     "/admin/api-keys",
+    rpc="AdminService.ListApiKeys",
+    render=render.api_keys,
     response_model=ApiKeyList,
-    responses=errors(403, 422, 503, 504),
-    dependencies=_ADMIN,
-    tags=["admin"],
+    errors=(403, 422, 503, 504),
+    credentials=_ADMIN,
+    tag="admin",
 )
-async def list_api_keys(request: Request, tenant_id: str | None = None) -> Response:
+def list_api_keys(tenant_id: str | None = None) -> admin_pb.ListApiKeysRequest:
     """List API keys (metadata only), newest first."""
-    message = admin_pb.ListApiKeysRequest(tenant_id=tenant_id)
-    reply = await call(request, request.app.state.backend.admin.ListApiKeys, message)
-    return render.json_response({"data": [render.api_key(k) for k in reply.api_keys]})
+    return admin_pb.ListApiKeysRequest(tenant_id=tenant_id)
 
 
-@router.delete(
+@ADMIN.route(
+    "DELETE",
     "/admin/api-keys/{key_id}",
-    status_code=204,
+    rpc="AdminService.RevokeApiKey",
+    status=204,
+    render=None,
     response_class=Response,
-    responses=errors(403, 404, 422, 503, 504),
-    dependencies=_ADMIN,
-    tags=["admin"],
+    errors=(403, 404, 422, 503, 504),
+    credentials=_ADMIN,
+    tag="admin",
 )
-async def revoke_api_key(key_id: uuid.UUID, request: Request) -> Response:
+def revoke_api_key(key_id: uuid.UUID) -> admin_pb.RevokeApiKeyRequest:
     """Revoke an API key; every server refuses it from the next request on."""
-    message = admin_pb.RevokeApiKeyRequest(key_id=str(key_id))
-    await call(request, request.app.state.backend.admin.RevokeApiKey, message)
-    return Response(status_code=204)
+    return admin_pb.RevokeApiKeyRequest(key_id=str(key_id))
 
 
-@router.put(
+@ADMIN.route(
+    "PUT",
     "/admin/tenants/{tenant_id}/limits",
+    rpc="AdminService.SetTenantLimits",
+    render=lambda reply: render.limits(reply.limits),
     response_model=TenantLimitsOut,
-    responses=errors(403, 400, 413, 415, 422, 503, 504),
-    dependencies=_ADMIN,
-    tags=["admin"],
+    errors=(403, 400, 413, 415, 422, 503, 504),
+    credentials=_ADMIN,
+    tag="admin",
 )
-async def set_tenant_limits(tenant_id: str, body: TenantLimitsBody, request: Request) -> Response:
+def set_tenant_limits(tenant_id: str, body: TenantLimitsBody) -> admin_pb.SetTenantLimitsRequest:
     """Set a tenant's rate-limit tier and cap on unfinished jobs."""
     cap = body.max_unfinished_jobs
-    message = admin_pb.SetTenantLimitsRequest(
+    return admin_pb.SetTenantLimitsRequest(
         tenant_id=tenant_id, tier=body.tier, max_unfinished_jobs=None if cap is None else int32(cap)
     )
-    reply = await call(request, request.app.state.backend.admin.SetTenantLimits, message)
-    return render.json_response(render.limits(reply.limits))
 
 
-@router.get(
+@ADMIN.route(
+    "GET",
     "/admin/tenants/{tenant_id}/limits",
+    rpc="AdminService.GetTenantLimits",
+    render=lambda reply: render.limits(reply.limits),
     response_model=TenantLimitsOut,
-    responses=errors(403, 422, 503, 504),
-    dependencies=_ADMIN,
-    tags=["admin"],
+    errors=(403, 422, 503, 504),
+    credentials=_ADMIN,
+    tag="admin",
 )
-async def get_tenant_limits(tenant_id: str, request: Request) -> Response:
+def get_tenant_limits(tenant_id: str) -> admin_pb.GetTenantLimitsRequest:
     """The limits in force for a tenant."""
-    message = admin_pb.GetTenantLimitsRequest(tenant_id=tenant_id)
-    reply = await call(request, request.app.state.backend.admin.GetTenantLimits, message)
-    return render.json_response(render.limits(reply.limits))
+    return admin_pb.GetTenantLimitsRequest(tenant_id=tenant_id)
 
 
-@router.post(
+@ADMIN.route(
+    "POST",
     "/api/v1/tokens",
+    rpc="TokenService.CreateToken",
+    render=render.token,
     response_model=TokenOut,
-    responses=errors(401, 429, 503, 504),
-    dependencies=[Depends(api_key_header)],
-    tags=["tokens"],
+    errors=(401, 429, 503, 504),
+    credentials=(Depends(api_key_header),),
+    tag="tokens",
 )
-async def create_token(request: Request) -> Response:
+def create_token() -> token_pb.CreateTokenRequest:
     """Exchange an API key (`X-API-Key` or `Authorization: Bearer agq_...`) for a JWT."""
-    message = token_pb.CreateTokenRequest()
-    reply = await call(request, request.app.state.backend.tokens.CreateToken, message)
-    return render.json_response(render.token(reply))
+    return token_pb.CreateTokenRequest()

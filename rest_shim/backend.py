@@ -52,11 +52,19 @@ class Backend:
     def __init__(self, target: str, *, timeout_s: float) -> None:
         self._channel = grpc.aio.insecure_channel(target)
         self._timeout_s = timeout_s
-        self.agents = agent_service_pb2_grpc.AgentServiceStub(self._channel)
-        self.jobs = job_service_pb2_grpc.JobServiceStub(self._channel)
-        self.system = system_service_pb2_grpc.SystemServiceStub(self._channel)
-        self.admin = admin_service_pb2_grpc.AdminServiceStub(self._channel)
-        self.tokens = token_service_pb2_grpc.TokenServiceStub(self._channel)
+        self._stubs: dict[str, Any] = {
+            "AgentService": agent_service_pb2_grpc.AgentServiceStub(self._channel),
+            "JobService": job_service_pb2_grpc.JobServiceStub(self._channel),
+            "SystemService": system_service_pb2_grpc.SystemServiceStub(self._channel),
+            "AdminService": admin_service_pb2_grpc.AdminServiceStub(self._channel),
+            "TokenService": token_service_pb2_grpc.TokenServiceStub(self._channel),
+        }
+
+    def method(self, rpc: str) -> Callable[..., Any]:
+        """The stub method of an RPC named `Service.Method`, e.g. `JobService.GetJob`."""
+        service, _, name = rpc.partition(".")
+        method: Callable[..., Any] = getattr(self._stubs[service], name)
+        return method
 
     async def call(
         self, method: Callable[..., Any], request: Any, *, headers: Headers, request_id: str
@@ -66,9 +74,11 @@ class Backend:
         reply = await call
         return reply, tuple(await call.trailing_metadata() or ())
 
-    def watch(self, request: Any, *, headers: Headers, request_id: str) -> Any:
-        """Open a WatchJob stream; it has no deadline, the client decides how long to watch."""
-        return self.jobs.WatchJob(request, metadata=forwarded(headers, request_id))
+    def watch(
+        self, method: Callable[..., Any], request: Any, *, headers: Headers, request_id: str
+    ) -> Any:
+        """Open a server stream; it has no deadline, the client decides how long to watch."""
+        return method(request, metadata=forwarded(headers, request_id))
 
     async def close(self) -> None:
         """Close the channel."""

@@ -1,130 +1,134 @@
-"""The busiest routes (a job poll, an execution, an agent read) answered straight from ASGI.
+"""The fast lane: the routes declared `fast` (a job poll, an execution, an agent read) from ASGI.
 
 FastAPI's routing, dependency solving and exception middleware cost more per request
 than the RPC a route makes, and a client polling a job pays them on every poll. This
-lane serves those routes itself, but only for requests FastAPI would accept as they
-are: the method exactly, a canonical lowercase UUID in the path (so `str(UUID(id))` is
-the id), and for a body, JSON that parses to an object and validates. It builds the
-same message, makes the same call with the same metadata and renders the same bytes
-(render.py). Everything else, including every error the shim itself answers (a bad
-id, malformed JSON, the wrong media type, a field rule), goes to FastAPI untouched,
-with the body replayed, so those answers still come from one place. FastAPI still
-declares the routes, which keeps the OpenAPI document whole.
+lane serves those routes from their declarations in the route table (table.py), but
+only requests FastAPI would accept as they are: the method exactly, a canonical
+lowercase UUID for each path id (so `UUID(id)` spells it the same), and for a body,
+plain `application/json` that parses to an object and validates. The route's own
+function builds the message and `table.answer` makes the call and renders the reply,
+as for FastAPI. Everything else, including every error the shim itself answers (a bad
+id, malformed JSON, another media type, a field rule), goes to FastAPI untouched, with
+the body replayed, so those answers still come from one place.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
-from collections.abc import Callable
+import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, get_args, get_origin
 
 import grpc
+from fastapi import params
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentq.v1 import agent_service_pb2 as agents_pb
-from agentq.v1 import job_service_pb2 as jobs_pb
-from rest_shim import render
 from rest_shim.backend import Backend
-from rest_shim.errors import rate_headers
-from rest_shim.handlers import on_rpc_error
-from rest_shim.routes import execute_request
-from rest_shim.schemas import ExecuteBody
+from rest_shim.handlers import media_type, on_rpc_error
+from rest_shim.table import Route, answer
 
 # The canonical spelling only; any other (upper case, braces, no hyphens) is FastAPI's.
 _UUID = "([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-
-# The stub method to call and the message to send, for an id, a parsed body and the headers.
-Prepare = Callable[[Backend, str, Any, Headers], tuple[Callable[..., Any], Any]]
+_PATH_VARIABLE = re.compile(r"\{(\w+)\}")
 
 
 @dataclass(frozen=True)
-class HotRoute:
-    """One route of the lane: where it is, its body, its RPC and how its reply renders."""
+class LaneRoute:
+    """A fast route as the lane reads it: its path, and where each argument comes from."""
 
+    route: Route
     path: re.Pattern[str]
-    body: type[BaseModel] | None
-    prepare: Prepare
-    render: Callable[[Any], dict[str, Any]]
-    status: int
+    # The build function's parameter of each id in the path, in order.
+    ids: tuple[str, ...]
+    # The parameter of the JSON body and its model, if the route takes one.
+    body: tuple[str, type[BaseModel]] | None
+    # (parameter, header name) of each value read from a request header.
+    headers: tuple[tuple[str, str], ...]
+
+    def arguments(self, ids: tuple[str, ...], body: Any, headers: Headers) -> dict[str, Any]:
+        """The build function's arguments, as FastAPI would pass them."""
+        found: dict[str, Any] = {
+            name: uuid.UUID(value) for name, value in zip(self.ids, ids, strict=True)
+        }
+        for name, header in self.headers:
+            found[name] = headers.get(header)
+        if self.body is not None:
+            found[self.body[0]] = body
+        return found
 
 
-def _get_job(backend: Backend, job_id: str, body: None, headers: Headers) -> Any:
-    return backend.jobs.GetJob, jobs_pb.GetJobRequest(job_id=job_id)
+def lane_route(route: Route) -> LaneRoute:
+    """How the lane reads `route`; a parameter it cannot read is an error in the table."""
+    ids = tuple(_PATH_VARIABLE.findall(route.path))
+    literal = _PATH_VARIABLE.split(route.path)[::2]
+    path = re.compile(_UUID.join(re.escape(part) for part in literal))
+    body, headers = None, []
+    for name, parameter in route.signature.parameters.items():
+        annotation = parameter.annotation
+        if name in ids and annotation is uuid.UUID:
+            continue
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            body = (name, annotation)
+        elif _is_plain_header(parameter):
+            headers.append((name, name.replace("_", "-")))
+        else:
+            raise TypeError(f"{route.method} {route.path}: the fast lane cannot read {name}")
+    return LaneRoute(route, path, ids, body, tuple(headers))
 
 
-def _get_agent(backend: Backend, agent_id: str, body: None, headers: Headers) -> Any:
-    return backend.agents.GetAgent, agents_pb.GetAgentRequest(agent_id=agent_id)
-
-
-def _execute(backend: Backend, agent_id: str, body: ExecuteBody, headers: Headers) -> Any:
-    message = execute_request(agent_id, body, headers.get("idempotency-key"))
-    return backend.agents.Execute, message
-
-
-def _job(reply: jobs_pb.GetJobResponse) -> dict[str, Any]:
-    return render.job(reply.job)
-
-
-def _agent(reply: agents_pb.GetAgentResponse) -> dict[str, Any]:
-    return render.agent(reply.agent)
-
-
-ROUTES: dict[str, tuple[HotRoute, ...]] = {
-    "GET": (
-        HotRoute(re.compile(f"/api/v1/jobs/{_UUID}"), None, _get_job, _job, status=200),
-        HotRoute(re.compile(f"/api/v1/agents/{_UUID}"), None, _get_agent, _agent, status=200),
-    ),
-    "POST": (
-        HotRoute(
-            re.compile(f"/api/v1/agents/{_UUID}/execute"),
-            ExecuteBody,
-            _execute,
-            render.execute_ack,
-            status=202,
-        ),
-    ),
-}
+def _is_plain_header(parameter: inspect.Parameter) -> bool:
+    # An optional string header under its own name: any value FastAPI would take as is.
+    if get_origin(parameter.annotation) is not Annotated:
+        return False
+    kind, *metadata = get_args(parameter.annotation)
+    return kind == str | None and any(
+        isinstance(m, params.Header) and m.alias is None and m.convert_underscores for m in metadata
+    )
 
 
 class HotRoutesMiddleware:
-    """Answers the requests of ROUTES it can; hands every other request to the app."""
+    """Answers the requests of the fast routes it can; hands every other request to the app."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, routes: Iterable[Route]) -> None:
         self._app = app
+        self._routes: dict[str, list[LaneRoute]] = {}
+        for route in routes:
+            if route.fast:
+                self._routes.setdefault(route.method, []).append(lane_route(route))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = _match(scope)
+        found = self._match(scope)
         if found is None:
             await self._app(scope, receive, send)
             return
-        route, resource_id = found
+        lane, ids = found
         headers = Headers(scope=scope)
         body = None
-        if route.body is not None:
+        if lane.body is not None:
             received = await _read_body(receive)
-            body = _valid_body(route.body, received, headers)
+            body = _valid_body(lane.body[1], received, headers)
             if body is None:
                 await self._app(scope, _replay(received, receive), send)
                 return
-        response = await _answer(scope, route, resource_id, body, headers)
+        response = await _answer(scope, lane, ids, body, headers)
         await response(scope, receive, send)
 
-
-def _match(scope: Scope) -> tuple[HotRoute, str] | None:
-    # A mounted app (root_path) matches paths differently; leave that to FastAPI.
-    if scope["type"] != "http" or scope.get("root_path"):
+    def _match(self, scope: Scope) -> tuple[LaneRoute, tuple[str, ...]] | None:
+        # A mounted app (root_path) matches paths differently; leave that to FastAPI.
+        if scope["type"] != "http" or scope.get("root_path"):
+            return None
+        for lane in self._routes.get(scope["method"], ()):
+            matched = lane.path.fullmatch(scope["path"])
+            if matched is not None:
+                return lane, matched.groups()
         return None
-    for route in ROUTES.get(scope["method"], ()):
-        matched = route.path.fullmatch(scope["path"])
-        if matched is not None:
-            return route, matched.group(1)
-    return None
 
 
 async def _read_body(receive: Receive) -> list[Message]:
@@ -151,7 +155,7 @@ def _valid_body(model: type[BaseModel], received: list[Message], headers: Header
     """The validated body, or None for anything FastAPI's handlers should answer."""
     # FastAPI reads application/json (and +json) bodies with json.loads and
     # validates the object; the lane takes the plain media type only.
-    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    media = media_type(headers.get("content-type", ""))
     if media != "application/json" or received[-1]["type"] != "http.request":
         return None
     raw = b"".join(m.get("body", b"") for m in received)
@@ -168,18 +172,13 @@ def _valid_body(model: type[BaseModel], received: list[Message], headers: Header
 
 
 async def _answer(
-    scope: Scope, route: HotRoute, resource_id: str, body: Any, headers: Headers
+    scope: Scope, lane: LaneRoute, ids: tuple[str, ...], body: Any, headers: Headers
 ) -> Response:
-    """Make the route's RPC; its reply, or its error as the handlers render it."""
+    """The route's answer, or its RPC's error as the handlers render it."""
     backend: Backend = scope["app"].state.backend
-    method, message = route.prepare(backend, resource_id, body, headers)
-    state = scope["state"]
+    message = lane.route.build(**lane.arguments(ids, body, headers))
+    # Other exceptions go up to the app's error middleware, as from a route.
     try:
-        reply, trailers = await backend.call(
-            method, message, headers=headers, request_id=state["request_id"]
-        )
+        return await answer(lane.route, backend, message, headers=headers, state=scope["state"])
     except grpc.aio.AioRpcError as error:
         return await on_rpc_error(Request(scope), error)
-    # Other exceptions go up to the app's error middleware, as from a route.
-    state["rate_headers"] = rate_headers(trailers)
-    return render.json_response(route.render(reply), route.status)

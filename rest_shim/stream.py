@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
+from starlette.requests import Request
+from starlette.responses import StreamingResponse
 
 from rest_shim import render
+from rest_shim.backend import Backend
 from rest_shim.errors import HTTP_STATUS, rpc_error_parts
 
 log = logging.getLogger(__name__)
@@ -23,6 +26,22 @@ def sse(name: str, data: dict[str, Any], *, event_id: int | None = None) -> byte
     lines = [f"id: {event_id}"] if event_id is not None else []
     lines += [f"event: {name}", f"data: {json.dumps(data, separators=(',', ':'))}"]
     return ("\n".join(lines) + "\n\n").encode()
+
+
+async def respond(request: Request, method: Callable[..., Any], message: Any) -> StreamingResponse:
+    """Open the watch; once the server has accepted it, its events as an SSE response."""
+    backend: Backend = request.app.state.backend
+    watch = backend.watch(
+        method, message, headers=request.headers, request_id=request.state.request_id
+    )
+    if not await opened(watch):
+        await raise_refusal(watch)  # 401, 404, ...; returns if the stream just ended
+    keepalive_s = request.app.state.stream_keepalive_s
+    return StreamingResponse(
+        events(watch, keepalive_s=keepalive_s),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def opened(call: Any) -> bool:
