@@ -245,12 +245,11 @@ def cancel_tree(uow: UnitOfWork, roots: Sequence[Job], *, at: datetime) -> None:
     just changed state under us is read again by its conditional update, so a
     claim racing the cancel still ends up asked to stop.
     """
-    cancelled = EventSpec(EventType.CANCELLED)
     level = [job.id for job in roots]
     seen: set[str] = set()
     while level:
         for job_id in level:  # both updates do nothing to a finished job
-            if not uow.jobs.cancel_pending(job_id, at=at, event=cancelled):
+            if not uow.jobs.cancel_pending(job_id, at=at):
                 uow.jobs.request_cancel(job_id)
         seen.update(level)
         level = [child.id for child in uow.jobs.children(level) if child.id not in seen]

@@ -69,8 +69,8 @@ class AgentRepository:
 class JobRepository(JobTransitions):
     """Jobs, and the compare-and-set transitions that keep runs exactly-once.
 
-    The transitions (claim, finish_attempt, record, cancels) are JobTransitions'
-    prebuilt Core statements, which the worker also runs without a session.
+    The transitions (claim, finish_attempt, the cancels) are the rules of
+    `server/transitions.py`, which the worker also runs without a session.
     """
 
     def __init__(self, session: Session) -> None:

@@ -1,4 +1,4 @@
-"""The compare-and-set transitions of jobs, in prebuilt Core SQL: one statement each on PostgreSQL.
+"""The compare-and-set transitions of jobs: each rule a value that every store applies.
 
 A transition is one conditional UPDATE: the database decides which of two racing workers
 (or sweepers) wins, so nothing relies on timing. An event takes its number from the same
@@ -6,14 +6,17 @@ row update (`jobs.event_seq`), so numbers never repeat or skip. On PostgreSQL th
 is inserted by that same statement, through a data-modifying CTE; SQLite has none, so it
 inserts the event with a second statement in the same transaction.
 
-Each statement shape is built once and kept, with the parameters a call binds to it made
-by one function per transition. `JobTransitions` runs them on a session or a connection
-(the API, the sweeper, a SQLite worker); the worker's asyncpg store
-(`server/worker/pg_attempts.py`) runs the same statements and parameters on PostgreSQL.
+The rules (`claim`, `finish_attempt`, `record`, `cancel_pending`, `request_cancel`) are made
+here and nowhere else, each as a `Transition`: the columns the job must hold, the values
+it takes and its event, as data. The statement of each shape of transition is built once
+and kept. `JobTransitions` runs them on a session or a connection (the API, the sweeper, a
+SQLite worker); the worker's asyncpg store (`server/worker/pg_store.py`) runs the same
+statements on PostgreSQL, and an in-memory store can apply the same values to its rows.
 """
 
 from __future__ import annotations
 
+import abc
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -72,16 +75,182 @@ class Attempt:
     tokens_used: int
 
 
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One compare-and-set change of a job, as data.
+
+    The job changes only if each `expect` column equals its value and, with `due_by`, its
+    next run is due by then. It then takes `values`, each `increment` column grows by one,
+    and with an `event` its event_seq grows by one and the event is recorded under that
+    number, with the job's attempt count, at `at`. A change that `starts_attempt` hands
+    back what the attempt needs (see `claimed`).
+    """
+
+    job_id: str
+    expect: Mapping[str, Any]
+    values: Mapping[str, Any]
+    event: EventSpec | None = None
+    at: datetime | None = None
+    due_by: datetime | None = None
+    increment: tuple[str, ...] = ()
+    starts_attempt: bool = False
+
+    def __post_init__(self) -> None:
+        if self.event is not None and self.at is None:
+            raise ValueError("an event needs its time")
+
+    @property
+    def shape(self) -> Shape:
+        """What the statement depends on: the columns, not their values."""
+        return Shape(
+            expect=tuple(self.expect),
+            values=tuple(self.values),
+            increment=self.increment,
+            due=self.due_by is not None,
+            event=self.event is not None,
+            starts_attempt=self.starts_attempt,
+        )
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The parameters this change binds to its statement."""
+        params: dict[str, Any] = {"job_id": self.job_id}
+        params.update({f"expect_{k}": v for k, v in self.expect.items()})
+        params.update({f"set_{k}": v for k, v in self.values.items()})
+        if self.due_by is not None:
+            params["due_by"] = self.due_by
+        if self.event is not None:
+            params.update(
+                event_type=self.event.type.value,
+                event_at=self.at,
+                event_error=self.event.error,
+                event_delay_s=self.event.delay_s,
+                event_delta=self.event.delta,
+            )
+        return params
+
+    def statement(self, postgres: bool) -> Executable:
+        """The prebuilt statement of this change's shape for the dialect."""
+        return transition_statement(postgres, self.shape)
+
+
+# The rules: every transition a job goes through is made by one of these.
+
+
+def claim(job_id: str, *, now: datetime, token: str, lease_until: datetime) -> Transition:
+    """A due pending job becomes running for one more attempt, held by `token`."""
+    return Transition(
+        job_id,
+        expect={"status": JobStatus.PENDING},
+        due_by=now,
+        values={
+            "status": JobStatus.RUNNING,
+            "started_at": now,
+            "run_token": token,
+            "lease_expires_at": lease_until,
+        },
+        increment=("attempts",),
+        event=EventSpec(EventType.STARTED),
+        at=now,
+        starts_attempt=True,
+    )
+
+
+def finish_attempt(
+    job_id: str,
+    *,
+    token: str,
+    values: Mapping[str, Any],
+    event: EventSpec,
+    at: datetime,
+    unless_cancelled: bool = False,
+) -> Transition:
+    """The outcome of the attempt holding `token`: it lets go of the job and sets `values`.
+
+    With `unless_cancelled`, a job whose cancel was requested is left alone too, so
+    its attempt can record `cancelled` instead.
+    """
+    expect: dict[str, Any] = {"status": JobStatus.RUNNING, "run_token": token}
+    if unless_cancelled:
+        expect["cancel_requested"] = False
+    released = {"run_token": None, "lease_expires_at": None, **values}
+    return Transition(job_id, expect=expect, values=released, event=event, at=at)
+
+
+def record(job_id: str, *, token: str, event: EventSpec, at: datetime) -> Transition:
+    """An event of a running attempt (a token delta), recorded while it holds the job."""
+    expect = {"status": JobStatus.RUNNING, "run_token": token}
+    return Transition(job_id, expect=expect, values={}, event=event, at=at)
+
+
+def cancel_pending(job_id: str, *, at: datetime) -> Transition:
+    """A job that no worker holds is cancelled at once."""
+    return Transition(
+        job_id,
+        expect={"status": JobStatus.PENDING},
+        values={"status": JobStatus.CANCELLED, "completed_at": at},
+        event=EventSpec(EventType.CANCELLED),
+        at=at,
+    )
+
+
+def request_cancel(job_id: str) -> Transition:
+    """The worker of a running job is asked to stop; it records the cancel itself."""
+    return Transition(
+        job_id, expect={"status": JobStatus.RUNNING}, values={"cancel_requested": True}
+    )
+
+
+def claimed(change: Transition, row: Any) -> Attempt:
+    """The attempt a claim started, from what its statement returned."""
+    return Attempt(
+        job_id=change.job_id,
+        number=_field(row, "attempts"),
+        token=change.values["run_token"],
+        agent_id=_field(row, "agent_id"),
+        prompt=_field(row, "prompt"),
+        role=_field(row, "role"),
+        tokens_used=_field(row, "tokens_used"),
+    )
+
+
+def _field(row: Any, name: str) -> Any:
+    # A SQLAlchemy row has attributes, an asyncpg record and a mapping have keys.
+    return getattr(row, name) if hasattr(row, name) else row[name]
+
+
+# The statements.
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """The columns a transition compares, sets and counts up: one statement per shape."""
+
+    expect: tuple[str, ...]
+    values: tuple[str, ...]
+    increment: tuple[str, ...]
+    due: bool
+    event: bool
+    starts_attempt: bool
+
+
 def _param(column: str, prefix: str) -> ColumnElement[Any]:
     return bindparam(f"{prefix}_{column}", type_=jobs.c[column].type)
 
 
-def _update(expect: Sequence[str], values: Sequence[str], *, due: bool) -> Update:
-    """UPDATE jobs SET <values> WHERE id and every `expect` column equal their parameters."""
-    where = [jobs.c.id == bindparam("job_id"), *(jobs.c[k] == _param(k, "expect") for k in expect)]
-    if due:
+def _update(shape: Shape) -> Update:
+    """UPDATE jobs SET <values>, <increments> WHERE id and the expected columns match."""
+    where = [
+        jobs.c.id == bindparam("job_id"),
+        *(jobs.c[k] == _param(k, "expect") for k in shape.expect),
+    ]
+    if shape.due:
         where.append(jobs.c.next_run_at <= bindparam("due_by", type_=jobs.c.next_run_at.type))
-    return update(jobs).where(*where).values({k: _param(k, "set") for k in values})
+    values: dict[str, Any] = {k: _param(k, "set") for k in shape.values}
+    values.update({k: jobs.c[k] + 1 for k in shape.increment})
+    if shape.event:
+        values["event_seq"] = jobs.c.event_seq + 1
+    return update(jobs).where(*where).values(values)
 
 
 def _event_from(source: CTE) -> Insert:
@@ -109,40 +278,18 @@ def _agent_role() -> ColumnElement[Any]:
 
 
 @functools.cache
-def claim_statement(postgres: bool) -> Executable:
-    claim = (
-        _update(["status"], ["status", "started_at", "run_token", "lease_expires_at"], due=True)
-        .values(attempts=jobs.c.attempts + 1, event_seq=jobs.c.event_seq + 1)
-        .returning(
-            jobs.c.id,
-            jobs.c.event_seq,
-            jobs.c.attempts,
-            jobs.c.agent_id,
-            jobs.c.prompt,
-            jobs.c.tokens_used,
-            _agent_role(),
-        )
-    )
-    if not postgres:
-        return claim
-    claimed = claim.cte("claimed")
-    started = _event_from(claimed).cte("started")
-    return select(claimed).add_cte(started)
-
-
-@functools.cache
-def transition_statement(
-    postgres: bool, expect: tuple[str, ...], values: tuple[str, ...], event: bool
-) -> Executable:
-    changed = _update(expect, values, due=False)
-    if not event:
-        return changed.returning(jobs.c.id)
-    changed = changed.values(event_seq=jobs.c.event_seq + 1).returning(
-        jobs.c.id, jobs.c.event_seq, jobs.c.attempts
-    )
-    if not postgres:
+def transition_statement(postgres: bool, shape: Shape) -> Executable:
+    """The statement of one shape of transition: a row back if the job changed, else none."""
+    returned: list[ColumnElement[Any]] = [jobs.c.id]
+    if shape.event or shape.starts_attempt:
+        returned += [jobs.c.event_seq, jobs.c.attempts]
+    if shape.starts_attempt:
+        returned += [jobs.c.agent_id, jobs.c.prompt, jobs.c.tokens_used, _agent_role()]
+    changed = _update(shape).returning(*returned)
+    if not (postgres and shape.event):
         return changed
-    return _event_from(changed.cte("changed")).returning(events.c.sequence)
+    source = changed.cte("changed")
+    return select(source).add_cte(_event_from(source).cte("recorded"))
 
 
 DUE = select(jobs.c.status, jobs.c.next_run_at).where(jobs.c.id == bindparam("job_id"))
@@ -152,114 +299,45 @@ _CANCEL_REQUESTED = select(jobs.c.id).where(
 _INSERT_EVENT = insert(events)
 
 
-def _event_params(event: EventSpec, at: datetime | None) -> dict[str, Any]:
-    if at is None:
-        raise ValueError("an event needs its time")
-    return {
-        "event_type": event.type.value,
-        "event_at": at,
-        "event_error": event.error,
-        "event_delay_s": event.delay_s,
-        "event_delta": event.delta,
-    }
+class AbstractJobTransitions(abc.ABC):
+    """The transitions the API, the sweeper and the worker call, each one rule applied.
 
-
-def claim_params(
-    job_id: str, *, now: datetime, token: str, lease_until: datetime
-) -> dict[str, Any]:
-    """The parameters of `claim_statement`: a due pending job becomes running for `token`."""
-    return {
-        "job_id": job_id,
-        "expect_status": JobStatus.PENDING.value,
-        "due_by": now,
-        "set_status": JobStatus.RUNNING.value,
-        "set_started_at": now,
-        "set_run_token": token,
-        "set_lease_expires_at": lease_until,
-        **_event_params(EventSpec(EventType.STARTED), now),
-    }
-
-
-def claimed(job_id: str, token: str, row: Any) -> Attempt:
-    """The attempt a row returned by `claim_statement` stands for."""
-    return Attempt(
-        job_id=job_id,
-        number=_field(row, "attempts"),
-        token=token,
-        agent_id=_field(row, "agent_id"),
-        prompt=_field(row, "prompt"),
-        role=_field(row, "role"),
-        tokens_used=_field(row, "tokens_used"),
-    )
-
-
-def _field(row: Any, name: str) -> Any:
-    # A SQLAlchemy row has attributes, an asyncpg record has keys.
-    return getattr(row, name) if hasattr(row, name) else row[name]
-
-
-@dataclass(frozen=True, slots=True)
-class Transition:
-    """One conditional update: its statement's shape and the parameters of this call."""
-
-    shape: tuple[tuple[str, ...], tuple[str, ...], bool]
-    params: dict[str, Any]
-
-    def statement(self, postgres: bool) -> Executable:
-        """The prebuilt statement of this shape for the dialect."""
-        return transition_statement(postgres, *self.shape)
-
-
-def transition(
-    job_id: str,
-    *,
-    expect: Mapping[str, Any],
-    values: Mapping[str, Any],
-    event: EventSpec | None = None,
-    at: datetime | None = None,
-) -> Transition:
-    """Set `values` on the job if its columns equal `expect`, recording `event` at `at`."""
-    params: dict[str, Any] = {"job_id": job_id}
-    params.update({f"expect_{k}": v for k, v in expect.items()})
-    params.update({f"set_{k}": v for k, v in values.items()})
-    if event is not None:
-        params.update(_event_params(event, at))
-    return Transition((tuple(expect), tuple(values), event is not None), params)
-
-
-def finish_attempt(
-    job_id: str,
-    *,
-    token: str,
-    values: Mapping[str, Any],
-    event: EventSpec | None = None,
-    at: datetime | None = None,
-    unless_cancelled: bool = False,
-) -> Transition:
-    """Apply the outcome of the attempt holding `token`.
-
-    With `unless_cancelled`, a job whose cancel was requested is left alone too, so
-    its attempt can record `cancelled` instead.
+    A store says only how to apply a transition (`_change`); which transitions there are
+    and what each expects and sets are the rules above.
     """
-    expect: dict[str, Any] = {"status": JobStatus.RUNNING, "run_token": token}
-    if unless_cancelled:
-        expect["cancel_requested"] = False
-    return transition(
-        job_id,
-        expect=expect,
-        values={"run_token": None, "lease_expires_at": None, **values},
-        event=event,
-        at=at,
-    )
+
+    @abc.abstractmethod
+    def _change(self, change: Transition) -> Any:
+        """Apply one transition: what its statement returns, None if the job did not match."""
+
+    def apply(self, change: Transition) -> bool:
+        """Run one transition; False when the job was not in the expected state."""
+        return self._change(change) is not None
+
+    def claim(
+        self, job_id: str, *, now: datetime, token: str, lease_until: datetime
+    ) -> Attempt | None:
+        """Move a due pending job to running for one attempt; None if another got it."""
+        change = claim(job_id, now=now, token=token, lease_until=lease_until)
+        row = self._change(change)
+        return None if row is None else claimed(change, row)
+
+    def finish_attempt(
+        self, job_id: str, *, token: str, values: Mapping[str, Any], event: EventSpec, at: datetime
+    ) -> bool:
+        """Apply the outcome of the attempt holding `token`; False if it lost the job."""
+        return self.apply(finish_attempt(job_id, token=token, values=values, event=event, at=at))
+
+    def cancel_pending(self, job_id: str, *, at: datetime) -> bool:
+        """Cancel a job that no worker holds; False if it is not pending any more."""
+        return self.apply(cancel_pending(job_id, at=at))
+
+    def request_cancel(self, job_id: str) -> bool:
+        """Ask the worker of a running job to stop; False if it is not running."""
+        return self.apply(request_cancel(job_id))
 
 
-def record(job_id: str, *, token: str, event: EventSpec, at: datetime) -> Transition:
-    """Record an event of a running attempt (a token delta) while it holds the job."""
-    expect = {"status": JobStatus.RUNNING, "run_token": token}
-    return transition(job_id, expect=expect, values={}, event=event, at=at)
-
-
-class JobTransitions:
+class JobTransitions(AbstractJobTransitions):
     """The compare-and-set transitions of jobs, on a session or a connection."""
 
     def __init__(self, db: Database) -> None:
@@ -278,17 +356,11 @@ class JobTransitions:
             self._db.flush()
         return self._db.execute(statement, params).first()
 
-    def claim(
-        self, job_id: str, *, now: datetime, token: str, lease_until: datetime
-    ) -> Attempt | None:
-        """Move a due pending job to running for one attempt; None if another got it."""
-        params = claim_params(job_id, now=now, token=token, lease_until=lease_until)
-        row = self._execute(claim_statement(self._postgres), params)
-        if row is None:
-            return None
-        if not self._postgres:
-            self._insert_event(params, row)
-        return claimed(job_id, token, row)
+    def _change(self, change: Transition) -> Row[Any] | None:
+        row = self._execute(change.statement(self._postgres), change.params)
+        if row is not None and change.event is not None and not self._postgres:
+            self._insert_event(change, change.event, row)
+        return row
 
     def due_at(self, job_id: str) -> datetime | None:
         """When a pending job may run next; None if it is not pending (or not there)."""
@@ -298,71 +370,21 @@ class JobTransitions:
         next_run_at: datetime = row.next_run_at
         return next_run_at
 
-    def finish_attempt(
-        self,
-        job_id: str,
-        *,
-        token: str,
-        values: Mapping[str, Any],
-        event: EventSpec | None = None,
-        at: datetime | None = None,
-        unless_cancelled: bool = False,
-    ) -> bool:
-        """Apply the outcome of the attempt holding `token`; False if it lost the job.
-
-        With `unless_cancelled`, a job whose cancel was requested is left alone
-        too, so its attempt can record `cancelled` instead.
-        """
-        return self.apply(
-            finish_attempt(
-                job_id,
-                token=token,
-                values=values,
-                event=event,
-                at=at,
-                unless_cancelled=unless_cancelled,
-            )
-        )
-
-    def record(self, job_id: str, *, token: str, event: EventSpec, at: datetime) -> bool:
-        """Record an event of a running attempt (a token delta) while it holds the job."""
-        return self.apply(record(job_id, token=token, event=event, at=at))
-
-    def cancel_pending(self, job_id: str, *, at: datetime, event: EventSpec) -> bool:
-        """Cancel a job that no worker holds; False if it is not pending any more."""
-        values = {"status": JobStatus.CANCELLED, "completed_at": at}
-        expect = {"status": JobStatus.PENDING}
-        return self.apply(transition(job_id, expect=expect, values=values, event=event, at=at))
-
-    def request_cancel(self, job_id: str) -> bool:
-        """Ask the worker of a running job to stop; False if it is not running."""
-        expect = {"status": JobStatus.RUNNING}
-        return self.apply(transition(job_id, expect=expect, values={"cancel_requested": True}))
-
     def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         """Which of these running jobs have a cancel request."""
         rows = self._db.execute(_CANCEL_REQUESTED, {"job_ids": list(job_ids)})
         return {row.id for row in rows}
 
-    def apply(self, change: Transition) -> bool:
-        """Run one transition; False when the job was not in the expected state."""
-        row = self._execute(change.statement(self._postgres), change.params)
-        if row is None:
-            return False
-        if change.shape[2] and not self._postgres:
-            self._insert_event(change.params, row)
-        return True
-
-    def _insert_event(self, params: Mapping[str, Any], row: Any) -> None:
+    def _insert_event(self, change: Transition, event: EventSpec, row: Row[Any]) -> None:
         """SQLite: insert the event of a row just updated, numbered by its event_seq."""
-        event = {
-            "job_id": params["job_id"],
+        values = {
+            "job_id": change.job_id,
             "sequence": row.event_seq,
-            "type": params["event_type"],
-            "created_at": params["event_at"],
+            "type": event.type.value,
+            "created_at": change.at,
             "attempt": row.attempts,
-            "error": params["event_error"],
-            "delay_s": params["event_delay_s"],
-            "delta": params["event_delta"],
+            "error": event.error,
+            "delay_s": event.delay_s,
+            "delta": event.delta,
         }
-        self._db.execute(_INSERT_EVENT, event)
+        self._db.execute(_INSERT_EVENT, values)

@@ -22,19 +22,9 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql.expression import Executable
 
-from server.events import EventSpec
+from server import transitions
 from server.pg_jobs import asyncpg_dsn
-from server.transitions import (
-    DUE,
-    Attempt,
-    Transition,
-    claim_params,
-    claim_statement,
-    claimed,
-    finish_attempt,
-    jobs,
-    record,
-)
+from server.transitions import DUE, Attempt, Transition, jobs
 from server.worker.store import CANCEL_CHECK_BATCH
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
@@ -91,15 +81,12 @@ class PgStore:
         async with self._pool.acquire() as connection:
             return await connection.fetchrow(sql, *args)
 
-    async def _apply(self, change: Transition) -> bool:
-        return await self._row(change.statement(postgres=True), change.params) is not None
-
     async def claim(
         self, job_id: str, *, now: datetime, token: str, lease_until: datetime
     ) -> Attempt | None:
-        params = claim_params(job_id, now=now, token=token, lease_until=lease_until)
-        row = await self._row(claim_statement(postgres=True), params)
-        return None if row is None else claimed(job_id, token, row)
+        change = transitions.claim(job_id, now=now, token=token, lease_until=lease_until)
+        row = await self._row(change.statement(postgres=True), change.params)
+        return None if row is None else transitions.claimed(change, row)
 
     async def due_at(self, job_id: str) -> datetime | None:
         row = await self._row(DUE, {"job_id": job_id})
@@ -108,29 +95,8 @@ class PgStore:
         due: datetime = row["next_run_at"]
         return due
 
-    async def finish_attempt(
-        self,
-        job_id: str,
-        *,
-        token: str,
-        values: Mapping[str, Any],
-        event: EventSpec,
-        at: datetime,
-        unless_cancelled: bool = False,
-    ) -> bool:
-        return await self._apply(
-            finish_attempt(
-                job_id,
-                token=token,
-                values=values,
-                event=event,
-                at=at,
-                unless_cancelled=unless_cancelled,
-            )
-        )
-
-    async def record(self, job_id: str, *, token: str, event: EventSpec, at: datetime) -> bool:
-        return await self._apply(record(job_id, token=token, event=event, at=at))
+    async def apply(self, change: Transition) -> bool:
+        return await self._row(change.statement(postgres=True), change.params) is not None
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         compiled = _compiled(_CANCEL_REQUESTED)

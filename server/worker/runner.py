@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+from server import transitions
 from server.clock import Clock, utc_now
 from server.events import EventSpec, EventType
 from server.models import JobStatus
@@ -165,7 +166,9 @@ class AttemptRunner:
 
     async def _delta(self, attempt: Attempt, delta: str) -> None:
         event = EventSpec(EventType.TOKEN, delta=delta)
-        await self.store.record(attempt.job_id, token=attempt.token, event=event, at=self._clock())
+        await self.store.apply(
+            transitions.record(attempt.job_id, token=attempt.token, event=event, at=self._clock())
+        )
 
     async def _complete(self, attempt: Attempt, role: str, completion: Completion) -> None:
         # A model may cut a character in half (a lone surrogate), which neither
@@ -228,12 +231,14 @@ class AttemptRunner:
     async def _cancelled(self, attempt: Attempt) -> None:
         now = self._clock()
         values = {"status": JobStatus.CANCELLED, "completed_at": now}
-        won = await self.store.finish_attempt(
-            attempt.job_id,
-            token=attempt.token,
-            values=values,
-            event=EventSpec(EventType.CANCELLED),
-            at=now,
+        won = await self.store.apply(
+            transitions.finish_attempt(
+                attempt.job_id,
+                token=attempt.token,
+                values=values,
+                event=EventSpec(EventType.CANCELLED),
+                at=now,
+            )
         )
         if won:
             log.info("job %s attempt %d -> cancelled", attempt.job_id, attempt.number)
@@ -244,13 +249,15 @@ class AttemptRunner:
 
     async def _finish(self, attempt: Attempt, values: dict[str, Any], event: EventSpec) -> bool:
         """Record the attempt's outcome; a cancel requested meanwhile wins over it."""
-        won = await self.store.finish_attempt(
-            attempt.job_id,
-            token=attempt.token,
-            values=values,
-            event=event,
-            at=self._clock(),
-            unless_cancelled=True,
+        won = await self.store.apply(
+            transitions.finish_attempt(
+                attempt.job_id,
+                token=attempt.token,
+                values=values,
+                event=event,
+                at=self._clock(),
+                unless_cancelled=True,
+            )
         )
         if won:
             log.debug("job %s attempt %d -> %s", attempt.job_id, attempt.number, values["status"])

@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
-from server.events import EventSpec
-from server.transitions import Attempt
+from server.transitions import Attempt, Transition
 from server.worker.units import UnitOfWork
 
 T = TypeVar("T")
@@ -37,21 +36,8 @@ class AttemptStore(Protocol):
         """When a pending job may run next; None if it is not pending (or not there)."""
         ...
 
-    async def finish_attempt(
-        self,
-        job_id: str,
-        *,
-        token: str,
-        values: Mapping[str, Any],
-        event: EventSpec,
-        at: datetime,
-        unless_cancelled: bool = False,
-    ) -> bool:
-        """Apply the outcome of the attempt holding `token`; False if it lost the job."""
-        ...
-
-    async def record(self, job_id: str, *, token: str, event: EventSpec, at: datetime) -> bool:
-        """Record an event of a running attempt while it holds the job."""
+    async def apply(self, change: Transition) -> bool:
+        """Run one transition (`server/transitions.py`); False if the job did not match."""
         ...
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
@@ -94,29 +80,8 @@ class ThreadStore:
     async def due_at(self, job_id: str) -> datetime | None:
         return await self._run(lambda uow: uow.jobs.due_at(job_id))
 
-    async def finish_attempt(
-        self,
-        job_id: str,
-        *,
-        token: str,
-        values: Mapping[str, Any],
-        event: EventSpec,
-        at: datetime,
-        unless_cancelled: bool = False,
-    ) -> bool:
-        return await self._run(
-            lambda uow: uow.jobs.finish_attempt(
-                job_id,
-                token=token,
-                values=values,
-                event=event,
-                at=at,
-                unless_cancelled=unless_cancelled,
-            )
-        )
-
-    async def record(self, job_id: str, *, token: str, event: EventSpec, at: datetime) -> bool:
-        return await self._run(lambda uow: uow.jobs.record(job_id, token=token, event=event, at=at))
+    async def apply(self, change: Transition) -> bool:
+        return await self._run(lambda uow: uow.jobs.apply(change))
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()

@@ -133,13 +133,13 @@ def test_an_attempt_that_lost_its_claim_cannot_record_an_outcome(engine: Engine)
     with SqlUnitOfWork(sessions) as uow:
         assert uow.jobs.claim(job_id, now=now, token="first", lease_until=now)
         uow.commit()
+    done = {"status": JobStatus.COMPLETED}
+    completed = EventSpec(EventType.COMPLETED)
     with SqlUnitOfWork(sessions) as uow:
         assert not uow.jobs.finish_attempt(
-            job_id, token="other", values={"status": JobStatus.COMPLETED}
+            job_id, token="other", values=done, event=completed, at=now
         )
-        assert uow.jobs.finish_attempt(
-            job_id, token="first", values={"status": JobStatus.COMPLETED}
-        )
+        assert uow.jobs.finish_attempt(job_id, token="first", values=done, event=completed, at=now)
         uow.commit()
     with SqlUnitOfWork(sessions) as uow:
         job = uow.jobs.get(job_id)
@@ -169,9 +169,9 @@ def test_a_pending_job_cancelled_through_a_session_gets_the_next_event_number(
     sessions = session_factory(engine)
     now = datetime.now(UTC)
     with SqlUnitOfWork(sessions) as uow:
-        assert uow.jobs.cancel_pending(job_id, at=now, event=EventSpec(EventType.CANCELLED))
+        assert uow.jobs.cancel_pending(job_id, at=now)
         # Not pending any more: a second cancel changes nothing.
-        assert not uow.jobs.cancel_pending(job_id, at=now, event=EventSpec(EventType.CANCELLED))
+        assert not uow.jobs.cancel_pending(job_id, at=now)
         uow.commit()
     with SqlUnitOfWork(sessions) as uow:
         job = uow.jobs.get(job_id)

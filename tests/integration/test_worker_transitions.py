@@ -23,6 +23,7 @@ from server.db import create_db_engine, migrate, session_factory
 from server.events import EventSpec, EventType
 from server.models import Job, JobEvent, JobStatus
 from server.providers.base import Completion, ProviderError
+from server.transitions import finish_attempt, record
 from server.unit_of_work import SqlUnitOfWork
 from server.worker.pg_store import PgStore
 from server.worker.policy import RetryPolicy
@@ -268,16 +269,20 @@ def test_an_outcome_loses_to_a_cancel_request_and_the_cancel_is_recorded_instead
         assert await store.claim(job.id, now=now, token="t", lease_until=now) is not None
 
     async def finish(store: AttemptStore) -> tuple[bool, bool]:
-        won_completed = await store.finish_attempt(
-            job.id,
-            token="t",
-            values=done,
-            event=EventSpec(EventType.COMPLETED),
-            at=now,
-            unless_cancelled=True,
+        won_completed = await store.apply(
+            finish_attempt(
+                job.id,
+                token="t",
+                values=done,
+                event=EventSpec(EventType.COMPLETED),
+                at=now,
+                unless_cancelled=True,
+            )
         )
-        won_cancelled = await store.finish_attempt(
-            job.id, token="t", values=cancelled, event=EventSpec(EventType.CANCELLED), at=now
+        won_cancelled = await store.apply(
+            finish_attempt(
+                job.id, token="t", values=cancelled, event=EventSpec(EventType.CANCELLED), at=now
+            )
         )
         return won_completed, won_cancelled
 
@@ -301,18 +306,15 @@ def test_only_the_attempt_holding_the_job_records_events_and_its_outcome_once(
 
     async def work(store: AttemptStore) -> list[bool]:
         assert await store.claim(job.id, now=now, token="holder", lease_until=now) is not None
-        return [
-            await store.record(job.id, token="stale", event=token, at=now),
-            await store.finish_attempt(job.id, token="stale", values=done, event=completed, at=now),
-            await store.record(job.id, token="holder", event=token, at=now),
-            await store.finish_attempt(
-                job.id, token="holder", values=done, event=completed, at=now
-            ),
-            await store.finish_attempt(
-                job.id, token="holder", values=done, event=completed, at=now
-            ),
-            await store.record(job.id, token="holder", event=token, at=now),
+        changes = [
+            record(job.id, token="stale", event=token, at=now),
+            finish_attempt(job.id, token="stale", values=done, event=completed, at=now),
+            record(job.id, token="holder", event=token, at=now),
+            finish_attempt(job.id, token="holder", values=done, event=completed, at=now),
+            finish_attempt(job.id, token="holder", values=done, event=completed, at=now),
+            record(job.id, token="holder", event=token, at=now),
         ]
+        return [await store.apply(change) for change in changes]
 
     assert _with_store(engine, work) == [False, False, True, True, False, False]
 

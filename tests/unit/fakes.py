@@ -11,11 +11,12 @@ that the service layer relies on, so a unit test fails where the real database w
   out, and a row read back from the store holds its status as a plain string. Like the
   session, a change made to a handed-out copy is written at the next flush (a query, an
   UPDATE or the commit), column by changed column.
-- Transitions are compare-and-set: they change the row only if it is still in the expected
-  state, and say whether they did. One that records an event takes the event's number from
-  the row's `event_seq` in the same update, and the event's attempt from the updated row.
-  A claim hands back the attempt, with its agent's role read in the same statement (none
-  once the agent is deleted).
+- Transitions are the values `server/transitions.py` makes, applied by one interpreter:
+  the row changes only if every expected column still matches (and, for a claim, the job
+  is due), and the transition says whether it did. One that records an event takes the
+  event's number from the row's `event_seq` in the same update, and the event's attempt
+  from the updated row. A claim hands back the attempt, with its agent's role read in the
+  same statement (none once the agent is deleted).
 - Queries page newest first by (queued_at / created_at, id), strictly after a cursor.
 - Writing checks what the schema and driver check: NOT NULL columns, unique primary keys
   and unique columns such as an API key's digest (also against a twin another transaction
@@ -43,11 +44,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect
 from sqlalchemy.orm import Mapper
 
-from server.events import EventSpec, EventType
 from server.models import Agent, ApiKey, IdempotencyKey, Job, JobEvent, JobStatus, TenantLimit
 from server.paging import Cursor
 from server.providers.base import Completion, DeltaSink, Provider
-from server.transitions import Attempt
+from server.transitions import AbstractJobTransitions, Transition
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner, CancelSignal
 from server.worker.store import ThreadStore
@@ -443,8 +443,12 @@ class FakeAgentRepository:
         return len(gone)
 
 
-class FakeJobRepository:
-    """JobRepository over a FakeUnitOfWork, with the same compare-and-set transitions."""
+class FakeJobRepository(AbstractJobTransitions):
+    """JobRepository over a FakeUnitOfWork; its transitions are the rules of the real one.
+
+    Every transition is a `Transition` value of `server/transitions.py`, which `_change`
+    interprets against the rows of the unit of work.
+    """
 
     def __init__(self, uow: FakeUnitOfWork) -> None:
         self._uow = uow
@@ -484,40 +488,6 @@ class FakeJobRepository:
         """Pending or running jobs of an agent."""
         return self._select(lambda row: row.agent_id == agent_id and row.status in UNFINISHED)
 
-    def claim(
-        self, job_id: str, *, now: datetime, token: str, lease_until: datetime
-    ) -> Attempt | None:
-        """Move a due pending job to running for one attempt; None if another got it."""
-        claimed = self._transition(
-            job_id,
-            expect={"status": JobStatus.PENDING},
-            due_by=now,
-            values={
-                "status": JobStatus.RUNNING,
-                "attempts": lambda row: row.attempts + 1,
-                "started_at": now,
-                "run_token": token,
-                "lease_expires_at": lease_until,
-            },
-            event=EventSpec(type=EventType.STARTED),
-            at=now,
-        )
-        row = self._uow.current(Job, job_id)
-        if not claimed or row is None:
-            return None
-        # The agent's role as the same statement reads it: none once the agent is deleted.
-        agent = self._uow.current(Agent, row.agent_id)
-        live = agent is not None and agent.deleted_at is None
-        return Attempt(
-            job_id=job_id,
-            number=row.attempts,
-            token=token,
-            agent_id=row.agent_id,
-            prompt=row.prompt,
-            role=agent.role if live and agent is not None else None,
-            tokens_used=row.tokens_used,
-        )
-
     def due_at(self, job_id: str) -> datetime | None:
         """When a pending job may run next; None if it is not pending (or not there)."""
         self._uow.flush()
@@ -525,52 +495,6 @@ class FakeJobRepository:
         if row is None or row.status != JobStatus.PENDING:
             return None
         return row.next_run_at
-
-    def finish_attempt(
-        self,
-        job_id: str,
-        *,
-        token: str,
-        values: dict[str, Any],
-        event: EventSpec | None = None,
-        at: datetime | None = None,
-        unless_cancelled: bool = False,
-    ) -> bool:
-        """Apply the outcome of the attempt holding `token`; False if it lost the job."""
-        expect: dict[str, Any] = {"status": JobStatus.RUNNING, "run_token": token}
-        if unless_cancelled:
-            expect["cancel_requested"] = False
-        return self._transition(
-            job_id,
-            expect=expect,
-            values={"run_token": None, "lease_expires_at": None, **values},
-            event=event,
-            at=at,
-        )
-
-    def record(self, job_id: str, *, token: str, event: EventSpec, at: datetime) -> bool:
-        """Record an event of a running attempt (a token delta) while it holds the job."""
-        expect = {"status": JobStatus.RUNNING, "run_token": token}
-        return self._transition(job_id, expect=expect, values={}, event=event, at=at)
-
-    def cancel_pending(self, job_id: str, *, at: datetime, event: EventSpec) -> bool:
-        """Cancel a job that no worker holds; False if it is not pending any more."""
-        values = {"status": JobStatus.CANCELLED, "completed_at": at}
-        expect = {"status": JobStatus.PENDING}
-        return self._transition(job_id, expect=expect, values=values, event=event, at=at)
-
-    def request_cancel(self, job_id: str) -> bool:
-        """Ask the worker of a running job to stop; False if it is not running."""
-        expect = {"status": JobStatus.RUNNING}
-        return self._transition(job_id, expect=expect, values={"cancel_requested": True})
-
-    def mark_enqueued(self, job_id: str, *, previous: datetime, due: datetime) -> bool:
-        """Record a new message for a pending job, unless another process just did."""
-        return self._transition(
-            job_id,
-            expect={"status": JobStatus.PENDING, "enqueued_at": previous},
-            values={"enqueued_at": due},
-        )
 
     def lost_runs(self, *, now: datetime, limit: int) -> Sequence[Job]:
         """Running jobs whose lease ran out: their worker died or hung."""
@@ -595,7 +519,7 @@ class FakeJobRepository:
         return [
             row.id
             for row in overdue[:limit]
-            if self.mark_enqueued(row.id, previous=row.enqueued_at, due=now)
+            if self._set_enqueued_at(row.id, previous=row.enqueued_at, due=now)
         ]
 
     def mark_unsent(
@@ -605,7 +529,7 @@ class FakeJobRepository:
         return [
             job_id
             for job_id in job_ids
-            if self.mark_enqueued(job_id, previous=sent_at, due=overdue_at)
+            if self._set_enqueued_at(job_id, previous=sent_at, due=overdue_at)
         ]
 
     def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
@@ -629,35 +553,42 @@ class FakeJobRepository:
     def _select(self, where: Callable[[Job], bool]) -> list[Job]:
         return [self._uow.load(row) for row in self._uow.rows(Job) if where(row)]
 
-    def _transition(
-        self,
-        job_id: str,
-        *,
-        expect: dict[str, Any],
-        values: dict[str, Any],
-        due_by: datetime | None = None,
-        event: EventSpec | None = None,
-        at: datetime | None = None,
-    ) -> bool:
-        # An UPDATE flushes staged rows first, then sees the newest row. A callable
-        # value stands for an SQL expression over the row (`attempts + 1`).
+    def _set_enqueued_at(self, job_id: str, *, previous: datetime, due: datetime) -> bool:
+        """One row of the sweeper's UPDATE: a new message for a job still pending as seen."""
+        expect = {"status": JobStatus.PENDING, "enqueued_at": previous}
+        return self.apply(Transition(job_id, expect=expect, values={"enqueued_at": due}))
+
+    def _change(self, change: Transition) -> dict[str, Any] | None:
+        """Apply a transition to the job as this unit of work sees it, as its UPDATE does.
+
+        Returns the columns of the changed row (with its agent's role when the change
+        starts an attempt), or None when the job is not in the expected state.
+        """
+        # An UPDATE flushes staged rows first, then sees the newest row.
         self._uow.flush()
-        row = self._uow.current(Job, job_id)
-        if row is None or any(getattr(row, k) != v for k, v in expect.items()):
-            return False
-        if due_by is not None and not row.next_run_at <= due_by:
-            return False
-        new = {k: v(row) if callable(v) else v for k, v in values.items()}
-        if event is not None:
+        row = self._uow.current(Job, change.job_id)
+        if row is None or any(getattr(row, k) != v for k, v in change.expect.items()):
+            return None
+        if change.due_by is not None and not row.next_run_at <= change.due_by:
+            return None
+        new = dict(change.values)
+        new.update({column: getattr(row, column) + 1 for column in change.increment})
+        if change.event is not None:
             new["event_seq"] = row.event_seq + 1
         updated = self._uow.write(row, new)
-        if event is not None:
-            if at is None:
-                raise ValueError("an event needs its time")
-            assert isinstance(updated, Job)
-            sequence, attempt = updated.event_seq, updated.attempts
-            self._uow.stage(event.row(job_id, sequence=sequence, attempt=attempt, at=at))
-        return True
+        assert isinstance(updated, Job)
+        if change.event is not None and change.at is not None:
+            event = change.event.row(
+                change.job_id, sequence=updated.event_seq, attempt=updated.attempts, at=change.at
+            )
+            self._uow.stage(event)
+        returned = snapshot(updated)
+        if change.starts_attempt:
+            # The agent's role as the same statement reads it: none once the agent is deleted.
+            agent = self._uow.current(Agent, updated.agent_id)
+            live = agent is not None and agent.deleted_at is None
+            returned["role"] = agent.role if live and agent is not None else None
+        return returned
 
 
 class FakeEventRepository:

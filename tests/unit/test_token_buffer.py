@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import datetime
 
 import pytest
 
-from server.events import EventSpec
+from server.events import EventType
 from server.models import JobStatus
+from server.transitions import Transition
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner
 from server.worker.store import ThreadStore
@@ -185,8 +185,10 @@ def test_a_write_that_fails_is_logged_and_the_later_pieces_are_still_written(
 class TokenlessStore(ThreadStore):
     """A store whose token events all fail, as a database refusing that one write would."""
 
-    async def record(self, job_id: str, *, token: str, event: EventSpec, at: datetime) -> bool:
-        raise ConnectionError("could not write the event")
+    async def apply(self, change: Transition) -> bool:
+        if change.event is not None and change.event.type == EventType.TOKEN:
+            raise ConnectionError("could not write the event")
+        return await super().apply(change)
 
 
 def test_token_events_that_cannot_be_written_do_not_keep_the_job_from_completing(
