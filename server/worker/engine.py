@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# How long closing may take beyond the grace period: interrupted attempts record their
+# outcome, and the store and provider close their connections.
+CLOSE_TIMEOUT_S = 30.0
+
 
 class ExecutionEngine:
     """Runs job attempts on an event loop of its own thread; `admit` is its way in."""
@@ -152,7 +156,11 @@ class ExecutionEngine:
         if loop is None or thread is None:
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._close(grace_s), loop).result()
+            closing = asyncio.run_coroutine_threadsafe(self._close(grace_s), loop)
+            # Bounded, so that a stuck connection cannot keep the process from exiting.
+            closing.result(timeout=grace_s + CLOSE_TIMEOUT_S)
+        except TimeoutError:
+            log.error("the engine did not close within %.0fs; stopping it anyway", grace_s)
         finally:
             loop.call_soon_threadsafe(loop.stop)
             thread.join(timeout=10)

@@ -91,7 +91,8 @@ class ThreadStore:
         return found
 
     async def aclose(self) -> None:
-        self._pool.shutdown(wait=True)
+        # Off the loop: waiting for a thread's last statement must not stall it.
+        await asyncio.to_thread(self._pool.shutdown, wait=True)
 
 
 def _cancel_requested(job_ids: list[str], uow: UnitOfWork) -> set[str]:
