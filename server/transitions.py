@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import functools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 from typing import Any
 
@@ -87,6 +87,7 @@ class Transition:
     """
 
     job_id: str
+    _: KW_ONLY
     expect: Mapping[str, Any]
     values: Mapping[str, Any]
     event: EventSpec | None = None
