@@ -226,6 +226,10 @@ def _plan(body: Any, *, delay_s: float, chunks: int) -> _Plan:
     )
 
 
+# One streamed piece of the answer, with its JSON-encoded text put in.
+_DELTA_CHUNK = '{"choices":[{"index":0,"delta":{"content":%s}}]}'
+
+
 class _Server:
     """The HTTP server itself; every method runs on its event loop."""
 
@@ -359,9 +363,10 @@ class _Server:
         if not keep_alive:
             headers["Connection"] = "close"
         parts = [_response_head(200, headers)]
+        # Only the piece is encoded per chunk: the fake must stay cheap beside what it
+        # measures, and a long answer is hundreds of chunks.
         for piece in plan.pieces():
-            delta = {"choices": [{"index": 0, "delta": {"content": piece}}]}
-            parts.append(_sse_chunk(json.dumps(delta)))
+            parts.append(_sse_chunk(_DELTA_CHUNK % json.dumps(piece)))
         if plan.include_usage:
             parts.append(_sse_chunk(json.dumps({"choices": [], "usage": plan.usage()})))
         parts.append(_sse_chunk("[DONE]"))

@@ -278,6 +278,16 @@ def test_comments_other_fields_and_data_without_a_space_are_read_as_sse(
     assert completion == Completion(text="Bonjour", tokens_used=9)
 
 
+def test_half_a_surrogate_pair_in_a_chunk_is_still_read(
+    scripted: ScriptedServer, provider: OpenAICompatibleProvider
+) -> None:
+    # A model may cut an emoji in two; the JSON escape of its first half is valid JSON.
+    half = '{"choices": [{"index": 0, "delta": {"content": "ok \\ud83d"}}]}'
+    scripted.answer_raw(200, f"data: {half}\n\ndata: [DONE]\n\n", content_type=SSE)
+
+    assert _complete(provider).text == "ok \ud83d"
+
+
 def test_a_stream_without_usage_counts_zero_tokens(
     scripted: ScriptedServer, provider: OpenAICompatibleProvider
 ) -> None:
