@@ -112,7 +112,7 @@ class NewJob:
     queued_at: datetime
 
 
-async def _nothing_to_reset(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+async def nothing_to_reset(connection: asyncpg.Connection[asyncpg.Record]) -> None:
     """Stands in for the pool's reset query, which costs a round trip per release.
 
     The statements here are single autocommitted statements that change no
@@ -141,7 +141,7 @@ class PgJobStore:
             min_size=1,
             max_size=size,
             command_timeout=30,
-            reset=_nothing_to_reset,
+            reset=nothing_to_reset,
         )
         return cls(pool)
 

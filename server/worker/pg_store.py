@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql.expression import Executable
 
 from server import transitions
-from server.pg_jobs import asyncpg_dsn
+from server.pg_jobs import asyncpg_dsn, nothing_to_reset
 from server.transitions import DUE, Attempt, Transition, jobs
 from server.worker.store import CANCEL_CHECK_BATCH
 
@@ -65,7 +65,14 @@ class PgStore:
     async def open(cls, database_url: str, *, size: int) -> PgStore:
         """A store with a pool of up to `size` connections (one opened now)."""
         pool = await asyncpg.create_pool(
-            asyncpg_dsn(database_url), min_size=1, max_size=size, command_timeout=30
+            asyncpg_dsn(database_url),
+            min_size=1,
+            max_size=size,
+            command_timeout=30,
+            # Each statement is one autocommitted statement that leaves no session
+            # state, so the reset query asyncpg runs on every release is a wasted
+            # round trip (it doubled the engine's round trips per job).
+            reset=nothing_to_reset,
         )
         return cls(pool)
 
@@ -73,13 +80,11 @@ class PgStore:
         compiled = _compiled(statement)
         values = {**compiled.defaults, **params}
         args = [_plain(values[name]) for name in compiled.names]
-        # Shielded: a statement cancelled halfway (the attempt's own cancel, or the time
-        # limit) would cost the pool its connection; it is one short statement.
-        return await asyncio.shield(self._fetchrow(compiled.sql, args))
-
-    async def _fetchrow(self, sql: str, args: list[Any]) -> asyncpg.Record | None:
+        # Not shielded: an attempt is interrupted (cancel, time limit) only inside its
+        # provider call, never in a statement; only a shutdown may cut one, and then
+        # asyncpg cancels it on the server and the pool drops the connection.
         async with self._pool.acquire() as connection:
-            return await connection.fetchrow(sql, *args)
+            return await connection.fetchrow(compiled.sql, *args)
 
     async def claim(
         self, job_id: str, *, now: datetime, token: str, lease_until: datetime
