@@ -112,13 +112,24 @@ class NewJob:
     queued_at: datetime
 
 
-async def nothing_to_reset(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+async def _nothing_to_reset(connection: asyncpg.Connection[asyncpg.Record]) -> None:
     """Stands in for the pool's reset query, which costs a round trip per release.
 
-    The statements here are single autocommitted statements that change no
-    session state (no SET, LISTEN, advisory lock or cursor), so there is none
-    to reset; asyncpg still rolls back a transaction left open.
+    The statements on these pools are single autocommitted statements that change no
+    session state (no SET, LISTEN, advisory lock or cursor), so there is none to reset;
+    asyncpg still rolls back a transaction left open.
     """
+
+
+async def open_pool(database_url: str, *, size: int) -> asyncpg.Pool[asyncpg.Record]:
+    """A pool of up to `size` connections (one opened now) for one-statement calls."""
+    return await asyncpg.create_pool(
+        asyncpg_dsn(database_url),
+        min_size=1,
+        max_size=size,
+        command_timeout=30,
+        reset=_nothing_to_reset,
+    )
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -136,14 +147,7 @@ class PgJobStore:
     @classmethod
     async def open(cls, database_url: str, *, size: int) -> PgJobStore:
         """A store with a pool of up to `size` connections (one opened now)."""
-        pool = await asyncpg.create_pool(
-            asyncpg_dsn(database_url),
-            min_size=1,
-            max_size=size,
-            command_timeout=30,
-            reset=nothing_to_reset,
-        )
-        return cls(pool)
+        return cls(await open_pool(database_url, size=size))
 
     async def get_job(self, tenant_id: str, job_id: str) -> StoredJob | None:
         """The tenant's job, or None when it doesn't exist or is another tenant's."""

@@ -23,7 +23,7 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql.expression import Executable
 
 from server import transitions
-from server.pg_jobs import asyncpg_dsn, nothing_to_reset
+from server.pg_jobs import open_pool
 from server.transitions import DUE, Attempt, Transition, jobs
 from server.worker.store import CANCEL_CHECK_BATCH
 
@@ -64,17 +64,7 @@ class PgStore:
     @classmethod
     async def open(cls, database_url: str, *, size: int) -> PgStore:
         """A store with a pool of up to `size` connections (one opened now)."""
-        pool = await asyncpg.create_pool(
-            asyncpg_dsn(database_url),
-            min_size=1,
-            max_size=size,
-            command_timeout=30,
-            # Each statement is one autocommitted statement that leaves no session
-            # state, so the reset query asyncpg runs on every release is a wasted
-            # round trip (it doubled the engine's round trips per job).
-            reset=nothing_to_reset,
-        )
-        return cls(pool)
+        return cls(await open_pool(database_url, size=size))
 
     async def _row(self, statement: Executable, params: Mapping[str, Any]) -> asyncpg.Record | None:
         compiled = _compiled(statement)
