@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from server.auth import ROLES, Principal, mint_token
+from server.auth import ROLES, Principal, is_tenant_id, mint_token
 from server.clock import Clock, utc_now
 from server.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from server.limits import Tier
@@ -51,21 +51,16 @@ class Limits:
 _BAD_TENANT = "Invalid tenant_id: must be 1 to 255 characters, without NUL"
 
 
-def _tenant_ok(tenant_id: str) -> bool:
-    # NUL cannot be stored in every database's text columns; refuse it everywhere.
-    return 1 <= len(tenant_id) <= 255 and "\x00" not in tenant_id
-
-
 def check_tenant(tenant_id: str) -> str:
     """A tenant id as the admin API accepts it, else INVALID_ARGUMENT."""
-    if not _tenant_ok(tenant_id):
+    if not is_tenant_id(tenant_id):
         raise InvalidArgument.field("tenant_id", _BAD_TENANT)
     return tenant_id
 
 
 def _check_key_request(new: NewKey) -> list[str]:
     violations: list[tuple[str, str]] = []
-    if not _tenant_ok(new.tenant_id):
+    if not is_tenant_id(new.tenant_id):
         violations.append(("tenant_id", _BAD_TENANT))
     name = new.name.strip()
     if not 1 <= len(name) <= 100 or "\x00" in name:

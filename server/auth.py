@@ -9,25 +9,30 @@
 3. algorithm: the header's `alg` must be `HS256`, else `InvalidAlgorithm`. Only then is an
    empty signature part a format error (`Invalid token`);
 4. signature, by pyjwt with the UTF-8 bytes of the secret: `InvalidSignature`;
-5. expiry, with 60 s leeway: `Token expired`;
+5. validity window, with 60 s leeway either side: `Token expired` once `exp` has passed,
+   and also before `nbf` (RFC 7519 §4.1.5): outside its window a token cannot be used now;
 6. issuer: `InvalidIssuer`;
 7. audience: `InvalidAudience` (or `MissingClaim(aud)` when one is configured and absent);
-8. required claims present and well typed: `MissingClaim(<name>)`.
+8. claims usable: `MissingClaim(<name>)` for a required claim that is absent or mistyped,
+   an optional one (`tenant_id`, `nbf`) that is malformed, an `iat` in the future, an
+   `exp - iat` beyond the configured maximum lifetime, and a tenant (`tenant_id`, else
+   `sub`) that no tenant column can hold. To the server a claim it cannot use is a claim
+   it does not have, and the contract has no other reason for it.
 
-Steps 5 and 6 judge `exp` and `iss` only when present and of the right type; an absent or
-mistyped required claim is left to step 8, so each claim has one place that reports it.
+Steps 5 and 6 judge `exp`, `nbf` and `iss` only when present and of the right type; an
+absent or mistyped claim is left to step 8, so each claim has one place that reports it.
 `aud` is not a required claim, so step 7 judges it whole (absent, mistyped or mismatched).
-Not checked: `nbf`, and an `iat` in the future; the contract gives no reason for either, and
-tokens minted here never carry `nbf`.
 
 pyjwt decodes and verifies the signature; the claim checks are made here rather than by
-pyjwt because pyjwt checks required claims before expiry (the order above is the other way
-round), reads the wall clock (callers and tests pass `now`), accepts float and boolean
-times, and treats an empty `aud` as absent.
+pyjwt's `verify_exp`/`verify_nbf`/`verify_iat` options because pyjwt checks times before
+types and required claims in another order than the contract's, reads the wall clock
+(callers and tests pass `now`), accepts float, boolean and numeric-string times, and treats
+an empty `aud` as absent. pyjwt has no maximum lifetime option.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -41,6 +46,8 @@ ROLES = ("admin", "user", "agent")
 
 ALGORITHM = "HS256"
 LEEWAY_S = 60
+# The width of every tenant_id column (server/models.py).
+MAX_TENANT_CHARS = 255
 
 MISSING_HEADER = "Missing Authorization header"
 INVALID_HEADER_FORMAT = "Invalid Authorization header format"
@@ -79,6 +86,11 @@ def _is_int(value: object) -> TypeGuard[int]:
 def _is_non_empty_str(value: object) -> bool:
     """True for a string with at least one character and no NUL (no database stores it)."""
     return isinstance(value, str) and value != "" and "\x00" not in value
+
+
+def is_tenant_id(value: object) -> bool:
+    """True for a tenant id that can be stored: 1 to 255 characters, no NUL."""
+    return _is_non_empty_str(value) and len(str(value)) <= MAX_TENANT_CHARS
 
 
 def _bearer_token(authorization: str | None) -> str:
@@ -155,8 +167,8 @@ def _check_audience(payload: dict[str, Any], audience: str | None) -> None:
         raise _validation_failed("InvalidAudience")
 
 
-def _check_required_claims(payload: dict[str, Any]) -> None:
-    """Every required claim present and well typed, in a fixed order.
+def _check_required_claims(payload: dict[str, Any], *, max_ttl_s: int | None, now: float) -> None:
+    """Every claim present, well typed and usable, in a fixed order (module docstring, step 8).
 
     An absent claim and a claim of the wrong type (a float `exp`, a string `iat`, an empty
     `sub`) both answer `MissingClaim(<name>)`: the contract has no separate reason for a bad
@@ -172,24 +184,52 @@ def _check_required_claims(payload: dict[str, Any]) -> None:
     for name, is_valid in checks:
         if name not in payload or not is_valid(payload[name]):
             raise _missing_claim(name)
+    if "nbf" in payload and not _is_int(payload["nbf"]):
+        raise _missing_claim("nbf")
+    # A token cannot have been issued in the future; beyond the leeway, its issuer's clock
+    # or the token is wrong, and its lifetime cannot be judged.
+    if payload["iat"] > now + LEEWAY_S:
+        raise _missing_claim("iat")
+    if max_ttl_s is not None and payload["exp"] - payload["iat"] > max_ttl_s:
+        raise _missing_claim("exp")
     # tenant_id is optional, but once present it must be usable: a malformed tenant must
-    # never fall back to `sub` silently, or a caller could land in another tenant.
-    if "tenant_id" in payload and not _is_non_empty_str(payload["tenant_id"]):
+    # never fall back to `sub` silently, or a caller could land in another tenant. Either
+    # one, as the tenant, must fit the tenant columns.
+    if not is_tenant_id(payload.get("tenant_id", payload["sub"])):
         raise _missing_claim("tenant_id")
 
 
+def _validity(payload: dict[str, Any]) -> tuple[float, float]:
+    """The first and last second a token may be used, leeway included; open ends unbounded."""
+    exp, nbf = payload.get("exp"), payload.get("nbf")
+    not_before = nbf - LEEWAY_S if _is_int(nbf) else -math.inf
+    # exp + leeway is the first second refused, so the last one allowed is just before it.
+    not_after = exp + LEEWAY_S if _is_int(exp) else math.inf
+    return not_before, not_after
+
+
+def _in_window(window: tuple[float, float], now: float) -> bool:
+    """Whether `now` falls in a token's validity window (see `_validity`)."""
+    not_before, not_after = window
+    return not_before <= now < not_after
+
+
 def _check_claims(
-    payload: dict[str, Any], *, issuer: str, audience: str | None, now: float
+    payload: dict[str, Any],
+    *,
+    issuer: str,
+    audience: str | None,
+    max_ttl_s: int | None,
+    now: float,
 ) -> None:
-    """Expiry, issuer, audience, then required claims (module docstring, steps 5-8)."""
-    exp = payload.get("exp")
-    if _is_int(exp) and exp + LEEWAY_S <= now:
+    """Validity window, issuer, audience, then every claim (module docstring, steps 5-8)."""
+    if not _in_window(_validity(payload), now):
         raise Unauthenticated(TOKEN_EXPIRED)
     iss = payload.get("iss")
     if isinstance(iss, str) and iss != issuer:
         raise _validation_failed("InvalidIssuer")
     _check_audience(payload, audience)
-    _check_required_claims(payload)
+    _check_required_claims(payload, max_ttl_s=max_ttl_s, now=now)
 
 
 def verify_bearer(
@@ -198,10 +238,21 @@ def verify_bearer(
     secret: str,
     issuer: str,
     audience: str | None = None,
+    max_ttl_s: int | None = None,
     now: float | None = None,
 ) -> Principal:
-    """Checks an `Authorization` header value; raises Unauthenticated with the contract's text."""
-    principal, _ = _verify(authorization, secret=secret, issuer=issuer, audience=audience, now=now)
+    """Checks an `Authorization` header value; raises Unauthenticated with the contract's text.
+
+    `max_ttl_s`, when set, is the longest `exp - iat` accepted.
+    """
+    principal, _ = _verify(
+        authorization,
+        secret=secret,
+        issuer=issuer,
+        audience=audience,
+        max_ttl_s=max_ttl_s,
+        now=time.time() if now is None else now,
+    )
     return principal
 
 
@@ -211,9 +262,10 @@ def _verify(
     secret: str,
     issuer: str,
     audience: str | None,
-    now: float | None,
-) -> tuple[Principal, int]:
-    """The principal of a bearer token, and the token's `exp`."""
+    max_ttl_s: int | None,
+    now: float,
+) -> tuple[Principal, tuple[float, float]]:
+    """The principal of a bearer token, and the window in which the token may be used."""
     token = _bearer_token(authorization)
     header = _unverified_header(token)
     if header.get("alg") != ALGORITHM:
@@ -221,16 +273,14 @@ def _verify(
     if not token.rsplit(".", 1)[1]:
         raise Unauthenticated(INVALID_TOKEN)
     payload = _verified_payload(token, secret)
-    _check_claims(
-        payload, issuer=issuer, audience=audience, now=time.time() if now is None else now
-    )
+    _check_claims(payload, issuer=issuer, audience=audience, max_ttl_s=max_ttl_s, now=now)
     principal = Principal(
         subject=payload["sub"],
         role=payload["role"],
         tenant_id=payload.get("tenant_id", payload["sub"]),
         scopes=_scopes(payload),
     )
-    return principal, payload["exp"]
+    return principal, _validity(payload)
 
 
 class BearerVerifier:
@@ -238,19 +288,28 @@ class BearerVerifier:
 
     A client sends the same token with every call, and decoding it and checking
     its signature costs more than the rest of a cheap call. A token that passed
-    every check is remembered with its principal; later calls re-check only its
-    expiry, the one check that depends on the time. Failures are not remembered,
-    so each is reported as `verify_bearer` reports it.
+    every check is remembered with its principal and its validity window (`nbf`
+    to `exp`); later calls re-check only the window, as the other checks do not
+    change with the time. Outside it the token is checked in full again, so the
+    answer is `verify_bearer`'s. Failures are not remembered, so each is reported
+    as `verify_bearer` reports it.
     """
 
     def __init__(
-        self, *, secret: str, issuer: str, audience: str | None, capacity: int = 4096
+        self,
+        *,
+        secret: str,
+        issuer: str,
+        audience: str | None,
+        max_ttl_s: int | None = None,
+        capacity: int = 4096,
     ) -> None:
         self._secret = secret
         self._issuer = issuer
         self._audience = audience
+        self._max_ttl_s = max_ttl_s
         self._capacity = capacity
-        self._passed: dict[str, tuple[Principal, int]] = {}
+        self._passed: dict[str, tuple[Principal, tuple[float, float]]] = {}
 
     def verify(self, authorization: str | None, *, now: float | None = None) -> Principal:
         """The caller of an `Authorization` header value; raises like `verify_bearer`."""
@@ -259,17 +318,22 @@ class BearerVerifier:
         at = time.time() if now is None else now
         remembered = self._passed.get(authorization)
         if remembered is not None:
-            principal, exp = remembered
-            if exp + LEEWAY_S > at:
+            principal, window = remembered
+            if _in_window(window, at):
                 return principal
             self._passed.pop(authorization, None)
-        principal, exp = _verify(
-            authorization, secret=self._secret, issuer=self._issuer, audience=self._audience, now=at
+        principal, window = _verify(
+            authorization,
+            secret=self._secret,
+            issuer=self._issuer,
+            audience=self._audience,
+            max_ttl_s=self._max_ttl_s,
+            now=at,
         )
         if len(self._passed) >= self._capacity:
             # Dicts keep insertion order: the oldest token makes room.
             self._passed.pop(next(iter(self._passed)), None)
-        self._passed[authorization] = (principal, exp)
+        self._passed[authorization] = (principal, window)
         return principal
 
 
@@ -300,8 +364,8 @@ def mint_token(
     # Refuse to mint what verify_bearer would refuse to accept.
     if not subject:
         raise ValueError("subject must be a non-empty string")
-    if tenant_id is not None and not tenant_id:
-        raise ValueError("tenant_id must be a non-empty string when given")
+    if not is_tenant_id(subject if tenant_id is None else tenant_id):
+        raise ValueError("the tenant (tenant_id, else subject) must be 1 to 255 characters")
     issued_at = int(time.time() if now is None else now)
     claims: dict[str, Any] = {
         "sub": subject,

@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = Field(default=None, validation_alias=_SECRET_ENV)
     jwt_issuer: str = "vex-api"
     jwt_audience: str | None = None
+    # The longest lifetime (`exp - iat`) of a JWT accepted, in seconds; unset for no limit.
+    jwt_max_ttl_s: int | None = Field(default=None, ge=1)
     dev_mode: bool = False
 
     # The admin API is off (every call refused) while this is unset.
@@ -96,6 +98,16 @@ class Settings(BaseSettings):
         if self.default_tier not in self.rate_tiers:
             tiers = ", ".join(sorted(self.rate_tiers))
             raise ValueError(f"AGENTQ_DEFAULT_TIER {self.default_tier!r} is not one of: {tiers}")
+        return self
+
+    @model_validator(mode="after")
+    def _exchanged_tokens_accepted(self) -> Settings:
+        # A token from POST /api/v1/tokens must be one the server accepts.
+        if self.jwt_max_ttl_s is not None and self.token_ttl_s > self.jwt_max_ttl_s:
+            raise ValueError(
+                f"AGENTQ_TOKEN_TTL_S ({self.token_ttl_s}) exceeds "
+                f"AGENTQ_JWT_MAX_TTL_S ({self.jwt_max_ttl_s})"
+            )
         return self
 
     @property

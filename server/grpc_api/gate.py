@@ -28,6 +28,8 @@ class JwtSettings:
     secret: str
     issuer: str
     audience: str | None
+    # The longest `exp - iat` accepted; None for no limit.
+    max_ttl_s: int | None = None
 
 
 @dataclass
@@ -50,7 +52,9 @@ class Gate:
         blocking: Blocking,
         admin_token: str | None,
     ) -> None:
-        self._bearer = BearerVerifier(secret=jwt.secret, issuer=jwt.issuer, audience=jwt.audience)
+        self._bearer = BearerVerifier(
+            secret=jwt.secret, issuer=jwt.issuer, audience=jwt.audience, max_ttl_s=jwt.max_ttl_s
+        )
         self._access = access
         self._limiter = limiter
         self._blocking = blocking

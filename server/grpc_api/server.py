@@ -109,7 +109,7 @@ def _bind(
     policy.check_complete(_FILES)
     settings = runtime.settings
     gate = Gate(
-        jwt=JwtSettings(secret, settings.jwt_issuer, settings.jwt_audience),
+        jwt=JwtSettings(secret, settings.jwt_issuer, settings.jwt_audience, settings.jwt_max_ttl_s),
         access=runtime.access,
         limiter=limiter,
         blocking=blocking,

@@ -187,6 +187,16 @@ BAD_CREDENTIALS = [
         "Token validation failed: MissingClaim(sub)",
         id="no-sub",
     ),
+    pytest.param(
+        "Bearer " + _signed(_claims(tenant_id="t" * 256)),
+        "Token validation failed: MissingClaim(tenant_id)",
+        id="tenant-over-255",
+    ),
+    pytest.param(
+        "Bearer " + _signed(_claims(sub="s" * 256)),
+        "Token validation failed: MissingClaim(tenant_id)",
+        id="sub-as-tenant-over-255",
+    ),
 ]
 
 

@@ -55,10 +55,17 @@ def _sign_by_hand(claims: dict[str, Any]) -> str:
     return f"{signing_input}.{signature}"
 
 
-def _verify(token: str, *, audience: str | None = None, now: float = NOW) -> Principal:
+def _verify(
+    token: str, *, audience: str | None = None, max_ttl_s: int | None = None, now: float = NOW
+) -> Principal:
     """verify_bearer on a well-formed header carrying this token."""
     return verify_bearer(
-        f"Bearer {token}", secret=SECRET, issuer=ISSUER, audience=audience, now=now
+        f"Bearer {token}",
+        secret=SECRET,
+        issuer=ISSUER,
+        audience=audience,
+        max_ttl_s=max_ttl_s,
+        now=now,
     )
 
 
@@ -69,10 +76,12 @@ def _rejection_of_header(authorization: str | None) -> str:
     return caught.value.message
 
 
-def _rejection(token: str, *, audience: str | None = None, now: float = NOW) -> str:
+def _rejection(
+    token: str, *, audience: str | None = None, max_ttl_s: int | None = None, now: float = NOW
+) -> str:
     """The 401 message verify_bearer gives for this token."""
     with pytest.raises(Unauthenticated) as caught:
-        _verify(token, audience=audience, now=now)
+        _verify(token, audience=audience, max_ttl_s=max_ttl_s, now=now)
     return caught.value.message
 
 
@@ -218,6 +227,64 @@ def test_expiry_is_reported_before_a_wrong_issuer_or_a_missing_claim() -> None:
     assert _rejection(token) == "Token expired"
 
 
+# --- not before, issued at and lifetime -----------------------------------------------
+
+
+def test_a_token_used_before_its_nbf_beyond_the_leeway_is_refused_like_an_expired_one() -> None:
+    assert _rejection(_encode(_claims(nbf=NOW + 61))) == "Token expired"
+
+
+def test_a_token_whose_nbf_is_within_the_leeway_or_past_is_accepted() -> None:
+    assert _verify(_encode(_claims(nbf=NOW + 60))).subject == "alice"
+    assert _verify(_encode(_claims(nbf=NOW - 3600))).subject == "alice"
+
+
+def test_a_token_becomes_usable_once_its_nbf_comes_within_the_leeway() -> None:
+    token = _encode(_claims(nbf=NOW + 600, exp=NOW + 3600))
+    assert _rejection(token, now=NOW + 539) == "Token expired"
+    assert _verify(token, now=NOW + 540).subject == "alice"
+
+
+def test_a_token_not_yet_valid_is_reported_before_a_wrong_issuer_or_a_missing_claim() -> None:
+    token = _encode(_claims(nbf=NOW + 3600, iss="someone-else", without=("role",)))
+    assert _rejection(token) == "Token expired"
+
+
+@pytest.mark.parametrize("nbf", [float(NOW), str(NOW), "soon", True, None])
+def test_a_malformed_nbf_is_rejected_instead_of_ignored(nbf: object) -> None:
+    token = _sign_by_hand(_claims(nbf=nbf))
+    assert _rejection(token) == "Token validation failed: MissingClaim(nbf)"
+
+
+def test_a_token_issued_in_the_future_beyond_the_leeway_has_an_unusable_iat() -> None:
+    token = _encode(_claims(iat=NOW + 61, exp=NOW + 3600))
+    assert _rejection(token) == "Token validation failed: MissingClaim(iat)"
+
+
+def test_a_token_issued_in_the_future_within_the_leeway_is_accepted() -> None:
+    assert _verify(_encode(_claims(iat=NOW + 60))).subject == "alice"
+
+
+def test_without_a_maximum_lifetime_a_token_valid_for_years_is_accepted() -> None:
+    token = _encode(_claims(exp=NOW + 10 * 365 * 86400))
+    assert _verify(token).subject == "alice"
+
+
+def test_a_token_living_longer_than_the_maximum_lifetime_has_an_unusable_exp() -> None:
+    token = _encode(_claims(iat=NOW - 100, exp=NOW + 3501))
+    assert _rejection(token, max_ttl_s=3600) == "Token validation failed: MissingClaim(exp)"
+
+
+def test_a_token_living_exactly_the_maximum_lifetime_is_accepted() -> None:
+    token = _encode(_claims(iat=NOW - 100, exp=NOW + 3500))
+    assert _verify(token, max_ttl_s=3600).subject == "alice"
+
+
+def test_expiry_is_reported_before_a_lifetime_over_the_maximum() -> None:
+    token = _encode(_claims(iat=NOW - 86400, exp=NOW - 3600))
+    assert _rejection(token, max_ttl_s=3600) == "Token expired"
+
+
 # --- issuer and audience --------------------------------------------------------------
 
 
@@ -318,6 +385,26 @@ def test_a_malformed_tenant_id_is_rejected_instead_of_falling_back_to_the_subjec
     assert _rejection(token) == "Token validation failed: MissingClaim(tenant_id)"
 
 
+def test_a_tenant_id_of_255_characters_is_the_tenant() -> None:
+    principal = _verify(_encode(_claims(tenant_id="t" * 255)))
+    assert principal.tenant_id == "t" * 255
+
+
+def test_a_tenant_id_over_255_characters_is_rejected_as_unusable() -> None:
+    token = _encode(_claims(tenant_id="t" * 256))
+    assert _rejection(token) == "Token validation failed: MissingClaim(tenant_id)"
+
+
+def test_a_subject_over_255_characters_cannot_be_the_tenant() -> None:
+    token = _encode(_claims(sub="s" * 256))
+    assert _rejection(token) == "Token validation failed: MissingClaim(tenant_id)"
+
+
+def test_a_long_subject_is_accepted_when_a_usable_tenant_id_is_given() -> None:
+    principal = _verify(_encode(_claims(sub="s" * 256, tenant_id="acme")))
+    assert (principal.subject, principal.tenant_id) == ("s" * 256, "acme")
+
+
 def test_a_role_outside_the_known_roles_still_authenticates() -> None:
     principal = _verify(_encode(_claims(role="viewer")))
     assert principal.role == "viewer"
@@ -374,7 +461,10 @@ def test_a_token_minted_and_verified_on_the_wall_clock_is_accepted() -> None:
     assert principal.subject == "carol"
 
 
-@pytest.mark.parametrize("overrides", [{"subject": ""}, {"tenant_id": ""}])
+@pytest.mark.parametrize(
+    "overrides",
+    [{"subject": ""}, {"tenant_id": ""}, {"tenant_id": "t" * 256}, {"subject": "s" * 256}],
+)
 def test_minting_refuses_a_token_that_verification_would_reject(
     overrides: dict[str, str],
 ) -> None:

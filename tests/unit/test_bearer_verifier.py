@@ -73,6 +73,33 @@ def test_a_remembered_token_still_expires_with_the_same_message() -> None:
     assert _rejection(verifier, f"Bearer {token}", now=NOW + 3600 + 60) == "Token expired"
 
 
+def test_a_token_used_before_its_nbf_is_not_remembered_as_valid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked = _count_decodes(monkeypatch)
+    verifier, token = _verifier(), _token(nbf=NOW + 600)
+
+    assert _rejection(verifier, f"Bearer {token}") == "Token expired"
+    assert _rejection(verifier, f"Bearer {token}") == "Token expired"
+    assert verifier.verify(f"Bearer {token}", now=NOW + 600).subject == "alice"
+    assert checked == [token] * 3
+
+
+def test_a_remembered_token_is_refused_when_the_clock_goes_back_before_its_nbf() -> None:
+    verifier, token = _verifier(), _token(nbf=NOW)
+    verifier.verify(f"Bearer {token}", now=NOW)
+
+    assert _rejection(verifier, f"Bearer {token}", now=NOW - 61) == "Token expired"
+    assert verifier.verify(f"Bearer {token}", now=NOW).subject == "alice"
+
+
+def test_the_maximum_lifetime_applies_to_tokens_checked_by_the_verifier() -> None:
+    verifier = BearerVerifier(secret=SECRET, issuer=ISSUER, audience=None, max_ttl_s=600)
+    message = _rejection(verifier, f"Bearer {_token()}")
+    assert message == "Token validation failed: MissingClaim(exp)"
+    assert verifier.verify(f"Bearer {_token(exp=NOW + 600)}", now=NOW).subject == "alice"
+
+
 def test_a_refused_token_is_checked_again_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
     checked = _count_decodes(monkeypatch)
     verifier = _verifier()
