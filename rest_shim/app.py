@@ -57,6 +57,6 @@ def create_app(settings: RestSettings) -> FastAPI:
     # Added first, so it runs inside the request context (id, body limit).
     app.add_middleware(HotRoutesMiddleware, routes=ROUTES)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
-    handlers.install(app)
+    handlers.install(app, routes=ROUTES)
     app.include_router(fastapi_router(ROUTES))
     return app

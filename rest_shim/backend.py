@@ -37,11 +37,14 @@ FORWARDED = {
 
 
 def forwarded(headers: Headers, request_id: str) -> list[tuple[str, str]]:
-    """The metadata of one call: the request id and the caller's credentials."""
+    """The metadata of one call: the request id and the caller's credentials.
+
+    Every copy of a credential header travels, so the server sees (and refuses)
+    a credential sent twice rather than the shim picking one.
+    """
     metadata = [("x-request-id", request_id)]
     for header, key in FORWARDED.items():
-        value = headers.get(header)
-        if value is not None:
+        for value in headers.getlist(header):
             metadata.append((key, _metadata_value(value)))
     return metadata
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -11,6 +11,9 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 INTERNAL_MESSAGE = "An internal error occurred"
+
+# The FastAPI `loc` of a request message's field, e.g. ["query", "tenant_id"].
+Locate = Callable[[str], list[str]]
 
 # HTTP status of each error code of docs/contract.md §2.
 HTTP_STATUS = {
@@ -68,10 +71,11 @@ def rpc_error_parts(error: grpc.aio.AioRpcError) -> tuple[str, str, list[dict[st
 
 
 def _read_status(
-    error: grpc.aio.AioRpcError,
+    error: grpc.aio.AioRpcError, locate: Locate | None = None
 ) -> tuple[str, str, list[dict[str, Any]] | None, str | None]:
     # One pass over the google.rpc.Status details: code, message, field
-    # violations, and the RetryInfo delay as a Retry-After value.
+    # violations, and the RetryInfo delay as a Retry-After value. `locate`
+    # says where the request sent each field; without it, the body.
     status = rpc_status.from_call(error)  # type: ignore[arg-type]
     reason, violations, retry_after = None, [], None
     for detail in status.details if status is not None else ():
@@ -96,22 +100,16 @@ def _read_status(
     if reason == "INTERNAL_ERROR":
         message = INTERNAL_MESSAGE
     if reason == "VALIDATION_ERROR" and violations:
+        where = locate or _in_body
         detail = [
-            {"loc": [_location(v.field), v.field], "msg": v.description, "type": "value_error"}
-            for v in violations
+            {"loc": where(v.field), "msg": v.description, "type": "value_error"} for v in violations
         ]
         return reason, violations[0].description, detail, retry_after
     return reason, message, None, retry_after
 
 
-def _location(field: str) -> str:
-    # The shim sends these fields from the query string or a header, the rest
-    # from the body; FastAPI-style locations say where to look.
-    if field in ("page_size", "page_token", "status", "agent_id", "job_id"):
-        return "query"
-    if field == "request_id":
-        return "header"
-    return "body"
+def _in_body(field: str) -> list[str]:
+    return ["body", field]
 
 
 RATE_HEADERS = {
@@ -130,9 +128,12 @@ def rate_headers(metadata: Sequence[tuple[str, str | bytes]]) -> dict[str, str]:
     }
 
 
-def from_rpc_error(error: grpc.aio.AioRpcError) -> JSONResponse:
-    """The error response of a failed RPC, from its google.rpc.Status details."""
-    code, message, detail, retry_after = _read_status(error)
+def from_rpc_error(error: grpc.aio.AioRpcError, *, locate: Locate | None = None) -> JSONResponse:
+    """The error response of a failed RPC, from its google.rpc.Status details.
+
+    `locate` gives the `loc` of each refused field: where the request sent it.
+    """
+    code, message, detail, retry_after = _read_status(error, locate)
     headers = rate_headers(tuple(error.trailing_metadata() or ()))
     if retry_after is not None:
         headers["Retry-After"] = retry_after

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
@@ -10,9 +13,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import compile_path
 
 from rest_shim.errors import INTERNAL_MESSAGE, error_response, from_rpc_error
 from rest_shim.middleware import body_too_large
+from rest_shim.table import Route
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +68,7 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         # The body went over the limit while FastAPI was reading it.
         return body_too_large(limit)
     if exc.status_code == 405:
-        allow = (exc.headers or {}).get("Allow", "")
+        allow = ", ".join(_allowed_methods(request))
         return error_response("METHOD_NOT_ALLOWED", "Method not allowed", headers={"Allow": allow})
     if exc.status_code == 404:
         return error_response("NOT_FOUND", "Not found")
@@ -74,10 +79,24 @@ async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response("INTERNAL_ERROR", INTERNAL_MESSAGE)
 
 
+def _allowed_methods(request: Request) -> list[str]:
+    # Starlette names only the methods of the first route whose path matched; a
+    # path the table serves with several routes (GET and POST /api/v1/agents) has them all.
+    path = request.scope["path"]
+    table: tuple[Route, ...] = request.app.state.routes
+    return sorted({route.method for route in table if _path_pattern(route.path).fullmatch(path)})
+
+
+@functools.cache
+def _path_pattern(template: str) -> re.Pattern[str]:
+    pattern, _, _ = compile_path(template)
+    return pattern
+
+
 async def on_rpc_error(request: Request, exc: Exception) -> JSONResponse:
     """A failed RPC: the status and body come from its google.rpc.Status details."""
     assert isinstance(exc, grpc.aio.AioRpcError)
-    response = from_rpc_error(exc)
+    response = from_rpc_error(exc, locate=request.scope["state"].get("field_location"))
     if response.status_code >= 500:
         log.warning(
             "backend answered %s (%s) for request %s",
@@ -94,8 +113,9 @@ async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response("INTERNAL_ERROR", INTERNAL_MESSAGE)
 
 
-def install(app: FastAPI) -> None:
-    """Register every handler on the app."""
+def install(app: FastAPI, *, routes: Iterable[Route]) -> None:
+    """Register every handler on the app; `routes` is the table a 405's `Allow` is read from."""
+    app.state.routes = tuple(routes)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(grpc.aio.AioRpcError, on_rpc_error)

@@ -176,9 +176,17 @@ async def _answer(
 ) -> Response:
     """The route's answer, or its RPC's error as the handlers render it."""
     backend: Backend = scope["app"].state.backend
-    message = lane.route.build(**lane.arguments(ids, body, headers))
+    arguments = lane.arguments(ids, body, headers)
+    message = lane.route.build(**arguments)
     # Other exceptions go up to the app's error middleware, as from a route.
     try:
-        return await answer(lane.route, backend, message, headers=headers, state=scope["state"])
+        return await answer(
+            lane.route,
+            backend,
+            message,
+            arguments=arguments,
+            headers=headers,
+            state=scope["state"],
+        )
     except grpc.aio.AioRpcError as error:
         return await on_rpc_error(Request(scope), error)

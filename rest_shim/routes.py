@@ -120,6 +120,7 @@ def get_agent(agent_id: uuid.UUID) -> agents_pb.GetAgentRequest:
     credentials=_SECURED,
     tag="agents",
     fast=True,
+    header_fields={"request_id": "idempotency_key"},
 )
 def execute(
     agent_id: uuid.UUID,

@@ -15,12 +15,13 @@ none of that. Both build the message with the route's function and answer with
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, get_args, get_origin
 
-from fastapi import APIRouter
+from fastapi import APIRouter, params
 from fastapi.params import Depends
 from google.protobuf import descriptor_pool
 from pydantic import BaseModel
@@ -65,17 +66,54 @@ class Route:
     respond: Respond | None = None
     response_class: type[Response] | None = None
     responses: dict[int | str, dict[str, Any]] = field(default_factory=dict)
+    # Message fields a header parameter fills when it is sent, and the body otherwise:
+    # field -> the build function's parameter.
+    header_fields: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def signature(self) -> inspect.Signature:
         """The build function's parameters, with their annotations evaluated."""
         return inspect.signature(self.build, eval_str=True)
 
+    def location(self, arguments: Mapping[str, Any], message_field: str) -> list[str]:
+        """FastAPI's `loc` of a message field the server refused: where the value was sent."""
+        name = self.header_fields.get(message_field)
+        if name is None or arguments.get(name) is None:
+            name = message_field
+        parameter = self.signature.parameters.get(name)
+        if parameter is None:
+            return ["body", message_field]
+        if f"{{{name}}}" in self.path:
+            return ["path", name]
+        declared = next(
+            (m for m in _metadata(parameter.annotation) if isinstance(m, params.Param)), None
+        )
+        if isinstance(declared, params.Header):
+            alias = declared.alias or (
+                name.replace("_", "-") if declared.convert_underscores else name
+            )
+            return ["header", alias]
+        return ["query", (declared.alias if declared is not None else None) or name]
+
+
+def _metadata(annotation: Any) -> tuple[Any, ...]:
+    return tuple(get_args(annotation)[1:]) if get_origin(annotation) is Annotated else ()
+
 
 async def answer(
-    route: Route, backend: Backend, message: Any, *, headers: Headers, state: dict[str, Any]
+    route: Route,
+    backend: Backend,
+    message: Any,
+    *,
+    arguments: Mapping[str, Any],
+    headers: Headers,
+    state: dict[str, Any],
 ) -> Response:
-    """Make the route's RPC and render its reply; a failed call raises its AioRpcError."""
+    """Make the route's RPC and render its reply; a failed call raises its AioRpcError.
+
+    `arguments` built `message`; a refused field's error names where it was sent.
+    """
+    state["field_location"] = functools.partial(route.location, arguments)
     reply, trailers = await backend.call(
         backend.method(route.rpc), message, headers=headers, request_id=state["request_id"]
     )
@@ -110,6 +148,7 @@ class RouteTable:
         respond: Respond | None = None,
         response_class: type[Response] | None = None,
         responses: dict[int | str, dict[str, Any]] | None = None,
+        header_fields: Mapping[str, str] | None = None,
     ) -> Callable[[Build], Build]:
         """Declare the decorated request builder as the route `method path` calling `rpc`."""
 
@@ -129,6 +168,7 @@ class RouteTable:
                 respond=respond,
                 response_class=response_class,
                 responses=responses or {},
+                header_fields=header_fields or {},
             )
             _check_rpc(route)
             self._routes.append(route)
@@ -180,7 +220,12 @@ class _Endpoint:
         if route.respond is not None:
             return await route.respond(request, backend.method(route.rpc), message)
         return await answer(
-            route, backend, message, headers=request.headers, state=request.scope["state"]
+            route,
+            backend,
+            message,
+            arguments=parameters,
+            headers=request.headers,
+            state=request.scope["state"],
         )
 
 

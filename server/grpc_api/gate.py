@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.access import INVALID_KEY, KEY_PREFIX, AccessService
-from server.auth import BearerVerifier, Principal, require_role, require_scope
+from server.auth import (
+    INVALID_HEADER_FORMAT,
+    BearerVerifier,
+    Principal,
+    require_role,
+    require_scope,
+)
 from server.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from server.grpc_api import policy
 from server.grpc_api.blocking import Blocking
@@ -60,16 +66,29 @@ class Gate:
         self._blocking = blocking
         self._admin_token = admin_token.encode() if admin_token else None
 
-    async def admit(self, method: str, metadata: Mapping[str, Any], admission: Admission) -> None:
-        """Run every check for `method`; fills `admission` as it goes."""
+    async def admit(
+        self,
+        method: str,
+        metadata: Mapping[str, Any],
+        admission: Admission,
+        *,
+        repeated: Collection[str] = (),
+    ) -> None:
+        """Run every check for `method`; fills `admission` as it goes.
+
+        `repeated` names the metadata keys the caller sent more than once.
+        """
         if method in policy.PUBLIC:
             return
         if method in policy.ADMIN:
-            self._check_admin(metadata.get("x-admin-api-key"))
+            # Two admin tokens are no admin token: neither is picked over the other.
+            ambiguous = "x-admin-api-key" in repeated
+            self._check_admin(None if ambiguous else metadata.get("x-admin-api-key"))
             return
         access = policy.ACCESS.get(method)
         if access is None:
             raise PermissionDenied("Insufficient permissions")  # fail closed
+        _refuse_ambiguous(repeated)
         # Thread hops cost more than these checks when they need no I/O: a JWT
         # is checked on the loop, an API key (a database read) in the pool.
         if self._needs_io(method, metadata):
@@ -130,3 +149,11 @@ class Gate:
                 raise Unauthenticated(INVALID_KEY)
             return self._access.verify(key)
         return self._bearer.verify(authorization if isinstance(authorization, str) else None)
+
+
+def _refuse_ambiguous(repeated: Collection[str]) -> None:
+    """Refuse a credential sent twice: whichever copy a proxy or client reads, none is chosen."""
+    if "authorization" in repeated:
+        raise Unauthenticated(INVALID_HEADER_FORMAT)
+    if "x-api-key" in repeated:
+        raise Unauthenticated(INVALID_KEY)

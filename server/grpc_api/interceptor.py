@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -54,6 +55,13 @@ def status_details(error: AgentQError) -> tuple[grpc.StatusCode, bytes]:
         )
         status.details.append(_packed(error_details_pb2.QuotaFailure(violations=[violation])))
     return code, status.SerializeToString()
+
+
+def _repeated(pairs: tuple[tuple[str, Any], ...]) -> frozenset[str]:
+    """The metadata keys sent more than once (`dict` keeps only the last of each)."""
+    if len({key for key, _ in pairs}) == len(pairs):
+        return frozenset()
+    return frozenset(key for key, count in Counter(key for key, _ in pairs).items() if count > 1)
 
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):
@@ -133,11 +141,12 @@ class _Guard:
         return guarded
 
     async def _admit(self, context: Context, admission: Admission) -> None:
-        metadata = dict(context.invocation_metadata() or ())
+        pairs = tuple(context.invocation_metadata() or ())
+        metadata = dict(pairs)
         sent = metadata.get("x-request-id")
         request_id = sent if isinstance(sent, str) and _SANE_REQUEST_ID.fullmatch(sent) else None
         request_id_var.set(request_id or str(uuid.uuid4()))
-        await self._gate.admit(self._method, metadata, admission)
+        await self._gate.admit(self._method, metadata, admission, repeated=_repeated(pairs))
         if admission.trailers:
             context.set_trailing_metadata(tuple(admission.trailers))
         if admission.principal is not None:

@@ -337,6 +337,60 @@ def test_an_unknown_scope_is_a_422_naming_it_and_the_valid_ones(
     assert listed.json()["data"] == [], "a key was stored despite the invalid scope"
 
 
+BAD_TENANT = "Invalid tenant_id: must be 1 to 255 characters, without NUL"
+
+
+def test_a_bad_tenant_id_is_a_422_located_where_it_was_sent(admin_client: httpx.Client) -> None:
+    sent = [
+        (admin_client.get("/admin/api-keys?tenant_id=", headers=_admin()), ["query", "tenant_id"]),
+        (admin_client.get("/admin/tenants/%00x/limits", headers=_admin()), ["path", "tenant_id"]),
+        (
+            admin_client.put(
+                "/admin/tenants/%00x/limits", json={"max_unfinished_jobs": 3}, headers=_admin()
+            ),
+            ["path", "tenant_id"],
+        ),
+        (
+            admin_client.post(
+                "/admin/api-keys",
+                json={"tenant_id": "", "name": "n", "scopes": ["jobs:read"]},
+                headers=_admin(),
+            ),
+            ["body", "tenant_id"],
+        ),
+    ]
+    for response, loc in sent:
+        _assert_error(response, 422, "VALIDATION_ERROR", BAD_TENANT)
+        detail = response.json()["detail"]
+        assert detail == [{"loc": loc, "msg": BAD_TENANT, "type": "value_error"}], detail
+
+
+def test_two_api_keys_or_two_admin_tokens_are_refused_as_ambiguous(
+    admin_client: httpx.Client,
+) -> None:
+    key = _create_key(admin_client, "twice", ALL_SCOPES)["key"]
+    other = _create_key(admin_client, "other", ALL_SCOPES)["key"]
+    for keys in ([key, key], [key, other], [other, "agq_" + "x" * 43]):
+        headers = [("X-API-Key", sent) for sent in keys]
+        for response in (
+            admin_client.get("/api/v1/jobs", headers=headers),
+            admin_client.post("/api/v1/agents", json=AGENT, headers=headers),
+            admin_client.post("/api/v1/tokens", headers=headers),
+        ):
+            _assert_error(response, 401, "UNAUTHORIZED", INVALID_KEY)
+    bearers = [("Authorization", f"Bearer {key}"), ("Authorization", f"Bearer {key}")]
+    for response in (
+        admin_client.get("/api/v1/jobs", headers=bearers),
+        admin_client.post("/api/v1/tokens", headers=bearers),
+    ):
+        _assert_error(response, 401, "UNAUTHORIZED", "Invalid Authorization header format")
+    assert admin_client.get("/api/v1/agents", headers=_key_header(other)).json()["data"] == []
+    admins = [("X-Admin-API-Key", ADMIN_TOKEN), ("X-Admin-API-Key", ADMIN_TOKEN)]
+    _assert_error(
+        admin_client.get("/admin/api-keys", headers=admins), 403, "FORBIDDEN", ADMIN_DENIED
+    )
+
+
 # --- 3. scopes ----------------------------------------------------------------------
 
 

@@ -77,6 +77,46 @@ def test_bad_credentials_are_unauthenticated_with_the_contract_message(
     assert _count(embedded, Agent) == 0
 
 
+AMBIGUOUS_CREDENTIALS = [
+    pytest.param(
+        (
+            ("authorization", f"Bearer {token('alice')}"),
+            ("authorization", f"Bearer {token('bob')}"),
+        ),
+        "Invalid Authorization header format",
+        id="two-authorizations",
+    ),
+    pytest.param(
+        (("authorization", f"Bearer {token('alice')}"),) * 2,
+        "Invalid Authorization header format",
+        id="the-same-authorization-twice",
+    ),
+    pytest.param(
+        (("x-api-key", "agq_" + "x" * 43), ("x-api-key", "agq_" + "y" * 43)),
+        "Invalid API key",
+        id="two-api-keys",
+    ),
+]
+
+
+@pytest.mark.parametrize(("metadata", "message"), AMBIGUOUS_CREDENTIALS)
+def test_a_credential_sent_twice_is_unauthenticated_whatever_the_values(
+    embedded: ServerThread, metadata: tuple[tuple[str, str], ...], message: str
+) -> None:
+    from agentq.v1 import agent_service_pb2, agent_service_pb2_grpc
+
+    with embedded.client() as client:
+        stub = agent_service_pb2_grpc.AgentServiceStub(client.channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            stub.CreateAgent(
+                agent_service_pb2.CreateAgentRequest(name="x", role="abc"),
+                metadata=metadata,
+                timeout=10,
+            )
+    assert rpc_error(raised.value)[:3] == (grpc.StatusCode.UNAUTHENTICATED, message, "UNAUTHORIZED")
+    assert _count(embedded, Agent) == 0
+
+
 def test_an_agent_role_may_execute_but_not_create_agents(embedded: ServerThread) -> None:
     with embedded.client(token("owner")) as owner:
         agent = owner.create_agent()

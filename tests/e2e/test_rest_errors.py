@@ -221,6 +221,30 @@ def test_bad_credentials_on_creating_an_agent_are_401_and_store_nothing(
         _assert_error(response, 401, "UNAUTHORIZED", message)
 
 
+TWO_AUTHORIZATIONS = [
+    pytest.param([token("alice"), token("bob")], id="two-tenants"),
+    pytest.param([token("alice"), token("alice")], id="the-same-token-twice"),
+    pytest.param([token("alice"), "not-a-jwt"], id="a-good-and-a-bad-one"),
+]
+
+
+@pytest.mark.parametrize("tokens", TWO_AUTHORIZATIONS)
+def test_two_authorization_headers_are_refused_with_401_on_either_lane(
+    anonymous: httpx.Client, server: ServerThread, agent_id: str, tokens: list[str]
+) -> None:
+    headers = [("Authorization", f"Bearer {sent}") for sent in tokens]
+    with _nothing_stored(server):
+        for response in (
+            anonymous.get(f"/api/v1/agents/{agent_id}", headers=headers),  # the fast lane
+            anonymous.get("/api/v1/agents", headers=headers),
+            anonymous.post("/api/v1/agents", json=VALID_AGENT, headers=headers),
+            anonymous.post(
+                f"/api/v1/agents/{agent_id}/execute", json={"prompt": "hi"}, headers=headers
+            ),
+        ):
+            _assert_error(response, 401, "UNAUTHORIZED", "Invalid Authorization header format")
+
+
 # --- 403 ---------------------------------------------------------------------------------
 
 
@@ -293,6 +317,28 @@ def test_an_unknown_route_is_not_found(anonymous: httpx.Client, path: str) -> No
 
 
 # --- 405 ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        ("PUT", "/api/v1/agents", "GET, POST"),
+        ("DELETE", "/api/v1/agents", "GET, POST"),
+        # A canonical id (the fast lane's paths) and an upper-case one (FastAPI's only).
+        ("PUT", f"/api/v1/agents/{SOME_ID}", "DELETE, GET"),
+        ("PUT", f"/api/v1/agents/{SOME_ID.upper()}", "DELETE, GET"),
+        ("POST", f"/api/v1/agents/{SOME_ID}", "DELETE, GET"),
+        ("GET", f"/api/v1/agents/{SOME_ID}/execute", "POST"),
+        ("PUT", "/admin/api-keys", "GET, POST"),
+        ("POST", "/admin/tenants/t/limits", "GET, PUT"),
+    ],
+)
+def test_a_wrong_method_is_405_with_every_method_of_the_path_in_allow(
+    anonymous: httpx.Client, method: str, path: str, allow: str
+) -> None:
+    response = anonymous.request(method, path)
+    _assert_error(response, 405, "METHOD_NOT_ALLOWED", "Method not allowed")
+    assert response.headers["allow"] == allow, response.headers
 
 
 @pytest.mark.parametrize(
@@ -598,6 +644,31 @@ def test_an_invalid_execute_field_is_422_and_stores_no_job(
     with _nothing_stored(server):
         response = http.post(f"/api/v1/agents/{agent_id}/execute", json=body)
         _assert_validation_error(response, [(["body", field], msg)])
+
+
+REQUEST_ID_RULE = "Invalid request_id: must be 1 to 255 printable ASCII characters"
+
+
+def test_a_bad_idempotency_key_is_422_located_in_its_header(
+    http: httpx.Client, server: ServerThread, agent_id: str
+) -> None:
+    with _nothing_stored(server):
+        response = http.post(
+            f"/api/v1/agents/{agent_id}/execute",
+            json={"prompt": "hi", "request_id": "fine"},
+            headers={"Idempotency-Key": "k" * 256},
+        )
+        _assert_validation_error(response, [(["header", "idempotency-key"], REQUEST_ID_RULE)])
+
+
+def test_a_bad_request_id_in_the_body_is_422_located_in_the_body(
+    http: httpx.Client, server: ServerThread, agent_id: str
+) -> None:
+    with _nothing_stored(server):
+        response = http.post(
+            f"/api/v1/agents/{agent_id}/execute", json={"prompt": "hi", "request_id": "k" * 256}
+        )
+        _assert_validation_error(response, [(["body", "request_id"], REQUEST_ID_RULE)])
 
 
 @pytest.mark.parametrize("bad_id", ["nope", "1234", f"{SOME_ID}x", "not a uuid"])
