@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
@@ -12,6 +14,27 @@ import uvicorn
 from rest_shim.app import create_app
 from rest_shim.loop import event_loop_factory
 from rest_shim.settings import RestSettings
+
+
+class ListenError(Exception):
+    """The shim's address cannot be listened on; the message says which and why."""
+
+
+def listen_socket(settings: RestSettings) -> socket.socket:
+    """A socket bound to AGENTQ_HTTP_ADDR, for uvicorn to listen on.
+
+    Bound here rather than by uvicorn, which logs a failure and exits the process.
+    """
+    host, port = settings.http_host_port
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        reason = (os.strerror(error.errno) if error.errno else str(error)).lower()
+        raise ListenError(f"cannot listen on {settings.http_addr}: {reason}") from None
+    return sock
 
 
 class EmbeddedHttpServer(uvicorn.Server):
@@ -45,12 +68,16 @@ def http_server(settings: RestSettings, *, embedded: bool) -> uvicorn.Server:
 
 
 def run_rest(settings: RestSettings) -> None:
-    """Serve the shim until SIGINT/SIGTERM, then stop cleanly (exit status 0)."""
+    """Serve the shim until SIGINT/SIGTERM, then stop cleanly (exit status 0).
+
+    Raises ListenError when AGENTQ_HTTP_ADDR cannot be listened on.
+    """
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
         runner.run(_serve_until_signalled(settings))
 
 
 async def _serve_until_signalled(settings: RestSettings) -> None:
+    sock = listen_socket(settings)
     server = http_server(settings, embedded=True)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -59,4 +86,4 @@ async def _serve_until_signalled(settings: RestSettings) -> None:
         f"agentq REST listening on {settings.http_addr}, calling gRPC at {settings.target}",
         flush=True,
     )
-    await server.serve()
+    await server.serve(sockets=[sock])

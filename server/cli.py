@@ -3,37 +3,108 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
+from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
+if TYPE_CHECKING:
+    from server.settings import Settings
 
-from rest_shim.loop import event_loop_factory
-from server import logs
-from server.auth import ROLES, mint_token
-from server.db import create_db_engine, migrate
-from server.runtime import ConfigurationError, jwt_secret
-from server.settings import Settings
+# Only argparse at import time: `agentq --help` should answer at once, so every
+# server library is imported by the command that needs it.
+
+_SERVE_ENV = (
+    "VEX_JWT_SECRET AGENTQ_JWT_ISSUER AGENTQ_JWT_AUDIENCE AGENTQ_JWT_MAX_TTL_S AGENTQ_DEV_MODE "
+    "AGENTQ_ADMIN_TOKEN AGENTQ_API_KEY_PEPPER AGENTQ_TOKEN_TTL_S AGENTQ_RATE_TIERS "
+    "AGENTQ_DEFAULT_TIER AGENTQ_MAX_UNFINISHED_JOBS AGENTQ_DATABASE_URL AGENTQ_REDIS_URL "
+    "AGENTQ_REDIS_NAMESPACE "
+    "AGENTQ_GRPC_ADDR AGENTQ_HTTP_ADDR AGENTQ_SERVER_THREADS AGENTQ_WORKER_CONCURRENCY "
+    "AGENTQ_WORKER_PROCESSES AGENTQ_SHUTDOWN_GRACE_S AGENTQ_MAX_ATTEMPTS "
+    "AGENTQ_JOB_TIME_LIMIT_S AGENTQ_RETRY_BACKOFF_S AGENTQ_RETRY_BACKOFF_MAX_S "
+    "AGENTQ_LEASE_GRACE_S AGENTQ_REQUEUE_AFTER_S AGENTQ_BROKER_HEARTBEAT_TIMEOUT_S "
+    "AGENTQ_RETENTION_S AGENTQ_CANCEL_POLL_S AGENTQ_TOKEN_EVENT_INTERVAL_MS "
+    "AGENTQ_STREAM_POLL_S AGENTQ_STREAM_KEEPALIVE_S AGENTQ_RECOVERY_INTERVAL_S AGENTQ_PROVIDER "
+    "AGENTQ_BUILTIN_LATENCY_MS AGENTQ_OPENAI_BASE_URL AGENTQ_OPENAI_API_KEY AGENTQ_OPENAI_MODEL "
+    "AGENTQ_OPENAI_TIMEOUT_S AGENTQ_REST_TIMEOUT_S AGENTQ_MAX_BODY_BYTES"
+)
+_REST_ENV = (
+    "AGENTQ_HTTP_ADDR AGENTQ_GRPC_TARGET AGENTQ_GRPC_ADDR (dialled when AGENTQ_GRPC_TARGET "
+    "is unset) AGENTQ_REST_TIMEOUT_S AGENTQ_MAX_BODY_BYTES AGENTQ_STREAM_KEEPALIVE_S"
+)
+_WORKER_ENV = (
+    "AGENTQ_REDIS_URL (required) AGENTQ_REDIS_NAMESPACE AGENTQ_DATABASE_URL "
+    "AGENTQ_WORKER_PROCESSES AGENTQ_WORKER_CONCURRENCY AGENTQ_SHUTDOWN_GRACE_S "
+    "AGENTQ_MAX_ATTEMPTS AGENTQ_JOB_TIME_LIMIT_S AGENTQ_RETRY_BACKOFF_S "
+    "AGENTQ_RETRY_BACKOFF_MAX_S AGENTQ_LEASE_GRACE_S AGENTQ_REQUEUE_AFTER_S "
+    "AGENTQ_BROKER_HEARTBEAT_TIMEOUT_S AGENTQ_RETENTION_S AGENTQ_CANCEL_POLL_S "
+    "AGENTQ_TOKEN_EVENT_INTERVAL_MS AGENTQ_RECOVERY_INTERVAL_S AGENTQ_PROVIDER "
+    "AGENTQ_BUILTIN_LATENCY_MS AGENTQ_OPENAI_BASE_URL AGENTQ_OPENAI_API_KEY AGENTQ_OPENAI_MODEL "
+    "AGENTQ_OPENAI_TIMEOUT_S"
+)
+_TOKEN_ENV = "VEX_JWT_SECRET (required) AGENTQ_JWT_ISSUER AGENTQ_JWT_AUDIENCE"
+_MIGRATE_ENV = "AGENTQ_DATABASE_URL"
+# Checked against server.auth.ROLES once a token is asked for, and by the tests.
+_ROLES_HELP = "admin, user or agent"
+
+
+class _Version(argparse.Action):
+    """`--version`: the installed package's version, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        from importlib.metadata import version
+
+        print(f"agentq {version('agentq')}")
+        parser.exit()
+
+
+def _command(
+    commands: Any, name: str, *, summary: str, description: str, env: str
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, help=summary, description=description, epilog=f"environment: {env}"
+    )
+    return parser
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentq", description=__doc__)
+    parser.add_argument("--version", action=_Version)
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser(
-        "serve", help="run gRPC and REST (and the workers, on the embedded default)"
+    serve = _command(
+        commands,
+        "serve",
+        summary="run gRPC and REST (and the workers, on the embedded default)",
+        description="Serve the gRPC API on AGENTQ_GRPC_ADDR and the REST shim on "
+        "AGENTQ_HTTP_ADDR until SIGINT or SIGTERM. Without AGENTQ_REDIS_URL the workers run "
+        "in this process. Migrates the database first; exits 2 if an address is in use.",
+        env=_SERVE_ENV,
     )
     serve.add_argument(
         "--dev", action="store_true", help="development mode: make a JWT secret if none is set"
     )
     serve.add_argument("--no-rest", action="store_true", help="serve gRPC only, no REST shim")
 
-    commands.add_parser(
-        "rest", help="run the REST shim alone against AGENTQ_GRPC_TARGET (scale it separately)"
+    _command(
+        commands,
+        "rest",
+        summary="run the REST shim alone against AGENTQ_GRPC_TARGET (scale it separately)",
+        description="Serve the REST shim on AGENTQ_HTTP_ADDR, calling the gRPC server at "
+        "AGENTQ_GRPC_TARGET, until SIGINT or SIGTERM; exits 2 if the address is in use.",
+        env=_REST_ENV,
     )
 
-    worker = commands.add_parser("worker", help="run queue workers for the Redis broker")
+    worker = _command(
+        commands,
+        "worker",
+        summary="run queue workers for the Redis broker",
+        description="Run jobs from the Redis queue until SIGINT or SIGTERM, in one or more "
+        "processes; running jobs get AGENTQ_SHUTDOWN_GRACE_S to finish.",
+        env=_WORKER_ENV,
+    )
     worker.add_argument("--processes", type=int, help="worker processes (AGENTQ_WORKER_PROCESSES)")
     worker.add_argument(
         "--concurrency",
@@ -41,22 +112,49 @@ def _parser() -> argparse.ArgumentParser:
         help="executions each process runs at once (AGENTQ_WORKER_CONCURRENCY, default 256)",
     )
 
-    token = commands.add_parser("token", help="mint a JWT signed with VEX_JWT_SECRET")
+    token = _command(
+        commands,
+        "token",
+        summary="mint a JWT signed with VEX_JWT_SECRET",
+        description="Print a JWT signed (HS256) with VEX_JWT_SECRET, the secret the server "
+        "verifies tokens with.",
+        env=_TOKEN_ENV,
+    )
     token.add_argument("--sub", required=True, help="the subject (sub claim)")
     token.add_argument(
-        "--role", default="user", choices=ROLES, help="the role claim (default user)"
+        "--role", default="user", help=f"the role claim: {_ROLES_HELP} (default user)"
     )
     token.add_argument("--tenant", help="the tenant_id claim (default: the subject's own tenant)")
     token.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     token.add_argument("--audience", help="the aud claim (default: AGENTQ_JWT_AUDIENCE, if set)")
 
-    commands.add_parser("migrate", help="apply database migrations and exit")
+    _command(
+        commands,
+        "migrate",
+        summary="apply database migrations and exit",
+        description="Bring the database at AGENTQ_DATABASE_URL up to the current schema; "
+        "safe to run again.",
+        env=_MIGRATE_ENV,
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `agentq` console script."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "token":
+        from server.auth import ROLES
+
+        if args.role not in ROLES:
+            parser.error(f"--role must be one of: {', '.join(ROLES)}")
+
+    from pydantic import ValidationError
+
+    from server import logs
+    from server.runtime import ConfigurationError
+    from server.settings import Settings
+
     logs.configure(args.log_level)
     try:
         settings = Settings()
@@ -67,7 +165,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from server.runtime import ConfigurationError, jwt_secret
+
     if args.command == "serve":
+        import asyncio
+
+        from rest_shim.loop import event_loop_factory
         from server.serve import serve
 
         if args.dev:
@@ -75,12 +178,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(serve(settings, rest=not args.no_rest))
     elif args.command == "rest":
-        from rest_shim.serving import run_rest
+        from rest_shim.serving import ListenError, run_rest
         from rest_shim.settings import RestSettings
 
-        run_rest(RestSettings())
+        try:
+            run_rest(RestSettings())
+        except ListenError as error:
+            raise ConfigurationError(str(error)) from None
     elif args.command == "worker":
         from server.serve import work
+        from server.settings import Settings
 
         updates = {"worker_processes": args.processes, "worker_concurrency": args.concurrency}
         overrides = {k: v for k, v in updates.items() if v is not None}
@@ -88,8 +195,14 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         settings = Settings.model_validate({**settings.model_dump(), **overrides})
         work(settings)
     elif args.command == "token":
+        from server.auth import mint_token
+
         if args.ttl <= 0:
             raise ValueError("--ttl must be a positive number of seconds")
+        if settings.jwt_secret is None:
+            raise ConfigurationError(
+                "VEX_JWT_SECRET is not set: set it to the secret the server signs tokens with"
+            )
         secret = jwt_secret(settings.model_copy(update={"dev_mode": False}))
         print(
             mint_token(
@@ -103,6 +216,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     elif args.command == "migrate":
+        from server.db import create_db_engine, migrate
+
         migrate(create_db_engine(settings.database_url))
     return 0
 

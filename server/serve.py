@@ -35,20 +35,37 @@ def _print_dev_banner(settings: Settings, secret: str) -> None:
 
 
 async def serve(settings: Settings, *, rest: bool = True) -> None:
-    """Serve gRPC (and REST) until SIGINT/SIGTERM; in-process workers unless Redis is set."""
+    """Serve gRPC (and REST) until SIGINT/SIGTERM; in-process workers unless Redis is set.
+
+    Raises ConfigurationError, with everything started stopped again, when an address
+    cannot be listened on.
+    """
     # Handlers first: a signal during start-up then stops the process cleanly
     # once it has started, instead of killing it halfway.
     stop = _stop_on_signals()
     secret = jwt_secret(settings)
     runtime = build_runtime(settings, engine_loop=event_loop_factory())
-    if settings.redis_url is None:
-        runtime.start_workers()
-    runtime.start_recovery()
     blocking = Blocking(settings.server_threads)
-    grpc_server = await start_grpc_server(
-        runtime, secret=secret, blocking=blocking, address=settings.grpc_addr
-    )
-    port = grpc_server.port
+    try:
+        if settings.redis_url is None:
+            runtime.start_workers()
+        runtime.start_recovery()
+        grpc_server = await start_grpc_server(
+            runtime, secret=secret, blocking=blocking, address=settings.grpc_addr
+        )
+        try:
+            await _serve_started(settings, secret, grpc_server.port, stop, rest=rest)
+        finally:
+            await grpc_server.stop(grace=5)
+    finally:
+        blocking.close()
+        runtime.close()
+
+
+async def _serve_started(
+    settings: Settings, secret: str, port: int, stop: asyncio.Event, *, rest: bool
+) -> None:
+    """Announce the gRPC server on `port`, add REST, and wait for a signal."""
     if settings.jwt_secret is None or secret != settings.jwt_secret.get_secret_value():
         _print_dev_banner(settings, secret)
     mode = "with Redis" if settings.redis_url else "embedded, with in-process workers"
@@ -61,15 +78,12 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
         http_server, http_task = http
         http_server.should_exit = True
         await http_task
-    await grpc_server.stop(grace=5)
-    blocking.close()
-    runtime.close()
 
 
 async def _start_rest(settings: Settings, grpc_port: int) -> tuple[Any, asyncio.Task[None]]:
     # Imported here: the shim is optional for the server, and it never
     # imports the server, so the dependency points this way only.
-    from rest_shim.serving import http_server
+    from rest_shim.serving import ListenError, http_server, listen_socket
     from rest_shim.settings import RestSettings
 
     # The shim dials this process's own server, wherever AGENTQ_GRPC_TARGET
@@ -78,8 +92,12 @@ async def _start_rest(settings: Settings, grpc_port: int) -> tuple[Any, asyncio.
     rest_settings = RestSettings(
         http_addr=settings.http_addr, grpc_addr=f"{host}:{grpc_port}", grpc_target=None
     )
+    try:
+        sock = listen_socket(rest_settings)
+    except ListenError as error:
+        raise ConfigurationError(str(error)) from None
     http = http_server(rest_settings, embedded=True)
-    task = asyncio.create_task(http.serve())
+    task = asyncio.create_task(http.serve(sockets=[sock]))
     while not http.started:
         if task.done():
             task.result()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from dataclasses import dataclass
 
 import grpc
@@ -33,7 +35,7 @@ from server.grpc_api.system import SystemServicer
 from server.grpc_api.tokens import TokenServicer
 from server.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.pg_jobs import PgJobStore
-from server.runtime import Runtime
+from server.runtime import ConfigurationError, Runtime
 from server.sending import MessageSender
 
 _FILES = (
@@ -89,7 +91,13 @@ async def start_grpc_server(
         sender=sender,
         capped_by_default=settings.max_unfinished_jobs is not None,
     )
-    server, port, health_servicer = _bind(runtime, secret, blocking, address, limiter, calls)
+    try:
+        server, port, health_servicer = _bind(runtime, secret, blocking, address, limiter, calls)
+    except ConfigurationError:
+        await limiter.close()
+        if store is not None:
+            await store.close()
+        raise
     running = RunningServer(server, port, limiter, store, sender)
     await server.start()
     for name in ("", *SERVICE_NAMES):
@@ -115,7 +123,11 @@ def _bind(
         blocking=blocking,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
     )
-    server = grpc.aio.server(interceptors=[GuardInterceptor(gate)])
+    # grpcio shares ports by default (SO_REUSEPORT): a second server on a port in use
+    # would start and take half the calls instead of failing.
+    server = grpc.aio.server(
+        interceptors=[GuardInterceptor(gate)], options=[("grpc.so_reuseport", 0)]
+    )
     services = runtime.services
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
         AgentServicer(services, blocking, calls), server
@@ -139,7 +151,25 @@ def _bind(
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(address)
-    if port == 0:
-        raise RuntimeError(f"could not bind the gRPC server to {address}")
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:
+        raise _cannot_listen(address) from None
     return server, port, health_servicer
+
+
+def _cannot_listen(address: str) -> ConfigurationError:
+    """Why gRPC could not bind `address`: grpcio does not say, a plain socket does."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    reason = "the gRPC server could not bind it"
+    try:
+        with socket.create_server((host, int(port)), family=family):
+            pass
+    except OSError as error:
+        # Not error.strerror: socket.create_server rewrites it into a longer sentence.
+        reason = os.strerror(error.errno) if error.errno else str(error)
+    except ValueError as error:
+        reason = str(error)
+    return ConfigurationError(f"cannot listen on {address}: {reason.lower()}")

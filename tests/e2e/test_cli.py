@@ -7,6 +7,7 @@ would see.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import queue
 import re
@@ -25,9 +26,13 @@ import grpc
 import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic_settings import BaseSettings
 
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
+from rest_shim.settings import RestSettings
+from server.auth import ROLES
+from server.settings import Settings
 
 SECRET = "cli-test-secret-that-is-long-enough-0123456789"
 COMMAND_TIMEOUT_S = 30
@@ -333,3 +338,164 @@ def test_worker_without_a_redis_url_exits_and_says_it_needs_agentq_redis_url(
     assert refused.returncode != 0
     assert "AGENTQ_REDIS_URL" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+# --- ports already in use -----------------------------------------------------------------
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port held by a listening socket that allows port sharing, as a running gRPC
+    server's socket would."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port: int = holder.getsockname()[1]
+        yield port
+
+
+def _assert_refused_with_one_line(refused: subprocess.CompletedProcess[str], port: int) -> None:
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    lines = refused.stderr.splitlines()
+    expected = f"agentq: cannot listen on 127.0.0.1:{port}: address already in use"
+    assert expected in lines, refused.stderr
+    assert lines[-1] == expected
+    assert "Traceback" not in refused.stderr
+
+
+@pytest.mark.parametrize("taken", ["grpc", "rest"])
+def test_serve_on_a_port_in_use_exits_2_with_one_line_saying_so(
+    tmp_path: Path, taken_port: int, taken: str
+) -> None:
+    grpc_port = taken_port if taken == "grpc" else _free_port()
+    http_port = taken_port if taken == "rest" else _free_port()
+    env = _clean_env(
+        VEX_JWT_SECRET=SECRET,
+        AGENTQ_GRPC_ADDR=f"127.0.0.1:{grpc_port}",
+        AGENTQ_HTTP_ADDR=f"127.0.0.1:{http_port}",
+        AGENTQ_DATABASE_URL=f"sqlite:///{tmp_path / 'taken.db'}",
+    )
+
+    refused = _agentq("serve", cwd=tmp_path, env=env, timeout=QUICK_EXIT_S)
+
+    _assert_refused_with_one_line(refused, taken_port)
+    if taken == "grpc":
+        assert "listening" not in refused.stdout
+
+
+def test_rest_on_a_port_in_use_exits_2_with_one_line_saying_so(
+    tmp_path: Path, taken_port: int
+) -> None:
+    env = _clean_env(AGENTQ_HTTP_ADDR=f"127.0.0.1:{taken_port}")
+
+    refused = _agentq("rest", cwd=tmp_path, env=env, timeout=QUICK_EXIT_S)
+
+    _assert_refused_with_one_line(refused, taken_port)
+    assert "listening" not in refused.stdout
+
+
+# --- agentq --version and --help ----------------------------------------------------------
+
+
+def test_version_prints_the_installed_package_version(tmp_path: Path) -> None:
+    shown = _agentq("--version", cwd=tmp_path, env=_clean_env())
+
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == f"agentq {importlib.metadata.version('agentq')}\n"
+
+
+def _setting_names(*classes: type[BaseSettings]) -> set[str]:
+    """The environment variable of every field of the settings classes."""
+    names = set()
+    for settings_class in classes:
+        prefix = settings_class.model_config.get("env_prefix", "")
+        for name, info in settings_class.model_fields.items():
+            alias = info.validation_alias
+            names.add(alias if isinstance(alias, str) else f"{prefix}{name}".upper())
+    return names
+
+
+ENV_NAME = re.compile(r"\b(?:AGENTQ_[A-Z0-9_]+|VEX_JWT_SECRET)\b")
+
+
+@pytest.mark.parametrize("command", ["serve", "rest", "worker", "token", "migrate"])
+def test_each_command_help_describes_it_and_lists_only_real_environment_variables(
+    tmp_path: Path, command: str
+) -> None:
+    shown = _agentq(command, "--help", cwd=tmp_path, env=_clean_env())
+
+    assert shown.returncode == 0, shown.stderr
+    description = shown.stdout.split("\n\n")[1]
+    assert not description.lstrip().startswith(("-", "options")), shown.stdout
+    epilog = shown.stdout.partition("environment:")[2]
+    listed = set(ENV_NAME.findall(epilog))
+    assert listed, shown.stdout
+    assert listed <= _setting_names(Settings, RestSettings), listed - _setting_names(
+        Settings, RestSettings
+    )
+
+
+def test_serve_help_lists_every_setting_and_rest_help_every_shim_setting(tmp_path: Path) -> None:
+    serve = _agentq("serve", "--help", cwd=tmp_path, env=_clean_env())
+    rest = _agentq("rest", "--help", cwd=tmp_path, env=_clean_env())
+
+    assert _setting_names(Settings) <= set(ENV_NAME.findall(serve.stdout))
+    assert _setting_names(RestSettings) <= set(ENV_NAME.findall(rest.stdout))
+
+
+def test_token_help_offers_every_role(tmp_path: Path) -> None:
+    shown = _agentq("token", "--help", cwd=tmp_path, env=_clean_env())
+
+    for role in ROLES:
+        assert role in shown.stdout
+
+
+def test_token_with_an_unknown_role_exits_2_and_names_the_roles(tmp_path: Path) -> None:
+    refused = _agentq(
+        "token",
+        "--sub",
+        "alice",
+        "--role",
+        "root",
+        cwd=tmp_path,
+        env=_clean_env(VEX_JWT_SECRET=SECRET),
+    )
+
+    assert refused.returncode == 2
+    assert refused.stdout == ""
+    assert all(role in refused.stderr for role in ROLES)
+
+
+def test_token_without_a_secret_does_not_suggest_a_dev_flag_it_lacks(tmp_path: Path) -> None:
+    refused = _agentq("token", "--sub", "alice", cwd=tmp_path, env=_clean_env())
+
+    assert refused.returncode == 2
+    assert "--dev" not in refused.stderr
+
+
+HEAVY_MODULES = ("grpc", "sqlalchemy", "uvicorn", "pydantic", "jwt", "dramatiq", "fastapi")
+
+
+def test_help_imports_none_of_the_server_libraries(tmp_path: Path) -> None:
+    probe = (
+        "import sys\n"
+        "from server.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        f"print(sorted(set({HEAVY_MODULES!r}) & set(sys.modules)), file=sys.stderr)\n"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env=_clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+
+    assert "usage: agentq" in shown.stdout
+    assert shown.stderr.strip() == "[]"
