@@ -24,7 +24,7 @@ HARNESS = "harness"
 OTHERS = "others"
 
 
-def _processes() -> dict[int, tuple[int, str, int]]:
+def read_processes() -> dict[int, tuple[int, str, int]]:
     """pid -> (parent pid, command name, CPU ticks used) of every process."""
     found = {}
     for entry in Path("/proc").iterdir():
@@ -44,7 +44,7 @@ def _processes() -> dict[int, tuple[int, str, int]]:
 def _labelled_ticks(roots: Mapping[int, str]) -> dict[int, tuple[str, int]]:
     """pid -> (who, CPU ticks) of every process: a root's label for its whole tree,
     `load generator` or `harness` for the rest of ours, the service, or `others`."""
-    processes = _processes()
+    processes = read_processes()
     me = os.getpid()
 
     def owner(pid: int) -> str:

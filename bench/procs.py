@@ -12,6 +12,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from bench.machine import read_processes
+
 STOP_GRACE_S = 20.0
 RSS_SAMPLE_S = 0.5
 
@@ -153,16 +155,8 @@ def _rss_bytes(pid: int) -> int | None:
 def process_tree(root: int) -> list[int]:
     """`root` and every process descended from it, from the parent links in /proc."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # After the command name (which may hold spaces): state, then the parent pid.
-        parent = int(stat[stat.rindex(")") + 2 :].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
+    for pid, (parent, _name, _ticks) in read_processes().items():
+        children.setdefault(parent, []).append(pid)
     tree, todo = [], [root]
     while todo:
         pid = todo.pop()
