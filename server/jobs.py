@@ -17,7 +17,7 @@ from server.clock import Clock, utc_now
 from server.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ResourceExhausted
 from server.events import EventSpec, EventType
 from server.models import IdempotencyKey, Job, JobEvent, JobStatus
-from server.paging import Cursor, Page, decode, page_of, page_size
+from server.paging import Cursor, Page, PageTokens, page_size
 from server.queue import JobQueue
 from server.unit_of_work import UnitOfWork
 from server.validation import ExecutionSpec
@@ -61,9 +61,11 @@ class JobService:
         retention_s: float = 7 * 86400,
         max_unfinished_jobs: int | None = None,
         clock: Clock = utc_now,
+        page_tokens: PageTokens | None = None,
     ) -> None:
         self._uow = uow
         self._queue = queue
+        self._tokens = page_tokens or PageTokens()
         self._retention = timedelta(seconds=retention_s)
         self._max_unfinished_jobs = max_unfinished_jobs
         self._clock = clock
@@ -203,12 +205,14 @@ class JobService:
         """A page of the caller's jobs, newest first, optionally filtered."""
         limit = page_size(size)
         scope = f"jobs:{principal.tenant_id}:{agent_id}:{status}"
-        after = decode(token, scope=scope)
+        after = self._tokens.decode(token, scope=scope)
         with self._uow() as uow:
             rows = uow.jobs.page(
                 principal.tenant_id, agent_id=agent_id, status=status, after=after, limit=limit + 1
             )
-        return page_of(rows, limit=limit, scope=scope, cursor=lambda j: Cursor(j.queued_at, j.id))
+        return self._tokens.page_of(
+            rows, limit=limit, scope=scope, cursor=lambda j: Cursor(j.queued_at, j.id)
+        )
 
     def cancel_job(self, principal: Principal, job_id: str) -> Job:
         """Cancel a job and its unfinished descendants; CONFLICT if it already finished."""

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from server.access import AccessService
 from server.db import create_db_engine, migrate, ping, session_factory
+from server.paging import PageTokens
 from server.providers.base import Provider
 from server.providers.factory import build_provider
 from server.queue import DramatiqJobQueue, build_broker, declare_job_actor
@@ -186,13 +187,15 @@ def build_runtime(
             queue.enqueue(job_id)
 
     declare_job_actor(broker, run_message)
+    page_tokens = PageTokens(page_token_key(settings))
     services = Services(
-        agents=AgentService(uow),
+        agents=AgentService(uow, page_tokens=page_tokens),
         jobs=JobService(
             uow,
             queue,
             retention_s=settings.retention_s,
             max_unfinished_jobs=settings.max_unfinished_jobs,
+            page_tokens=page_tokens,
         ),
         system=SystemService(lambda: ping(engine), db_type=settings.db_type),
     )
@@ -223,3 +226,15 @@ def api_key_pepper(settings: Settings) -> bytes:
         return settings.api_key_pepper.get_secret_value().encode()
     secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
     return hmac.new(secret.encode(), b"agentq api key pepper", hashlib.sha256).digest()
+
+
+def page_token_key(settings: Settings) -> bytes | None:
+    """The HMAC key of page tokens, derived from the JWT secret every replica shares.
+
+    None without a secret: each process then signs with a random key of its own,
+    rather than with one anybody could derive from an empty secret.
+    """
+    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+    if not secret:
+        return None
+    return hmac.new(secret.encode(), b"agentq page token key", hashlib.sha256).digest()

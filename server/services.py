@@ -14,7 +14,7 @@ from server.clock import Clock, utc_now
 from server.errors import NotFound
 from server.jobs import AGENT_NOT_FOUND, JobService, cancel_tree
 from server.models import Agent
-from server.paging import Cursor, Page, decode, page_of, page_size
+from server.paging import Cursor, Page, PageTokens, page_size
 from server.unit_of_work import UnitOfWork
 from server.validation import AgentSpec
 
@@ -68,9 +68,16 @@ def agentq_version() -> str:
 class AgentService:
     """Create, read, list and delete agents within the caller's tenant."""
 
-    def __init__(self, uow: Callable[[], UnitOfWork], *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        *,
+        clock: Clock = utc_now,
+        page_tokens: PageTokens | None = None,
+    ) -> None:
         self._uow = uow
         self._clock = clock
+        self._tokens = page_tokens or PageTokens()
 
     def create_agent(self, principal: Principal, spec: AgentSpec) -> Agent:
         """Store a new agent for the caller's tenant."""
@@ -102,10 +109,12 @@ class AgentService:
         """A page of the caller's agents, newest first."""
         limit = page_size(size)
         scope = f"agents:{principal.tenant_id}"
-        after = decode(token, scope=scope)
+        after = self._tokens.decode(token, scope=scope)
         with self._uow() as uow:
             rows = uow.agents.page(principal.tenant_id, after=after, limit=limit + 1)
-        return page_of(rows, limit=limit, scope=scope, cursor=lambda a: Cursor(a.created_at, a.id))
+        return self._tokens.page_of(
+            rows, limit=limit, scope=scope, cursor=lambda a: Cursor(a.created_at, a.id)
+        )
 
     def delete_agent(self, principal: Principal, agent_id: str) -> None:
         """Delete the agent and cancel its unfinished jobs; finished ones stay readable."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 
@@ -11,7 +13,7 @@ import pytest
 from server.auth import Principal
 from server.errors import InvalidArgument
 from server.models import Agent, Job, JobStatus
-from server.paging import Page
+from server.paging import Page, PageTokens
 from server.services import AgentService, JobService
 from server.validation import agent_spec, execution_spec
 from tests.unit.fakes import FakeClock, FakeQueue, FakeStore
@@ -349,3 +351,125 @@ def test_an_agent_deleted_between_page_reads_is_not_shown_and_no_other_is_skippe
 
     assert _ids(first) == newest[:2]
     assert _ids(rest) == [newest[2], *newest[4:]]
+
+
+# Forged tokens.
+
+
+KEY = b"k" * 32
+
+
+def _payload(at: str, id: str, scope: str = "jobs:acme:None:None") -> bytes:
+    fingerprint = hashlib.sha256(scope.encode()).hexdigest()[:16]
+    return json.dumps({"at": at, "id": id, "s": fingerprint}).encode()
+
+
+def _forged(at: str, id: str) -> str:
+    return _b64(_payload(at, id))
+
+
+def _signed(payload: bytes, key: bytes = KEY) -> str:
+    return _b64(hmac.new(key, payload, hashlib.sha256).digest() + payload)
+
+
+def _keyed_jobs(world: World, key: bytes = KEY) -> JobService:
+    return JobService(
+        world.store.unit_of_work, FakeQueue(), clock=world.clock, page_tokens=PageTokens(key)
+    )
+
+
+@pytest.mark.parametrize(
+    ("at", "id"),
+    [
+        ("0001-01-01T00:00:00+14:00", "0b7c2d56-2f4e-4a8e-9a51-6f0c5d1e8a01"),
+        ("9999-12-31T23:59:59-14:00", "0b7c2d56-2f4e-4a8e-9a51-6f0c5d1e8a01"),
+        ("2025-01-06T09:00:00+00:00", "0b7c2d56-2f4e-4a8e-9a51-6f0c5d1e\x00a01"),
+        ("2025-01-06T09:00:00+00:00", "not-a-uuid"),
+    ],
+    ids=["before year one", "after year 9999", "nul in id", "id not a uuid"],
+)
+def test_a_forged_token_is_invalid_not_an_internal_error(world: World, at: str, id: str) -> None:
+    world.execute(2)
+
+    with pytest.raises(InvalidArgument) as error:
+        world.jobs.list_jobs(ALICE, token=_forged(at, id))
+
+    assert error.value.message == "Invalid page_token"
+
+
+@pytest.mark.parametrize(
+    ("at", "id"),
+    [
+        ("0001-01-01T00:00:00+14:00", "0b7c2d56-2f4e-4a8e-9a51-6f0c5d1e8a01"),
+        ("9999-12-31T23:59:59-14:00", "0b7c2d56-2f4e-4a8e-9a51-6f0c5d1e8a01"),
+        ("2025-01-06T09:00:00", "0b7c2d56-2f4e-4a8e-9a51-6f0c5d1e8a01"),
+        ("2025-01-06T09:00:00+00:00", "0b7c2d56-2f4e-4a8e-9a51-6f0c5d1e\x00a01"),
+        ("2025-01-06T09:00:00+00:00", "not-a-uuid"),
+        ("2025-01-06T09:00:00+00:00", "0B7C2D56-2F4E-4A8E-9A51-6F0C5D1E8A01"),
+        ("2025-01-06T09:00:00+00:00", "0b7c2d562f4e4a8e9a516f0c5d1e8a01"),
+    ],
+    ids=[
+        "before year one",
+        "after year 9999",
+        "naive time",
+        "nul in id",
+        "id not a uuid",
+        "uppercase uuid",
+        "uuid without dashes",
+    ],
+)
+def test_a_correctly_signed_token_is_still_checked_in_full(world: World, at: str, id: str) -> None:
+    world.execute(2)
+
+    with pytest.raises(InvalidArgument) as error:
+        _keyed_jobs(world).list_jobs(ALICE, token=_signed(_payload(at, id)))
+
+    assert error.value.message == "Invalid page_token"
+
+
+def test_a_signed_token_of_another_list_is_invalid(world: World) -> None:
+    payload = _payload("2025-01-06T09:00:00+00:00", world.agent.id, scope="agents:acme")
+
+    with pytest.raises(InvalidArgument) as error:
+        _keyed_jobs(world).list_jobs(ALICE, token=_signed(payload))
+
+    assert error.value.message == "Invalid page_token"
+
+
+def test_services_sharing_a_key_read_each_others_tokens(world: World) -> None:
+    jobs = world.execute(3)
+    first = _keyed_jobs(world).list_jobs(ALICE, size=2)
+
+    rest = _keyed_jobs(world).list_jobs(ALICE, size=2, token=first.next_token or "")
+
+    assert _ids(first) + _ids(rest) == _newest_first(jobs)
+
+
+def test_a_token_signed_with_another_key_is_invalid(world: World) -> None:
+    world.execute(3)
+    token = _keyed_jobs(world, b"other" * 8).list_jobs(ALICE, size=1).next_token
+
+    with pytest.raises(InvalidArgument) as error:
+        _keyed_jobs(world).list_jobs(ALICE, token=token or "")
+
+    assert error.value.message == "Invalid page_token"
+
+
+def test_a_token_with_a_changed_payload_is_invalid(world: World) -> None:
+    world.execute(3)
+    token = _keyed_jobs(world).list_jobs(ALICE, size=1).next_token or ""
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    tampered = _b64(raw[:32] + raw[32:].replace(b"+00:00", b"+01:00"))
+
+    with pytest.raises(InvalidArgument) as error:
+        _keyed_jobs(world).list_jobs(ALICE, token=tampered)
+
+    assert error.value.message == "Invalid page_token"
+    assert tampered != token
+
+
+def test_tokens_are_url_safe(world: World) -> None:
+    world.execute(3)
+    token = _keyed_jobs(world).list_jobs(ALICE, size=1).next_token or ""
+
+    assert token and all(c.isalnum() or c in "-_" for c in token)
