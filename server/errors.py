@@ -26,14 +26,19 @@ class AgentQError(Exception):
 class InvalidArgument(AgentQError):
     """A request field is missing, of the wrong type or out of range."""
 
-    def __init__(self, violations: list[FieldViolation]) -> None:
-        super().__init__(violations[0].description)
+    def __init__(self, violations: list[FieldViolation], *, message: str | None = None) -> None:
+        super().__init__(message or violations[0].description)
         self.violations = violations
 
     @classmethod
     def field(cls, field: str, description: str) -> InvalidArgument:
         """One violation of one field."""
         return cls([FieldViolation(field, description)])
+
+    @classmethod
+    def unparsable(cls) -> InvalidArgument:
+        """A request whose bytes are not a message of its type: no field can be named."""
+        return cls([], message=UNPARSABLE_MESSAGE)
 
 
 class Unauthenticated(AgentQError):
@@ -84,6 +89,7 @@ class Internal(AgentQError):
 
 
 INTERNAL_MESSAGE = "An internal error occurred"
+UNPARSABLE_MESSAGE = "Invalid request: the message could not be parsed"
 DATABASE_UNAVAILABLE = "Database unavailable"
 
 # The one table from exception to gRPC code and ErrorInfo reason (docs/contract.md §2).

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 
 from server.errors import (
@@ -57,6 +57,37 @@ def status_details(error: AgentQError) -> tuple[grpc.StatusCode, bytes]:
     return code, status.SerializeToString()
 
 
+class _Unparsable:
+    """Stands in for a unary request whose bytes are not a message of its type."""
+
+
+_UNPARSABLE = _Unparsable()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """Parse a unary request; grpc answers UNKNOWN with the exception text if parsing raises."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except message.DecodeError:
+            return _UNPARSABLE
+
+    return parse
+
+
+def _strict(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """Parse each message of a request stream, raising while the guarded handler iterates."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except message.DecodeError:
+            raise InvalidArgument.unparsable() from None
+
+    return parse
+
+
 def _repeated(pairs: tuple[tuple[str, Any], ...]) -> frozenset[str]:
     """The metadata keys sent more than once (`dict` keeps only the last of each)."""
     if len({key for key, _ in pairs}) == len(pairs):
@@ -99,8 +130,13 @@ class _Guard:
         self._method = method
 
     def wrap(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        deserializer = handler.request_deserializer
+        if deserializer is not None:
+            deserializer = (
+                _strict(deserializer) if handler.request_streaming else _tolerant(deserializer)
+            )
         kwargs = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
@@ -122,6 +158,8 @@ class _Guard:
             admission = Admission()
             try:
                 await self._admit(context, admission)
+                if request is _UNPARSABLE:
+                    raise InvalidArgument.unparsable()
                 return await behavior(request, context)
             except Exception as error:
                 await self._abort(context, error, admission)
@@ -133,6 +171,8 @@ class _Guard:
             admission = Admission()
             try:
                 await self._admit(context, admission)
+                if request is _UNPARSABLE:
+                    raise InvalidArgument.unparsable()
                 async for response in behavior(request, context):
                     yield response
             except Exception as error:

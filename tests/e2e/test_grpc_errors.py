@@ -288,3 +288,58 @@ def test_every_error_echoes_the_callers_request_id(embedded: ServerThread) -> No
                 timeout=10,
             )
     assert ("x-request-id", "req-123") in list(raised.value.trailing_metadata())
+
+
+NOT_A_MESSAGE = b"\xff\xff\xff"  # a varint tag that never ends
+
+
+@pytest.mark.parametrize(
+    "method", ["/agentq.v1.AgentService/CreateAgent", "/agentq.v1.JobService/WatchJob"]
+)
+def test_a_request_that_is_not_a_message_is_an_invalid_argument_without_internals(
+    embedded: ServerThread, method: str
+) -> None:
+    with embedded.client(token("alice")) as client:
+        call = client.channel.unary_stream if "Watch" in method else client.channel.unary_unary
+        send = call(method, request_serializer=lambda _: NOT_A_MESSAGE)
+        with pytest.raises(grpc.RpcError) as raised:
+            reply = send(None, metadata=client.metadata, timeout=10)
+            list(reply) if "Watch" in method else reply
+    assert rpc_error(raised.value) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid request: the message could not be parsed",
+        "VALIDATION_ERROR",
+        [],
+    )
+    assert _count(embedded, Agent) == 0
+
+
+def test_a_streamed_request_that_is_not_a_message_is_an_invalid_argument(
+    embedded: ServerThread,
+) -> None:
+    with embedded.client(token("alice")) as client:
+        send = client.channel.stream_stream(
+            "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+            request_serializer=lambda _: NOT_A_MESSAGE,
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            list(send(iter([None]), metadata=client.metadata, timeout=10))
+    assert rpc_error(raised.value)[:3] == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Invalid request: the message could not be parsed",
+        "VALIDATION_ERROR",
+    )
+
+
+def test_a_request_that_is_not_a_message_still_needs_credentials(embedded: ServerThread) -> None:
+    with embedded.client() as client:
+        send = client.channel.unary_unary(
+            "/agentq.v1.AgentService/CreateAgent", request_serializer=lambda _: NOT_A_MESSAGE
+        )
+        with pytest.raises(grpc.RpcError) as raised:
+            send(None, timeout=10)
+    assert rpc_error(raised.value)[:3] == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        "Missing Authorization header",
+        "UNAUTHORIZED",
+    )
