@@ -138,6 +138,14 @@ def asyncpg_dsn(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
+async def close_pool(pool: asyncpg.Pool[asyncpg.Record], *, timeout_s: float = 10.0) -> None:
+    """Close every connection once released; after `timeout_s`, drop them."""
+    try:
+        await asyncio.wait_for(pool.close(), timeout_s)
+    except TimeoutError:
+        pool.terminate()
+
+
 class PgJobStore:
     """Reads a job and queues a plain one, each with one statement on a pool."""
 
@@ -196,7 +204,4 @@ class PgJobStore:
 
     async def close(self, *, timeout_s: float = 10.0) -> None:
         """Close every connection once released; after `timeout_s`, drop them."""
-        try:
-            await asyncio.wait_for(self._pool.close(), timeout_s)
-        except TimeoutError:
-            self._pool.terminate()
+        await close_pool(self._pool, timeout_s=timeout_s)

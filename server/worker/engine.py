@@ -21,14 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
 
 from server.worker.runner import AttemptRunner, CancelSignal
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 # How long closing may take beyond the grace period: interrupted attempts record their
 # outcome, and the store and provider close their connections.
@@ -74,15 +71,11 @@ class ExecutionEngine:
         loop = self._loop = self._loop_factory()
         self._thread = threading.Thread(target=loop.run_forever, name="agentq-engine", daemon=True)
         self._thread.start()
-        self._call(self._open())
+        asyncio.run_coroutine_threadsafe(self._open(), loop).result()
 
     async def _open(self) -> None:
         self._runner = await self._open_runner()
         self._watch = asyncio.get_running_loop().create_task(self._watch_cancels())
-
-    def _call(self, coroutine: Coroutine[Any, Any, T]) -> T:
-        assert self._loop is not None, "the engine is not started"
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def admit(self, job_id: str) -> bool:
         """Hand a job over once a slot is free (from a message thread, which waits for it).

@@ -8,7 +8,6 @@ numbered parameters; asyncpg then prepares and caches each on every connection.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import functools
 from collections.abc import Mapping, Sequence
@@ -23,9 +22,9 @@ from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.sql.expression import Executable
 
 from server import transitions
-from server.pg_jobs import open_pool
+from server.pg_jobs import close_pool, open_pool
 from server.transitions import DUE, Attempt, Transition, jobs
-from server.worker.store import CANCEL_CHECK_BATCH
+from server.worker.store import cancel_check_batches
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -96,15 +95,11 @@ class PgStore:
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         compiled = _compiled(_CANCEL_REQUESTED)
         found: set[str] = set()
-        for start in range(0, len(job_ids), CANCEL_CHECK_BATCH):
-            batch = list(job_ids[start : start + CANCEL_CHECK_BATCH])
+        for batch in cancel_check_batches(job_ids):
             async with self._pool.acquire() as connection:
                 rows = await connection.fetch(compiled.sql, batch)
             found.update(row["id"] for row in rows)
         return found
 
-    async def aclose(self, *, timeout_s: float = 10.0) -> None:
-        try:
-            await asyncio.wait_for(self._pool.close(), timeout_s)
-        except TimeoutError:
-            self._pool.terminate()
+    async def aclose(self) -> None:
+        await close_pool(self._pool)

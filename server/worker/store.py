@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Protocol, TypeVar
 
@@ -21,6 +21,12 @@ T = TypeVar("T")
 
 # The most job ids one cancel check asks about in one statement.
 CANCEL_CHECK_BATCH = 500
+
+
+def cancel_check_batches(job_ids: Sequence[str]) -> Iterator[list[str]]:
+    """The ids in lists of at most CANCEL_CHECK_BATCH, one statement's worth each."""
+    for start in range(0, len(job_ids), CANCEL_CHECK_BATCH):
+        yield list(job_ids[start : start + CANCEL_CHECK_BATCH])
 
 
 class AttemptStore(Protocol):
@@ -85,8 +91,7 @@ class ThreadStore:
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
-        for start in range(0, len(job_ids), CANCEL_CHECK_BATCH):
-            batch = list(job_ids[start : start + CANCEL_CHECK_BATCH])
+        for batch in cancel_check_batches(job_ids):
             found |= await self._run(functools.partial(_cancel_requested, batch))
         return found
 
