@@ -1,0 +1,98 @@
+"""Agents, always looked up within one tenant."""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Select, and_, bindparam, delete, insert, or_, select, update
+
+from server.paging import Cursor
+from server.store.database import Statements
+from server.store.records import AgentRecord
+from server.store.tables import agents, jobs
+
+_COLUMNS = AgentRecord.columns(agents)
+
+
+def _param(name: str) -> Any:
+    return bindparam(name, type_=agents.c[name].type)
+
+
+_INSERT = insert(agents)
+_GET = select(*_COLUMNS).where(
+    agents.c.id == _param("id"),
+    agents.c.tenant_id == _param("tenant_id"),
+    agents.c.deleted_at.is_(None),
+)
+_DELETE = (
+    update(agents)
+    .where(
+        agents.c.id == _param("id"),
+        agents.c.tenant_id == _param("tenant_id"),
+        agents.c.deleted_at.is_(None),
+    )
+    .values(deleted_at=_param("deleted_at"))
+    .returning(agents.c.id)
+)
+_UNUSED_DELETED = (
+    select(agents.c.id)
+    .where(
+        agents.c.deleted_at.is_not(None),
+        ~select(jobs.c.id).where(jobs.c.agent_id == agents.c.id).exists(),
+    )
+    .limit(bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
+_PURGE = delete(agents).where(agents.c.id.in_(bindparam("ids", expanding=True)))
+
+
+@functools.cache
+def _page(after: bool) -> Select[Any]:
+    query = select(*_COLUMNS).where(
+        agents.c.tenant_id == _param("tenant_id"), agents.c.deleted_at.is_(None)
+    )
+    if after:
+        at = bindparam("after_at", type_=agents.c.created_at.type)
+        after_id = bindparam("after_id", type_=agents.c.id.type)
+        query = query.where(
+            or_(agents.c.created_at < at, and_(agents.c.created_at == at, agents.c.id < after_id))
+        )
+    return query.order_by(agents.c.created_at.desc(), agents.c.id.desc()).limit(bindparam("limit"))
+
+
+class Agents:
+    """Agents of tenants; a deleted one stays until its last job is gone."""
+
+    def __init__(self, run: Statements) -> None:
+        self._run = run
+
+    async def add(self, agent: AgentRecord) -> None:
+        """Store a new agent."""
+        await self._run.run(_INSERT, agent.values())
+
+    async def get(self, agent_id: str, *, tenant_id: str) -> AgentRecord | None:
+        """The tenant's live agent, or None (unknown, deleted or another tenant's)."""
+        row = await self._run.one(_GET, {"id": agent_id, "tenant_id": tenant_id})
+        return None if row is None else AgentRecord.of(row)
+
+    async def delete(self, agent_id: str, *, tenant_id: str, at: datetime) -> bool:
+        """Mark the tenant's live agent deleted; False if there is none."""
+        params = {"id": agent_id, "tenant_id": tenant_id, "deleted_at": at}
+        return await self._run.one(_DELETE, params) is not None
+
+    async def page(self, tenant_id: str, *, after: Cursor | None, limit: int) -> list[AgentRecord]:
+        """Up to `limit` live agents of the tenant, newest first, strictly after `after`."""
+        params: dict[str, Any] = {"tenant_id": tenant_id, "limit": limit}
+        if after is not None:
+            params.update(after_at=after.at, after_id=after.id)
+        rows = await self._run.all(_page(after is not None), params)
+        return [AgentRecord.of(row) for row in rows]
+
+    async def purge_deleted(self, *, limit: int) -> int:
+        """Remove deleted agents that no longer have any job; returns how many."""
+        ids = [row["id"] for row in await self._run.all(_UNUSED_DELETED, {"limit": limit})]
+        if ids:
+            await self._run.run(_PURGE, {"ids": ids})
+        return len(ids)

@@ -1,0 +1,218 @@
+"""The database port on PostgreSQL: Core statements compiled once, run on asyncpg.
+
+Each statement is compiled for asyncpg's numbered parameters the first time it runs and
+kept; asyncpg then prepares and caches it on every connection. Statements run outside a
+transaction are autocommitted by the server, one round trip each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import functools
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
+
+import asyncpg
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import make_url
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import Executable
+
+if TYPE_CHECKING:
+    from asyncpg.pool import PoolConnectionProxy
+
+from server.errors import DATABASE_UNAVAILABLE, Unavailable
+from server.store.database import DuplicateKey, Params, Row, Statements
+
+# A connection of the pool (a proxy of the driver's connection).
+Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
+_DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
+
+# What a connection lost mid-call raises (class 08, or 57 as when an operator ends the
+# backend; asyncpg may also notice the loss only as a protocol state error).
+_LOST = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+# What stops a connection being had at all: refused, closed to connections, full.
+_NO_CONNECTION = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    compiled: SQLCompiler
+    sql: str
+    # Parameter names in the order of $1, $2, ...
+    names: tuple[str, ...]
+    # Values the statement carries itself (the 1 of `attempts + 1`).
+    defaults: dict[str, Any]
+    # An IN list of a length only known per call.
+    expanding: bool
+
+
+@functools.lru_cache(maxsize=1024)
+def _compile(statement: Executable) -> _Compiled:
+    compiled = cast(SQLCompiler, statement.compile(dialect=_DIALECT))  # type: ignore[attr-defined]
+    return _Compiled(
+        compiled,
+        str(compiled),
+        tuple(compiled.positiontup or ()),
+        dict(compiled.params),
+        bool(compiled.post_compile_params),
+    )
+
+
+def _plain(value: Any) -> Any:
+    # asyncpg encodes by the exact type; a status enum goes as its string.
+    return value.value if isinstance(value, enum.Enum) else value
+
+
+def _bind(statement: Executable, params: Params | None) -> tuple[str, list[Any]]:
+    """The SQL and positional arguments of a statement with these parameters."""
+    compiled = _compile(statement)
+    values = {**compiled.defaults, **(params or {})}
+    if compiled.expanding:
+        state = compiled.compiled.construct_expanded_state(values, escape_names=False)
+        return state.statement, [_plain(v) for v in state.positional_parameters or ()]
+    return compiled.sql, [_plain(values[name]) for name in compiled.names]
+
+
+def asyncpg_dsn(database_url: str) -> str:
+    """The URL asyncpg takes for a SQLAlchemy PostgreSQL URL of any driver."""
+    url = make_url(database_url).set(drivername="postgresql")
+    return url.render_as_string(hide_password=False)
+
+
+async def _nothing_to_reset(connection: asyncpg.Connection[asyncpg.Record]) -> None:
+    """Stands in for the pool's reset query, which costs a round trip per release.
+
+    No statement changes session state (no SET, LISTEN, advisory lock or cursor outside a
+    transaction), so there is none to reset; asyncpg still rolls back a transaction left
+    open.
+    """
+
+
+class _Connection:
+    """Statements on one acquired connection (inside a transaction)."""
+
+    dialect = "postgresql"
+
+    def atomic(self) -> AbstractAsyncContextManager[Statements]:
+        return contextlib.nullcontext(self)
+
+    def __init__(self, connection: Connection) -> None:
+        self._connection = connection
+
+    async def one(self, statement: Executable, params: Params | None = None) -> Row | None:
+        sql, args = _bind(statement, params)
+        async with _errors():
+            row = await self._connection.fetchrow(sql, *args)
+        return cast(Row | None, row)
+
+    async def all(self, statement: Executable, params: Params | None = None) -> list[Row]:
+        sql, args = _bind(statement, params)
+        async with _errors():
+            rows = await self._connection.fetch(sql, *args)
+        return cast(list[Row], rows)
+
+    async def run(self, statement: Executable, params: Params | None = None) -> None:
+        sql, args = _bind(statement, params)
+        async with _errors():
+            await self._connection.execute(sql, *args)
+
+
+@asynccontextmanager
+async def _errors() -> AsyncIterator[None]:
+    """A lost connection is Unavailable; a unique key's refusal is DuplicateKey."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as error:
+        raise DuplicateKey(str(error)) from error
+    except _LOST as error:
+        raise Unavailable(DATABASE_UNAVAILABLE) from error
+
+
+class PostgresDatabase:
+    """The database port on an asyncpg pool."""
+
+    dialect = "postgresql"
+
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, database_url: str, *, pool_size: int) -> PostgresDatabase:
+        """A pool of up to `pool_size` connections, one opened now."""
+        try:
+            pool = await asyncpg.create_pool(
+                asyncpg_dsn(database_url),
+                min_size=1,
+                max_size=pool_size,
+                command_timeout=30,
+                reset=_nothing_to_reset,
+            )
+        except _NO_CONNECTION as error:
+            raise Unavailable(DATABASE_UNAVAILABLE) from error
+        return cls(pool)
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Connection]:
+        try:
+            connection = await self._pool.acquire()
+        except _NO_CONNECTION as error:
+            raise Unavailable(DATABASE_UNAVAILABLE) from error
+        try:
+            yield connection
+        finally:
+            await self._pool.release(connection)
+
+    async def one(self, statement: Executable, params: Params | None = None) -> Row | None:
+        async with self._acquire() as connection:
+            return await _Connection(connection).one(statement, params)
+
+    async def all(self, statement: Executable, params: Params | None = None) -> list[Row]:
+        async with self._acquire() as connection:
+            return await _Connection(connection).all(statement, params)
+
+    async def run(self, statement: Executable, params: Params | None = None) -> None:
+        async with self._acquire() as connection:
+            await _Connection(connection).run(statement, params)
+
+    def atomic(self) -> AbstractAsyncContextManager[Statements]:
+        return self.transaction()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Statements]:
+        async with self._acquire() as connection:
+            async with _errors():
+                transaction = connection.transaction()
+                await transaction.start()
+            try:
+                yield _Connection(connection)
+            except BaseException:
+                # The statement's own error is the one to report, not the rollback's.
+                with contextlib.suppress(Exception):
+                    await transaction.rollback()
+                raise
+            async with _errors():
+                await transaction.commit()
+
+    async def ping(self) -> None:
+        async with self._acquire() as connection, _errors():
+            await connection.fetchval("SELECT 1")
+
+    async def close(self, *, timeout_s: float = 10.0) -> None:
+        """Close every connection once released; after `timeout_s`, drop them."""
+        try:
+            await asyncio.wait_for(self._pool.close(), timeout_s)
+        except TimeoutError:
+            self._pool.terminate()

@@ -1,0 +1,21 @@
+"""The tables of the schema (defined by the models in `server/models.py`) for Core statements."""
+
+from __future__ import annotations
+
+from sqlalchemy import Table
+
+from server.models import Agent, ApiKey, Base, IdempotencyKey, Job, JobEvent, TenantLimit
+
+
+def _table(model: type[Base]) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+agents = _table(Agent)
+jobs = _table(Job)
+events = _table(JobEvent)
+idempotency_keys = _table(IdempotencyKey)
+api_keys = _table(ApiKey)
+tenant_limits = _table(TenantLimit)
