@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import enum
 from datetime import UTC, datetime
-from typing import Protocol
 
 from sqlalchemy import (
     Boolean,
@@ -95,45 +94,6 @@ class Agent(Base):
     )
 
 
-class StoredJob(Protocol):
-    """The columns of a job row a Job message shows: a mapped Job, or a plain row."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def agent_id(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def queued_at(self) -> datetime: ...
-    @property
-    def started_at(self) -> datetime | None: ...
-    @property
-    def completed_at(self) -> datetime | None: ...
-    @property
-    def attempts(self) -> int: ...
-    @property
-    def error(self) -> str | None: ...
-    @property
-    def response(self) -> str | None: ...
-    @property
-    def tokens_used(self) -> int: ...
-    @property
-    def prompt(self) -> str: ...
-    @property
-    def context_hash(self) -> str | None: ...
-    @property
-    def merkle_root(self) -> str | None: ...
-    @property
-    def verified(self) -> bool: ...
-    @property
-    def confidence(self) -> float | None: ...
-    @property
-    def parent_job_id(self) -> str | None: ...
-    @property
-    def depth(self) -> int: ...
-
-
 class Job(Base):
     """One queued execution of an agent, its run state and, once finished, its result."""
 
@@ -191,11 +151,6 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # The sequence number of the job's newest event.
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
-
-    @property
-    def job_status(self) -> JobStatus:
-        """The status as the enum (the column holds its string)."""
-        return JobStatus(self.status)
 
 
 class JobEvent(Base):

@@ -11,24 +11,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import dramatiq
-from sqlalchemy import Engine
 
-from server.access import AccessService
-from server.db import create_db_engine, migrate, ping, session_factory
+from server.db import create_db_engine, migrate
 from server.paging import PageTokens
 from server.providers.base import Provider
 from server.providers.factory import build_provider
 from server.queue import DramatiqJobQueue, build_broker, declare_job_actor
-from server.recovery import Recovery, RecoveryThread
-from server.services import AgentService, JobService, Services, SystemService
+from server.sending import MessageSender
+from server.service.access import AccessService
+from server.service.agents import AgentService
+from server.service.jobs import JobService
+from server.service.recovery import Recovery, RecoveryThread
+from server.service.services import Services
+from server.service.system import SystemService
 from server.settings import MIN_SECRET_BYTES, Settings
-from server.unit_of_work import SqlUnitOfWork, UnitOfWork
+from server.store.connect import open_database
+from server.store.store import Store
 from server.worker.engine import ExecutionEngine
-from server.worker.pg_store import PgStore
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner
-from server.worker.store import AttemptStore, ThreadStore
-from server.worker.units import ConnectionUnitOfWork
+from server.worker.store import DatabaseAttemptStore
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +71,12 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 # waits for a slot and a claim, so a few keep any number of slots busy, and the broker
 # hands a worker no more than twice as many messages as it has such threads.
 MESSAGE_THREADS = 8
-# SQLite's driver blocks; its engine work runs on this many threads.
-SQLITE_THREADS = 4
-# A worker's own pool (the sweeper's and, on SQLite, the engine's statements).
-WORKER_POOL_SIZE = 4
+# The recovery sweeper's own connections.
+RECOVERY_POOL_SIZE = 2
 
 
 def engine_pool_size(concurrency: int) -> int:
-    """asyncpg connections for an engine of `concurrency` slots.
+    """Connections for an engine of `concurrency` slots.
 
     An attempt spends milliseconds in the database per second of provider wait, so one
     connection serves many slots; attempts queue on the pool for a moment rather than fail.
@@ -89,15 +89,39 @@ class Runtime:
     """Everything a serving or working process holds, and how to stop it."""
 
     settings: Settings
-    engine: Engine
     broker: dramatiq.Broker
     queue: DramatiqJobQueue
-    services: Services
     executions: ExecutionEngine
-    recovery: Recovery
-    access: AccessService
     _threads: list[RecoveryThread] = field(default_factory=list)
     _workers: list[dramatiq.Worker] = field(default_factory=list)
+
+    async def open_services(self) -> Services:
+        """The service layer on a connection pool of the running event loop."""
+        settings = self.settings
+        db = await open_database(settings.database_url, pool_size=settings.db_pool_size)
+        store = Store(db)
+        sender = MessageSender(self.queue)
+        page_tokens = PageTokens(page_token_key(settings))
+        return Services(
+            agents=AgentService(store, page_tokens=page_tokens),
+            jobs=JobService(
+                store,
+                sender,
+                retention_s=settings.retention_s,
+                max_unfinished_jobs=settings.max_unfinished_jobs,
+                page_tokens=page_tokens,
+            ),
+            system=SystemService(db, db_type=settings.db_type),
+            access=AccessService(
+                store,
+                pepper=api_key_pepper(settings),
+                tiers=settings.rate_tiers,
+                default_tier=settings.default_tier,
+                max_unfinished_jobs=settings.max_unfinished_jobs,
+            ),
+            store=store,
+            sender=sender,
+        )
 
     def start_workers(self) -> None:
         """Run the execution engine and its message threads in this process."""
@@ -108,8 +132,20 @@ class Runtime:
         self._workers.append(worker)
 
     def start_recovery(self) -> None:
-        """Sweep for lost jobs in the background."""
-        thread = RecoveryThread(self.recovery, interval_s=self.settings.recovery_interval_s)
+        """Sweep for lost jobs in the background, on a thread and a pool of its own."""
+        settings = self.settings
+
+        async def open_recovery() -> Recovery:
+            db = await open_database(settings.database_url, pool_size=RECOVERY_POOL_SIZE)
+            return Recovery(
+                Store(db),
+                self.queue,
+                retry_policy(settings),
+                requeue_after_s=settings.requeue_after_s,
+                retention_s=settings.retention_s,
+            )
+
+        thread = RecoveryThread(open_recovery, interval_s=settings.recovery_interval_s)
         thread.start()
         self._threads.append(thread)
 
@@ -128,45 +164,34 @@ class Runtime:
         for thread in self._threads:
             thread.stop()
         self.broker.close()
-        self.engine.dispose()
 
 
 def build_runtime(
     settings: Settings,
     *,
     provider: Provider | None = None,
-    serving: bool = True,
     engine_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.new_event_loop,
 ) -> Runtime:
-    """Connect to the database (migrating it) and the broker, and wire the services.
+    """Migrate the database, connect the broker, and wire the execution engine.
 
-    `serving` sizes the database pool for the API's threads; a worker needs a few.
     `engine_loop` makes the execution engine's event loop (the entry points pass the
-    one every agentq process runs on).
+    one every agentq process runs on). Connection pools are opened later, each on the
+    event loop that uses it: the API's (`open_services`), the engine's, the sweeper's.
     """
-    pool_size = settings.server_threads if serving else WORKER_POOL_SIZE
-    if settings.db_type == "sqlite":
-        pool_size += SQLITE_THREADS
-    engine = create_db_engine(settings.database_url, pool_size=pool_size)
-    migrate(engine)
-    sessions = session_factory(engine)
-
-    def uow() -> UnitOfWork:
-        return SqlUnitOfWork(sessions)
-
+    engine = create_db_engine(settings.database_url, pool_size=1)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
     broker = build_broker(settings)
     policy = retry_policy(settings)
     queue = DramatiqJobQueue(broker)
 
     async def open_runner() -> AttemptRunner:
-        store: AttemptStore
-        if settings.db_type == "postgres":
-            size = engine_pool_size(settings.worker_concurrency)
-            store = await PgStore.open(settings.database_url, size=size)
-        else:
-            store = ThreadStore(lambda: ConnectionUnitOfWork(engine), threads=SQLITE_THREADS)
+        size = engine_pool_size(settings.worker_concurrency)
+        db = await open_database(settings.database_url, pool_size=size)
         return AttemptRunner(
-            store,
+            DatabaseAttemptStore(Store(db)),
             provider or build_provider(settings),
             queue,
             policy,
@@ -187,33 +212,7 @@ def build_runtime(
             queue.enqueue(job_id)
 
     declare_job_actor(broker, run_message)
-    page_tokens = PageTokens(page_token_key(settings))
-    services = Services(
-        agents=AgentService(uow, page_tokens=page_tokens),
-        jobs=JobService(
-            uow,
-            queue,
-            retention_s=settings.retention_s,
-            max_unfinished_jobs=settings.max_unfinished_jobs,
-            page_tokens=page_tokens,
-        ),
-        system=SystemService(lambda: ping(engine), db_type=settings.db_type),
-    )
-    recovery = Recovery(
-        uow,
-        queue,
-        policy,
-        requeue_after_s=settings.requeue_after_s,
-        retention_s=settings.retention_s,
-    )
-    access = AccessService(
-        uow,
-        pepper=api_key_pepper(settings),
-        tiers=settings.rate_tiers,
-        default_tier=settings.default_tier,
-        max_unfinished_jobs=settings.max_unfinished_jobs,
-    )
-    return Runtime(settings, engine, broker, queue, services, executions, recovery, access)
+    return Runtime(settings, broker, queue, executions)
 
 
 def api_key_pepper(settings: Settings) -> bytes:

@@ -14,7 +14,6 @@ from typing import Any
 from rest_shim.loop import event_loop_factory
 from server import orphans
 from server.auth import mint_token
-from server.grpc_api.blocking import Blocking
 from server.grpc_api.server import start_grpc_server
 from server.runtime import ConfigurationError, build_runtime, jwt_secret
 from server.settings import Settings
@@ -45,20 +44,16 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
     stop = _stop_on_signals()
     secret = jwt_secret(settings)
     runtime = build_runtime(settings, engine_loop=event_loop_factory())
-    blocking = Blocking(settings.server_threads)
     try:
         if settings.redis_url is None:
             runtime.start_workers()
         runtime.start_recovery()
-        grpc_server = await start_grpc_server(
-            runtime, secret=secret, blocking=blocking, address=settings.grpc_addr
-        )
+        grpc_server = await start_grpc_server(runtime, secret=secret, address=settings.grpc_addr)
         try:
             await _serve_started(settings, secret, grpc_server.port, stop, rest=rest)
         finally:
             await grpc_server.stop(grace=5)
     finally:
-        blocking.close()
         runtime.close()
 
 
@@ -144,7 +139,7 @@ def _work_one(settings: Settings, parent_pid: int | None) -> None:
         signal.signal(sig, lambda *_: stop.set())
     if parent_pid is not None:
         orphans.stop_with_parent(parent_pid, stop)
-    runtime = build_runtime(settings, serving=False, engine_loop=event_loop_factory())
+    runtime = build_runtime(settings, engine_loop=event_loop_factory())
     grace_s: float | None = None
     try:
         runtime.start_workers()

@@ -50,8 +50,8 @@ class Settings(BaseSettings):
     # (rest_shim/settings.py) read the rest of its variables.
     http_addr: str = "0.0.0.0:8080"
 
-    # Threads that run blocking database work for the async gRPC server.
-    server_threads: int = Field(default=16, ge=1)
+    # Database connections of a serving process (the gRPC API's calls share them).
+    db_pool_size: int = Field(default=16, ge=1)
     # Executions one worker process (or the embedded default) runs at once on its
     # event loop: provider calls in flight, each holding one slot from claim to outcome.
     worker_concurrency: int = Field(default=256, ge=1, le=10_000)

@@ -9,16 +9,13 @@ inserts the event with a second statement in the same transaction.
 The rules (`claim`, `finish_attempt`, `record`, `cancel_pending`, `request_cancel`) are made
 here and nowhere else, each as a `Transition`: the columns the job must hold, the values
 it takes and its event, as data. The statement of each shape of transition is built once
-and kept. `JobTransitions` runs them on a session or a connection (the API, the sweeper, a
-SQLite worker); the worker's asyncpg store (`server/worker/pg_store.py`) runs the same
-statements on PostgreSQL, and an in-memory store can apply the same values to its rows.
+and kept; the store (`server/store/jobs.py`) runs it on either database.
 """
 
 from __future__ import annotations
 
-import abc
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from datetime import datetime
 from typing import Any
@@ -28,36 +25,18 @@ from sqlalchemy import (
     ColumnElement,
     Executable,
     Float,
-    Table,
     Text,
     bindparam,
     cast,
     insert,
     select,
-    true,
     update,
 )
-from sqlalchemy.engine import Connection, Row
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert, Update
 
 from server.events import EventSpec, EventType
-from server.models import Agent, Base, Job, JobEvent, JobStatus
-
-
-def _table(model: type[Base]) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
-
-
-jobs = _table(Job)
-events = _table(JobEvent)
-agents = _table(Agent)
-
-# Where the transitions run: a session's transaction (the API, the sweeper) or a bare
-# connection (the worker's unit of work).
-Database = Session | Connection
+from server.models import JobStatus
+from server.store.tables import agents, events, jobs
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,98 +273,3 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
 
 
 DUE = select(jobs.c.status, jobs.c.next_run_at).where(jobs.c.id == bindparam("job_id"))
-_CANCEL_REQUESTED = select(jobs.c.id).where(
-    jobs.c.id.in_(bindparam("job_ids", expanding=True)), jobs.c.cancel_requested == true()
-)
-_INSERT_EVENT = insert(events)
-
-
-class AbstractJobTransitions(abc.ABC):
-    """The transitions the API, the sweeper and the worker call, each one rule applied.
-
-    A store says only how to apply a transition (`_change`); which transitions there are
-    and what each expects and sets are the rules above.
-    """
-
-    @abc.abstractmethod
-    def _change(self, change: Transition) -> Any:
-        """Apply one transition: what its statement returns, None if the job did not match."""
-
-    def apply(self, change: Transition) -> bool:
-        """Run one transition; False when the job was not in the expected state."""
-        return self._change(change) is not None
-
-    def claim(
-        self, job_id: str, *, now: datetime, token: str, lease_until: datetime
-    ) -> Attempt | None:
-        """Move a due pending job to running for one attempt; None if another got it."""
-        change = claim(job_id, now=now, token=token, lease_until=lease_until)
-        row = self._change(change)
-        return None if row is None else claimed(change, row)
-
-    def finish_attempt(
-        self, job_id: str, *, token: str, values: Mapping[str, Any], event: EventSpec, at: datetime
-    ) -> bool:
-        """Apply the outcome of the attempt holding `token`; False if it lost the job."""
-        return self.apply(finish_attempt(job_id, token=token, values=values, event=event, at=at))
-
-    def cancel_pending(self, job_id: str, *, at: datetime) -> bool:
-        """Cancel a job that no worker holds; False if it is not pending any more."""
-        return self.apply(cancel_pending(job_id, at=at))
-
-    def request_cancel(self, job_id: str) -> bool:
-        """Ask the worker of a running job to stop; False if it is not running."""
-        return self.apply(request_cancel(job_id))
-
-
-class JobTransitions(AbstractJobTransitions):
-    """The compare-and-set transitions of jobs, on a session or a connection."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    @functools.cached_property
-    def _postgres(self) -> bool:
-        bind = self._db.get_bind() if isinstance(self._db, Session) else self._db
-        return bind.dialect.name == "postgresql"
-
-    def _execute(self, statement: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
-        """The first row the statement returns, if any."""
-        if isinstance(self._db, Session):
-            # A Core statement does not autoflush as an ORM one does: rows staged
-            # in the session must be written before the UPDATE looks for them.
-            self._db.flush()
-        return self._db.execute(statement, params).first()
-
-    def _change(self, change: Transition) -> Row[Any] | None:
-        row = self._execute(change.statement(self._postgres), change.params)
-        if row is not None and change.event is not None and not self._postgres:
-            self._insert_event(change, change.event, row)
-        return row
-
-    def due_at(self, job_id: str) -> datetime | None:
-        """When a pending job may run next; None if it is not pending (or not there)."""
-        row = self._execute(DUE, {"job_id": job_id})
-        if row is None or row.status != JobStatus.PENDING:
-            return None
-        next_run_at: datetime = row.next_run_at
-        return next_run_at
-
-    def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
-        """Which of these running jobs have a cancel request."""
-        rows = self._db.execute(_CANCEL_REQUESTED, {"job_ids": list(job_ids)})
-        return {row.id for row in rows}
-
-    def _insert_event(self, change: Transition, event: EventSpec, row: Row[Any]) -> None:
-        """SQLite: insert the event of a row just updated, numbered by its event_seq."""
-        values = {
-            "job_id": change.job_id,
-            "sequence": row.event_seq,
-            "type": event.type.value,
-            "created_at": change.at,
-            "attempt": row.attempts,
-            "error": event.error,
-            "delay_s": event.delay_s,
-            "delta": event.delta,
-        }
-        self._db.execute(_INSERT_EVENT, values)

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from agentq.v1 import admin_service_pb2 as pb
 from agentq.v1 import admin_service_pb2_grpc as pb_grpc
-from server.access import AccessService, Limits, NewKey
-from server.grpc_api.blocking import Blocking
 from server.grpc_api.context import Context
 from server.grpc_api.convert import timestamp
-from server.models import ApiKey
+from server.service.access import AccessService, Limits, NewKey
+from server.store.records import ApiKeyRecord
 from server.validation import parse_id
 
 
-def key_message(row: ApiKey) -> pb.ApiKey:
+def key_message(row: ApiKeyRecord) -> pb.ApiKey:
     """The metadata of a key; the key itself is not stored, so it cannot appear."""
     message = pb.ApiKey(
         id=row.id,
@@ -46,9 +45,8 @@ def limits_message(limits: Limits) -> pb.TenantLimits:
 class AdminServicer(pb_grpc.AdminServiceServicer):
     """API keys and tenant limits."""
 
-    def __init__(self, access: AccessService, blocking: Blocking) -> None:
+    def __init__(self, access: AccessService) -> None:
         self._access = access
-        self._blocking = blocking
 
     async def CreateApiKey(
         self, request: pb.CreateApiKeyRequest, context: Context
@@ -60,27 +58,26 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             scopes=list(request.scopes),
             lifetime_s=request.lifetime_seconds if request.HasField("lifetime_seconds") else None,
         )
-        row, key = await self._blocking(self._access.create_key, new)
+        row, key = await self._access.create_key(new)
         return pb.CreateApiKeyResponse(api_key=key_message(row), key=key)
 
     async def ListApiKeys(
         self, request: pb.ListApiKeysRequest, context: Context
     ) -> pb.ListApiKeysResponse:
         tenant = request.tenant_id if request.HasField("tenant_id") else None
-        rows = await self._blocking(self._access.list_keys, tenant)
+        rows = await self._access.list_keys(tenant)
         return pb.ListApiKeysResponse(api_keys=[key_message(r) for r in rows])
 
     async def RevokeApiKey(
         self, request: pb.RevokeApiKeyRequest, context: Context
     ) -> pb.RevokeApiKeyResponse:
-        await self._blocking(self._access.revoke_key, parse_id(request.key_id, "key_id"))
+        await self._access.revoke_key(parse_id(request.key_id, "key_id"))
         return pb.RevokeApiKeyResponse()
 
     async def SetTenantLimits(
         self, request: pb.SetTenantLimitsRequest, context: Context
     ) -> pb.SetTenantLimitsResponse:
-        limits = await self._blocking(
-            self._access.set_limits,
+        limits = await self._access.set_limits(
             request.tenant_id,
             tier=request.tier if request.HasField("tier") else None,
             max_unfinished=(
@@ -92,5 +89,5 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
     async def GetTenantLimits(
         self, request: pb.GetTenantLimitsRequest, context: Context
     ) -> pb.GetTenantLimitsResponse:
-        limits = await self._blocking(self._access.limits, request.tenant_id)
+        limits = await self._access.limits(request.tenant_id)
         return pb.GetTenantLimitsResponse(limits=limits_message(limits))

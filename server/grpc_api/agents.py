@@ -7,21 +7,17 @@ import time
 from agentq.v1 import agent_service_pb2 as pb
 from agentq.v1 import agent_service_pb2_grpc as pb_grpc
 from agentq.v1 import job_pb2
-from server.grpc_api.blocking import Blocking
 from server.grpc_api.context import Context, current_principal
 from server.grpc_api.convert import agent_message
-from server.grpc_api.job_calls import JobCalls
-from server.services import Services
+from server.service.services import Services
 from server.validation import agent_spec, execution_spec, parse_id, request_key
 
 
 class AgentServicer(pb_grpc.AgentServiceServicer):
     """Create, read and execute agents."""
 
-    def __init__(self, services: Services, blocking: Blocking, calls: JobCalls) -> None:
+    def __init__(self, services: Services) -> None:
         self._services = services
-        self._blocking = blocking
-        self._calls = calls
 
     async def CreateAgent(
         self, request: pb.CreateAgentRequest, context: Context
@@ -32,23 +28,20 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             max_depth=request.max_depth if request.HasField("max_depth") else None,
             spawn_shadow=request.spawn_shadow,
         )
-        agent = await self._blocking(self._services.agents.create_agent, current_principal(), spec)
+        agent = await self._services.agents.create_agent(current_principal(), spec)
         return pb.CreateAgentResponse(agent=agent_message(agent))
 
     async def GetAgent(self, request: pb.GetAgentRequest, context: Context) -> pb.GetAgentResponse:
         agent_id = parse_id(request.agent_id, "agent_id")
-        agent = await self._blocking(self._services.agents.get_agent, current_principal(), agent_id)
+        agent = await self._services.agents.get_agent(current_principal(), agent_id)
         return pb.GetAgentResponse(agent=agent_message(agent))
 
     async def ListAgents(
         self, request: pb.ListAgentsRequest, context: Context
     ) -> pb.ListAgentsResponse:
         size = request.page_size if request.HasField("page_size") else None
-        page = await self._blocking(
-            self._services.agents.list_agents,
-            current_principal(),
-            size=size,
-            token=request.page_token,
+        page = await self._services.agents.list_agents(
+            current_principal(), size=size, token=request.page_token
         )
         return pb.ListAgentsResponse(
             agents=[agent_message(a) for a in page.items],
@@ -60,7 +53,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
         self, request: pb.DeleteAgentRequest, context: Context
     ) -> pb.DeleteAgentResponse:
         agent_id = parse_id(request.agent_id, "agent_id")
-        await self._blocking(self._services.agents.delete_agent, current_principal(), agent_id)
+        await self._services.agents.delete_agent(current_principal(), agent_id)
         return pb.DeleteAgentResponse()
 
     async def Execute(self, request: pb.ExecuteRequest, context: Context) -> pb.ExecuteResponse:
@@ -81,7 +74,7 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             if request.HasField("parent_job_id")
             else None
         )
-        job_id = await self._calls.execute(
+        job_id = await self._services.jobs.execute(
             current_principal(),
             agent_id,
             spec,

@@ -8,7 +8,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentq.v1 import agent_pb2, job_pb2
 from server.events import EventType
-from server.models import Agent, Job, JobEvent, JobStatus, StoredJob
+from server.models import JobStatus
+from server.store.records import AgentRecord, EventRecord, JobRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS = {
@@ -41,7 +42,7 @@ def status_of(value: job_pb2.JobStatus.ValueType) -> JobStatus | None:
     return None
 
 
-def agent_message(agent: Agent) -> agent_pb2.Agent:
+def agent_message(agent: AgentRecord) -> agent_pb2.Agent:
     """The Agent message of a stored agent."""
     return agent_pb2.Agent(
         id=agent.id,
@@ -55,7 +56,7 @@ def agent_message(agent: Agent) -> agent_pb2.Agent:
     )
 
 
-def job_message(job: StoredJob) -> job_pb2.Job:
+def job_message(job: JobRecord) -> job_pb2.Job:
     """The Job message of a stored job, with its result once it has finished."""
     status = JobStatus(job.status)
     message = job_pb2.Job(
@@ -90,7 +91,7 @@ _EVENT_TYPES = {
 }
 
 
-def event_message(event: JobEvent, job: Job) -> job_pb2.JobEvent:
+def event_message(event: EventRecord, job: JobRecord) -> job_pb2.JobEvent:
     """The JobEvent message of a stored event; a final one carries the job's result."""
     kind = EventType(event.type)
     message = job_pb2.JobEvent(
@@ -110,7 +111,7 @@ def event_message(event: JobEvent, job: Job) -> job_pb2.JobEvent:
     return message
 
 
-def _result_message(job: StoredJob) -> job_pb2.AgentJobResult:
+def _result_message(job: JobRecord) -> job_pb2.AgentJobResult:
     assert job.completed_at is not None
     result = job_pb2.AgentJobResult(
         job_id=job.id,

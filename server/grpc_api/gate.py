@@ -8,7 +8,6 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.access import INVALID_KEY, KEY_PREFIX, AccessService
 from server.auth import (
     INVALID_HEADER_FORMAT,
     BearerVerifier,
@@ -18,8 +17,8 @@ from server.auth import (
 )
 from server.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from server.grpc_api import policy
-from server.grpc_api.blocking import Blocking
 from server.limits import RateLimiter
+from server.service.access import INVALID_KEY, KEY_PREFIX, AccessService
 
 ADMIN_DENIED = "Invalid or missing admin token."
 MISSING_KEY = "Missing API key"
@@ -55,7 +54,6 @@ class Gate:
         jwt: JwtSettings,
         access: AccessService,
         limiter: RateLimiter,
-        blocking: Blocking,
         admin_token: str | None,
     ) -> None:
         self._bearer = BearerVerifier(
@@ -63,7 +61,6 @@ class Gate:
         )
         self._access = access
         self._limiter = limiter
-        self._blocking = blocking
         self._admin_token = admin_token.encode() if admin_token else None
 
     async def admit(
@@ -89,18 +86,13 @@ class Gate:
         if access is None:
             raise PermissionDenied("Insufficient permissions")  # fail closed
         _refuse_ambiguous(repeated)
-        # Thread hops cost more than these checks when they need no I/O: a JWT
-        # is checked on the loop, an API key (a database read) in the pool.
-        if self._needs_io(method, metadata):
-            principal = await self._blocking(self._authenticate, method, metadata)
-        else:
-            principal = self._authenticate(method, metadata)
+        principal = await self._authenticate(method, metadata)
         if access.roles is not None:
             require_role(principal, access.roles)
         require_scope(principal, access.scope)
         tier = self._access.cached_tier(principal.tenant_id)
         if tier is None:
-            tier = await self._blocking(self._access.tier_of, principal.tenant_id)
+            tier = await self._access.tier_of(principal.tenant_id)
         decision = await self._limiter.take(principal.tenant_id, tier)
         admission.trailers += [
             ("x-ratelimit-limit", str(decision.limit)),
@@ -133,21 +125,17 @@ class Gate:
         match = _BEARER_KEY.fullmatch(authorization) if isinstance(authorization, str) else None
         return match.group(1) if match else None
 
-    def _needs_io(self, method: str, metadata: Mapping[str, Any]) -> bool:
-        """Whether checking the caller means reading the database (an API key)."""
-        return method in policy.KEY_EXCHANGE or self._api_key(metadata) is not None
-
-    def _authenticate(self, method: str, metadata: Mapping[str, Any]) -> Principal:
+    async def _authenticate(self, method: str, metadata: Mapping[str, Any]) -> Principal:
         authorization = metadata.get("authorization")
         key = self._api_key(metadata)
         if method in policy.KEY_EXCHANGE:
             if key is None:
                 raise Unauthenticated(INVALID_KEY if authorization else MISSING_KEY)
-            return self._access.verify(key)
+            return await self._access.verify(key)
         if key is not None:
             if not key.startswith(KEY_PREFIX):
                 raise Unauthenticated(INVALID_KEY)
-            return self._access.verify(key)
+            return await self._access.verify(key)
         return self._bearer.verify(authorization if isinstance(authorization, str) else None)
 
 

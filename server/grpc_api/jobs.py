@@ -9,11 +9,9 @@ from agentq.v1 import job_service_pb2 as pb
 from agentq.v1 import job_service_pb2_grpc as pb_grpc
 from server.errors import InvalidArgument
 from server.events import EventType
-from server.grpc_api.blocking import Blocking
 from server.grpc_api.context import Context, current_principal
 from server.grpc_api.convert import event_message, job_message, status_of
-from server.grpc_api.job_calls import JobCalls
-from server.services import Services
+from server.service.services import Services
 from server.validation import parse_id
 
 # Initial metadata that marks a watch stream as open (the job was found), so a
@@ -24,17 +22,13 @@ STREAM_OPEN = ("x-agentq-stream", "open")
 class JobServicer(pb_grpc.JobServiceServicer):
     """Read, list, cancel and watch jobs."""
 
-    def __init__(
-        self, services: Services, blocking: Blocking, calls: JobCalls, *, poll_s: float = 0.25
-    ) -> None:
-        self._services = services
-        self._blocking = blocking
-        self._calls = calls
+    def __init__(self, services: Services, *, poll_s: float = 0.25) -> None:
+        self._jobs = services.jobs
         self._poll_s = poll_s
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         job_id = parse_id(request.job_id, "job_id")
-        job = await self._calls.get_job(current_principal(), job_id)
+        job = await self._jobs.get_job(current_principal(), job_id)
         return pb.GetJobResponse(job=job_message(job))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
@@ -44,8 +38,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
             status = status_of(request.status)
             if status is None:
                 raise InvalidArgument.field("status", "Invalid status: not a job status")
-        page = await self._blocking(
-            self._services.jobs.list_jobs,
+        page = await self._jobs.list_jobs(
             current_principal(),
             agent_id=agent_id,
             status=status,
@@ -62,7 +55,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
         self, request: pb.CancelJobRequest, context: Context
     ) -> pb.CancelJobResponse:
         job_id = parse_id(request.job_id, "job_id")
-        job = await self._blocking(self._services.jobs.cancel_job, current_principal(), job_id)
+        job = await self._jobs.cancel_job(current_principal(), job_id)
         return pb.CancelJobResponse(job=job_message(job))
 
     async def WatchJob(
@@ -72,8 +65,7 @@ class JobServicer(pb_grpc.JobServiceServicer):
         # Sequences are 32-bit in the database; a larger one is past every event.
         after = min(max(0, request.after_sequence), 2**31 - 1)
         principal = current_principal()
-        events_after = self._services.jobs.events_after
-        job, events = await self._blocking(events_after, principal, job_id, after)
+        job, events = await self._jobs.events_after(principal, job_id, after)
         await context.send_initial_metadata((STREAM_OPEN,))
         # Events are read before the job, so a job seen finished may have its last
         # event committed after that read: look once more before ending.
@@ -89,4 +81,4 @@ class JobServicer(pb_grpc.JobServiceServicer):
             finished_seen = job.job_status.finished
             if not events and not finished_seen:
                 await asyncio.sleep(self._poll_s)
-            job, events = await self._blocking(events_after, principal, job_id, after)
+            job, events = await self._jobs.events_after(principal, job_id, after)

@@ -22,21 +22,19 @@ from agentq.v1 import (
     token_service_pb2,
     token_service_pb2_grpc,
 )
-from server.access import TokenIssuer
 from server.grpc_api import policy
 from server.grpc_api.admin import AdminServicer
 from server.grpc_api.agents import AgentServicer
-from server.grpc_api.blocking import Blocking
 from server.grpc_api.gate import Gate, JwtSettings
 from server.grpc_api.interceptor import GuardInterceptor
-from server.grpc_api.job_calls import JobCalls
 from server.grpc_api.jobs import JobServicer
 from server.grpc_api.system import SystemServicer
 from server.grpc_api.tokens import TokenServicer
 from server.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from server.pg_jobs import PgJobStore
 from server.runtime import ConfigurationError, Runtime
-from server.sending import MessageSender
+from server.service.access import TokenIssuer
+from server.service.services import Services
+from server.settings import Settings
 
 _FILES = (
     agent_service_pb2.DESCRIPTOR,
@@ -57,22 +55,16 @@ class RunningServer:
     server: grpc.aio.Server
     port: int
     limiter: RateLimiter
-    store: PgJobStore | None
-    sender: MessageSender | None
+    services: Services
 
     async def stop(self, *, grace: float) -> None:
         """Finish calls in flight (up to `grace` seconds), then close the pools."""
         await self.server.stop(grace=grace)
         await self.limiter.close()
-        if self.store is not None:
-            await self.store.close()
-        if self.sender is not None:
-            self.sender.close()  # sends what the last calls queued
+        await self.services.close()  # sends what the last calls queued
 
 
-async def start_grpc_server(
-    runtime: Runtime, *, secret: str, blocking: Blocking, address: str
-) -> RunningServer:
+async def start_grpc_server(runtime: Runtime, *, secret: str, address: str) -> RunningServer:
     """Start serving on `address` (port 0 picks a free one), reporting SERVING."""
     settings = runtime.settings
     limiter: RateLimiter
@@ -80,25 +72,14 @@ async def start_grpc_server(
         limiter = RedisRateLimiter(settings.redis_url, namespace=settings.redis_namespace)
     else:
         limiter = MemoryRateLimiter()
-    store = sender = None
-    if settings.db_type == "postgres":
-        store = await PgJobStore.open(settings.database_url, size=settings.server_threads)
-        sender = MessageSender(runtime.queue)
-    calls = JobCalls(
-        runtime.services,
-        blocking,
-        store=store,
-        sender=sender,
-        capped_by_default=settings.max_unfinished_jobs is not None,
-    )
+    services = await runtime.open_services()
     try:
-        server, port, health_servicer = _bind(runtime, secret, blocking, address, limiter, calls)
+        server, port, health_servicer = _bind(settings, services, secret, address, limiter)
     except ConfigurationError:
         await limiter.close()
-        if store is not None:
-            await store.close()
+        await services.close()
         raise
-    running = RunningServer(server, port, limiter, store, sender)
+    running = RunningServer(server, port, limiter, services)
     await server.start()
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -106,21 +87,14 @@ async def start_grpc_server(
 
 
 def _bind(
-    runtime: Runtime,
-    secret: str,
-    blocking: Blocking,
-    address: str,
-    limiter: RateLimiter,
-    calls: JobCalls,
+    settings: Settings, services: Services, secret: str, address: str, limiter: RateLimiter
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server with every servicer, bound to `address`; with its port and health."""
     policy.check_complete(_FILES)
-    settings = runtime.settings
     gate = Gate(
         jwt=JwtSettings(secret, settings.jwt_issuer, settings.jwt_audience, settings.jwt_max_ttl_s),
-        access=runtime.access,
+        access=services.access,
         limiter=limiter,
-        blocking=blocking,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
     )
     # grpcio shares ports by default (SO_REUSEPORT): a second server on a port in use
@@ -128,18 +102,13 @@ def _bind(
     server = grpc.aio.server(
         interceptors=[GuardInterceptor(gate)], options=[("grpc.so_reuseport", 0)]
     )
-    services = runtime.services
-    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentServicer(services, blocking, calls), server
-    )
+    agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(services), server)
     job_service_pb2_grpc.add_JobServiceServicer_to_server(
-        JobServicer(services, blocking, calls, poll_s=settings.stream_poll_s), server
+        JobServicer(services, poll_s=settings.stream_poll_s), server
     )
-    system_service_pb2_grpc.add_SystemServiceServicer_to_server(
-        SystemServicer(services, blocking), server
-    )
+    system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(services), server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(runtime.access, blocking), server
+        AdminServicer(services.access), server
     )
     issuer = TokenIssuer(secret=secret, issuer=settings.jwt_issuer, lifetime_s=settings.token_ttl_s)
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(

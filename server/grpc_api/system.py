@@ -4,23 +4,21 @@ from __future__ import annotations
 
 from agentq.v1 import system_service_pb2 as pb
 from agentq.v1 import system_service_pb2_grpc as pb_grpc
-from server.grpc_api.blocking import Blocking
 from server.grpc_api.context import Context
 from server.grpc_api.convert import timestamp
-from server.services import Services
+from server.service.services import Services
 
 
 class SystemServicer(pb_grpc.SystemServiceServicer):
     """Health of the service and its database."""
 
-    def __init__(self, services: Services, blocking: Blocking) -> None:
+    def __init__(self, services: Services) -> None:
         self._services = services
-        self._blocking = blocking
 
     async def GetHealth(
         self, request: pb.GetHealthRequest, context: Context
     ) -> pb.GetHealthResponse:
-        health = await self._blocking(self._services.system.health)
+        health = await self._services.system.health()
         return pb.GetHealthResponse(
             status="healthy",
             version=health.version,

@@ -20,13 +20,13 @@ _ALL_KEYS = select(*_KEY_COLUMNS).order_by(*_NEWEST_FIRST)
 _TENANT_KEYS = _ALL_KEYS.where(api_keys.c.tenant_id == bindparam("tenant_id"))
 _REVOKE = (
     update(api_keys)
-    .where(api_keys.c.id == bindparam("id"), api_keys.c.revoked_at.is_(None))
+    .where(api_keys.c.id == bindparam("key_id"), api_keys.c.revoked_at.is_(None))
     .values(revoked_at=bindparam("at", type_=api_keys.c.revoked_at.type))
 )
 _TOUCH = (
     update(api_keys)
     .where(
-        api_keys.c.id == bindparam("id"),
+        api_keys.c.id == bindparam("key_id"),
         or_(
             api_keys.c.last_used_at.is_(None),
             api_keys.c.last_used_at < bindparam("older_than", type_=api_keys.c.last_used_at.type),
@@ -48,14 +48,14 @@ _ENSURE = {
 }
 _LOCK = (
     update(tenant_limits)
-    .where(tenant_limits.c.tenant_id == bindparam("tenant_id"))
+    .where(tenant_limits.c.tenant_id == bindparam("locked_tenant"))
     .values(tenant_id=tenant_limits.c.tenant_id)
     .returning(*_LIMIT_COLUMNS)
 )
 _SET = (
     update(tenant_limits)
-    .where(tenant_limits.c.tenant_id == bindparam("tenant_id"))
-    .values(tier=bindparam("tier"), max_unfinished_jobs=bindparam("max_unfinished_jobs"))
+    .where(tenant_limits.c.tenant_id == bindparam("of_tenant"))
+    .values(tier=bindparam("new_tier"), max_unfinished_jobs=bindparam("new_cap"))
 )
 
 
@@ -89,11 +89,12 @@ class ApiKeys:
 
     async def revoke(self, key_id: str, *, at: datetime) -> None:
         """Revoke a key unless it is revoked already (the first time stays)."""
-        await self._run.run(_REVOKE, {"id": key_id, "at": at})
+        await self._run.run(_REVOKE, {"key_id": key_id, "at": at})
 
     async def touch(self, key_id: str, *, now: datetime, older_than: datetime) -> None:
         """Set last_used_at unless it is already newer than `older_than`."""
-        await self._run.run(_TOUCH, {"id": key_id, "now": now, "older_than": older_than})
+        params = {"key_id": key_id, "now": now, "older_than": older_than}
+        await self._run.run(_TOUCH, params)
 
 
 class Limits:
@@ -110,10 +111,15 @@ class Limits:
     async def lock(self, tenant_id: str) -> LimitRecord:
         """Hold the tenant's row until the transaction ends; its values as locked."""
         await self._run.run(_ENSURE[self._run.dialect], {"tenant_id": tenant_id})
-        row = await self._run.one(_LOCK, {"tenant_id": tenant_id})
+        row = await self._run.one(_LOCK, {"locked_tenant": tenant_id})
         assert row is not None
         return LimitRecord.of(row)
 
     async def set(self, limits: LimitRecord) -> None:
         """Store the tenant's overrides (its row is locked by `lock`)."""
-        await self._run.run(_SET, limits.values())
+        params = {
+            "of_tenant": limits.tenant_id,
+            "new_tier": limits.tier,
+            "new_cap": limits.max_unfinished_jobs,
+        }
+        await self._run.run(_SET, params)

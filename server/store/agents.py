@@ -29,11 +29,11 @@ _GET = select(*_COLUMNS).where(
 _DELETE = (
     update(agents)
     .where(
-        agents.c.id == _param("id"),
-        agents.c.tenant_id == _param("tenant_id"),
+        agents.c.id == bindparam("agent_id"),
+        agents.c.tenant_id == bindparam("of_tenant"),
         agents.c.deleted_at.is_(None),
     )
-    .values(deleted_at=_param("deleted_at"))
+    .values(deleted_at=bindparam("at", type_=agents.c.deleted_at.type))
     .returning(agents.c.id)
 )
 _UNUSED_DELETED = (
@@ -79,7 +79,7 @@ class Agents:
 
     async def delete(self, agent_id: str, *, tenant_id: str, at: datetime) -> bool:
         """Mark the tenant's live agent deleted; False if there is none."""
-        params = {"id": agent_id, "tenant_id": tenant_id, "deleted_at": at}
+        params = {"agent_id": agent_id, "of_tenant": tenant_id, "at": at}
         return await self._run.one(_DELETE, params) is not None
 
     async def page(self, tenant_id: str, *, after: Cursor | None, limit: int) -> list[AgentRecord]:

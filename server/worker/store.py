@@ -1,23 +1,13 @@
-"""What the engine needs of the database: the job transitions of an attempt, awaited.
-
-Two adapters run the same prebuilt statements (`server/transitions.py`): asyncpg on
-PostgreSQL (`pg_store.py`), and the synchronous transitions on a few threads for SQLite
-(`ThreadStore` here), whose driver cannot wait on a socket.
-"""
+"""What the engine needs of the database: the job transitions of an attempt, awaited."""
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import functools
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Protocol
 
+from server.store.store import Store
 from server.transitions import Attempt, Transition
-from server.worker.units import UnitOfWork
-
-T = TypeVar("T")
 
 # The most job ids one cancel check asks about in one statement.
 CANCEL_CHECK_BATCH = 500
@@ -55,50 +45,31 @@ class AttemptStore(Protocol):
         ...
 
 
-class ThreadStore:
-    """AttemptStore over synchronous units of work, each run on one of a few threads."""
+class DatabaseAttemptStore:
+    """AttemptStore over the store's job statements (`server/store/jobs.py`)."""
 
-    def __init__(self, units: Callable[[], UnitOfWork], *, threads: int = 4) -> None:
-        self._units = units
-        self._pool = concurrent.futures.ThreadPoolExecutor(
-            max_workers=threads, thread_name_prefix="agentq-db"
-        )
-
-    async def _run(self, work: Callable[[UnitOfWork], T]) -> T:
-        def in_a_unit() -> T:
-            with self._units() as uow:
-                result = work(uow)
-                uow.commit()
-                return result
-
-        # Shielded: a transaction cancelled halfway would leave its thread's work
-        # running anyway, so the caller waits for its outcome.
-        loop = asyncio.get_running_loop()
-        return await asyncio.shield(loop.run_in_executor(self._pool, in_a_unit))
+    def __init__(self, store: Store) -> None:
+        self._jobs = store.jobs
+        self._db = store.db
 
     async def claim(
         self, job_id: str, *, now: datetime, token: str, lease_until: datetime
     ) -> Attempt | None:
-        return await self._run(
-            lambda uow: uow.jobs.claim(job_id, now=now, token=token, lease_until=lease_until)
-        )
+        return await self._jobs.claim(job_id, now=now, token=token, lease_until=lease_until)
 
     async def due_at(self, job_id: str) -> datetime | None:
-        return await self._run(lambda uow: uow.jobs.due_at(job_id))
+        return await self._jobs.due_at(job_id)
 
     async def apply(self, change: Transition) -> bool:
-        return await self._run(lambda uow: uow.jobs.apply(change))
+        # Not shielded: an attempt is interrupted (cancel, time limit) only inside its
+        # provider call, never in a statement; only a shutdown may cut one.
+        return await self._jobs.apply(change)
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         for batch in cancel_check_batches(job_ids):
-            found |= await self._run(functools.partial(_cancel_requested, batch))
+            found |= await self._jobs.cancel_requested(batch)
         return found
 
     async def aclose(self) -> None:
-        # Off the loop: waiting for a thread's last statement must not stall it.
-        await asyncio.to_thread(self._pool.shutdown, wait=True)
-
-
-def _cancel_requested(job_ids: list[str], uow: UnitOfWork) -> set[str]:
-    return uow.jobs.cancel_requested(job_ids)
+        await self._db.close()

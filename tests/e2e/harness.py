@@ -25,7 +25,7 @@ from agentq.v1 import job_pb2
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import job_service_pb2_grpc as jobs_grpc
 from server.auth import mint_token
-from server.grpc_api.blocking import Blocking
+from server.db import create_db_engine
 from server.grpc_api.server import RunningServer, start_grpc_server
 from server.runtime import Runtime, build_runtime
 from server.settings import Settings
@@ -42,7 +42,7 @@ def settings_for(**overrides: Any) -> Settings:
         "builtin_latency_ms": 0,
         "recovery_interval_s": 0.5,
         "retry_backoff_s": 0.1,
-        "server_threads": 8,
+        "db_pool_size": 8,
         "worker_concurrency": 32,
         # A server stopped at a test's end gives its running jobs back soon.
         "shutdown_grace_s": 2,
@@ -137,18 +137,14 @@ class ServerThread:
 
     def start(self) -> ServerThread:
         self.runtime = build_runtime(self.settings)
+        # For tests that look at the rows themselves.
+        self.engine = create_db_engine(self.settings.database_url, pool_size=2)
         if self._in_process_workers:
             self.runtime.start_workers()
         self.runtime.start_recovery()
-        self._blocking = Blocking(self.settings.server_threads)
         self._thread.start()
         self._server: RunningServer = self._call(
-            start_grpc_server(
-                self.runtime,
-                secret=SECRET,
-                blocking=self._blocking,
-                address=self.settings.grpc_addr,
-            )
+            start_grpc_server(self.runtime, secret=SECRET, address=self.settings.grpc_addr)
         )
         self.port = self._server.port
         return self
@@ -168,8 +164,8 @@ class ServerThread:
         self._call(self._server.stop(grace=1))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
-        self._blocking.close()
         self.runtime.close()
+        self.engine.dispose()
 
 
 @contextmanager

@@ -263,7 +263,7 @@ def test_a_key_is_created_used_listed_and_revoked_and_another_server_process_ref
         _assert_error(unknown, 404, "NOT_FOUND", "API key not found")
 
         # What the database holds is no key: no column has it, or any 20 characters of it.
-        with server.runtime.engine.connect() as connection:
+        with server.engine.connect() as connection:
             rows = connection.execute(text("SELECT * FROM api_keys")).mappings().all()
     assert len(rows) == 1
     [row] = rows
@@ -544,7 +544,7 @@ def test_the_token_endpoint_refuses_a_jwt_a_bad_key_and_nothing_with_401(
 
 
 def _count(server: ServerThread, table: str) -> int:
-    with server.runtime.engine.connect() as connection:
+    with server.engine.connect() as connection:
         return int(connection.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one())
 
 

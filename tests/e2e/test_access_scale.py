@@ -314,7 +314,7 @@ def test_on_the_embedded_default_the_bucket_lives_in_memory_and_admits_exactly_i
 
 def _unfinished(server: ServerThread, tenant: str) -> int:
     query = select(func.count()).where(Job.tenant_id == tenant, Job.status.in_(UNFINISHED))
-    with server.runtime.engine.connect() as connection:
+    with server.engine.connect() as connection:
         return int(connection.execute(query).scalar_one())
 
 

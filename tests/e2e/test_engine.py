@@ -79,7 +79,7 @@ def test_300_slow_calls_are_in_flight_at_once_and_each_prompt_is_sent_once(
         with _queued(settings, 300) as (server, _, ids):
             worker = WorkerProcess(settings)
             try:
-                rows = _wait_all_finished(server.runtime.engine, ids, timeout_s=60)
+                rows = _wait_all_finished(server.engine, ids, timeout_s=60)
             finally:
                 worker.stop()
         stats = fake.stats()
@@ -106,14 +106,14 @@ def test_the_time_limit_cuts_each_attempt_from_its_own_start(scaled_settings: Se
             worker_concurrency=50,
         )
         with _queued(settings, 20, prompt="quick") as (server, client, quick):
-            agent_id = _rows(server.runtime.engine, quick[:1])[quick[0]].agent_id
+            agent_id = _rows(server.engine, quick[:1])[quick[0]].agent_id
             slow = client.execute(agent_id, prompt="[delay=5] slow").job_id
             worker = WorkerProcess(settings)
             try:
-                rows = _wait_all_finished(server.runtime.engine, [*quick, slow], timeout_s=40)
+                rows = _wait_all_finished(server.engine, [*quick, slow], timeout_s=40)
             finally:
                 worker.stop()
-            events = _events(server.runtime.engine, slow)
+            events = _events(server.engine, slow)
         stats = fake.stats()
     assert all(rows[job_id].status == JobStatus.COMPLETED for job_id in quick)
     assert {rows[job_id].attempts for job_id in quick} == {1}
@@ -153,9 +153,9 @@ def test_cancelling_100_of_500_running_jobs_stops_each_within_a_second(
                         metadata=client.metadata,
                         timeout=10,
                     )
-                rows = _wait_all_finished(server.runtime.engine, ids, timeout_s=60)
+                rows = _wait_all_finished(server.engine, ids, timeout_s=60)
                 cancelled_at = {
-                    job_id: _events(server.runtime.engine, job_id)[-1] for job_id in asked
+                    job_id: _events(server.engine, job_id)[-1] for job_id in asked
                 }
             finally:
                 worker.stop()
@@ -179,10 +179,10 @@ def test_a_200_piece_answer_costs_a_few_token_events(scaled_settings: Settings) 
         with _queued(settings, 10, prompt="long answer") as (server, _, ids):
             worker = WorkerProcess(settings)
             try:
-                rows = _wait_all_finished(server.runtime.engine, ids, timeout_s=30)
+                rows = _wait_all_finished(server.engine, ids, timeout_s=30)
             finally:
                 worker.stop()
-            events = {job_id: _events(server.runtime.engine, job_id) for job_id in ids}
+            events = {job_id: _events(server.engine, job_id) for job_id in ids}
     for job_id in ids:
         tokens = [event for event in events[job_id] if event.type == "token"]
         # The pieces come back to back: at most one event per interval, plus the last.

@@ -15,7 +15,7 @@ from tests.e2e.harness import SECRET, ServerThread, rpc_error, token
 
 
 def _count(server: ServerThread, model: type[Agent] | type[Job]) -> int:
-    with server.runtime.engine.connect() as connection:
+    with server.engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(model)).scalar_one())
 
 

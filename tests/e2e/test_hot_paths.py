@@ -22,7 +22,7 @@ CALLS = 200
 
 
 def _count(server: Any, *conditions: Any) -> int:
-    with server.runtime.engine.connect() as connection:
+    with server.engine.connect() as connection:
         query = select(func.count()).select_from(Job).where(*conditions)
         return int(connection.execute(query).scalar_one())
 

@@ -157,7 +157,7 @@ def test_every_job_completes_exactly_once_when_a_worker_is_killed(
             ids = [client.execute(agent.id, prompt=f"task {i}").job_id for i in range(total)]
             deadline = time.monotonic() + 60
             while True:
-                rows = _jobs(server.runtime.engine, ids)
+                rows = _jobs(server.engine, ids)
                 done = {i: r for i, r in rows.items() if r.status == JobStatus.COMPLETED}
                 if len(done) >= total // 4:
                     break
@@ -167,7 +167,7 @@ def test_every_job_completes_exactly_once_when_a_worker_is_killed(
             before_kill = {i: (r.completed_at, r.attempts, r.response) for i, r in done.items()}
             deadline = time.monotonic() + 120
             while True:
-                rows = _jobs(server.runtime.engine, ids)
+                rows = _jobs(server.engine, ids)
                 if all(r.status == JobStatus.COMPLETED for r in rows.values()):
                     break
                 assert time.monotonic() < deadline, "not every job completed"

@@ -351,7 +351,7 @@ def test_two_hundred_concurrent_submits_with_one_idempotency_key_make_one_job_ru
         # A retry after the job finished still answers with the same job.
         assert _submit(http, agent["id"], key="sheep-1", **body) == job_id
         events = _read_stream(http, job_id)
-        engine = server.runtime.engine
+        engine = server.engine
         assert _count(engine, Job, Job.tenant_id == "alice") == 1
         assert _count(engine, IdempotencyKey, IdempotencyKey.tenant_id == "alice") == 1
     assert job["status"] == "completed", job
@@ -377,7 +377,7 @@ def test_an_idempotency_key_reused_with_a_different_request_is_a_conflict(
             _assert_error(response, 409, "CONFLICT", key_reused)
         # The original job is untouched, and nothing else was stored.
         assert _job(http, first)["agent_id"] == agent["id"]
-        assert _count(server.runtime.engine, Job) == 1
+        assert _count(server.engine, Job) == 1
 
 
 def test_an_idempotency_key_is_per_tenant(scaled_settings: Settings) -> None:
@@ -403,7 +403,7 @@ def test_an_idempotency_key_is_per_tenant(scaled_settings: Settings) -> None:
         _assert_error(
             bob.get(f"/api/v1/jobs/{alices_job}"), 404, "NOT_FOUND", f"Job {alices_job} not found"
         )
-        engine = server.runtime.engine
+        engine = server.engine
         assert _count(engine, Job, Job.tenant_id == "alice") == 1
         assert _count(engine, Job, Job.tenant_id == "bob") == 1
 
@@ -419,7 +419,7 @@ def test_a_request_id_in_the_body_is_an_idempotency_key_and_the_header_wins_over
         second = _submit(http, agent["id"], "Plan the trip", key="trip-2", request_id="trip-1")
         assert second != first
         assert _submit(http, agent["id"], "Plan the trip", key="trip-2") == second
-        assert _count(server.runtime.engine, Job) == 2
+        assert _count(server.engine, Job) == 2
 
 
 def test_an_idempotency_key_longer_than_255_characters_is_refused_and_nothing_is_stored(
@@ -431,7 +431,7 @@ def test_an_idempotency_key_longer_than_255_characters_is_refused_and_nothing_is
         assert response.status_code == 422, response.text
         assert response.json()["error"]["code"] == "VALIDATION_ERROR"
         assert _submit(http, agent["id"], key="k" * 255)
-        assert _count(server.runtime.engine, Job) == 1
+        assert _count(server.engine, Job) == 1
 
 
 # --- Cancel ----------------------------------------------------------------------------------
@@ -773,7 +773,7 @@ def test_a_sub_agent_job_is_one_level_below_its_parent_and_max_depth_is_enforced
             "NOT_FOUND",
             f"Job {parent} not found",
         )
-        assert _count(server.runtime.engine, Job) == 2
+        assert _count(server.engine, Job) == 2
 
 
 def test_cancelling_a_parent_job_cancels_its_running_and_pending_children(

@@ -215,14 +215,14 @@ def stack(scaled_settings: Settings) -> Iterator[Stack]:
             base_url=rest.url, headers={"Authorization": f"Bearer {token('alice')}"}, timeout=30
         ) as http,
     ):
-        existing = _seed(server.runtime.engine, http)
+        existing = _seed(server.engine, http)
         yield Stack(server, http, existing)
 
 
 def test_paging_through_ten_thousand_jobs_while_new_ones_arrive_skips_and_repeats_none(
     stack: Stack,
 ) -> None:
-    inserter = Inserter(str(stack.http.base_url), stack.server.runtime.engine, stack.existing)
+    inserter = Inserter(str(stack.http.base_url), stack.server.engine, stack.existing)
     inserter.start()
     try:
         jobs = _walk(stack.http)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 import psycopg
 import pytest
@@ -48,18 +50,18 @@ def test_a_job_whose_message_was_lost_still_runs(scaled_settings: Settings) -> N
     ):
         # Every send fails, as when the broker drops out (or the process dies)
         # between committing the job and sending its message.
-        queue = server.runtime.services.jobs._queue  # type: ignore[attr-defined]
-        original = queue.enqueue
+        queue = server.runtime.queue
+        original = queue.enqueue_many
 
-        def lose(job_id: str, *, delay_s: float = 0.0) -> None:
+        def lose(job_ids: Sequence[str]) -> None:
             raise ConnectionError("broker unreachable")
 
-        queue.enqueue = lose
+        queue.enqueue_many = lose  # type: ignore[method-assign]
         agent = client.create_agent()
         ack = client.execute(agent.id)
         assert ack.response == f"Job queued: {ack.job_id}"
         assert client.get_job(ack.job_id).status == job_pb2.JOB_STATUS_PENDING
-        queue.enqueue = original
+        queue.enqueue_many = original  # type: ignore[method-assign]
         # A worker's recovery sweep finds the job whose message never left.
         worker = WorkerProcess(
             scaled_settings.model_copy(update={"requeue_after_s": 1}), concurrency=1
@@ -83,5 +85,5 @@ def test_a_redis_outage_is_unavailable_and_lets_nothing_through(scaled_settings:
         client.create_agent()
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
     assert raised.value.details() == "Rate limiter unavailable"
-    with server.runtime.engine.connect() as connection:
+    with server.engine.connect() as connection:
         assert connection.exec_driver_sql("SELECT count(*) FROM agents").scalar_one() == 0

@@ -134,7 +134,7 @@ def _admin_conninfo(database_url: str) -> tuple[str, str]:
 
 
 def _jobs(server: ServerThread) -> int:
-    with server.runtime.engine.connect() as connection:
+    with server.engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(Job)).scalar_one())
 
 

@@ -69,7 +69,7 @@ def _assert_validation_error(
 
 def _rows(server: ServerThread) -> tuple[int, int]:
     """How many agents and jobs the database holds."""
-    with server.runtime.engine.connect() as connection:
+    with server.engine.connect() as connection:
         return (
             int(connection.execute(select(func.count()).select_from(Agent)).scalar_one()),
             int(connection.execute(select(func.count()).select_from(Job)).scalar_one()),

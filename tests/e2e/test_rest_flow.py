@@ -345,7 +345,7 @@ def test_omitted_fields_take_their_defaults(http: httpx.Client, embedded: Server
 
     acked = http.post(f"/api/v1/agents/{created.json()['id']}/execute", json={"prompt": "hi"})
     assert acked.status_code == 202, acked.text
-    with embedded.runtime.engine.connect() as connection:
+    with embedded.engine.connect() as connection:
         job = connection.execute(select(Job).where(Job.id == acked.json()["job_id"])).one()
     assert job.context_id is None
     assert job.enable_adversarial is False
@@ -371,7 +371,7 @@ def test_given_fields_are_stored_on_the_agent_and_the_job(
         },
     )
     assert acked.status_code == 202, acked.text
-    with embedded.runtime.engine.connect() as connection:
+    with embedded.engine.connect() as connection:
         job = connection.execute(select(Job).where(Job.id == acked.json()["job_id"])).one()
     assert job.context_id == "ctx-42"
     assert job.enable_adversarial is True

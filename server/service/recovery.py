@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from server.clock import Clock, utc_now
 from server.events import EventSpec, EventType
-from server.models import Job, JobStatus
+from server.models import JobStatus
 from server.queue import BatchQueue
-from server.unit_of_work import UnitOfWork
+from server.store.records import JobRecord
+from server.store.store import Store, Tables
+from server.transitions import finish_attempt
 from server.worker.policy import RetryPolicy
 
 log = logging.getLogger(__name__)
@@ -39,7 +42,7 @@ class Recovery:
 
     def __init__(
         self,
-        uow: Callable[[], UnitOfWork],
+        store: Store,
         queue: BatchQueue,
         policy: RetryPolicy,
         *,
@@ -47,32 +50,36 @@ class Recovery:
         retention_s: float = 7 * 86400,
         clock: Clock = utc_now,
     ) -> None:
-        self._uow = uow
+        self._store = store
         self._queue = queue
         self._policy = policy
         self._requeue_after = timedelta(seconds=requeue_after_s)
         self._retention = timedelta(seconds=retention_s)
         self._clock = clock
 
-    def sweep(self) -> int:
+    async def close(self) -> None:
+        """Close the sweeper's connections."""
+        await self._store.db.close()
+
+    async def sweep(self) -> int:
         """Recover lost runs, re-send overdue messages, drop expired jobs; count touched."""
         now = self._clock()
-        return self._recover_lost_runs(now) + self._resend_overdue(now) + self.expire()
+        recovered = await self._recover_lost_runs(now)
+        return recovered + await self._resend_overdue(now) + await self.expire()
 
-    def expire(self) -> int:
+    async def expire(self) -> int:
         """Delete finished jobs past retention with their events and keys, a batch at a time."""
         cutoff = self._clock() - self._retention
         deleted = 0
         while True:
-            with self._uow() as uow:
-                job_ids = uow.jobs.expired(finished_before=cutoff, limit=BATCH)
+            async with self._store.transaction() as tx:
+                job_ids = await tx.jobs.expired(finished_before=cutoff, limit=BATCH)
                 if job_ids:
-                    uow.events.delete_for(job_ids)
-                    uow.keys.delete_for(job_ids)
-                    uow.jobs.delete(job_ids)
-                uow.keys.delete_older_than(cutoff)
-                uow.agents.purge_deleted(limit=BATCH)
-                uow.commit()
+                    await tx.events.delete_for(job_ids)
+                    await tx.keys.delete_for(job_ids)
+                    await tx.jobs.delete(job_ids)
+                await tx.keys.delete_older_than(cutoff)
+                await tx.agents.purge_deleted(limit=BATCH)
             deleted += len(job_ids)
             if len(job_ids) < BATCH:
                 break
@@ -80,24 +87,23 @@ class Recovery:
             log.info("retention removed %d finished jobs", deleted)
         return deleted
 
-    def _recover_lost_runs(self, now: datetime) -> int:
+    async def _recover_lost_runs(self, now: datetime) -> int:
         recovered = 0
-        with self._uow() as uow:
+        async with self._store.transaction() as tx:
             # Locked by this sweep, so each compare-and-set below finds its row free.
-            lost = list(uow.jobs.lost_runs(now=now, limit=BATCH))
+            lost = await tx.jobs.lost_runs(now=now, limit=BATCH)
             retry: list[str] = []
             for job in lost:
-                if self._give_back(uow, job, now):
+                if await self._give_back(tx, job, now):
                     recovered += 1
                     if job.attempts < self._policy.max_attempts and not job.cancel_requested:
                         retry.append(job.id)
-            uow.commit()
         if recovered:
             log.warning("recovered %d jobs whose worker was lost", recovered)
-        self._send(retry, requeued_at=now)
+        await self._send(retry, requeued_at=now)
         return recovered
 
-    def _give_back(self, uow: UnitOfWork, job: Job, now: datetime) -> bool:
+    async def _give_back(self, tx: Tables, job: JobRecord, now: datetime) -> bool:
         assert job.run_token is not None
         message = (
             f"Attempt {job.attempts} was lost: its worker stopped or it ran past "
@@ -124,20 +130,18 @@ class Recovery:
                 "last_error": message,
             }
             event = EventSpec(EventType.RETRYING, error=message, delay_s=0.0)
-        return uow.jobs.finish_attempt(
-            job.id, token=job.run_token, values=values, event=event, at=now
-        )
+        change = finish_attempt(job.id, token=job.run_token, values=values, event=event, at=now)
+        return await tx.jobs.apply(change)
 
-    def _resend_overdue(self, now: datetime) -> int:
+    async def _resend_overdue(self, now: datetime) -> int:
         """Re-send overdue messages a batch at a time, until none is left or a send fails."""
         sent = 0
         while True:
-            with self._uow() as uow:
-                job_ids = uow.jobs.requeue_overdue(
+            async with self._store.transaction() as tx:
+                job_ids = await tx.jobs.requeue_overdue(
                     before=now - self._requeue_after, now=now, limit=BATCH
                 )
-                uow.commit()
-            if not self._send(job_ids, requeued_at=now):
+            if not await self._send(job_ids, requeued_at=now):
                 break
             sent += len(job_ids)
             if len(job_ids) < BATCH:
@@ -146,12 +150,13 @@ class Recovery:
             log.warning("re-sent %d pending jobs whose message was overdue", sent)
         return sent
 
-    def _send(self, job_ids: list[str], *, requeued_at: datetime) -> bool:
+    async def _send(self, job_ids: list[str], *, requeued_at: datetime) -> bool:
         """Send the jobs' messages in one batch; if that fails, make them overdue again."""
         if not job_ids:
             return True
         try:
-            self._queue.enqueue_many(job_ids)
+            # The broker's client blocks; the sweep's loop goes on meanwhile.
+            await asyncio.to_thread(self._queue.enqueue_many, job_ids)
         except Exception:
             # Any failure of the broker: the jobs are still pending in the database. A
             # message of a failed batch may have gone out all the same; a second one
@@ -162,31 +167,43 @@ class Recovery:
                 job_ids[0],
                 exc_info=True,
             )
-            with self._uow() as uow:
-                uow.jobs.mark_unsent(
-                    job_ids, sent_at=requeued_at, overdue_at=requeued_at - self._requeue_after
-                )
-                uow.commit()
+            await self._store.jobs.mark_unsent(
+                job_ids, sent_at=requeued_at, overdue_at=requeued_at - self._requeue_after
+            )
             return False
         return True
 
 
 class RecoveryThread(threading.Thread):
-    """Runs sweeps every `interval_s` until stopped; a failed sweep is logged, not fatal."""
+    """Runs sweeps every `interval_s` until stopped, on an event loop of its own.
 
-    def __init__(self, recovery: Recovery, *, interval_s: float) -> None:
+    `open_recovery` builds the sweeper on the thread's loop, as a connection pool belongs
+    to the loop that opened it. A failed sweep (or a failed start) is logged and tried
+    again after the interval.
+    """
+
+    def __init__(
+        self, open_recovery: Callable[[], Awaitable[Recovery]], *, interval_s: float
+    ) -> None:
         super().__init__(name="agentq-recovery", daemon=True)
-        self._recovery = recovery
+        self._open = open_recovery
         self._interval_s = interval_s
         self._stopped = threading.Event()
 
     def run(self) -> None:
+        asyncio.run(self._sweeps())
+
+    async def _sweeps(self) -> None:
+        recovery: Recovery | None = None
         while not self._stopped.is_set():
             try:
-                self._recovery.sweep()
+                recovery = recovery or await self._open()
+                await recovery.sweep()
             except Exception:
                 log.exception("recovery sweep failed; trying again in %.1fs", self._interval_s)
-            self._stopped.wait(self._interval_s)
+            await asyncio.to_thread(self._stopped.wait, self._interval_s)
+        if recovery is not None:
+            await recovery.close()
 
     def stop(self) -> None:
         """Ask the thread to end after its current sweep."""

@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -16,8 +15,8 @@ from server.auth import ROLES, Principal, is_tenant_id, mint_token
 from server.clock import Clock, utc_now
 from server.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from server.limits import Tier
-from server.models import ApiKey, TenantLimit
-from server.unit_of_work import UnitOfWork
+from server.store.records import ApiKeyRecord, LimitRecord
+from server.store.store import Store
 
 SCOPES = ("agents:read", "agents:write", "jobs:read", "jobs:write")
 KEY_PREFIX = "agq_"
@@ -84,7 +83,7 @@ class AccessService:
 
     def __init__(
         self,
-        uow: Callable[[], UnitOfWork],
+        store: Store,
         *,
         pepper: bytes,
         tiers: Mapping[str, Tier],
@@ -93,27 +92,26 @@ class AccessService:
         tier_cache_s: float = 5.0,
         clock: Clock = utc_now,
     ) -> None:
-        self._uow = uow
+        self._store = store
         self._pepper = pepper
         self._tiers = dict(tiers)
         self._default_tier = default_tier
         self._max_unfinished_jobs = max_unfinished_jobs
         self._tier_cache_s = tier_cache_s
         self._tier_cache: dict[str, tuple[float, str]] = {}
-        self._cache_lock = threading.Lock()
         self._clock = clock
 
     def digest(self, key: str) -> str:
         """HMAC-SHA256 of a key with the pepper: what is stored instead of the key."""
         return hmac.new(self._pepper, key.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    def create_key(self, new: NewKey) -> tuple[ApiKey, str]:
+    async def create_key(self, new: NewKey) -> tuple[ApiKeyRecord, str]:
         """Store a new key's digest and return its row and the key, shown this once."""
         scopes = _check_key_request(new)
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         now = self._clock()
         expires = now + timedelta(seconds=new.lifetime_s) if new.lifetime_s else None
-        row = ApiKey(
+        row = ApiKeyRecord(
             id=str(uuid.uuid4()),
             tenant_id=new.tenant_id,
             name=new.name.strip(),
@@ -122,45 +120,39 @@ class AccessService:
             digest=self.digest(key),
             prefix=key[: len(KEY_PREFIX) + 4],
             created_at=now,
+            last_used_at=None,
             expires_at=expires,
+            revoked_at=None,
         )
-        with self._uow() as uow:
-            uow.api_keys.add(row)
-            uow.commit()
+        await self._store.api_keys.add(row)
         return row, key
 
-    def list_keys(self, tenant_id: str | None) -> Sequence[ApiKey]:
+    async def list_keys(self, tenant_id: str | None) -> Sequence[ApiKeyRecord]:
         """Keys' metadata, newest first."""
         if tenant_id is not None:
             check_tenant(tenant_id)
-        with self._uow() as uow:
-            return uow.api_keys.all(tenant_id=tenant_id)
+        return await self._store.api_keys.all(tenant_id=tenant_id)
 
-    def revoke_key(self, key_id: str) -> None:
+    async def revoke_key(self, key_id: str) -> None:
         """Revoke a key; checked on every request, so every replica refuses it at once."""
-        with self._uow() as uow:
-            row = uow.api_keys.get(key_id)
-            if row is None:
+        async with self._store.transaction() as tx:
+            if await tx.api_keys.get(key_id) is None:
                 raise NotFound("API key not found")
-            if row.revoked_at is None:
-                row.revoked_at = self._clock()
-            uow.commit()
+            await tx.api_keys.revoke(key_id, at=self._clock())
 
-    def verify(self, key: str) -> Principal:
+    async def verify(self, key: str) -> Principal:
         """The caller a live key stands for; Unauthenticated("Invalid API key") otherwise."""
         now = self._clock()
-        with self._uow() as uow:
-            row = uow.api_keys.by_digest(self.digest(key))
-            live = (
-                row is not None
-                and row.revoked_at is None
-                and (row.expires_at is None or row.expires_at > now)
-            )
-            if not live or row is None:
-                raise Unauthenticated(INVALID_KEY)
-            if row.last_used_at is None or row.last_used_at < now - TOUCH_EVERY:
-                uow.api_keys.touch(row.id, now=now, older_than=now - TOUCH_EVERY)
-                uow.commit()
+        row = await self._store.api_keys.by_digest(self.digest(key))
+        live = (
+            row is not None
+            and row.revoked_at is None
+            and (row.expires_at is None or row.expires_at > now)
+        )
+        if not live or row is None:
+            raise Unauthenticated(INVALID_KEY)
+        if row.last_used_at is None or row.last_used_at < now - TOUCH_EVERY:
+            await self._store.api_keys.touch(row.id, now=now, older_than=now - TOUCH_EVERY)
         return Principal(
             subject=f"apikey:{row.id}",
             role=row.role,
@@ -168,14 +160,14 @@ class AccessService:
             scopes=frozenset(row.scopes.split()),
         )
 
-    def limits(self, tenant_id: str) -> Limits:
+    async def limits(self, tenant_id: str) -> Limits:
         """The limits in force for a tenant: its overrides, else the defaults."""
         check_tenant(tenant_id)
-        with self._uow() as uow:
-            row = uow.limits.get(tenant_id)
-        return self._limits_of(tenant_id, row)
+        return self._limits_of(tenant_id, await self._store.limits.get(tenant_id))
 
-    def set_limits(self, tenant_id: str, *, tier: str | None, max_unfinished: int | None) -> Limits:
+    async def set_limits(
+        self, tenant_id: str, *, tier: str | None, max_unfinished: int | None
+    ) -> Limits:
         """Change a tenant's tier and/or cap; the rest stays."""
         check_tenant(tenant_id)
         if tier is not None and tier not in self._tiers:
@@ -184,39 +176,36 @@ class AccessService:
         if max_unfinished is not None and max_unfinished < 0:
             message = "Invalid max_unfinished_jobs: must be 0 or more"
             raise InvalidArgument.field("max_unfinished_jobs", message)
-        with self._uow() as uow:
+        async with self._store.transaction() as tx:
             # Created if absent the same way a racing capped submit creates it.
-            row = uow.limits.lock(tenant_id)
-            if tier is not None:
-                row.tier = tier
-            if max_unfinished is not None:
-                row.max_unfinished_jobs = max_unfinished
-            uow.commit()
-        with self._cache_lock:
-            self._tier_cache.pop(tenant_id, None)
+            row = await tx.limits.lock(tenant_id)
+            row = LimitRecord(
+                tenant_id,
+                row.tier if tier is None else tier,
+                row.max_unfinished_jobs if max_unfinished is None else max_unfinished,
+            )
+            await tx.limits.set(row)
+        self._tier_cache.pop(tenant_id, None)
         return self._limits_of(tenant_id, row)
 
     def cached_tier(self, tenant_id: str) -> Tier | None:
         """The tenant's bucket size if the cache holds it still; None means ask tier_of."""
-        with self._cache_lock:
-            cached = self._tier_cache.get(tenant_id)
+        cached = self._tier_cache.get(tenant_id)
         if cached is None or cached[0] < time.monotonic():
             return None
         return self._tiers[cached[1]]
 
-    def tier_of(self, tenant_id: str) -> Tier:
+    async def tier_of(self, tenant_id: str) -> Tier:
         """The tenant's bucket size, cached for a few seconds (read on every request)."""
         now = time.monotonic()
-        with self._cache_lock:
-            cached = self._tier_cache.get(tenant_id)
+        cached = self._tier_cache.get(tenant_id)
         if cached is None or cached[0] < now:
-            name = self.limits(tenant_id).tier_name
+            name = (await self.limits(tenant_id)).tier_name
             cached = (now + self._tier_cache_s, name)
-            with self._cache_lock:
-                self._tier_cache[tenant_id] = cached
+            self._tier_cache[tenant_id] = cached
         return self._tiers[cached[1]]
 
-    def _limits_of(self, tenant_id: str, row: TenantLimit | None) -> Limits:
+    def _limits_of(self, tenant_id: str, row: LimitRecord | None) -> Limits:
         name = row.tier if row is not None and row.tier in self._tiers else self._default_tier
         cap = self._max_unfinished_jobs
         if row is not None and row.max_unfinished_jobs is not None:

@@ -1,0 +1,29 @@
+"""What the servicers call: the services over one store, and how to close them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.sending import MessageSender
+from server.service.access import AccessService
+from server.service.agents import AgentService
+from server.service.jobs import JobService
+from server.service.system import SystemService
+from server.store.store import Store
+
+
+@dataclass(frozen=True)
+class Services:
+    """The service layer of one serving process, on its event loop's connection pool."""
+
+    agents: AgentService
+    jobs: JobService
+    system: SystemService
+    access: AccessService
+    store: Store
+    sender: MessageSender
+
+    async def close(self) -> None:
+        """Send the messages still handed over, then close the connections."""
+        self.sender.close()
+        await self.store.db.close()
