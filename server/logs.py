@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from server.grpc_api.context import request_id_var
+from server.api.context import request_id_var
 
 
 class _RequestIdFilter(logging.Filter):

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from server.limits import DEFAULT_TIERS, Tier
+from server.ratelimit import DEFAULT_TIERS, Tier
 
 # docs/contract.md §5 fixes these names; everything else is prefixed AGENTQ_.
 _SECRET_ENV = "VEX_JWT_SECRET"
@@ -114,3 +114,7 @@ class Settings(BaseSettings):
     def db_type(self) -> str:
         """`postgres` or `sqlite`, as /health reports it."""
         return "postgres" if self.database_url.startswith("postgres") else "sqlite"
+
+
+class ConfigurationError(Exception):
+    """The settings cannot run a server; the message says what to change."""

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from server.auth import ROLES, Principal, is_tenant_id, mint_token
+from server.auth.principal import ROLES, Principal, is_tenant_id
+from server.auth.tokens import mint_token
 from server.clock import Clock, utc_now
 from server.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
-from server.limits import Tier
+from server.ratelimit import Tier
 from server.store.records import ApiKeyRecord, LimitRecord
 from server.store.store import Store
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from server.auth import Principal
+from server.auth.principal import Principal
 from server.clock import Clock, utc_now
 from server.errors import NotFound
 from server.paging import Cursor, Page, PageTokens, page_size

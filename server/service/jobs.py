@@ -11,16 +11,16 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from server.auth import Principal
+from server.auth.principal import Principal
 from server.clock import Clock, utc_now
 from server.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ResourceExhausted
-from server.models import JobStatus
 from server.paging import Cursor, Page, PageTokens, page_size
 from server.store.database import DuplicateKey
 from server.store.jobs import NewJob
+from server.store.models import JobStatus
 from server.store.records import EventRecord, IdempotencyRecord, JobRecord
 from server.store.store import Store, Tables
-from server.transitions import cancel_pending, request_cancel
+from server.store.transitions import cancel_pending, request_cancel
 from server.validation import ExecutionSpec
 
 AGENT_NOT_FOUND = "Agent not found"

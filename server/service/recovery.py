@@ -9,12 +9,12 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from server.clock import Clock, utc_now
-from server.events import EventSpec, EventType
-from server.models import JobStatus
 from server.queue import BatchQueue
+from server.store.events import EventSpec, EventType
+from server.store.models import JobStatus
 from server.store.records import JobRecord
 from server.store.store import Store, Tables
-from server.transitions import finish_attempt
+from server.store.transitions import finish_attempt
 from server.worker.policy import RetryPolicy
 
 log = logging.getLogger(__name__)

@@ -1,14 +1,44 @@
-"""A job's events, in order."""
+"""Job events: their kinds, what a transition records, and reading them in order."""
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import bindparam, delete, select
 
 from server.store.database import Statements
 from server.store.records import EventRecord
 from server.store.tables import events
+
+
+class EventType(enum.StrEnum):
+    """The kinds of job event (proto JobEventType)."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    RETRYING = "retrying"
+    TOKEN = "token"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        """True for the last event a job ever gets."""
+        return self in (EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED)
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    """An event to record with a transition; its sequence comes from the job row."""
+
+    type: EventType
+    error: str | None = None
+    delay_s: float | None = None
+    delta: str | None = None
+
 
 _AFTER = (
     select(*EventRecord.columns(events))

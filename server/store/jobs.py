@@ -34,13 +34,13 @@ from sqlalchemy import (
     update,
 )
 
-from server.events import EventType
-from server.models import JobStatus
 from server.paging import Cursor
 from server.store.database import Row, Statements
+from server.store.events import EventType
+from server.store.models import JobStatus
 from server.store.records import JobRecord
 from server.store.tables import agents, events, jobs, tenant_limits
-from server.transitions import DUE, Attempt, Transition, claim, claimed
+from server.store.transitions import DUE, Attempt, Transition, claim, claimed
 
 UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING)
 FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -292,7 +292,7 @@ class Jobs:
         assert row is not None
         return int(next(iter(row.values())))
 
-    # The transitions (`server/transitions.py`).
+    # The transitions (`server/store/transitions.py`).
 
     async def change(self, change: Transition) -> Row | None:
         """Apply one transition: what its statement returns, None if the job did not match."""

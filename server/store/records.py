@@ -12,8 +12,8 @@ from typing import Any, Self
 
 from sqlalchemy import ColumnElement, Table
 
-from server.models import JobStatus
 from server.store.database import Row
+from server.store.models import JobStatus
 
 
 class Record:

@@ -1,10 +1,10 @@
-"""The tables of the schema (defined by the models in `server/models.py`) for Core statements."""
+"""The tables of the schema (the models of `server/store/models.py`) for Core statements."""
 
 from __future__ import annotations
 
 from sqlalchemy import Table
 
-from server.models import Agent, ApiKey, Base, IdempotencyKey, Job, JobEvent, TenantLimit
+from server.store.models import Agent, ApiKey, Base, IdempotencyKey, Job, JobEvent, TenantLimit
 
 
 def _table(model: type[Base]) -> Table:

@@ -16,14 +16,14 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from server import transitions
 from server.clock import Clock, utc_now
-from server.events import EventSpec, EventType
-from server.models import JobStatus
-from server.proof import context_hash, merkle_root
 from server.providers.base import Completion, Provider, ProviderError
 from server.queue import JobQueue
-from server.transitions import Attempt
+from server.store import transitions
+from server.store.events import EventSpec, EventType
+from server.store.models import JobStatus
+from server.store.transitions import Attempt
+from server.worker.hashes import context_hash, merkle_root
 from server.worker.policy import RetryPolicy
 from server.worker.store import AttemptStore
 from server.worker.tokens import TokenBuffer

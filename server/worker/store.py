@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Protocol
 
 from server.store.store import Store
-from server.transitions import Attempt, Transition
+from server.store.transitions import Attempt, Transition
 
 # The most job ids one cancel check asks about in one statement.
 CANCEL_CHECK_BATCH = 500
@@ -33,7 +33,7 @@ class AttemptStore(Protocol):
         ...
 
     async def apply(self, change: Transition) -> bool:
-        """Run one transition (`server/transitions.py`); False if the job did not match."""
+        """Run one transition (`server/store/transitions.py`); False if the job did not match."""
         ...
 
     async def cancel_requested(self, job_ids: Sequence[str]) -> set[str]:

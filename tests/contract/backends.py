@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from server.db import session_factory
-from server.events import EventSpec, EventType
-from server.models import Agent, Job, JobEvent
-from server.transitions import Attempt, Transition, events, jobs
+from server.store.migrate import session_factory
+from server.store.events import EventSpec, EventType
+from server.store.models import Agent, Job, JobEvent
+from server.store.transitions import Attempt, Transition, events, jobs
 from server.unit_of_work import SqlUnitOfWork
 from server.worker.pg_store import PgStore
 from server.worker.units import ConnectionUnitOfWork

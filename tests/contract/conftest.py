@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from server.db import create_db_engine, migrate
+from server.store.migrate import create_db_engine, migrate
 from tests.contract.backends import (
     AsyncpgBackend,
     Backend,

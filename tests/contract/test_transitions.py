@@ -1,6 +1,6 @@
 """The job transitions behave alike on every store: the fake, SQLite and PostgreSQL.
 
-Each case applies the same transition values (`server/transitions.py`) to each backend
+Each case applies the same transition values (`server/store/transitions.py`) to each backend
 and reads back the committed job and its events.
 """
 
@@ -10,9 +10,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from server.events import EventSpec, EventType
-from server.models import Job, JobStatus
-from server.transitions import (
+from server.store.events import EventSpec, EventType
+from server.store.models import Job, JobStatus
+from server.store.transitions import (
     Attempt,
     cancel_pending,
     finish_attempt,

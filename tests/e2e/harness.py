@@ -24,11 +24,11 @@ from agentq.v1 import agent_service_pb2_grpc as agents_grpc
 from agentq.v1 import job_pb2
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import job_service_pb2_grpc as jobs_grpc
-from server.auth import mint_token
-from server.db import create_db_engine
-from server.grpc_api.server import RunningServer, start_grpc_server
-from server.runtime import Runtime, build_runtime
+from server.api.server import RunningServer, start_grpc_server
+from server.auth.tokens import mint_token
+from server.bootstrap import Runtime, build_runtime
 from server.settings import Settings
+from server.store.migrate import create_db_engine
 
 SECRET = "e2e-secret-long-enough-for-every-hmac-size-0123456789abcdef0123456789"
 FINISHED = (job_pb2.JOB_STATUS_COMPLETED, job_pb2.JOB_STATUS_FAILED, job_pb2.JOB_STATUS_CANCELLED)
@@ -143,11 +143,15 @@ class ServerThread:
             self.runtime.start_workers()
         self.runtime.start_recovery()
         self._thread.start()
-        self._server: RunningServer = self._call(
-            start_grpc_server(self.runtime, secret=SECRET, address=self.settings.grpc_addr)
-        )
+        self._server: RunningServer = self._call(self._start_grpc())
         self.port = self._server.port
         return self
+
+    async def _start_grpc(self) -> RunningServer:
+        services = await self.runtime.open_services()
+        return await start_grpc_server(
+            self.settings, services, secret=SECRET, address=self.settings.grpc_addr
+        )
 
     def _call(self, coroutine: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=30)

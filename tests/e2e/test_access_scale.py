@@ -28,8 +28,8 @@ from sqlalchemy import func, select
 
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
-from server.limits import DEFAULT_TIERS, Tier
-from server.models import Job, JobStatus
+from server.ratelimit import DEFAULT_TIERS, Tier
+from server.store.models import Job, JobStatus
 from server.settings import Settings
 from tests.e2e.harness import ServerThread, running_rest, running_server, settings_for, token
 

@@ -31,7 +31,7 @@ from pydantic_settings import BaseSettings
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
 from rest_shim.settings import RestSettings
-from server.auth import ROLES
+from server.auth.principal import ROLES
 from server.settings import Settings
 
 SECRET = "cli-test-secret-that-is-long-enough-0123456789"

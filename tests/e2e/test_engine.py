@@ -15,7 +15,7 @@ from sqlalchemy import Engine, select
 
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import job_service_pb2_grpc as jobs_grpc
-from server.models import Job, JobEvent, JobStatus
+from server.store.models import Job, JobEvent, JobStatus
 from server.settings import Settings
 from tests.e2e.harness import (
     Client,

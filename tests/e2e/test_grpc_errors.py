@@ -10,7 +10,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import func, select
 
-from server.models import Agent, Job
+from server.store.models import Agent, Job
 from tests.e2e.harness import SECRET, ServerThread, rpc_error, token
 
 

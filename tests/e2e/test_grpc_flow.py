@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from agentq.v1 import job_pb2
-from server.proof import context_hash
+from server.worker.hashes import context_hash
 from tests.e2e.harness import ServerThread, WorkerProcess, running_server, token
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
-from server.models import Job, JobStatus
+from server.store.models import Job, JobStatus
 from tests.e2e.harness import WorkerProcess, running_server, token
 
 CALLS = 200

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, func, select
 
-from server.models import IdempotencyKey, Job
+from server.store.models import IdempotencyKey, Job
 from server.settings import Settings
 from tests.e2e.harness import (
     RestThread,

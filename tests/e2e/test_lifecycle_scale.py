@@ -20,7 +20,7 @@ import httpx
 import pytest
 from sqlalchemy import Engine, insert
 
-from server.models import Job, JobStatus
+from server.store.models import Job, JobStatus
 from server.settings import Settings
 from tests.e2e.harness import ServerThread, running_rest, running_server, token
 

@@ -50,7 +50,7 @@ def test_a_job_whose_message_was_lost_still_runs(scaled_settings: Settings) -> N
     ):
         # Every send fails, as when the broker drops out (or the process dies)
         # between committing the job and sending its message.
-        queue = server.runtime.queue
+        queue = server.bootstrap.queue
         original = queue.enqueue_many
 
         def lose(job_ids: Sequence[str]) -> None:

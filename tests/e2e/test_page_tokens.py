@@ -13,7 +13,7 @@ import pytest
 
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
-from server.runtime import page_token_key
+from server.bootstrap import page_token_key
 from server.settings import Settings
 from tests.e2e.harness import running_server, token
 

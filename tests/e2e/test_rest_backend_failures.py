@@ -22,7 +22,7 @@ import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from server.models import Job
+from server.store.models import Job
 from server.settings import Settings
 from tests.e2e.harness import ServerThread, running_rest, running_server, token
 

@@ -13,7 +13,7 @@ import jwt
 import pytest
 from sqlalchemy import func, select
 
-from server.models import Agent, Job
+from server.store.models import Agent, Job
 from tests.e2e.harness import (
     SECRET,
     RestThread,

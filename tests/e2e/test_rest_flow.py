@@ -19,7 +19,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from server.models import Job
+from server.store.models import Job
 from server.settings import Settings
 from tests.e2e.harness import (
     SECRET,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
-from server.db import create_db_engine, migrate
+from server.store.migrate import create_db_engine, migrate
 
 
 @pytest.fixture(params=["postgres", "sqlite"])

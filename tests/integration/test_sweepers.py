@@ -31,9 +31,9 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, select
 
-from server.db import create_db_engine, migrate, session_factory
-from server.events import EventSpec, EventType
-from server.models import Agent, Job, JobEvent, JobStatus
+from server.store.migrate import create_db_engine, migrate, session_factory
+from server.store.events import EventSpec, EventType
+from server.store.models import Agent, Job, JobEvent, JobStatus
 from server.recovery import Recovery
 from server.unit_of_work import SqlUnitOfWork
 from server.worker.policy import RetryPolicy

@@ -1,6 +1,6 @@
 """In-memory fakes for unit tests: a database with units of work, a queue, a clock, a provider.
 
-The fake repositories keep the semantics of `server/repository.py` and `server/events.py`
+The fake repositories keep the semantics of `server/repository.py` and `server/store/events.py`
 that the service layer relies on, so a unit test fails where the real database would:
 
 - A unit of work sees committed rows plus its own changes; nothing it does is visible to
@@ -11,7 +11,7 @@ that the service layer relies on, so a unit test fails where the real database w
   out, and a row read back from the store holds its status as a plain string. Like the
   session, a change made to a handed-out copy is written at the next flush (a query, an
   UPDATE or the commit), column by changed column.
-- Transitions are the values `server/transitions.py` makes, applied by one interpreter:
+- Transitions are the values `server/store/transitions.py` makes, applied by one interpreter:
   the row changes only if every expected column still matches (and, for a claim, the job
   is due), and the transition says whether it did. One that records an event takes the
   event's number from the row's `event_seq` in the same update, and the event's attempt
@@ -44,10 +44,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect
 from sqlalchemy.orm import Mapper
 
-from server.models import Agent, ApiKey, IdempotencyKey, Job, JobEvent, JobStatus, TenantLimit
+from server.store.models import Agent, ApiKey, IdempotencyKey, Job, JobEvent, JobStatus, TenantLimit
 from server.paging import Cursor
 from server.providers.base import Completion, DeltaSink, Provider
-from server.transitions import AbstractJobTransitions, Transition
+from server.store.transitions import AbstractJobTransitions, Transition
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner, CancelSignal
 from server.worker.store import ThreadStore
@@ -446,7 +446,7 @@ class FakeAgentRepository:
 class FakeJobRepository(AbstractJobTransitions):
     """JobRepository over a FakeUnitOfWork; its transitions are the rules of the real one.
 
-    Every transition is a `Transition` value of `server/transitions.py`, which `_change`
+    Every transition is a `Transition` value of `server/store/transitions.py`, which `_change`
     interprets against the rows of the unit of work.
     """
 

@@ -17,7 +17,8 @@ from typing import Self
 import pytest
 
 from server.access import MAX_LIFETIME_S, AccessService, Limits, NewKey, TokenIssuer
-from server.auth import LEEWAY_S, Principal, verify_bearer
+from server.auth.principal import Principal
+from server.auth.tokens import LEEWAY_S, verify_bearer
 from server.errors import (
     FieldViolation,
     InvalidArgument,
@@ -25,8 +26,8 @@ from server.errors import (
     ResourceExhausted,
     Unauthenticated,
 )
-from server.limits import Tier
-from server.models import Agent, JobStatus, TenantLimit
+from server.ratelimit import Tier
+from server.store.models import Agent, JobStatus, TenantLimit
 from server.services import AgentService, JobService
 from server.validation import agent_spec, execution_spec
 from tests.unit.fakes import (

@@ -12,7 +12,8 @@ from typing import Any
 import jwt
 import pytest
 
-from server.auth import ROLES, Principal, mint_token, require_role, verify_bearer
+from server.auth.principal import ROLES, Principal, require_role
+from server.auth.tokens import mint_token, verify_bearer
 from server.errors import PermissionDenied, Unauthenticated
 
 # 64 bytes, so pyjwt signs the HS512 test token with the same secret without warning.

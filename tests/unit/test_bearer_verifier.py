@@ -8,7 +8,8 @@ import jwt
 import pytest
 
 from server import auth
-from server.auth import BearerVerifier, Principal, verify_bearer
+from server.auth.principal import Principal
+from server.auth.tokens import BearerVerifier, verify_bearer
 from server.errors import Unauthenticated
 
 SECRET = "unit-test-secret-long-enough-for-hs256-signing-of-these-tokens"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server.grpc_api.convert import timestamp
+from server.api.convert import timestamp
 
 
 @pytest.mark.parametrize(

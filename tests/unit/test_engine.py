@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from server.models import Job, JobStatus
+from server.store.models import Job, JobStatus
 from server.providers.base import Completion
 from server.worker.engine import ExecutionEngine
 from server.worker.policy import RetryPolicy

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from server.auth import Principal
+from server.auth.principal import Principal
 from server.errors import AgentQError, Conflict, NotFound
-from server.models import Agent, Job, JobStatus
+from server.store.models import Agent, Job, JobStatus
 from server.providers.base import Completion, ProviderError
 from server.services import AgentService, JobService
 from server.validation import agent_spec, execution_spec

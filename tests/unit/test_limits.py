@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from server import limits
-from server.limits import Decision, MemoryRateLimiter, Tier
+from server.ratelimit import Decision, MemoryRateLimiter, Tier
 
 WALL_START = 1_700_000_000.0
 

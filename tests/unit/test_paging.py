@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from server.auth import Principal
+from server.auth.principal import Principal
 from server.errors import InvalidArgument
-from server.models import Agent, Job, JobStatus
+from server.store.models import Agent, Job, JobStatus
 from server.paging import Page, PageTokens
 from server.services import AgentService, JobService
 from server.validation import agent_spec, execution_spec

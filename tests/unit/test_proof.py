@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from server.proof import context_hash, merkle_root
+from server.worker.hashes import context_hash, merkle_root
 
 RUN = {
     "agent_id": "0b7c2d56-2f4e-4a8e-9a51-6f0c5d1e8a01",

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from server.auth import Principal
+from server.auth.principal import Principal
 from server.errors import NotFound
-from server.events import EventSpec, EventType
-from server.models import Agent, Job, JobStatus
+from server.store.events import EventSpec, EventType
+from server.store.models import Agent, Job, JobStatus
 from server.providers.base import Completion
 from server.recovery import Recovery
 from server.services import AgentService, JobService

@@ -70,7 +70,7 @@ def test_the_import_check_recognises_every_spelling_of_a_server_import(tmp_path:
         "import os, server.auth as auth\n"
         "from server.errors import AgentQError\n"
         "from server import settings\n"
-        "importlib.import_module('server.db')\n"
+        "importlib.import_module('server.store.migrate')\n"
         "from . import server as local_server\n"
         "import serverless\n"
         "from rest_shim import server_name\n",

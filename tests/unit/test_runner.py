@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from server.models import Agent, Job, JobStatus
-from server.proof import context_hash, merkle_root
+from server.store.models import Agent, Job, JobStatus
+from server.worker.hashes import context_hash, merkle_root
 from server.providers.base import Completion, ProviderError
 from server.recovery import Recovery
 from server.worker.policy import RetryPolicy

@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from server.auth import Principal
+from server.auth.principal import Principal
 from server.errors import AlreadyExists, InvalidArgument, NotFound
-from server.models import Agent, Job, JobStatus
+from server.store.models import Agent, Job, JobStatus
 from server.providers.base import Completion
 from server.recovery import Recovery
 from server.services import AgentService, JobService

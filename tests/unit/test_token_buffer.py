@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from server.events import EventType
-from server.models import JobStatus
-from server.transitions import Transition
+from server.store.events import EventType
+from server.store.models import JobStatus
+from server.store.transitions import Transition
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner
 from server.worker.store import ThreadStore

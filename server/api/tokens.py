@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from agentq.v1 import token_service_pb2 as pb
 from agentq.v1 import token_service_pb2_grpc as pb_grpc
-from server.grpc_api.context import Context, current_principal
-from server.grpc_api.convert import timestamp
+from server.api.context import Context, current_principal
+from server.api.convert import timestamp
 from server.service.access import TokenIssuer
 
 

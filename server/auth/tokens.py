@@ -35,37 +35,20 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 import jwt
 
-from server.errors import PermissionDenied, Unauthenticated
-
-ROLES = ("admin", "user", "agent")
+from server.auth.principal import Principal, is_non_empty_str, is_tenant_id
+from server.errors import Unauthenticated
 
 ALGORITHM = "HS256"
 LEEWAY_S = 60
-# The width of every tenant_id column (server/models.py).
-MAX_TENANT_CHARS = 255
 
 MISSING_HEADER = "Missing Authorization header"
 INVALID_HEADER_FORMAT = "Invalid Authorization header format"
 INVALID_TOKEN = "Invalid token"
 TOKEN_EXPIRED = "Token expired"
-INSUFFICIENT_PERMISSIONS = "Insufficient permissions"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated caller: who, with which role, in which tenant."""
-
-    subject: str
-    role: str
-    tenant_id: str
-    # The scopes an API key (or a token made from one) grants; None for an
-    # operator's JWT, which is limited by its role alone.
-    scopes: frozenset[str] | None = None
 
 
 def _validation_failed(reason: str) -> Unauthenticated:
@@ -81,16 +64,6 @@ def _missing_claim(name: str) -> Unauthenticated:
 def _is_int(value: object) -> TypeGuard[int]:
     """True for a JSON integer; bool is an int subclass in Python but not a JWT time."""
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_non_empty_str(value: object) -> bool:
-    """True for a string with at least one character and no NUL (no database stores it)."""
-    return isinstance(value, str) and value != "" and "\x00" not in value
-
-
-def is_tenant_id(value: object) -> bool:
-    """True for a tenant id that can be stored: 1 to 255 characters, no NUL."""
-    return _is_non_empty_str(value) and len(str(value)) <= MAX_TENANT_CHARS
 
 
 def _bearer_token(authorization: str | None) -> str:
@@ -175,7 +148,7 @@ def _check_required_claims(payload: dict[str, Any], *, max_ttl_s: int | None, no
     type, and to the server a claim it cannot use is a claim it does not have.
     """
     checks = (
-        ("sub", _is_non_empty_str),
+        ("sub", is_non_empty_str),
         ("exp", _is_int),
         ("iat", _is_int),
         ("iss", lambda value: isinstance(value, str)),
@@ -381,21 +354,3 @@ def mint_token(
     if scopes is not None:
         claims["scopes"] = sorted(scopes)
     return jwt.encode(claims, key=secret.encode("utf-8"), algorithm=ALGORITHM)
-
-
-SCOPE_DENIED = "Token scope not authorized for this endpoint"
-
-
-def require_scope(principal: Principal, scope: str | None) -> None:
-    """Raises PermissionDenied when the caller is limited by scopes and lacks `scope`.
-
-    `scope` None means the method needs no scope (the token exchange, reflection).
-    """
-    if principal.scopes is not None and scope is not None and scope not in principal.scopes:
-        raise PermissionDenied(SCOPE_DENIED)
-
-
-def require_role(principal: Principal, allowed: Collection[str]) -> None:
-    """Raises PermissionDenied unless the caller's role is allowed; admin is always allowed."""
-    if principal.role != "admin" and principal.role not in allowed:
-        raise PermissionDenied(INSUFFICIENT_PERMISSIONS)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from alembic import context
 
-from server.models import Base
+from server.store.models import Base
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through server.db.migrate (or `agentq migrate`)")
+    raise RuntimeError("run migrations through server.store.migrate.migrate (or `agentq migrate`)")
 
 context.configure(
     connection=connection,

@@ -8,16 +8,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.auth import (
-    INVALID_HEADER_FORMAT,
-    BearerVerifier,
-    Principal,
-    require_role,
-    require_scope,
-)
+from server.api import policy
+from server.auth.principal import Principal, require_role, require_scope
+from server.auth.tokens import INVALID_HEADER_FORMAT, BearerVerifier
 from server.errors import PermissionDenied, ResourceExhausted, Unauthenticated
-from server.grpc_api import policy
-from server.limits import RateLimiter
+from server.ratelimit import RateLimiter
 from server.service.access import INVALID_KEY, KEY_PREFIX, AccessService
 
 ADMIN_DENIED = "Invalid or missing admin token."
@@ -45,7 +40,7 @@ class Admission:
     trailers: list[tuple[str, str]] = field(default_factory=list)
 
 
-class Gate:
+class Guard:
     """Decides whether one call may run; raises the error that says why not."""
 
     def __init__(

@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentq.v1 import agent_pb2, job_pb2
-from server.events import EventType
-from server.models import JobStatus
+from server.store.events import EventType
+from server.store.models import JobStatus
 from server.store.records import AgentRecord, EventRecord, JobRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -13,10 +13,10 @@ from typing import Any
 
 from rest_shim.loop import event_loop_factory
 from server import orphans
-from server.auth import mint_token
-from server.grpc_api.server import start_grpc_server
-from server.runtime import ConfigurationError, build_runtime, jwt_secret
-from server.settings import Settings
+from server.api.server import start_grpc_server
+from server.auth.tokens import mint_token
+from server.bootstrap import build_runtime, jwt_secret
+from server.settings import ConfigurationError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,10 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
         if settings.redis_url is None:
             runtime.start_workers()
         runtime.start_recovery()
-        grpc_server = await start_grpc_server(runtime, secret=secret, address=settings.grpc_addr)
+        services = await runtime.open_services()
+        grpc_server = await start_grpc_server(
+            settings, services, secret=secret, address=settings.grpc_addr
+        )
         try:
             await _serve_started(settings, secret, grpc_server.port, stop, rest=rest)
         finally:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from agentq.v1 import admin_service_pb2 as pb
 from agentq.v1 import admin_service_pb2_grpc as pb_grpc
-from server.grpc_api.context import Context
-from server.grpc_api.convert import timestamp
+from server.api.context import Context
+from server.api.convert import timestamp
 from server.service.access import AccessService, Limits, NewKey
 from server.store.records import ApiKeyRecord
 from server.validation import parse_id

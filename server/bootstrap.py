@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import dramatiq
 
-from server.db import create_db_engine, migrate
 from server.paging import PageTokens
 from server.providers.base import Provider
 from server.providers.factory import build_provider
@@ -24,8 +23,9 @@ from server.service.jobs import JobService
 from server.service.recovery import Recovery, RecoveryThread
 from server.service.services import Services
 from server.service.system import SystemService
-from server.settings import MIN_SECRET_BYTES, Settings
+from server.settings import MIN_SECRET_BYTES, ConfigurationError, Settings
 from server.store.connect import open_database
+from server.store.migrate import create_db_engine, migrate
 from server.store.store import Store
 from server.worker.engine import ExecutionEngine
 from server.worker.policy import RetryPolicy
@@ -33,10 +33,6 @@ from server.worker.runner import AttemptRunner
 from server.worker.store import DatabaseAttemptStore
 
 log = logging.getLogger(__name__)
-
-
-class ConfigurationError(Exception):
-    """The settings cannot run a server; the message says what to change."""
 
 
 def jwt_secret(settings: Settings) -> str:

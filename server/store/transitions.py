@@ -34,8 +34,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.dml import Insert, Update
 
-from server.events import EventSpec, EventType
-from server.models import JobStatus
+from server.store.events import EventSpec, EventType
+from server.store.models import JobStatus
 from server.store.tables import agents, events, jobs
 
 

@@ -7,8 +7,8 @@ import time
 from agentq.v1 import agent_service_pb2 as pb
 from agentq.v1 import agent_service_pb2_grpc as pb_grpc
 from agentq.v1 import job_pb2
-from server.grpc_api.context import Context, current_principal
-from server.grpc_api.convert import agent_message
+from server.api.context import Context, current_principal
+from server.api.convert import agent_message
 from server.service.services import Services
 from server.validation import agent_spec, execution_spec, parse_id, request_key
 

@@ -1,6 +1,6 @@
-"""The gate lets a call run only with the right credentials, role, scope and rate.
+"""The guard lets a call run only with the right credentials, role, scope and rate.
 
-The gate runs on the real AccessService over the fakes, a real Blocking pool, and a
+The guard runs on the real AccessService over the fakes, a real Blocking pool, and a
 MemoryRateLimiter or a limiter scripted to fail.
 """
 
@@ -19,7 +19,7 @@ from google.protobuf.descriptor import FileDescriptor
 
 import agentq.v1
 from server.access import SCOPES, AccessService, NewKey
-from server.auth import mint_token
+from server.auth.tokens import mint_token
 from server.errors import (
     AgentQError,
     PermissionDenied,
@@ -27,10 +27,10 @@ from server.errors import (
     Unauthenticated,
     Unavailable,
 )
-from server.grpc_api import policy
-from server.grpc_api.blocking import Blocking
-from server.grpc_api.gate import Admission, Gate, JwtSettings
-from server.limits import Decision, MemoryRateLimiter, RateLimiter, Tier
+from server.api import policy
+from server.api.blocking import Blocking
+from server.api.guard import Admission, Guard, JwtSettings
+from server.ratelimit import Decision, MemoryRateLimiter, RateLimiter, Tier
 from server.unit_of_work import UnitOfWork
 from tests.unit.fakes import FakeClock, FakeStore
 
@@ -79,7 +79,7 @@ def _access(uow: Any) -> AccessService:
 
 
 @pytest.fixture
-def gate(access: AccessService, blocking: Blocking) -> Gate:
+def guard(access: AccessService, blocking: Blocking) -> Guard:
     return _gate(access, blocking)
 
 
@@ -89,8 +89,8 @@ def _gate(
     *,
     limiter: RateLimiter | None = None,
     admin_token: str | None = ADMIN_TOKEN,
-) -> Gate:
-    return Gate(
+) -> Guard:
+    return Guard(
         jwt=JwtSettings(SECRET, ISSUER, None),
         access=access,
         limiter=limiter or MemoryRateLimiter(),
@@ -99,16 +99,16 @@ def _gate(
     )
 
 
-def _admit(gate: Gate, method: str, metadata: Mapping[str, Any] | None = None) -> Admission:
-    """The admission of a call that passed; the gate's error otherwise."""
+def _admit(guard: Guard, method: str, metadata: Mapping[str, Any] | None = None) -> Admission:
+    """The admission of a call that passed; the guard's error otherwise."""
     admission = Admission()
-    asyncio.run(gate.admit(method, metadata or {}, admission))
+    asyncio.run(guard.admit(method, metadata or {}, admission))
     return admission
 
 
-def _refusal(gate: Gate, method: str, metadata: Mapping[str, Any] | None = None) -> AgentQError:
+def _refusal(guard: Guard, method: str, metadata: Mapping[str, Any] | None = None) -> AgentQError:
     with pytest.raises(AgentQError) as caught:
-        _admit(gate, method, metadata)
+        _admit(guard, method, metadata)
     return caught.value
 
 
@@ -126,7 +126,7 @@ def _key(
     role: str = "user",
     tenant: str = "acme",
 ) -> str:
-    _, key = access.create_key(NewKey(tenant, "gate test", role, scopes, None))
+    _, key = access.create_key(NewKey(tenant, "guard test", role, scopes, None))
     return key
 
 
@@ -169,8 +169,8 @@ def test_a_public_method_runs_without_credentials_and_without_a_rate_limit(
 
 
 @pytest.mark.parametrize("method", sorted(policy.ADMIN))
-def test_an_admin_method_runs_with_the_admin_token(gate: Gate, method: str) -> None:
-    admission = _admit(gate, method, {"x-admin-api-key": ADMIN_TOKEN})
+def test_an_admin_method_runs_with_the_admin_token(guard: Guard, method: str) -> None:
+    admission = _admit(guard, method, {"x-admin-api-key": ADMIN_TOKEN})
 
     assert admission.principal is None
 
@@ -189,9 +189,9 @@ def test_an_admin_method_runs_with_the_admin_token(gate: Gate, method: str) -> N
     ids=["missing", "empty", "shorter", "longer", "as-bearer", "admin-jwt"],
 )
 def test_an_admin_method_without_the_admin_token_is_denied(
-    gate: Gate, method: str, metadata: dict[str, str]
+    guard: Guard, method: str, metadata: dict[str, str]
 ) -> None:
-    error = _refusal(gate, method, metadata)
+    error = _refusal(guard, method, metadata)
 
     assert isinstance(error, PermissionDenied)
     assert error.message == ADMIN_DENIED
@@ -202,10 +202,10 @@ def test_an_admin_method_without_the_admin_token_is_denied(
 def test_admin_methods_are_closed_when_no_admin_token_is_configured(
     access: AccessService, blocking: Blocking, configured: str | None, sent: str | None
 ) -> None:
-    gate = _gate(access, blocking, admin_token=configured)
+    guard = _gate(access, blocking, admin_token=configured)
     metadata = {} if sent is None else {"x-admin-api-key": sent}
 
-    error = _refusal(gate, "/agentq.v1.AdminService/CreateApiKey", metadata)
+    error = _refusal(guard, "/agentq.v1.AdminService/CreateApiKey", metadata)
 
     assert isinstance(error, PermissionDenied)
     assert error.message == ADMIN_DENIED
@@ -214,47 +214,47 @@ def test_admin_methods_are_closed_when_no_admin_token_is_configured(
 # JWTs.
 
 
-def test_a_jwt_of_an_allowed_role_passes_as_its_caller(gate: Gate) -> None:
-    admission = _admit(gate, CREATE_AGENT, _bearer(role="user", tenant="globex"))
+def test_a_jwt_of_an_allowed_role_passes_as_its_caller(guard: Guard) -> None:
+    admission = _admit(guard, CREATE_AGENT, _bearer(role="user", tenant="globex"))
 
     assert admission.principal is not None
     assert (admission.principal.subject, admission.principal.tenant_id) == ("alice", "globex")
     assert admission.principal.scopes is None
 
 
-def test_a_jwt_of_a_role_not_allowed_is_denied(gate: Gate) -> None:
-    error = _refusal(gate, CREATE_AGENT, _bearer(role="agent"))
+def test_a_jwt_of_a_role_not_allowed_is_denied(guard: Guard) -> None:
+    error = _refusal(guard, CREATE_AGENT, _bearer(role="agent"))
 
     assert isinstance(error, PermissionDenied)
     assert error.message == "Insufficient permissions"
 
 
 @pytest.mark.parametrize("method", sorted(policy.ACCESS.keys() - policy.KEY_EXCHANGE))
-def test_an_admin_role_jwt_passes_every_method_for_callers(gate: Gate, method: str) -> None:
-    assert _admit(gate, method, _bearer(role="admin")).principal is not None
+def test_an_admin_role_jwt_passes_every_method_for_callers(guard: Guard, method: str) -> None:
+    assert _admit(guard, method, _bearer(role="admin")).principal is not None
 
 
-def test_a_method_for_callers_without_credentials_is_unauthenticated(gate: Gate) -> None:
-    error = _refusal(gate, EXECUTE)
+def test_a_method_for_callers_without_credentials_is_unauthenticated(guard: Guard) -> None:
+    error = _refusal(guard, EXECUTE)
 
     assert isinstance(error, Unauthenticated)
     assert error.message == "Missing Authorization header"
 
 
-def test_a_jwt_signed_with_another_secret_is_unauthenticated(gate: Gate) -> None:
+def test_a_jwt_signed_with_another_secret_is_unauthenticated(guard: Guard) -> None:
     token = mint_token(secret="x" * 48, subject="alice", role="user", issuer=ISSUER)
 
-    error = _refusal(gate, EXECUTE, {"authorization": f"Bearer {token}"})
+    error = _refusal(guard, EXECUTE, {"authorization": f"Bearer {token}"})
 
     assert isinstance(error, Unauthenticated)
     assert error.message == "Token validation failed: InvalidSignature"
 
 
-def test_a_jwt_made_from_a_key_keeps_the_keys_scopes(gate: Gate) -> None:
+def test_a_jwt_made_from_a_key_keeps_the_keys_scopes(guard: Guard) -> None:
     scoped = _bearer(role="user", scopes=["jobs:read"])
 
-    assert _admit(gate, "/agentq.v1.JobService/GetJob", scoped).principal is not None
-    error = _refusal(gate, CREATE_AGENT, scoped)
+    assert _admit(guard, "/agentq.v1.JobService/GetJob", scoped).principal is not None
+    error = _refusal(guard, CREATE_AGENT, scoped)
     assert isinstance(error, PermissionDenied)
     assert error.message == SCOPE_DENIED
 
@@ -265,12 +265,12 @@ def test_a_jwt_made_from_a_key_keeps_the_keys_scopes(gate: Gate) -> None:
 @pytest.mark.parametrize("header", ["x-api-key", "authorization"])
 @pytest.mark.parametrize(("method", "scope"), SCOPED)
 def test_an_api_key_passes_with_the_methods_scope(
-    gate: Gate, access: AccessService, header: str, method: str, scope: str
+    guard: Guard, access: AccessService, header: str, method: str, scope: str
 ) -> None:
     key = _key(access, scopes=(scope,), tenant="globex")
     sent = key if header == "x-api-key" else f"Bearer {key}"
 
-    admission = _admit(gate, method, {header: sent})
+    admission = _admit(guard, method, {header: sent})
 
     assert admission.principal is not None
     assert admission.principal.tenant_id == "globex"
@@ -280,23 +280,23 @@ def test_an_api_key_passes_with_the_methods_scope(
 @pytest.mark.parametrize("header", ["x-api-key", "authorization"])
 @pytest.mark.parametrize(("method", "scope"), SCOPED)
 def test_an_api_key_without_the_methods_scope_is_denied(
-    gate: Gate, access: AccessService, header: str, method: str, scope: str
+    guard: Guard, access: AccessService, header: str, method: str, scope: str
 ) -> None:
     key = _key(access, scopes=tuple(s for s in SCOPES if s != scope))
     sent = key if header == "x-api-key" else f"Bearer {key}"
 
-    error = _refusal(gate, method, {header: sent})
+    error = _refusal(guard, method, {header: sent})
 
     assert isinstance(error, PermissionDenied)
     assert error.message == SCOPE_DENIED
 
 
 def test_an_api_key_of_a_role_not_allowed_is_denied_whatever_its_scopes(
-    gate: Gate, access: AccessService
+    guard: Guard, access: AccessService
 ) -> None:
     key = _key(access, role="agent", scopes=SCOPES)
 
-    error = _refusal(gate, CREATE_AGENT, {"x-api-key": key})
+    error = _refusal(guard, CREATE_AGENT, {"x-api-key": key})
 
     assert isinstance(error, PermissionDenied)
     assert error.message == "Insufficient permissions"
@@ -312,22 +312,22 @@ def test_an_api_key_of_a_role_not_allowed_is_denied_whatever_its_scopes(
     ids=["unknown", "no-prefix", "unknown-bearer"],
 )
 def test_a_key_that_is_not_a_live_key_is_an_invalid_api_key(
-    gate: Gate, metadata: dict[str, str]
+    guard: Guard, metadata: dict[str, str]
 ) -> None:
-    error = _refusal(gate, EXECUTE, metadata)
+    error = _refusal(guard, EXECUTE, metadata)
 
     assert isinstance(error, Unauthenticated)
     assert error.message == "Invalid API key"
 
 
-def test_a_revoked_key_is_refused_on_its_next_call(gate: Gate, access: AccessService) -> None:
+def test_a_revoked_key_is_refused_on_its_next_call(guard: Guard, access: AccessService) -> None:
     key = _key(access)
-    _admit(gate, EXECUTE, {"x-api-key": key})
+    _admit(guard, EXECUTE, {"x-api-key": key})
     (row,) = access.list_keys("acme")
 
     access.revoke_key(row.id)
 
-    error = _refusal(gate, EXECUTE, {"x-api-key": key})
+    error = _refusal(guard, EXECUTE, {"x-api-key": key})
     assert isinstance(error, Unauthenticated)
     assert error.message == "Invalid API key"
 
@@ -337,27 +337,27 @@ def test_a_revoked_key_is_refused_on_its_next_call(gate: Gate, access: AccessSer
 
 @pytest.mark.parametrize("header", ["x-api-key", "authorization"])
 def test_the_token_exchange_takes_a_key_of_any_scope(
-    gate: Gate, access: AccessService, header: str
+    guard: Guard, access: AccessService, header: str
 ) -> None:
     key = _key(access, scopes=("agents:read",), role="agent")
     sent = key if header == "x-api-key" else f"bearer {key}"
 
-    admission = _admit(gate, CREATE_TOKEN, {header: sent})
+    admission = _admit(guard, CREATE_TOKEN, {header: sent})
 
     assert admission.principal is not None
     assert admission.principal.role == "agent"
     assert admission.principal.scopes == frozenset({"agents:read"})
 
 
-def test_the_token_exchange_refuses_a_jwt_as_an_invalid_api_key(gate: Gate) -> None:
-    error = _refusal(gate, CREATE_TOKEN, _bearer(role="admin"))
+def test_the_token_exchange_refuses_a_jwt_as_an_invalid_api_key(guard: Guard) -> None:
+    error = _refusal(guard, CREATE_TOKEN, _bearer(role="admin"))
 
     assert isinstance(error, Unauthenticated)
     assert error.message == "Invalid API key"
 
 
-def test_the_token_exchange_without_credentials_asks_for_an_api_key(gate: Gate) -> None:
-    error = _refusal(gate, CREATE_TOKEN)
+def test_the_token_exchange_without_credentials_asks_for_an_api_key(guard: Guard) -> None:
+    error = _refusal(guard, CREATE_TOKEN)
 
     assert isinstance(error, Unauthenticated)
     assert error.message == "Missing API key"
@@ -367,12 +367,12 @@ def test_the_token_exchange_without_credentials_asks_for_an_api_key(gate: Gate) 
 
 
 def test_each_admitted_call_reports_its_rate_limit_in_the_trailers(
-    gate: Gate, access: AccessService
+    guard: Guard, access: AccessService
 ) -> None:
     access.set_limits("acme", tier="tiny", max_unfinished=None)
     before = time.time()
 
-    trailers = [dict(_admit(gate, EXECUTE, _bearer()).trailers) for _ in range(3)]
+    trailers = [dict(_admit(guard, EXECUTE, _bearer()).trailers) for _ in range(3)]
 
     assert [t["x-ratelimit-limit"] for t in trailers] == ["3", "3", "3"]
     assert [t["x-ratelimit-remaining"] for t in trailers] == ["2", "1", "0"]
@@ -382,15 +382,15 @@ def test_each_admitted_call_reports_its_rate_limit_in_the_trailers(
 
 
 def test_a_call_past_the_burst_is_refused_with_when_to_retry_and_who_hit_the_limit(
-    gate: Gate, access: AccessService
+    guard: Guard, access: AccessService
 ) -> None:
     access.set_limits("acme", tier="tiny", max_unfinished=None)
     for _ in range(3):
-        _admit(gate, EXECUTE, _bearer())
+        _admit(guard, EXECUTE, _bearer())
     admission = Admission()
 
     with pytest.raises(ResourceExhausted) as caught:
-        asyncio.run(gate.admit(EXECUTE, _bearer(), admission))
+        asyncio.run(guard.admit(EXECUTE, _bearer(), admission))
 
     error = caught.value
     assert error.message == "Too many requests"
@@ -402,26 +402,26 @@ def test_a_call_past_the_burst_is_refused_with_when_to_retry_and_who_hit_the_lim
 
 
 def test_api_keys_and_jwts_of_one_tenant_share_its_bucket_and_others_have_their_own(
-    gate: Gate, access: AccessService
+    guard: Guard, access: AccessService
 ) -> None:
     access.set_limits("acme", tier="tiny", max_unfinished=None)
     key = _key(access)
-    _admit(gate, EXECUTE, {"x-api-key": key})
-    _admit(gate, EXECUTE, _bearer())
-    _admit(gate, CREATE_TOKEN, {"x-api-key": key})
+    _admit(guard, EXECUTE, {"x-api-key": key})
+    _admit(guard, EXECUTE, _bearer())
+    _admit(guard, CREATE_TOKEN, {"x-api-key": key})
 
-    assert isinstance(_refusal(gate, EXECUTE, _bearer()), ResourceExhausted)
-    assert _admit(gate, EXECUTE, _bearer(tenant="globex")).principal is not None
+    assert isinstance(_refusal(guard, EXECUTE, _bearer()), ResourceExhausted)
+    assert _admit(guard, EXECUTE, _bearer(tenant="globex")).principal is not None
 
 
 def test_an_unreachable_rate_limiter_refuses_the_call_as_unavailable(
     access: AccessService, blocking: Blocking
 ) -> None:
-    gate = _gate(access, blocking, limiter=UnreachableLimiter())
+    guard = _gate(access, blocking, limiter=UnreachableLimiter())
     admission = Admission()
 
     with pytest.raises(Unavailable) as caught:
-        asyncio.run(gate.admit(EXECUTE, _bearer(), admission))
+        asyncio.run(guard.admit(EXECUTE, _bearer(), admission))
 
     assert caught.value.message == "Rate limiter unavailable"
     assert admission.principal is None
@@ -440,11 +440,11 @@ def test_an_unreachable_key_store_refuses_the_call_as_unavailable(
     access: AccessService, blocking: Blocking, caller: str
 ) -> None:
     metadata = {"x-api-key": _key(access)} if caller == "api-key" else _bearer()
-    gate = _gate(_access(_DatabaseDown), blocking)
+    guard = _gate(_access(_DatabaseDown), blocking)
     admission = Admission()
 
     with pytest.raises(Unavailable) as caught:
-        asyncio.run(gate.admit(EXECUTE, metadata, admission))
+        asyncio.run(guard.admit(EXECUTE, metadata, admission))
 
     assert caught.value.message == "Database unavailable"
     assert admission.principal is None
@@ -498,7 +498,7 @@ def test_an_rpc_missing_from_the_policy_stops_the_server_from_starting(
     )
 
 
-def test_a_method_in_no_table_is_denied_rather_than_let_through(gate: Gate) -> None:
-    error = _refusal(gate, "/agentq.v1.AgentService/Undeclared", _bearer(role="admin"))
+def test_a_method_in_no_table_is_denied_rather_than_let_through(guard: Guard) -> None:
+    error = _refusal(guard, "/agentq.v1.AgentService/Undeclared", _bearer(role="admin"))
 
     assert isinstance(error, PermissionDenied)

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from server.auth import Principal
+from server.auth.principal import Principal
 
 # The servicer context of any RPC; the message types don't matter to its users.
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator
 
 from agentq.v1 import job_service_pb2 as pb
 from agentq.v1 import job_service_pb2_grpc as pb_grpc
+from server.api.context import Context, current_principal
+from server.api.convert import event_message, job_message, status_of
 from server.errors import InvalidArgument
-from server.events import EventType
-from server.grpc_api.context import Context, current_principal
-from server.grpc_api.convert import event_message, job_message, status_of
 from server.service.services import Services
+from server.store.events import EventType
 from server.validation import parse_id
 
 # Initial metadata that marks a watch stream as open (the job was found), so a

@@ -22,19 +22,18 @@ from agentq.v1 import (
     token_service_pb2,
     token_service_pb2_grpc,
 )
-from server.grpc_api import policy
-from server.grpc_api.admin import AdminServicer
-from server.grpc_api.agents import AgentServicer
-from server.grpc_api.gate import Gate, JwtSettings
-from server.grpc_api.interceptor import GuardInterceptor
-from server.grpc_api.jobs import JobServicer
-from server.grpc_api.system import SystemServicer
-from server.grpc_api.tokens import TokenServicer
-from server.limits import MemoryRateLimiter, RateLimiter, RedisRateLimiter
-from server.runtime import ConfigurationError, Runtime
+from server.api import policy
+from server.api.admin import AdminServicer
+from server.api.agents import AgentServicer
+from server.api.guard import Guard, JwtSettings
+from server.api.interceptor import GuardInterceptor
+from server.api.jobs import JobServicer
+from server.api.system import SystemServicer
+from server.api.tokens import TokenServicer
+from server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.service.access import TokenIssuer
 from server.service.services import Services
-from server.settings import Settings
+from server.settings import ConfigurationError, Settings
 
 _FILES = (
     agent_service_pb2.DESCRIPTOR,
@@ -64,15 +63,18 @@ class RunningServer:
         await self.services.close()  # sends what the last calls queued
 
 
-async def start_grpc_server(runtime: Runtime, *, secret: str, address: str) -> RunningServer:
-    """Start serving on `address` (port 0 picks a free one), reporting SERVING."""
-    settings = runtime.settings
+async def start_grpc_server(
+    settings: Settings, services: Services, *, secret: str, address: str
+) -> RunningServer:
+    """Start serving on `address` (port 0 picks a free one), reporting SERVING.
+
+    The server owns `services` from then on: stopping it closes them.
+    """
     limiter: RateLimiter
     if settings.redis_url:
         limiter = RedisRateLimiter(settings.redis_url, namespace=settings.redis_namespace)
     else:
         limiter = MemoryRateLimiter()
-    services = await runtime.open_services()
     try:
         server, port, health_servicer = _bind(settings, services, secret, address, limiter)
     except ConfigurationError:
@@ -91,7 +93,7 @@ def _bind(
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """A server with every servicer, bound to `address`; with its port and health."""
     policy.check_complete(_FILES)
-    gate = Gate(
+    guard = Guard(
         jwt=JwtSettings(secret, settings.jwt_issuer, settings.jwt_audience, settings.jwt_max_ttl_s),
         access=services.access,
         limiter=limiter,
@@ -100,7 +102,7 @@ def _bind(
     # grpcio shares ports by default (SO_REUSEPORT): a second server on a port in use
     # would start and take half the calls instead of failing.
     server = grpc.aio.server(
-        interceptors=[GuardInterceptor(gate)], options=[("grpc.so_reuseport", 0)]
+        interceptors=[GuardInterceptor(guard)], options=[("grpc.so_reuseport", 0)]
     )
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(services), server)
     job_service_pb2_grpc.add_JobServiceServicer_to_server(

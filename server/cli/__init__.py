@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if args.command == "token":
-        from server.auth import ROLES
+        from server.auth.principal import ROLES
 
         if args.role not in ROLES:
             parser.error(f"--role must be one of: {', '.join(ROLES)}")
@@ -152,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from server import logs
-    from server.runtime import ConfigurationError
-    from server.settings import Settings
+    from server.settings import ConfigurationError, Settings
 
     logs.configure(args.log_level)
     try:
@@ -165,13 +164,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
-    from server.runtime import ConfigurationError, jwt_secret
+    from server.bootstrap import jwt_secret
+    from server.settings import ConfigurationError
 
     if args.command == "serve":
         import asyncio
 
         from rest_shim.loop import event_loop_factory
-        from server.serve import serve
+        from server.cli.serve import serve
 
         if args.dev:
             settings = settings.model_copy(update={"dev_mode": True})
@@ -186,7 +186,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         except ListenError as error:
             raise ConfigurationError(str(error)) from None
     elif args.command == "worker":
-        from server.serve import work
+        from server.cli.serve import work
         from server.settings import Settings
 
         updates = {"worker_processes": args.processes, "worker_concurrency": args.concurrency}
@@ -195,7 +195,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         settings = Settings.model_validate({**settings.model_dump(), **overrides})
         work(settings)
     elif args.command == "token":
-        from server.auth import mint_token
+        from server.auth.tokens import mint_token
 
         if args.ttl <= 0:
             raise ValueError("--ttl must be a positive number of seconds")
@@ -216,11 +216,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
     elif args.command == "migrate":
-        from server.db import create_db_engine, migrate
+        from server.store.migrate import create_db_engine, migrate
 
         migrate(create_db_engine(settings.database_url))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

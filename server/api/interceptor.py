@@ -1,4 +1,4 @@
-"""The one interceptor: request ids, the gate's checks, and errors as google.rpc.Status."""
+"""The one interceptor: request ids, the guard's checks, and errors as google.rpc.Status."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 
+from server.api.context import Context, principal_var, request_id_var
+from server.api.guard import Admission, Guard
 from server.errors import (
     INTERNAL_MESSAGE,
     AgentQError,
@@ -21,8 +23,6 @@ from server.errors import (
     ResourceExhausted,
     status_for,
 )
-from server.grpc_api.context import Context, principal_var, request_id_var
-from server.grpc_api.gate import Admission, Gate
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +98,8 @@ def _repeated(pairs: tuple[tuple[str, Any], ...]) -> frozenset[str]:
 class GuardInterceptor(grpc.aio.ServerInterceptor):
     """Wraps every handler so no RPC runs unchecked and every error has one shape."""
 
-    def __init__(self, gate: Gate) -> None:
-        self._gate = gate
+    def __init__(self, guard: Guard) -> None:
+        self._guard = guard
         # Each method's handler is wrapped once, not on every call.
         self._guarded: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], Any]] = {}
 
@@ -116,7 +116,7 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         known = self._guarded.get(method)
         if known is None or known[0] is not handler:
-            known = (handler, _Guard(self._gate, method).wrap(handler))
+            known = (handler, _Guard(self._guard, method).wrap(handler))
             self._guarded[method] = known
         guarded: grpc.RpcMethodHandler[Any, Any] = known[1]
         return guarded
@@ -125,8 +125,8 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 class _Guard:
     """The checks and error mapping around each call of one method."""
 
-    def __init__(self, gate: Gate, method: str) -> None:
-        self._gate = gate
+    def __init__(self, guard: Guard, method: str) -> None:
+        self._guard = guard
         self._method = method
 
     def wrap(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
@@ -186,7 +186,7 @@ class _Guard:
         sent = metadata.get("x-request-id")
         request_id = sent if isinstance(sent, str) and _SANE_REQUEST_ID.fullmatch(sent) else None
         request_id_var.set(request_id or str(uuid.uuid4()))
-        await self._gate.admit(self._method, metadata, admission, repeated=_repeated(pairs))
+        await self._guard.admit(self._method, metadata, admission, repeated=_repeated(pairs))
         if admission.trailers:
             context.set_trailing_metadata(tuple(admission.trailers))
         if admission.principal is not None:
