@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 
-from server.store.migrate import session_factory
 from server.store.events import EventSpec, EventType
+from server.store.migrate import session_factory
 from server.store.models import Agent, Job, JobEvent
 from server.store.transitions import Attempt, Transition, events, jobs
 from server.unit_of_work import SqlUnitOfWork

@@ -29,8 +29,8 @@ from sqlalchemy import func, select
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
 from server.ratelimit import DEFAULT_TIERS, Tier
-from server.store.models import Job, JobStatus
 from server.settings import Settings
+from server.store.models import Job, JobStatus
 from tests.e2e.harness import ServerThread, running_rest, running_server, settings_for, token
 
 ADMIN_TOKEN = "e2e-admin-token-0123456789abcdefghijklmnop"

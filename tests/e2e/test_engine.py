@@ -15,8 +15,8 @@ from sqlalchemy import Engine, select
 
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import job_service_pb2_grpc as jobs_grpc
-from server.store.models import Job, JobEvent, JobStatus
 from server.settings import Settings
+from server.store.models import Job, JobEvent, JobStatus
 from tests.e2e.harness import (
     Client,
     ServerThread,
@@ -154,9 +154,7 @@ def test_cancelling_100_of_500_running_jobs_stops_each_within_a_second(
                         timeout=10,
                     )
                 rows = _wait_all_finished(server.engine, ids, timeout_s=60)
-                cancelled_at = {
-                    job_id: _events(server.engine, job_id)[-1] for job_id in asked
-                }
+                cancelled_at = {job_id: _events(server.engine, job_id)[-1] for job_id in asked}
             finally:
                 worker.stop()
         stats = fake.stats()

@@ -9,8 +9,8 @@ from pathlib import Path
 from sqlalchemy import select
 
 from agentq.v1 import job_pb2
-from server.store.models import Job, JobStatus
 from server.settings import Settings
+from server.store.models import Job, JobStatus
 from tests.e2e.fake_llm import Reply, fake_llm
 from tests.e2e.harness import Client, WorkerProcess, running_server, settings_for, token
 

@@ -26,8 +26,8 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine, func, select
 
-from server.store.models import IdempotencyKey, Job
 from server.settings import Settings
+from server.store.models import IdempotencyKey, Job
 from tests.e2e.harness import (
     RestThread,
     ServerThread,

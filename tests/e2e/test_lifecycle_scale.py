@@ -20,8 +20,8 @@ import httpx
 import pytest
 from sqlalchemy import Engine, insert
 
-from server.store.models import Job, JobStatus
 from server.settings import Settings
+from server.store.models import Job, JobStatus
 from tests.e2e.harness import ServerThread, running_rest, running_server, token
 
 JOBS = 10_000

@@ -22,8 +22,8 @@ import psycopg
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from server.store.models import Job
 from server.settings import Settings
+from server.store.models import Job
 from tests.e2e.harness import ServerThread, running_rest, running_server, token
 
 VALID_AGENT = {"name": "helper", "role": "You are a helpful assistant."}

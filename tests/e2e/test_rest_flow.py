@@ -19,8 +19,8 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from server.store.models import Job
 from server.settings import Settings
+from server.store.models import Job
 from tests.e2e.harness import (
     SECRET,
     RestThread,

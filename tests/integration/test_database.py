@@ -12,8 +12,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from server.store.migrate import MIGRATIONS, create_db_engine, migrate, session_factory
 from server.store.events import EventSpec, EventType
+from server.store.migrate import MIGRATIONS, create_db_engine, migrate, session_factory
 from server.store.models import Agent, Base, Job, JobStatus
 from server.unit_of_work import SqlUnitOfWork
 

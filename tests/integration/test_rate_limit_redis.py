@@ -16,7 +16,14 @@ import pytest
 import redis
 
 from server.errors import Unavailable
-from server.ratelimit import LEASE_S, Decision, MemoryRateLimiter, RedisRateLimiter, Tier, lease_size
+from server.ratelimit import (
+    LEASE_S,
+    Decision,
+    MemoryRateLimiter,
+    RedisRateLimiter,
+    Tier,
+    lease_size,
+)
 
 # So slow that a test never sees a token come back (one in 1000 s).
 NO_REFILL = 0.001

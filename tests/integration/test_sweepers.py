@@ -31,10 +31,10 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, select
 
-from server.store.migrate import create_db_engine, migrate, session_factory
-from server.store.events import EventSpec, EventType
-from server.store.models import Agent, Job, JobEvent, JobStatus
 from server.recovery import Recovery
+from server.store.events import EventSpec, EventType
+from server.store.migrate import create_db_engine, migrate, session_factory
+from server.store.models import Agent, Job, JobEvent, JobStatus
 from server.unit_of_work import SqlUnitOfWork
 from server.worker.policy import RetryPolicy
 from tests.unit.fakes import FakeClock, FakeQueue, make_agent, make_job

@@ -19,10 +19,10 @@ import psycopg
 from sqlalchemy import Engine, select
 from sqlalchemy.engine import make_url
 
-from server.store.migrate import create_db_engine, migrate, session_factory
-from server.store.events import EventSpec, EventType
-from server.store.models import Job, JobEvent, JobStatus
 from server.providers.base import Completion, ProviderError
+from server.store.events import EventSpec, EventType
+from server.store.migrate import create_db_engine, migrate, session_factory
+from server.store.models import Job, JobEvent, JobStatus
 from server.store.transitions import finish_attempt, record
 from server.unit_of_work import SqlUnitOfWork
 from server.worker.pg_store import PgStore

@@ -44,9 +44,9 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import inspect
 from sqlalchemy.orm import Mapper
 
-from server.store.models import Agent, ApiKey, IdempotencyKey, Job, JobEvent, JobStatus, TenantLimit
 from server.paging import Cursor
 from server.providers.base import Completion, DeltaSink, Provider
+from server.store.models import Agent, ApiKey, IdempotencyKey, Job, JobEvent, JobStatus, TenantLimit
 from server.store.transitions import AbstractJobTransitions, Transition
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner, CancelSignal

@@ -27,8 +27,8 @@ from server.errors import (
     Unauthenticated,
 )
 from server.ratelimit import Tier
-from server.store.models import Agent, JobStatus, TenantLimit
 from server.services import AgentService, JobService
+from server.store.models import Agent, JobStatus, TenantLimit
 from server.validation import agent_spec, execution_spec
 from tests.unit.fakes import (
     START,

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from server.store.models import Job, JobStatus
 from server.providers.base import Completion
+from server.store.models import Job, JobStatus
 from server.worker.engine import ExecutionEngine
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner

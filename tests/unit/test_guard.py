@@ -19,6 +19,9 @@ from google.protobuf.descriptor import FileDescriptor
 
 import agentq.v1
 from server.access import SCOPES, AccessService, NewKey
+from server.api import policy
+from server.api.blocking import Blocking
+from server.api.guard import Admission, Guard, JwtSettings
 from server.auth.tokens import mint_token
 from server.errors import (
     AgentQError,
@@ -27,9 +30,6 @@ from server.errors import (
     Unauthenticated,
     Unavailable,
 )
-from server.api import policy
-from server.api.blocking import Blocking
-from server.api.guard import Admission, Guard, JwtSettings
 from server.ratelimit import Decision, MemoryRateLimiter, RateLimiter, Tier
 from server.unit_of_work import UnitOfWork
 from tests.unit.fakes import FakeClock, FakeStore

@@ -11,9 +11,9 @@ import pytest
 
 from server.auth.principal import Principal
 from server.errors import AgentQError, Conflict, NotFound
-from server.store.models import Agent, Job, JobStatus
 from server.providers.base import Completion, ProviderError
 from server.services import AgentService, JobService
+from server.store.models import Agent, Job, JobStatus
 from server.validation import agent_spec, execution_spec
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner

@@ -12,9 +12,9 @@ import pytest
 
 from server.auth.principal import Principal
 from server.errors import InvalidArgument
-from server.store.models import Agent, Job, JobStatus
 from server.paging import Page, PageTokens
 from server.services import AgentService, JobService
+from server.store.models import Agent, Job, JobStatus
 from server.validation import agent_spec, execution_spec
 from tests.unit.fakes import FakeClock, FakeQueue, FakeStore
 

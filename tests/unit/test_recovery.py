@@ -11,11 +11,11 @@ import pytest
 
 from server.auth.principal import Principal
 from server.errors import NotFound
-from server.store.events import EventSpec, EventType
-from server.store.models import Agent, Job, JobStatus
 from server.providers.base import Completion
 from server.recovery import Recovery
 from server.services import AgentService, JobService
+from server.store.events import EventSpec, EventType
+from server.store.models import Agent, Job, JobStatus
 from server.validation import agent_spec, execution_spec
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from server.store.models import Agent, Job, JobStatus
-from server.worker.hashes import context_hash, merkle_root
 from server.providers.base import Completion, ProviderError
 from server.recovery import Recovery
+from server.store.models import Agent, Job, JobStatus
+from server.worker.hashes import context_hash, merkle_root
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner, CancelSignal
 from tests.unit.fakes import (

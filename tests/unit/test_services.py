@@ -11,10 +11,10 @@ import pytest
 
 from server.auth.principal import Principal
 from server.errors import AlreadyExists, InvalidArgument, NotFound
-from server.store.models import Agent, Job, JobStatus
 from server.providers.base import Completion
 from server.recovery import Recovery
 from server.services import AgentService, JobService
+from server.store.models import Agent, Job, JobStatus
 from server.validation import AgentSpec, ExecutionSpec, agent_spec, execution_spec
 from server.worker.policy import RetryPolicy
 from tests.unit.fakes import (
