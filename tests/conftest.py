@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import NoReturn
 
 import psycopg
@@ -18,6 +18,8 @@ import pytest
 import redis
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
+
+from tests.world import World, postgres_store, sqlite_store, world_on
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -145,3 +147,17 @@ def redis_namespace(redis_url: str) -> Iterator[str]:
             client.delete(*batch)
     finally:
         client.close()
+
+
+@pytest.fixture
+async def world() -> AsyncIterator[World]:
+    """A world on a new in-memory SQLite database (tests/world.py)."""
+    async with world_on(await sqlite_store()) as made:
+        yield made
+
+
+@pytest.fixture
+async def pg_world(fresh_postgres_url: str) -> AsyncIterator[World]:
+    """A world on a new PostgreSQL database."""
+    async with world_on(await postgres_store(fresh_postgres_url)) as made:
+        yield made
