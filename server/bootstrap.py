@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import dramatiq
 
+from server.configuration import ConfigurationError
+from server.dev_mode import shared_secret
 from server.paging import PageTokens
 from server.providers.base import Provider
 from server.providers.factory import build_provider
@@ -23,7 +25,7 @@ from server.service.jobs import JobService
 from server.service.recovery import Recovery, RecoveryThread
 from server.service.services import Services
 from server.service.system import SystemService
-from server.settings import MIN_SECRET_BYTES, ConfigurationError, Settings
+from server.settings import MIN_SECRET_BYTES, Settings
 from server.store.connect import open_database
 from server.store.migrate import create_db_engine, migrate
 from server.store.store import Store
@@ -36,19 +38,18 @@ log = logging.getLogger(__name__)
 
 
 def jwt_secret(settings: Settings) -> str:
-    """The signing secret, or a fresh one in development mode; refuses anything weak."""
-    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+    """The signing secret: VEX_JWT_SECRET, or development mode's kept one; refuses weak ones."""
+    secret = shared_secret(settings)
     if len(secret.encode("utf-8")) >= MIN_SECRET_BYTES:
         return secret
-    if settings.dev_mode:
-        return secrets.token_urlsafe(48)
     if secret:
         raise ConfigurationError(
             f"VEX_JWT_SECRET is too short: it needs at least {MIN_SECRET_BYTES} bytes"
         )
     raise ConfigurationError(
         "VEX_JWT_SECRET is not set. Set it to a random string of at least "
-        f"{MIN_SECRET_BYTES} bytes, or start with --dev to generate one for this run."
+        f"{MIN_SECRET_BYTES} bytes, or start with --dev for development mode (on this "
+        "machine only, with a secret kept beside the SQLite database)."
     )
 
 
@@ -219,7 +220,11 @@ def api_key_pepper(settings: Settings) -> bytes:
     """
     if settings.api_key_pepper is not None:
         return settings.api_key_pepper.get_secret_value().encode()
-    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+    secret = shared_secret(settings)
+    if not secret:
+        # Only a process that checks no keys gets here (a worker: a server refuses to
+        # start without a secret). A random pepper: never one derivable from nothing.
+        return secrets.token_bytes(32)
     return hmac.new(secret.encode(), b"agentq api key pepper", hashlib.sha256).digest()
 
 
@@ -229,7 +234,7 @@ def page_token_key(settings: Settings) -> bytes | None:
     None without a secret: each process then signs with a random key of its own,
     rather than with one anybody could derive from an empty secret.
     """
-    secret = settings.jwt_secret.get_secret_value() if settings.jwt_secret else ""
+    secret = shared_secret(settings)
     if not secret:
         return None
     return hmac.new(secret.encode(), b"agentq page token key", hashlib.sha256).digest()

@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 QUEUE_NAME = "agentq_jobs"
 ACTOR_NAME = "run_job"
+# What Dramatiq's consumers log, each every few seconds, while Redis is down.
+_CONSUMER_RECONNECTS = ("Consumer encountered a connection error", "Restarting consumer in")
 
 
 class JobQueue(Protocol):
@@ -45,10 +47,22 @@ def build_broker(settings: Settings) -> dramatiq.Broker:
             # this long; the database sweeper covers the jobs themselves sooner.
             heartbeat_timeout=int(settings.broker_heartbeat_timeout_s * 1000),
         )
+        _quiet_consumer_reconnects()
     else:
         broker = StubBroker()
     dramatiq.set_broker(broker)
     return broker
+
+
+def _quiet_consumer_reconnects() -> None:
+    """Drop the consumers' line per failed reconnect: RedisWatch reports an outage once."""
+    for queue_name in (QUEUE_NAME, f"{QUEUE_NAME}.DQ"):
+        logger = logging.getLogger(f"dramatiq.worker.ConsumerThread({queue_name})")
+        logger.addFilter(_not_a_reconnect)
+
+
+def _not_a_reconnect(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_CONSUMER_RECONNECTS)
 
 
 def declare_job_actor(

@@ -12,6 +12,9 @@ from server.ratelimit import DEFAULT_TIERS, Tier
 # docs/contract.md §5 fixes these names; everything else is prefixed AGENTQ_.
 _SECRET_ENV = "VEX_JWT_SECRET"
 MIN_SECRET_BYTES = 32
+# Development mode answers this machine only, unless an address is set explicitly:
+# anyone who can reach it can do what its easily found secret allows.
+_DEV_ADDRESSES = {"grpc_addr": "127.0.0.1:50051", "http_addr": "127.0.0.1:8080"}
 
 
 class Settings(BaseSettings):
@@ -110,11 +113,15 @@ class Settings(BaseSettings):
             )
         return self
 
+    def in_dev_mode(self) -> Settings:
+        """These settings in development mode, on loopback where no address was set."""
+        update: dict[str, object] = {"dev_mode": True}
+        for name, address in _DEV_ADDRESSES.items():
+            if name not in self.model_fields_set:
+                update[name] = address
+        return self.model_copy(update=update)
+
     @property
     def db_type(self) -> str:
         """`postgres` or `sqlite`, as /health reports it."""
         return "postgres" if self.database_url.startswith("postgres") else "sqlite"
-
-
-class ConfigurationError(Exception):
-    """The settings cannot run a server; the message says what to change."""

@@ -30,10 +30,11 @@ from server.api.interceptor import GuardInterceptor
 from server.api.jobs import JobServicer
 from server.api.system import SystemServicer
 from server.api.tokens import TokenServicer
+from server.configuration import ConfigurationError
 from server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from server.service.access import TokenIssuer
 from server.service.services import Services
-from server.settings import ConfigurationError, Settings
+from server.settings import Settings
 
 _FILES = (
     agent_service_pb2.DESCRIPTOR,

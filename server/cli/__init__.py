@@ -84,7 +84,10 @@ def _parser() -> argparse.ArgumentParser:
         env=_SERVE_ENV,
     )
     serve.add_argument(
-        "--dev", action="store_true", help="development mode: make a JWT secret if none is set"
+        "--dev",
+        action="store_true",
+        help="development mode: listen on 127.0.0.1 unless an address is set, and without "
+        "VEX_JWT_SECRET sign with a secret kept in a file beside the SQLite database",
     )
     serve.add_argument("--no-rest", action="store_true", help="serve gRPC only, no REST shim")
 
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     from pydantic import ValidationError
 
     from server import logs
-    from server.settings import ConfigurationError, Settings
+    from server.configuration import ConfigurationError
+    from server.settings import Settings
 
     logs.configure(args.log_level)
     try:
@@ -165,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
     from server.bootstrap import jwt_secret
-    from server.settings import ConfigurationError
+    from server.configuration import ConfigurationError
 
     if args.command == "serve":
         import asyncio
@@ -173,8 +177,8 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from rest_shim.loop import event_loop_factory
         from server.cli.serve import serve
 
-        if args.dev:
-            settings = settings.model_copy(update={"dev_mode": True})
+        if args.dev or settings.dev_mode:
+            settings = settings.in_dev_mode()
         with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
             runner.run(serve(settings, rest=not args.no_rest))
     elif args.command == "rest":

@@ -14,23 +14,13 @@ from typing import Any
 from rest_shim.loop import event_loop_factory
 from server import orphans
 from server.api.server import start_grpc_server
-from server.auth.tokens import mint_token
+from server.banner import dev_banner, interfaces, rest_url
 from server.bootstrap import build_runtime, jwt_secret
-from server.settings import ConfigurationError, Settings
+from server.configuration import ConfigurationError
+from server.redis_client import RedisWatch
+from server.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-def _print_dev_banner(settings: Settings, secret: str) -> None:
-    token = mint_token(secret=secret, subject="dev", role="admin", issuer=settings.jwt_issuer)
-    print(
-        "agentq is in development mode with a secret made for this run.\n"
-        f"  export VEX_JWT_SECRET='{secret}'\n"
-        "  agentq token --sub you --role user     # mint a token with it\n"
-        f"An admin token valid for one hour:\n  {token}\n",
-        file=sys.stderr,
-        flush=True,
-    )
 
 
 async def serve(settings: Settings, *, rest: bool = True) -> None:
@@ -44,6 +34,7 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
     stop = _stop_on_signals()
     secret = jwt_secret(settings)
     runtime = build_runtime(settings, engine_loop=event_loop_factory())
+    watch = _watch_redis(settings)
     try:
         if settings.redis_url is None:
             runtime.start_workers()
@@ -53,23 +44,36 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
             settings, services, secret=secret, address=settings.grpc_addr
         )
         try:
-            await _serve_started(settings, secret, grpc_server.port, stop, rest=rest)
+            await _serve_started(settings, grpc_server.port, stop, rest=rest)
         finally:
             await grpc_server.stop(grace=5)
     finally:
+        if watch is not None:
+            watch.stop()
         runtime.close()
 
 
-async def _serve_started(
-    settings: Settings, secret: str, port: int, stop: asyncio.Event, *, rest: bool
-) -> None:
+def _watch_redis(settings: Settings) -> RedisWatch | None:
+    """A started RedisWatch when Redis is configured: an outage is reported once."""
+    if settings.redis_url is None:
+        return None
+    watch = RedisWatch(settings.redis_url)
+    watch.start()
+    return watch
+
+
+async def _serve_started(settings: Settings, port: int, stop: asyncio.Event, *, rest: bool) -> None:
     """Announce the gRPC server on `port`, add REST, and wait for a signal."""
-    if settings.jwt_secret is None or secret != settings.jwt_secret.get_secret_value():
-        _print_dev_banner(settings, secret)
     mode = "with Redis" if settings.redis_url else "embedded, with in-process workers"
-    log.info("agentq gRPC listening on port %d (%s, %s)", port, settings.db_type, mode)
-    print(f"agentq gRPC listening on port {port}", flush=True)
+    print(
+        f"agentq gRPC listening on port {port} of {interfaces(settings.grpc_addr)} "
+        f"({settings.db_type}, {mode})",
+        flush=True,
+    )
     http = await _start_rest(settings, port) if rest else None
+    if settings.dev_mode:
+        url = rest_url(settings.http_addr, http[0].port) if http else None
+        print(dev_banner(settings, url), file=sys.stderr, flush=True)
     await stop.wait()
     log.info("shutting down")
     if http is not None:
@@ -101,7 +105,9 @@ async def _start_rest(settings: Settings, grpc_port: int) -> tuple[Any, asyncio.
             task.result()
             raise RuntimeError(f"the REST server could not start on {settings.http_addr}")
         await asyncio.sleep(0.01)
-    print(f"agentq REST listening on port {http.port}", flush=True)  # type: ignore[attr-defined]
+    port: int = http.port  # type: ignore[attr-defined]
+    url = rest_url(settings.http_addr, port)
+    print(f"agentq REST listening on port {port}: {url} (API docs at {url}/docs)", flush=True)
     return http, task
 
 
@@ -143,6 +149,7 @@ def _work_one(settings: Settings, parent_pid: int | None) -> None:
     if parent_pid is not None:
         orphans.stop_with_parent(parent_pid, stop)
     runtime = build_runtime(settings, engine_loop=event_loop_factory())
+    watch = _watch_redis(settings)
     grace_s: float | None = None
     try:
         runtime.start_workers()
@@ -154,4 +161,6 @@ def _work_one(settings: Settings, parent_pid: int | None) -> None:
             # Nobody will wait for this process: give running jobs back at once.
             grace_s = 0.0
     finally:
+        if watch is not None:
+            watch.stop()
         runtime.close(grace_s=grace_s)

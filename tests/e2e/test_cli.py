@@ -27,12 +27,14 @@ import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic_settings import BaseSettings
+from sqlalchemy.engine import make_url
 
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
 from rest_shim.settings import RestSettings
 from server.auth.principal import ROLES
 from server.settings import Settings
+from tests.conftest import PostgresServer
 
 SECRET = "cli-test-secret-that-is-long-enough-0123456789"
 COMMAND_TIMEOUT_S = 30
@@ -199,26 +201,18 @@ def dev_server(tmp_path: Path) -> Iterator[tuple[ServeProcess, int]]:
             process.wait(timeout=10)
 
 
-def _banner_secret_and_token(stderr: str) -> tuple[str, str]:
-    """The secret and the admin token that the development banner printed."""
-    secret = re.search(r"export VEX_JWT_SECRET='?([^'\s]+)'?", stderr)
-    assert secret, f"no `export VEX_JWT_SECRET=` in the dev banner:\n{stderr}"
-    after_secret = stderr[secret.end() :]
-    bearer = JWT_PATTERN.search(after_secret)
-    assert bearer, f"no token in the dev banner:\n{stderr}"
-    return secret.group(1), bearer.group(0)
-
-
-def test_serve_in_dev_mode_prints_a_working_admin_token_and_stops_cleanly_on_sigterm(
-    dev_server: tuple[ServeProcess, int],
+def test_serve_in_dev_mode_signs_with_the_secret_it_names_and_stops_cleanly_on_sigterm(
+    dev_server: tuple[ServeProcess, int], tmp_path: Path
 ) -> None:
     serve, port = dev_server
     serve.wait_listening()
-    banner = re.compile(r"An admin token valid for one hour:\n\s*" + JWT_PATTERN.pattern)
-    secret, bearer = _banner_secret_and_token(serve.wait_stderr(banner))
-    assert len(secret.encode("utf-8")) >= 32
-    claims = jwt.decode(bearer, secret.encode("utf-8"), algorithms=["HS256"], issuer="vex-api")
-    assert claims["role"] == "admin"
+    shown = re.compile(r'export VEX_JWT_SECRET="\$\(cat ([^)]+)\)"')
+    found = shown.search(serve.wait_stderr(shown))
+    assert found, serve.output
+    secret = (tmp_path / found.group(1)).read_text().strip()
+    minted = _agentq("token", "--sub", "you", cwd=tmp_path, env=_clean_env(VEX_JWT_SECRET=secret))
+    assert minted.returncode == 0, minted.stderr
+    bearer = minted.stdout.strip()
 
     metadata = (("authorization", f"Bearer {bearer}"),)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -393,6 +387,77 @@ def test_rest_on_a_port_in_use_exits_2_with_one_line_saying_so(
 
     _assert_refused_with_one_line(refused, taken_port)
     assert "listening" not in refused.stdout
+
+
+# --- operator mistakes: one line and exit status 2, never a traceback --------------------
+
+
+def _assert_refused_with(refused: subprocess.CompletedProcess[str], expected: str) -> None:
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.splitlines()[-1:] == [f"agentq: {expected}"], refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert "listening" not in refused.stdout
+
+
+def _refused(command: str, tmp_path: Path, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = _clean_env(
+        VEX_JWT_SECRET=SECRET,
+        AGENTQ_DATABASE_URL=database_url,
+        AGENTQ_GRPC_ADDR=f"127.0.0.1:{_free_port()}",
+        AGENTQ_HTTP_ADDR=f"127.0.0.1:{_free_port()}",
+    )
+    return _agentq(command, cwd=tmp_path, env=env, timeout=QUICK_EXIT_S)
+
+
+SUPPORTED_FORMS = "use sqlite:///PATH or postgresql://USER@HOST:PORT/NAME"
+
+
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+@pytest.mark.parametrize(
+    ("database_url", "expected"),
+    [
+        pytest.param(
+            "postgres//user:hunter2@db/agentq",
+            f"AGENTQ_DATABASE_URL is not a database URL; {SUPPORTED_FORMS}",
+            id="malformed",
+        ),
+        pytest.param(
+            "mysql://user:hunter2@db/agentq",
+            f"AGENTQ_DATABASE_URL uses mysql, which agentq does not support; {SUPPORTED_FORMS}",
+            id="unsupported",
+        ),
+        pytest.param(
+            "sqlite:///{tmp}/missing/agentq.db",
+            "cannot open the SQLite database {tmp}/missing/agentq.db: "
+            "the directory {tmp}/missing does not exist",
+            id="missing-sqlite-directory",
+        ),
+    ],
+)
+def test_a_database_url_agentq_cannot_use_exits_2_with_one_line_saying_why(
+    tmp_path: Path, command: str, database_url: str, expected: str
+) -> None:
+    refused = _refused(command, tmp_path, database_url.format(tmp=tmp_path))
+
+    _assert_refused_with(refused, expected.format(tmp=tmp_path))
+    assert "hunter2" not in refused.stderr
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("command", ["serve", "migrate"])
+def test_a_postgresql_database_that_does_not_exist_exits_2_with_one_line_naming_it(
+    tmp_path: Path, postgres_server: PostgresServer, command: str
+) -> None:
+    url = postgres_server.url_for("agentq_no_such_database")
+
+    refused = _refused(command, tmp_path, url)
+
+    shown = make_url(url).set(drivername="postgresql").render_as_string(hide_password=True)
+    _assert_refused_with(
+        refused,
+        f'cannot connect to the database at {shown}: database "agentq_no_such_database" '
+        "does not exist",
+    )
 
 
 # --- agentq --version and --help ----------------------------------------------------------
