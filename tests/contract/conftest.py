@@ -1,64 +1,64 @@
-"""Each contract test runs once per backend: the fake, SQLite and PostgreSQL.
+"""Each contract test runs on SQLite and on PostgreSQL, alone and in a transaction.
 
 SQLite is a real file, PostgreSQL the server of AGENTQ_TEST_POSTGRES_URL (tests/conftest.py):
-each is migrated once per session, and every test seeds jobs of its own. Without the
-PostgreSQL server its cases skip on a laptop but fail when CI is set.
+each is migrated once per session, every test opens the store on it afresh and seeds jobs
+of its own. Without the PostgreSQL server its cases skip on a laptop but fail when CI is
+set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
 
+from server.store.connect import open_database
 from server.store.migrate import create_db_engine, migrate
-from tests.contract.backends import (
-    AsyncpgBackend,
-    Backend,
-    ConnectionBackend,
-    FakeBackend,
-    SessionBackend,
-)
+from server.store.store import Store
+from tests.contract.backends import Backend
 
-BACKENDS = ["fake", "sqlite-connection", "sqlite-session", "postgres-session", "postgres-asyncpg"]
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+MODES = ["alone", "in-transaction"]
 
 
-def _migrated(url: str) -> Iterator[Engine]:
-    engine = create_db_engine(url)
-    migrate(engine)
-    yield engine
-    engine.dispose()
+def _migrate(url: str) -> str:
+    engine = create_db_engine(url, pool_size=1)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+    return url
 
 
 @pytest.fixture(scope="session")
-def sqlite_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated SQLite database in a file, shared by the session."""
     path: Path = tmp_path_factory.mktemp("contract") / "agentq.db"
-    yield from _migrated(f"sqlite:///{path}")
+    return _migrate(f"sqlite:///{path}")
 
 
 @pytest.fixture(scope="session")
-def postgres_engine(postgres_url: str) -> Iterator[Engine]:
+def migrated_postgres_url(postgres_url: str) -> str:
     """A migrated PostgreSQL database, shared by the session."""
-    yield from _migrated(postgres_url)
+    return _migrate(postgres_url)
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
-    """One backend, through the adapter its name says."""
+@pytest.fixture(params=DATABASES)
+async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
+    """The store on one database, through the adapter agentq runs on it."""
     name: str = request.param
-    if name == "fake":
-        yield FakeBackend()
-        return
-    database, adapter = name.split("-")
-    engine: Engine = request.getfixturevalue(f"{database}_engine")
-    if adapter == "session":
-        yield SessionBackend(engine)
-    elif adapter == "connection":
-        yield ConnectionBackend(engine)
-    else:
-        store = AsyncpgBackend(engine)
+    url: str = request.getfixturevalue(
+        "sqlite_url" if name == "sqlite" else "migrated_postgres_url"
+    )
+    store = Store(await open_database(url, pool_size=4))
+    try:
         yield store
-        store.close()
+    finally:
+        await store.db.close()
+
+
+@pytest.fixture(params=MODES)
+def backend(store: Store, request: pytest.FixtureRequest) -> Backend:
+    """The store, each claim and change alone or in a transaction of its own."""
+    return Backend(store, in_transaction=request.param == "in-transaction")

@@ -1,7 +1,8 @@
-"""The job transitions behave alike on every store: the fake, SQLite and PostgreSQL.
+"""The job transitions behave alike on SQLite and PostgreSQL, alone and in a transaction.
 
-Each case applies the same transition values (`server/store/transitions.py`) to each backend
-and reads back the committed job and its events.
+Each case applies the same transition values (`server/store/transitions.py`) through the
+one store (`server/store/jobs.py`) to each backend and reads back the committed job and
+its events.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from server.store.events import EventSpec, EventType
-from server.store.models import Job, JobStatus
+from server.store.models import JobStatus
+from server.store.records import JobRecord
+from server.store.store import Store
 from server.store.transitions import (
     Attempt,
     cancel_pending,
@@ -29,8 +34,8 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _claimed(backend: Backend, job: Job, token: str, now: datetime) -> Attempt:
-    attempt = backend.claim(job.id, now=now, token=token, lease_until=now + LEASE)
+async def _claimed(backend: Backend, job: JobRecord, token: str, now: datetime) -> Attempt:
+    attempt = await backend.claim(job.id, now=now, token=token, lease_until=now + LEASE)
     assert attempt is not None
     return attempt
 
@@ -39,8 +44,8 @@ def _done(now: datetime, response: str = "Revenue grew 12%.") -> dict[str, Any]:
     return {"status": JobStatus.COMPLETED, "completed_at": now, "response": response}
 
 
-def _state(backend: Backend, job: Job, *columns: str) -> tuple[Any, ...]:
-    row = backend.job(job.id)
+async def _state(backend: Backend, job: JobRecord, *columns: str) -> tuple[Any, ...]:
+    row = await backend.job(job.id)
     return tuple(row[column] for column in columns)
 
 
@@ -51,14 +56,14 @@ CANCELLED = EventSpec(EventType.CANCELLED)
 # Claims.
 
 
-def test_a_claim_wins_a_due_pending_job_once_and_hands_back_its_attempt(
+async def test_a_claim_wins_a_due_pending_job_once_and_hands_back_its_attempt(
     backend: Backend,
 ) -> None:
     now = _now()
-    job = backend.seed(due=now)
+    job = await backend.seed(due=now)
 
-    first = backend.claim(job.id, now=now, token="a", lease_until=now + LEASE)
-    second = backend.claim(job.id, now=now, token="b", lease_until=now + LEASE)
+    first = await backend.claim(job.id, now=now, token="a", lease_until=now + LEASE)
+    second = await backend.claim(job.id, now=now, token="b", lease_until=now + LEASE)
 
     assert first == Attempt(
         job_id=job.id,
@@ -71,145 +76,151 @@ def test_a_claim_wins_a_due_pending_job_once_and_hands_back_its_attempt(
     )
     assert second is None
     columns = ("status", "run_token", "attempts", "started_at", "lease_expires_at", "event_seq")
-    assert _state(backend, job, *columns) == (JobStatus.RUNNING, "a", 1, now, now + LEASE, 2)
-    assert backend.events(job.id) == [QUEUED, (2, "started", 1, None, None, None)]
+    assert await _state(backend, job, *columns) == (JobStatus.RUNNING, "a", 1, now, now + LEASE, 2)
+    assert await backend.events(job.id) == [QUEUED, (2, "started", 1, None, None, None)]
 
 
-def test_a_job_is_not_claimed_before_it_is_due_and_is_claimed_the_moment_it_is(
+async def test_a_job_is_not_claimed_before_it_is_due_and_is_claimed_the_moment_it_is(
     backend: Backend,
 ) -> None:
     due = _now()
-    job = backend.seed(due=due)
+    job = await backend.seed(due=due)
     early = due - timedelta(microseconds=1)
 
-    assert backend.claim(job.id, now=early, token="early", lease_until=due) is None
-    assert _state(backend, job, "status", "attempts", "event_seq") == (JobStatus.PENDING, 0, 1)
-    assert backend.events(job.id) == [QUEUED]
+    assert await backend.claim(job.id, now=early, token="early", lease_until=due) is None
+    assert await _state(backend, job, "status", "attempts", "event_seq") == (
+        JobStatus.PENDING,
+        0,
+        1,
+    )
+    assert await backend.events(job.id) == [QUEUED]
 
-    assert _claimed(backend, job, "on-time", due).number == 1
+    assert (await _claimed(backend, job, "on-time", due)).number == 1
 
 
-def test_a_claim_hands_back_no_role_once_the_agent_is_deleted(backend: Backend) -> None:
+async def test_a_claim_hands_back_no_role_once_the_agent_is_deleted(backend: Backend) -> None:
     now = _now()
-    job = backend.seed(due=now, agent_deleted=True)
+    job = await backend.seed(due=now, agent_deleted=True)
 
-    attempt = _claimed(backend, job, "t", now)
+    attempt = await _claimed(backend, job, "t", now)
 
     assert (attempt.number, attempt.role, attempt.prompt) == (1, None, job.prompt)
 
 
-def test_nothing_is_claimed_or_changed_for_a_job_that_does_not_exist(backend: Backend) -> None:
+async def test_nothing_is_claimed_or_changed_for_a_job_that_does_not_exist(
+    backend: Backend,
+) -> None:
     now, missing = _now(), str(uuid.uuid4())
 
-    assert backend.claim(missing, now=now, token="t", lease_until=now) is None
-    assert not backend.apply(cancel_pending(missing, at=now))
-    assert not backend.apply(request_cancel(missing))
+    assert await backend.claim(missing, now=now, token="t", lease_until=now) is None
+    assert not await backend.apply(cancel_pending(missing, at=now))
+    assert not await backend.apply(request_cancel(missing))
 
 
 # Outcomes.
 
 
-def test_only_the_attempt_holding_the_job_finishes_it_and_only_once(backend: Backend) -> None:
+async def test_only_the_attempt_holding_the_job_finishes_it_and_only_once(backend: Backend) -> None:
     now = _now()
-    job = backend.seed(due=now)
-    _claimed(backend, job, "holder", now)
+    job = await backend.seed(due=now)
+    await _claimed(backend, job, "holder", now)
 
     stale = finish_attempt(
         job.id, token="stale", values=_done(now, "late"), event=COMPLETED, at=now
     )
     holder = finish_attempt(job.id, token="holder", values=_done(now), event=COMPLETED, at=now)
 
-    assert not backend.apply(stale)
-    assert _state(backend, job, "status", "run_token") == (JobStatus.RUNNING, "holder")
-    assert backend.apply(holder)
-    assert not backend.apply(holder)  # not running any more
+    assert not await backend.apply(stale)
+    assert await _state(backend, job, "status", "run_token") == (JobStatus.RUNNING, "holder")
+    assert await backend.apply(holder)
+    assert not await backend.apply(holder)  # not running any more
 
     columns = ("status", "response", "completed_at", "run_token", "lease_expires_at")
-    assert _state(backend, job, *columns) == (
+    assert await _state(backend, job, *columns) == (
         JobStatus.COMPLETED,
         "Revenue grew 12%.",
         now,
         None,
         None,
     )
-    assert [row[:3] for row in backend.events(job.id)] == [
+    assert [row[:3] for row in await backend.events(job.id)] == [
         (1, "queued", 0),
         (2, "started", 1),
         (3, "completed", 1),
     ]
 
 
-def test_an_outcome_unless_cancelled_yields_to_a_cancel_request_and_the_cancel_is_recorded(
+async def test_an_outcome_unless_cancelled_yields_to_a_cancel_request_and_the_cancel_is_recorded(
     backend: Backend,
 ) -> None:
     now = _now()
-    job = backend.seed(due=now)
-    _claimed(backend, job, "t", now)
+    job = await backend.seed(due=now)
+    await _claimed(backend, job, "t", now)
     done = finish_attempt(
         job.id, token="t", values=_done(now), event=COMPLETED, at=now, unless_cancelled=True
     )
     cancelled = {"status": JobStatus.CANCELLED, "completed_at": now}
 
-    assert backend.apply(request_cancel(job.id))
-    assert not backend.apply(done)
-    assert backend.apply(
+    assert await backend.apply(request_cancel(job.id))
+    assert not await backend.apply(done)
+    assert await backend.apply(
         finish_attempt(job.id, token="t", values=cancelled, event=CANCELLED, at=now)
     )
 
-    assert _state(backend, job, "status", "response", "run_token") == (
+    assert await _state(backend, job, "status", "response", "run_token") == (
         JobStatus.CANCELLED,
         None,
         None,
     )
-    assert [row[:3] for row in backend.events(job.id)] == [
+    assert [row[:3] for row in await backend.events(job.id)] == [
         (1, "queued", 0),
         (2, "started", 1),
         (3, "cancelled", 1),
     ]
 
 
-def test_an_outcome_unless_cancelled_is_recorded_when_no_cancel_was_requested(
+async def test_an_outcome_unless_cancelled_is_recorded_when_no_cancel_was_requested(
     backend: Backend,
 ) -> None:
     now = _now()
-    job = backend.seed(due=now)
-    _claimed(backend, job, "t", now)
+    job = await backend.seed(due=now)
+    await _claimed(backend, job, "t", now)
 
-    assert backend.apply(
+    assert await backend.apply(
         finish_attempt(
             job.id, token="t", values=_done(now), event=COMPLETED, at=now, unless_cancelled=True
         )
     )
-    assert _state(backend, job, "status")[0] == JobStatus.COMPLETED
+    assert (await _state(backend, job, "status"))[0] == JobStatus.COMPLETED
 
 
 # Events of a running attempt.
 
 
-def test_an_attempt_records_events_while_it_holds_the_job_and_none_once_it_lost_it(
+async def test_an_attempt_records_events_while_it_holds_the_job_and_none_once_it_lost_it(
     backend: Backend,
 ) -> None:
     now = _now()
-    job = backend.seed(due=now)
-    _claimed(backend, job, "first", now)
+    job = await backend.seed(due=now)
+    await _claimed(backend, job, "first", now)
 
-    def delta(token: str, text: str) -> bool:
+    async def delta(token: str, text: str) -> bool:
         event = EventSpec(EventType.TOKEN, delta=text)
-        return backend.apply(record(job.id, token=token, event=event, at=now))
+        return await backend.apply(record(job.id, token=token, event=event, at=now))
 
-    assert delta("first", "Revenue ")
-    assert not delta("other", "(not held)")
+    assert await delta("first", "Revenue ")
+    assert not await delta("other", "(not held)")
     retry = {"status": JobStatus.PENDING, "next_run_at": now, "last_error": "HTTP 503"}
     retrying = EventSpec(EventType.RETRYING, error="HTTP 503", delay_s=0.0)
-    assert backend.apply(
+    assert await backend.apply(
         finish_attempt(job.id, token="first", values=retry, event=retrying, at=now)
     )
-    assert not delta("first", "(pending)")
-    _claimed(backend, job, "second", now)
-    assert not delta("first", "(lost)")
-    assert delta("second", "grew 12%.")
+    assert not await delta("first", "(pending)")
+    await _claimed(backend, job, "second", now)
+    assert not await delta("first", "(lost)")
+    assert await delta("second", "grew 12%.")
 
-    assert backend.events(job.id) == [
+    assert await backend.events(job.id) == [
         QUEUED,
         (2, "started", 1, None, None, None),
         (3, "token", 1, None, None, "Revenue "),
@@ -222,80 +233,89 @@ def test_an_attempt_records_events_while_it_holds_the_job_and_none_once_it_lost_
 # Cancels.
 
 
-def test_a_pending_job_is_cancelled_at_once_and_a_running_one_is_not(backend: Backend) -> None:
+async def test_a_pending_job_is_cancelled_at_once_and_a_running_one_is_not(
+    backend: Backend,
+) -> None:
     now = _now()
-    pending, running = backend.seed(due=now), backend.seed(due=now)
-    _claimed(backend, running, "t", now)
+    pending, running = await backend.seed(due=now), await backend.seed(due=now)
+    await _claimed(backend, running, "t", now)
 
-    assert backend.apply(cancel_pending(pending.id, at=now))
-    assert not backend.apply(cancel_pending(pending.id, at=now))  # not pending any more
-    assert not backend.apply(cancel_pending(running.id, at=now))
+    assert await backend.apply(cancel_pending(pending.id, at=now))
+    assert not await backend.apply(cancel_pending(pending.id, at=now))  # not pending any more
+    assert not await backend.apply(cancel_pending(running.id, at=now))
 
-    assert _state(backend, pending, "status", "completed_at", "event_seq") == (
+    assert await _state(backend, pending, "status", "completed_at", "event_seq") == (
         JobStatus.CANCELLED,
         now,
         2,
     )
-    assert backend.events(pending.id) == [QUEUED, (2, "cancelled", 0, None, None, None)]
-    assert _state(backend, running, "status", "run_token", "cancel_requested") == (
+    assert await backend.events(pending.id) == [QUEUED, (2, "cancelled", 0, None, None, None)]
+    assert await _state(backend, running, "status", "run_token", "cancel_requested") == (
         JobStatus.RUNNING,
         "t",
         False,
     )
-    assert [row[1] for row in backend.events(running.id)] == ["queued", "started"]
+    assert [row[1] for row in await backend.events(running.id)] == ["queued", "started"]
 
 
-def test_a_cancel_is_requested_of_a_running_job_only_and_records_no_event(
+async def test_a_cancel_is_requested_of_a_running_job_only_and_records_no_event(
     backend: Backend,
 ) -> None:
     now = _now()
-    pending, running, finished = (backend.seed(due=now) for _ in range(3))
-    _claimed(backend, running, "t", now)
-    _claimed(backend, finished, "f", now)
-    backend.apply(
+    pending, running, finished = [await backend.seed(due=now) for _ in range(3)]
+    await _claimed(backend, running, "t", now)
+    await _claimed(backend, finished, "f", now)
+    await backend.apply(
         finish_attempt(finished.id, token="f", values=_done(now), event=COMPLETED, at=now)
     )
 
-    assert not backend.apply(request_cancel(pending.id))
-    assert backend.apply(request_cancel(running.id))
-    assert not backend.apply(request_cancel(finished.id))
+    assert not await backend.apply(request_cancel(pending.id))
+    assert await backend.apply(request_cancel(running.id))
+    assert not await backend.apply(request_cancel(finished.id))
 
-    assert _state(backend, pending, "status", "cancel_requested") == (JobStatus.PENDING, False)
-    assert _state(backend, running, "status", "cancel_requested", "event_seq") == (
+    assert await _state(backend, pending, "status", "cancel_requested") == (
+        JobStatus.PENDING,
+        False,
+    )
+    assert await _state(backend, running, "status", "cancel_requested", "event_seq") == (
         JobStatus.RUNNING,
         True,
         2,
     )
-    assert _state(backend, finished, "cancel_requested")[0] is False
-    assert [row[1] for row in backend.events(running.id)] == ["queued", "started"]
+    assert (await _state(backend, finished, "cancel_requested"))[0] is False
+    assert [row[1] for row in await backend.events(running.id)] == ["queued", "started"]
 
 
 # Numbering.
 
 
-def test_events_are_numbered_from_one_without_gaps_across_attempts_and_outcomes(
+async def test_events_are_numbered_from_one_without_gaps_across_attempts_and_outcomes(
     backend: Backend,
 ) -> None:
     now = _now()
-    job = backend.seed(due=now)
+    job = await backend.seed(due=now)
     unavailable = "Provider returned HTTP 503"
     retry = {"status": JobStatus.PENDING, "next_run_at": now, "last_error": unavailable}
     retrying = EventSpec(EventType.RETRYING, error=unavailable, delay_s=1.5)
 
-    _claimed(backend, job, "a", now)
+    await _claimed(backend, job, "a", now)
     piece = EventSpec(EventType.TOKEN, delta="Revenue")
-    assert backend.apply(record(job.id, token="a", event=piece, at=now))
-    assert backend.apply(finish_attempt(job.id, token="a", values=retry, event=retrying, at=now))
-    assert not backend.claim(job.id, now=now - timedelta(seconds=1), token="b", lease_until=now)
-    assert _claimed(backend, job, "b", now).number == 2
-    for piece in ("Revenue ", "grew 12%."):
-        event = EventSpec(EventType.TOKEN, delta=piece)
-        assert backend.apply(record(job.id, token="b", event=event, at=now))
-    assert backend.apply(
+    assert await backend.apply(record(job.id, token="a", event=piece, at=now))
+    assert await backend.apply(
+        finish_attempt(job.id, token="a", values=retry, event=retrying, at=now)
+    )
+    assert not await backend.claim(
+        job.id, now=now - timedelta(seconds=1), token="b", lease_until=now
+    )
+    assert (await _claimed(backend, job, "b", now)).number == 2
+    for text in ("Revenue ", "grew 12%."):
+        event = EventSpec(EventType.TOKEN, delta=text)
+        assert await backend.apply(record(job.id, token="b", event=event, at=now))
+    assert await backend.apply(
         finish_attempt(job.id, token="b", values=_done(now), event=COMPLETED, at=now)
     )
 
-    rows = backend.events(job.id)
+    rows = await backend.events(job.id)
     assert [row[0] for row in rows] == list(range(1, 9))
     assert [(kind, attempt) for _, kind, attempt, *_ in rows] == [
         ("queued", 0),
@@ -308,8 +328,40 @@ def test_events_are_numbered_from_one_without_gaps_across_attempts_and_outcomes(
         ("completed", 2),
     ]
     assert rows[3][3:5] == (unavailable, 1.5)
-    assert _state(backend, job, "event_seq", "attempts", "status") == (
+    assert await _state(backend, job, "event_seq", "attempts", "status") == (
         8,
         2,
         JobStatus.COMPLETED,
     )
+
+
+# Transactions.
+
+
+class _Abandoned(Exception):
+    """Raised to leave a transaction without committing it."""
+
+
+async def test_transitions_in_a_transaction_left_without_commit_record_nothing(
+    backend: Backend, store: Store
+) -> None:
+    # SQLite records an event with a second statement, under the caller's transaction.
+    now = _now()
+    job = await backend.seed(due=now)
+
+    with pytest.raises(_Abandoned):
+        async with store.transaction() as tx:
+            assert await tx.jobs.claim(job.id, now=now, token="t", lease_until=now + LEASE)
+            piece = EventSpec(EventType.TOKEN, delta="Revenue")
+            assert await tx.jobs.apply(record(job.id, token="t", event=piece, at=now))
+            raise _Abandoned
+
+    assert await _state(backend, job, "status", "attempts", "run_token", "event_seq") == (
+        JobStatus.PENDING,
+        0,
+        None,
+        1,
+    )
+    assert await backend.events(job.id) == [QUEUED]
+    assert (await _claimed(backend, job, "after", now)).number == 1
+    assert await backend.events(job.id) == [QUEUED, (2, "started", 1, None, None, None)]
