@@ -115,6 +115,7 @@ class Runtime:
                 tiers=settings.rate_tiers,
                 default_tier=settings.default_tier,
                 max_unfinished_jobs=settings.max_unfinished_jobs,
+                token_lifetime_s=settings.token_ttl_s,
             ),
             store=store,
             sender=sender,

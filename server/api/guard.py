@@ -131,7 +131,11 @@ class Guard:
             if not key.startswith(KEY_PREFIX):
                 raise Unauthenticated(INVALID_KEY)
             return await self._access.verify(key)
-        return self._bearer.verify(authorization if isinstance(authorization, str) else None)
+        principal = self._bearer.verify(authorization if isinstance(authorization, str) else None)
+        if principal.api_key_id is not None and await self._access.has_ended(principal.api_key_id):
+            # A token made from a key ends with it: its caller is the key's.
+            raise Unauthenticated(INVALID_KEY)
+        return principal
 
 
 def _refuse_ambiguous(repeated: Collection[str]) -> None:

@@ -114,9 +114,7 @@ def _bind(
         AdminServicer(services.access), server
     )
     issuer = TokenIssuer(secret=secret, issuer=settings.jwt_issuer, lifetime_s=settings.token_ttl_s)
-    token_service_pb2_grpc.add_TokenServiceServicer_to_server(
-        TokenServicer(issuer, lifetime_s=settings.token_ttl_s), server
-    )
+    token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(issuer), server)
 
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -12,17 +12,16 @@ from server.service.access import TokenIssuer
 class TokenServicer(pb_grpc.TokenServiceServicer):
     """Exchanges the calling API key for a JWT."""
 
-    def __init__(self, issuer: TokenIssuer, *, lifetime_s: int) -> None:
+    def __init__(self, issuer: TokenIssuer) -> None:
         self._issuer = issuer
-        self._lifetime_s = lifetime_s
 
     async def CreateToken(
         self, request: pb.CreateTokenRequest, context: Context
     ) -> pb.CreateTokenResponse:
-        token, expires = self._issuer.exchange(current_principal())
+        token, expires, lifetime_s = self._issuer.exchange(current_principal())
         return pb.CreateTokenResponse(
             access_token=token,
             token_type="bearer",
-            expires_in=self._lifetime_s,
+            expires_in=lifetime_s,
             expires_at=timestamp(expires),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime
 
 from server.errors import PermissionDenied
 
@@ -24,6 +25,12 @@ class Principal:
     # The scopes an API key (or a token made from one) grants; None for an
     # operator's JWT, which is limited by its role alone.
     scopes: frozenset[str] | None = None
+    # The API key the caller used, or the one its token was exchanged for: the key's
+    # revocation ends the token too.
+    api_key_id: str | None = None
+    # When the API key expires (None: never, or not a key); a token made from the key
+    # expires by then.
+    key_expires_at: datetime | None = None
 
 
 def is_non_empty_str(value: object) -> bool:

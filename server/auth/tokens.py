@@ -48,6 +48,8 @@ LEEWAY_S = 60
 MISSING_HEADER = "Missing Authorization header"
 INVALID_HEADER_FORMAT = "Invalid Authorization header format"
 INVALID_TOKEN = "Invalid token"
+# The private claim that names the API key a token was exchanged for.
+API_KEY_CLAIM = "agentq_key_id"
 TOKEN_EXPIRED = "Token expired"
 
 
@@ -252,6 +254,7 @@ def _verify(
         role=payload["role"],
         tenant_id=payload.get("tenant_id", payload["sub"]),
         scopes=_scopes(payload),
+        api_key_id=_api_key_id(payload),
     )
     return principal, _validity(payload)
 
@@ -321,6 +324,16 @@ def _scopes(payload: dict[str, Any]) -> frozenset[str] | None:
     return frozenset(scopes)
 
 
+def _api_key_id(payload: dict[str, Any]) -> str | None:
+    # A token exchanged for an API key names it, so that revoking the key ends it.
+    if API_KEY_CLAIM not in payload:
+        return None
+    key_id = payload[API_KEY_CLAIM]
+    if not is_non_empty_str(key_id):
+        raise _missing_claim(API_KEY_CLAIM)
+    return str(key_id)
+
+
 def mint_token(
     *,
     secret: str,
@@ -331,6 +344,7 @@ def mint_token(
     lifetime_s: int = 3600,
     audience: str | None = None,
     scopes: Collection[str] | None = None,
+    api_key_id: str | None = None,
     now: float | None = None,
 ) -> str:
     """An HS256 JWT with sub, role, iss, iat, exp (integers) and tenant_id/aud/scopes if given."""
@@ -353,4 +367,6 @@ def mint_token(
         claims["aud"] = audience
     if scopes is not None:
         claims["scopes"] = sorted(scopes)
+    if api_key_id is not None:
+        claims[API_KEY_CLAIM] = api_key_id
     return jwt.encode(claims, key=secret.encode("utf-8"), algorithm=ALGORITHM)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import math
 import secrets
 import time
 import uuid
@@ -12,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from server.auth.principal import ROLES, Principal, is_tenant_id
-from server.auth.tokens import mint_token
+from server.auth.tokens import LEEWAY_S, mint_token
 from server.clock import Clock, utc_now
 from server.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
 from server.ratelimit import Tier
@@ -23,6 +25,9 @@ SCOPES = ("agents:read", "agents:write", "jobs:read", "jobs:write")
 KEY_PREFIX = "agq_"
 INVALID_KEY = "Invalid API key"
 MAX_LIFETIME_S = 10 * 365 * 86400
+# How stale the set of revoked keys may be: a token exchanged for a key is refused
+# this soon after the key's revocation, on every replica.
+REVOCATION_REFRESH_S = 0.5
 # last_used_at is written at most this often per key, not on every request.
 TOUCH_EVERY = timedelta(seconds=60)
 
@@ -91,6 +96,7 @@ class AccessService:
         default_tier: str,
         max_unfinished_jobs: int | None,
         tier_cache_s: float = 5.0,
+        token_lifetime_s: int = 900,
         clock: Clock = utc_now,
     ) -> None:
         self._store = store
@@ -101,6 +107,11 @@ class AccessService:
         self._tier_cache_s = tier_cache_s
         self._tier_cache: dict[str, tuple[float, str]] = {}
         self._clock = clock
+        # Keys revoked while a token made from them could still be alive.
+        self._token_lifetime_s = token_lifetime_s
+        self._revoked: set[str] = set()
+        self._revoked_read_at = -math.inf
+        self._revoked_lock = asyncio.Lock()
 
     def digest(self, key: str) -> str:
         """HMAC-SHA256 of a key with the pepper: what is stored instead of the key."""
@@ -135,11 +146,37 @@ class AccessService:
         return await self._store.api_keys.all(tenant_id=tenant_id)
 
     async def revoke_key(self, key_id: str) -> None:
-        """Revoke a key; checked on every request, so every replica refuses it at once."""
+        """Revoke a key; checked on every request, so every replica refuses it at once.
+
+        Tokens exchanged for it are refused too: at once here, and within
+        REVOCATION_REFRESH_S on other replicas (`has_ended`).
+        """
         async with self._store.transaction() as tx:
             if await tx.api_keys.get(key_id) is None:
                 raise NotFound("API key not found")
             await tx.api_keys.revoke(key_id, at=self._clock())
+        self._revoked.add(key_id)
+
+    async def has_ended(self, key_id: str) -> bool:
+        """Whether the key a token was exchanged for has been revoked or has expired.
+
+        A token expires with its key, but JWT checks allow clocks LEEWAY_S of skew; this
+        check allows none. It reads a set of the keys that ended while a token could
+        still be alive, read again from the database once it is REVOCATION_REFRESH_S
+        old: one small query per replica that often, instead of one per request.
+        """
+        if time.monotonic() - self._revoked_read_at >= REVOCATION_REFRESH_S:
+            async with self._revoked_lock:
+                if time.monotonic() - self._revoked_read_at >= REVOCATION_REFRESH_S:
+                    await self._read_revoked()
+        return key_id in self._revoked
+
+    async def _read_revoked(self) -> None:
+        started = time.monotonic()
+        now = self._clock()
+        since = now - timedelta(seconds=self._token_lifetime_s + LEEWAY_S)
+        self._revoked = set(await self._store.api_keys.ended_since(since, now=now))
+        self._revoked_read_at = started
 
     async def verify(self, key: str) -> Principal:
         """The caller a live key stands for; Unauthenticated("Invalid API key") otherwise."""
@@ -159,6 +196,8 @@ class AccessService:
             role=row.role,
             tenant_id=row.tenant_id,
             scopes=frozenset(row.scopes.split()),
+            api_key_id=row.id,
+            key_expires_at=row.expires_at,
         )
 
     async def limits(self, tenant_id: str) -> Limits:
@@ -225,17 +264,25 @@ class TokenIssuer:
         self._lifetime_s = lifetime_s
         self._clock = clock
 
-    def exchange(self, principal: Principal) -> tuple[str, datetime]:
-        """A JWT with the key's tenant, role and scopes, and when it expires."""
-        now = self._clock()
+    def exchange(self, principal: Principal) -> tuple[str, datetime, int]:
+        """A JWT with the key's tenant, role and scopes; when it expires, and in how long.
+
+        It names its key, so revoking the key ends it, and it expires no later than
+        the key does.
+        """
+        issued_at = int(self._clock().timestamp())
+        expires_at = issued_at + self._lifetime_s
+        if principal.key_expires_at is not None:
+            expires_at = min(expires_at, math.floor(principal.key_expires_at.timestamp()))
         token = mint_token(
             secret=self._secret,
             subject=principal.subject,
             role=principal.role,
             issuer=self._issuer,
             tenant_id=principal.tenant_id,
-            lifetime_s=self._lifetime_s,
+            lifetime_s=expires_at - issued_at,
             scopes=sorted(principal.scopes or ()),
-            now=now.timestamp(),
+            api_key_id=principal.api_key_id,
+            now=issued_at,
         )
-        return token, datetime.fromtimestamp(int(now.timestamp()) + self._lifetime_s, UTC)
+        return token, datetime.fromtimestamp(expires_at, UTC), expires_at - issued_at

@@ -18,6 +18,15 @@ _KEY_BY_ID = select(*_KEY_COLUMNS).where(api_keys.c.id == bindparam("id"))
 _NEWEST_FIRST = (api_keys.c.created_at.desc(), api_keys.c.id.desc())
 _ALL_KEYS = select(*_KEY_COLUMNS).order_by(*_NEWEST_FIRST)
 _TENANT_KEYS = _ALL_KEYS.where(api_keys.c.tenant_id == bindparam("tenant_id"))
+_ENDED_SINCE = select(api_keys.c.id).where(
+    or_(
+        api_keys.c.revoked_at >= bindparam("since", type_=api_keys.c.revoked_at.type),
+        api_keys.c.expires_at.between(
+            bindparam("since", type_=api_keys.c.expires_at.type),
+            bindparam("now", type_=api_keys.c.expires_at.type),
+        ),
+    )
+)
 _REVOKE = (
     update(api_keys)
     .where(api_keys.c.id == bindparam("key_id"), api_keys.c.revoked_at.is_(None))
@@ -90,6 +99,11 @@ class ApiKeys:
     async def revoke(self, key_id: str, *, at: datetime) -> None:
         """Revoke a key unless it is revoked already (the first time stays)."""
         await self._run.run(_REVOKE, {"key_id": key_id, "at": at})
+
+    async def ended_since(self, since: datetime, *, now: datetime) -> list[str]:
+        """Ids of the keys revoked at or after `since`, or expired between then and `now`."""
+        rows = await self._run.all(_ENDED_SINCE, {"since": since, "now": now})
+        return [row["id"] for row in rows]
 
     async def touch(self, key_id: str, *, now: datetime, older_than: datetime) -> None:
         """Set last_used_at unless it is already newer than `older_than`."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -322,3 +324,61 @@ def rpc_error(call: grpc.RpcError) -> tuple[grpc.StatusCode, str, str, list[tupl
             detail.Unpack(bad)
             violations = [(v.field, v.description) for v in bad.field_violations]
     return call.code(), call.details(), reason, violations
+
+
+# How long `agentq serve` may take to say it listens.
+SERVE_START_TIMEOUT_S = 60
+
+
+class ServeProcess:
+    """`agentq serve` (gRPC and REST) in a child process: another replica."""
+
+    def __init__(self, settings: Settings, cwd: Path) -> None:
+        settings = settings.model_copy(
+            update={"grpc_addr": "127.0.0.1:0", "http_addr": "127.0.0.1:0"}
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "server.cli", "serve"],
+            cwd=cwd,
+            env=env_for(settings),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._lines: list[str] = []
+        self._port: int | None = None
+        self.url = ""
+        self._ready = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+        if not self._ready.wait(timeout=SERVE_START_TIMEOUT_S) or self._port is None:
+            self.stop()
+            raise AssertionError("agentq serve did not start:\n" + "".join(self._lines))
+        self.url = f"http://127.0.0.1:{self._port}"
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._lines.append(line)
+            match = re.search(r"agentq REST listening on port (\d+)", line)
+            if match:
+                self._port = int(match.group(1))
+                self._ready.set()
+        self._ready.set()  # the process ended
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+@contextmanager
+def serve_process(settings: Settings, cwd: Path) -> Iterator[ServeProcess]:
+    process = ServeProcess(settings, cwd)
+    try:
+        yield process
+    finally:
+        process.stop()

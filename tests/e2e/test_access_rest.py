@@ -12,7 +12,6 @@ import hashlib
 import re
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -36,6 +35,7 @@ from tests.e2e.harness import (
     env_for,
     running_rest,
     running_server,
+    serve_process,
     settings_for,
     token,
 )
@@ -132,60 +132,6 @@ def admin_client(tmp_path: Path) -> Iterator[httpx.Client]:
     """A client of the embedded default with an admin token configured."""
     with _embedded(tmp_path, admin_token=ADMIN_TOKEN) as (_, client):
         yield client
-
-
-class ServeProcess:
-    """`agentq serve` (gRPC and REST) in a child process: another replica."""
-
-    def __init__(self, settings: Settings, cwd: Path) -> None:
-        settings = settings.model_copy(
-            update={"grpc_addr": "127.0.0.1:0", "http_addr": "127.0.0.1:0"}
-        )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve"],
-            cwd=cwd,
-            env=env_for(settings),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._lines: list[str] = []
-        self._port: int | None = None
-        self.url = ""
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(timeout=START_TIMEOUT_S) or self._port is None:
-            self.stop()
-            raise AssertionError("agentq serve did not start:\n" + "".join(self._lines))
-        self.url = f"http://127.0.0.1:{self._port}"
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.append(line)
-            match = re.search(r"agentq REST listening on port (\d+)", line)
-            if match:
-                self._port = int(match.group(1))
-                self._ready.set()
-        self._ready.set()  # the process ended
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-@contextmanager
-def serve_process(settings: Settings, cwd: Path) -> Iterator[ServeProcess]:
-    process = ServeProcess(settings, cwd)
-    try:
-        yield process
-    finally:
-        process.stop()
 
 
 def _with_admin(settings: Settings, **updates: Any) -> Settings:
