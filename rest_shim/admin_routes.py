@@ -37,7 +37,7 @@ ADMIN = RouteTable()
     status=201,
     render=render.created_api_key,
     response_model=CreatedApiKeyOut,
-    errors=(403, 400, 413, 415, 422, 503, 504),
+    errors=(403, 431, 400, 413, 415, 422, 503, 504),
     credentials=_ADMIN,
     tag="admin",
 )
@@ -59,7 +59,7 @@ def create_api_key(body: CreateApiKeyBody) -> admin_pb.CreateApiKeyRequest:
     rpc="AdminService.ListApiKeys",
     render=render.api_keys,
     response_model=ApiKeyList,
-    errors=(403, 422, 503, 504),
+    errors=(403, 431, 422, 503, 504),
     credentials=_ADMIN,
     tag="admin",
 )
@@ -75,7 +75,7 @@ def list_api_keys(tenant_id: str | None = None) -> admin_pb.ListApiKeysRequest:
     status=204,
     render=None,
     response_class=Response,
-    errors=(403, 404, 422, 503, 504),
+    errors=(403, 431, 404, 422, 503, 504),
     credentials=_ADMIN,
     tag="admin",
 )
@@ -90,7 +90,7 @@ def revoke_api_key(key_id: uuid.UUID) -> admin_pb.RevokeApiKeyRequest:
     rpc="AdminService.SetTenantLimits",
     render=lambda reply: render.limits(reply.limits),
     response_model=TenantLimitsOut,
-    errors=(403, 400, 413, 415, 422, 503, 504),
+    errors=(403, 431, 400, 413, 415, 422, 503, 504),
     credentials=_ADMIN,
     tag="admin",
 )
@@ -108,7 +108,7 @@ def set_tenant_limits(tenant_id: str, body: TenantLimitsBody) -> admin_pb.SetTen
     rpc="AdminService.GetTenantLimits",
     render=lambda reply: render.limits(reply.limits),
     response_model=TenantLimitsOut,
-    errors=(403, 422, 503, 504),
+    errors=(403, 431, 422, 503, 504),
     credentials=_ADMIN,
     tag="admin",
 )
@@ -123,7 +123,7 @@ def get_tenant_limits(tenant_id: str) -> admin_pb.GetTenantLimitsRequest:
     rpc="TokenService.CreateToken",
     render=render.token,
     response_model=TokenOut,
-    errors=(401, 429, 503, 504),
+    errors=(401, 429, 431, 503, 504),
     credentials=(Depends(api_key_header),),
     tag="tokens",
 )

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from rest_shim import handlers
 from rest_shim.admin_routes import ADMIN
 from rest_shim.backend import Backend
+from rest_shim.credential_size import CredentialSizeMiddleware
 from rest_shim.hot_routes import HotRoutesMiddleware
 from rest_shim.middleware import RequestContextMiddleware
 from rest_shim.routes import API
@@ -54,8 +55,9 @@ def create_app(settings: RestSettings) -> FastAPI:
         # A redirect has no JSON body; a path with a stray slash is a plain 404.
         redirect_slashes=False,
     )
-    # Added first, so it runs inside the request context (id, body limit).
+    # Added first, so they run inside the request context (id, body limit).
     app.add_middleware(HotRoutesMiddleware, routes=ROUTES)
+    app.add_middleware(CredentialSizeMiddleware)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     handlers.install(app, routes=ROUTES)
     app.include_router(fastapi_router(ROUTES))

@@ -41,7 +41,8 @@ _SECURED = (Depends(bearer), Depends(api_key))
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
 
-_AUTHED = (401, 403, 429, 503, 504)
+# 431: credential headers over their size limit (credential_size.py), on any route.
+_AUTHED = (401, 403, 429, 431, 503, 504)
 _BODY = (400, 413, 415, 422)
 
 API = RouteTable()
@@ -64,7 +65,7 @@ def int64(value: int) -> int:
     rpc="SystemService.GetHealth",
     render=render.health,
     response_model=HealthOut,
-    errors=(503, 504),
+    errors=(431, 503, 504),
     tag="system",
 )
 def get_health() -> system_pb.GetHealthRequest:

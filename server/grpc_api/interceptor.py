@@ -22,6 +22,7 @@ from server.errors import (
     status_for,
 )
 from server.grpc_api.context import Context, principal_var, request_id_var
+from server.grpc_api.credential_size import check_credential_size
 from server.grpc_api.gate import Admission, Gate
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ class _Guard:
         sent = metadata.get("x-request-id")
         request_id = sent if isinstance(sent, str) and _SANE_REQUEST_ID.fullmatch(sent) else None
         request_id_var.set(request_id or str(uuid.uuid4()))
+        check_credential_size(pairs)
         await self._gate.admit(self._method, metadata, admission, repeated=_repeated(pairs))
         if admission.trailers:
             context.set_trailing_metadata(tuple(admission.trailers))

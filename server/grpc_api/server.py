@@ -27,6 +27,7 @@ from server.grpc_api import policy
 from server.grpc_api.admin import AdminServicer
 from server.grpc_api.agents import AgentServicer
 from server.grpc_api.blocking import Blocking
+from server.grpc_api.credential_size import MAX_METADATA_BYTES
 from server.grpc_api.gate import Gate, JwtSettings
 from server.grpc_api.interceptor import GuardInterceptor
 from server.grpc_api.job_calls import JobCalls
@@ -123,11 +124,15 @@ def _bind(
         blocking=blocking,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
     )
-    # grpcio shares ports by default (SO_REUSEPORT): a second server on a port in use
-    # would start and take half the calls instead of failing.
-    server = grpc.aio.server(
-        interceptors=[GuardInterceptor(gate)], options=[("grpc.so_reuseport", 0)]
-    )
+    options = [
+        # grpcio shares ports by default (SO_REUSEPORT): a second server on a port in use
+        # would start and take half the calls instead of failing.
+        ("grpc.so_reuseport", 0),
+        # Soft and hard limit alike: no call under it is refused at random.
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+    ]
+    server = grpc.aio.server(interceptors=[GuardInterceptor(gate)], options=options)
     services = runtime.services
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(
         AgentServicer(services, blocking, calls), server
