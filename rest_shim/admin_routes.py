@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from fastapi import Depends
 from fastapi.responses import Response
@@ -10,8 +11,9 @@ from fastapi.security import APIKeyHeader
 
 from agentq.v1 import admin_service_pb2 as admin_pb
 from agentq.v1 import token_service_pb2 as token_pb
-from rest_shim import render
+from rest_shim import render, rules
 from rest_shim.routes import int32, int64
+from rest_shim.rules import documented
 from rest_shim.schemas import (
     ApiKeyList,
     CreateApiKeyBody,
@@ -26,6 +28,7 @@ from rest_shim.table import RouteTable
 admin_header = APIKeyHeader(name="X-Admin-API-Key", scheme_name="AdminApiKey", auto_error=False)
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 _ADMIN = (Depends(admin_header),)
+Tenant = Annotated[str, documented(rules.tenant_id())]
 
 ADMIN = RouteTable()
 
@@ -63,7 +66,9 @@ def create_api_key(body: CreateApiKeyBody) -> admin_pb.CreateApiKeyRequest:
     credentials=_ADMIN,
     tag="admin",
 )
-def list_api_keys(tenant_id: str | None = None) -> admin_pb.ListApiKeysRequest:
+def list_api_keys(
+    tenant_id: Annotated[str | None, documented(rules.tenant_id())] = None,
+) -> admin_pb.ListApiKeysRequest:
     """List API keys (metadata only), newest first."""
     return admin_pb.ListApiKeysRequest(tenant_id=tenant_id)
 
@@ -94,7 +99,7 @@ def revoke_api_key(key_id: uuid.UUID) -> admin_pb.RevokeApiKeyRequest:
     credentials=_ADMIN,
     tag="admin",
 )
-def set_tenant_limits(tenant_id: str, body: TenantLimitsBody) -> admin_pb.SetTenantLimitsRequest:
+def set_tenant_limits(tenant_id: Tenant, body: TenantLimitsBody) -> admin_pb.SetTenantLimitsRequest:
     """Set a tenant's rate-limit tier and cap on unfinished jobs."""
     cap = body.max_unfinished_jobs
     return admin_pb.SetTenantLimitsRequest(
@@ -112,7 +117,7 @@ def set_tenant_limits(tenant_id: str, body: TenantLimitsBody) -> admin_pb.SetTen
     credentials=_ADMIN,
     tag="admin",
 )
-def get_tenant_limits(tenant_id: str) -> admin_pb.GetTenantLimitsRequest:
+def get_tenant_limits(tenant_id: Tenant) -> admin_pb.GetTenantLimitsRequest:
     """The limits in force for a tenant."""
     return admin_pb.GetTenantLimitsRequest(tenant_id=tenant_id)
 
