@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 from fastapi import Depends
 from fastapi.responses import Response
@@ -10,8 +11,9 @@ from fastapi.security import APIKeyHeader
 
 from agentq.v1 import admin_service_pb2 as admin_pb
 from agentq.v1 import token_service_pb2 as token_pb
-from rest_shim import render
+from rest_shim import render, rules
 from rest_shim.routes import int32, int64
+from rest_shim.rules import documented
 from rest_shim.schemas import (
     ApiKeyList,
     CreateApiKeyBody,
@@ -26,6 +28,7 @@ from rest_shim.table import RouteTable
 admin_header = APIKeyHeader(name="X-Admin-API-Key", scheme_name="AdminApiKey", auto_error=False)
 api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False)
 _ADMIN = (Depends(admin_header),)
+Tenant = Annotated[str, documented(rules.tenant_id())]
 
 ADMIN = RouteTable()
 
@@ -37,7 +40,7 @@ ADMIN = RouteTable()
     status=201,
     render=render.created_api_key,
     response_model=CreatedApiKeyOut,
-    errors=(403, 400, 413, 415, 422, 503, 504),
+    errors=(403, 431, 400, 413, 415, 422, 503, 504),
     credentials=_ADMIN,
     tag="admin",
 )
@@ -59,11 +62,13 @@ def create_api_key(body: CreateApiKeyBody) -> admin_pb.CreateApiKeyRequest:
     rpc="AdminService.ListApiKeys",
     render=render.api_keys,
     response_model=ApiKeyList,
-    errors=(403, 422, 503, 504),
+    errors=(403, 431, 422, 503, 504),
     credentials=_ADMIN,
     tag="admin",
 )
-def list_api_keys(tenant_id: str | None = None) -> admin_pb.ListApiKeysRequest:
+def list_api_keys(
+    tenant_id: Annotated[str | None, documented(rules.tenant_id())] = None,
+) -> admin_pb.ListApiKeysRequest:
     """List API keys (metadata only), newest first."""
     return admin_pb.ListApiKeysRequest(tenant_id=tenant_id)
 
@@ -75,7 +80,7 @@ def list_api_keys(tenant_id: str | None = None) -> admin_pb.ListApiKeysRequest:
     status=204,
     render=None,
     response_class=Response,
-    errors=(403, 404, 422, 503, 504),
+    errors=(403, 431, 404, 422, 503, 504),
     credentials=_ADMIN,
     tag="admin",
 )
@@ -90,11 +95,11 @@ def revoke_api_key(key_id: uuid.UUID) -> admin_pb.RevokeApiKeyRequest:
     rpc="AdminService.SetTenantLimits",
     render=lambda reply: render.limits(reply.limits),
     response_model=TenantLimitsOut,
-    errors=(403, 400, 413, 415, 422, 503, 504),
+    errors=(403, 431, 400, 413, 415, 422, 503, 504),
     credentials=_ADMIN,
     tag="admin",
 )
-def set_tenant_limits(tenant_id: str, body: TenantLimitsBody) -> admin_pb.SetTenantLimitsRequest:
+def set_tenant_limits(tenant_id: Tenant, body: TenantLimitsBody) -> admin_pb.SetTenantLimitsRequest:
     """Set a tenant's rate-limit tier and cap on unfinished jobs."""
     cap = body.max_unfinished_jobs
     return admin_pb.SetTenantLimitsRequest(
@@ -108,11 +113,11 @@ def set_tenant_limits(tenant_id: str, body: TenantLimitsBody) -> admin_pb.SetTen
     rpc="AdminService.GetTenantLimits",
     render=lambda reply: render.limits(reply.limits),
     response_model=TenantLimitsOut,
-    errors=(403, 422, 503, 504),
+    errors=(403, 431, 422, 503, 504),
     credentials=_ADMIN,
     tag="admin",
 )
-def get_tenant_limits(tenant_id: str) -> admin_pb.GetTenantLimitsRequest:
+def get_tenant_limits(tenant_id: Tenant) -> admin_pb.GetTenantLimitsRequest:
     """The limits in force for a tenant."""
     return admin_pb.GetTenantLimitsRequest(tenant_id=tenant_id)
 
@@ -123,7 +128,7 @@ def get_tenant_limits(tenant_id: str) -> admin_pb.GetTenantLimitsRequest:
     rpc="TokenService.CreateToken",
     render=render.token,
     response_model=TokenOut,
-    errors=(401, 429, 503, 504),
+    errors=(401, 429, 431, 503, 504),
     credentials=(Depends(api_key_header),),
     tag="tokens",
 )

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import metadata
+from typing import Any
 
 from fastapi import FastAPI
 
 from rest_shim import handlers
 from rest_shim.admin_routes import ADMIN
 from rest_shim.backend import Backend
+from rest_shim.credential_size import CredentialSizeMiddleware
 from rest_shim.hot_routes import HotRoutesMiddleware
 from rest_shim.middleware import RequestContextMiddleware
 from rest_shim.routes import API
+from rest_shim.rules import documented, one_of
 from rest_shim.settings import RestSettings
 from rest_shim.table import fastapi_router
 
@@ -54,9 +57,36 @@ def create_app(settings: RestSettings) -> FastAPI:
         # A redirect has no JSON body; a path with a stray slash is a plain 404.
         redirect_slashes=False,
     )
-    # Added first, so it runs inside the request context (id, body limit).
+    # Added first, so they run inside the request context (id, body limit).
     app.add_middleware(HotRoutesMiddleware, routes=ROUTES)
+    app.add_middleware(CredentialSizeMiddleware)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     handlers.install(app, routes=ROUTES)
     app.include_router(fastapi_router(ROUTES))
+    _finish_document(app.openapi(), tiers=settings.tier_names)
     return app
+
+
+def _finish_document(document: dict[str, Any], *, tiers: tuple[str, ...]) -> None:
+    """Complete the OpenAPI document FastAPI built (and caches) before it is first served."""
+    # The tiers are configuration, not a type: the configured ones are the values a
+    # tenant's tier may take.
+    properties = document["components"]["schemas"]["TenantLimitsBody"]["properties"]
+    properties["tier"] |= documented(one_of(tiers), nullable=True).json_schema or {}
+    _integer_bounds(document)
+
+
+def _integer_bounds(node: Any) -> None:
+    # FastAPI's schema model holds every bound as a float. `"maximum": 10.0` lets a
+    # generator send 10.0 for an integer, which JSON Schema counts as one and the shim's
+    # strict integers refuse; integral bounds of an integer are written as integers.
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for bound in ("minimum", "maximum"):
+                if isinstance(node.get(bound), float) and node[bound].is_integer():
+                    node[bound] = int(node[bound])
+        for value in node.values():
+            _integer_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _integer_bounds(value)

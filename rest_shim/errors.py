@@ -27,6 +27,7 @@ HTTP_STATUS = {
     "UNSUPPORTED_MEDIA_TYPE": 415,
     "VALIDATION_ERROR": 422,
     "RATE_LIMITED": 429,
+    "REQUEST_HEADER_FIELDS_TOO_LARGE": 431,
     "INTERNAL_ERROR": 500,
     "SERVICE_UNAVAILABLE": 503,
     "TIMEOUT": 504,
@@ -34,6 +35,9 @@ HTTP_STATUS = {
 
 # The code of a gRPC status that came without an ErrorInfo (e.g. from the
 # channel itself when the server is down), with the message sent instead.
+# RESOURCE_EXHAUSTED is not among them: agentq's limits always say so in an
+# ErrorInfo, so one without is a transport limit (metadata or message size),
+# which no retry mends, and never a 429.
 _BY_GRPC_CODE: dict[grpc.StatusCode, tuple[str, str]] = {
     grpc.StatusCode.UNAVAILABLE: ("SERVICE_UNAVAILABLE", "Service unavailable"),
     grpc.StatusCode.DEADLINE_EXCEEDED: ("TIMEOUT", "Request timed out"),
@@ -44,7 +48,6 @@ _BY_GRPC_CODE: dict[grpc.StatusCode, tuple[str, str]] = {
     grpc.StatusCode.FAILED_PRECONDITION: ("CONFLICT", "Conflict"),
     grpc.StatusCode.ABORTED: ("CONFLICT", "Conflict"),
     grpc.StatusCode.ALREADY_EXISTS: ("CONFLICT", "Conflict"),
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ("RATE_LIMITED", "Too many requests"),
 }
 
 

@@ -20,7 +20,8 @@ from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import job_pb2
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import system_service_pb2 as system_pb
-from rest_shim import render, stream
+from rest_shim import render, rules, stream
+from rest_shim.rules import documented
 from rest_shim.schemas import (
     AgentOut,
     AgentPage,
@@ -41,7 +42,8 @@ _SECURED = (Depends(bearer), Depends(api_key))
 _INT32_MAX = 2**31 - 1
 _INT64_MAX = 2**63 - 1
 
-_AUTHED = (401, 403, 429, 503, 504)
+# 431: credential headers over their size limit (credential_size.py), on any route.
+_AUTHED = (401, 403, 429, 431, 503, 504)
 _BODY = (400, 413, 415, 422)
 
 API = RouteTable()
@@ -64,7 +66,7 @@ def int64(value: int) -> int:
     rpc="SystemService.GetHealth",
     render=render.health,
     response_model=HealthOut,
-    errors=(503, 504),
+    errors=(431, 503, 504),
     tag="system",
 )
 def get_health() -> system_pb.GetHealthRequest:
@@ -127,6 +129,7 @@ def execute(
     body: ExecuteBody,
     idempotency_key: Annotated[
         str | None,
+        documented(rules.request_key()),
         Header(description="Retrying with the same key and body returns the original job."),
     ] = None,
 ) -> agents_pb.ExecuteRequest:
@@ -167,7 +170,11 @@ _STATUS_VALUES = {
     "failed": job_pb2.JOB_STATUS_FAILED,
     "cancelled": job_pb2.JOB_STATUS_CANCELLED,
 }
-PageSize = Annotated[int | None, Query(description="1-100; 20 when omitted.")]
+PageSize = Annotated[
+    int | None,
+    documented(rules.integer(1, rules.MAX_PAGE_SIZE)),
+    Query(description="1-100; 20 when omitted."),
+]
 PageToken = Annotated[str, Query(description="The previous page's next_page_token.")]
 
 
@@ -259,8 +266,11 @@ def cancel_job(job_id: uuid.UUID) -> jobs_pb.CancelJobRequest:
 )
 def stream_job(
     job_id: uuid.UUID,
+    # A header is sent or not, never null: documented as a plain integer.
     last_event_id: Annotated[
-        int | None, Header(description="Resume after this event's sequence number.")
+        int | None,
+        documented(rules.integer()),
+        Header(description="Resume after this event's sequence number."),
     ] = None,
 ) -> jobs_pb.WatchJobRequest:
     """The job's events as SSE (`id:` is the sequence); resumes after `Last-Event-ID`."""

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictBool, StrictInt
 from pydantic import StrictStr as _StrictStr
+
+from rest_shim import rules
+from rest_shim.rules import documented
 
 
 def _unicode(value: str) -> str:
@@ -22,31 +25,56 @@ def _unicode(value: str) -> str:
 StrictStr = Annotated[_StrictStr, AfterValidator(_unicode)]
 
 
+def _whole(value: Any) -> Any:
+    # JSON has one kind of number: 3.0 is the integer 3 (as JSON Schema counts it), while
+    # 3.5, "3" and true stay what the strict check below refuses.
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# A JSON integer: a number without a fraction, never a string or a boolean.
+Integer = Annotated[StrictInt, BeforeValidator(_whole)]
+
+
 class CreateAgentBody(BaseModel):
     """POST /api/v1/agents. Range and character rules are the server's; see the errors."""
 
-    name: StrictStr = Field(
-        description="1-100 characters after trimming: letters, digits, space, - and _."
+    name: Annotated[
+        StrictStr,
+        documented(
+            rules.trimmed(
+                rules.MIN_NAME_CHARS, rules.MAX_NAME_CHARS, characters=rules.NAME_CHARACTERS
+            )
+        ),
+    ] = Field(description="1-100 characters after trimming: letters, digits, space, - and _.")
+    role: Annotated[
+        StrictStr, documented(rules.trimmed(rules.MIN_ROLE_CHARS, rules.MAX_ROLE_CHARS))
+    ] = Field(description="3-500 characters after trimming: the agent's system prompt.")
+    max_depth: Annotated[Integer, documented(rules.integer(0, rules.MAX_DEPTH_LIMIT))] = Field(
+        3, description="0-10; the deepest chain of sub-agent executions."
     )
-    role: StrictStr = Field(
-        description="3-500 characters after trimming: the agent's system prompt."
-    )
-    max_depth: StrictInt = Field(3, description="0-10; the deepest chain of sub-agent executions.")
     spawn_shadow: StrictBool = Field(False, description="Stored.")
 
 
 class ExecuteBody(BaseModel):
     """POST /api/v1/agents/{id}/execute."""
 
-    prompt: StrictStr = Field(description="1-50,000 characters after trimming.")
-    context_id: StrictStr | None = Field(None, description="Opaque; stored on the job.")
+    prompt: Annotated[
+        StrictStr, documented(rules.trimmed(rules.MIN_PROMPT_CHARS, rules.MAX_PROMPT_CHARS))
+    ] = Field(description="1-50,000 characters after trimming.")
+    context_id: Annotated[StrictStr | None, documented(rules.without_nul(), nullable=True)] = Field(
+        None, description="Opaque; stored on the job."
+    )
     enable_adversarial: StrictBool = Field(False, description="Stored on the job.")
     enable_self_correction: StrictBool = Field(False, description="Stored on the job.")
-    max_debate_rounds: StrictInt = Field(3, description="1-10.")
-    parent_job_id: StrictStr | None = Field(
+    max_debate_rounds: Annotated[
+        Integer, documented(rules.integer(rules.MIN_DEBATE_ROUNDS, rules.MAX_DEBATE_ROUNDS))
+    ] = Field(3, description="1-10.")
+    parent_job_id: Annotated[StrictStr | None, documented(rules.uuid(), nullable=True)] = Field(
         None, description="Queue as a sub-agent execution of this job (same tenant)."
     )
-    request_id: StrictStr | None = Field(
+    request_id: Annotated[StrictStr | None, documented(rules.request_key(), nullable=True)] = Field(
         None, description="Idempotency key; the `Idempotency-Key` header wins when both are sent."
     )
 
@@ -162,15 +190,21 @@ class ErrorBody(BaseModel):
 class CreateApiKeyBody(BaseModel):
     """POST /admin/api-keys."""
 
-    tenant_id: StrictStr = Field(description="The tenant the key reaches, 1-255 characters.")
-    name: StrictStr = Field(description="A name for people, 1-100 characters.")
-    role: StrictStr = Field("user", description="`user`, `agent` or `admin`.")
-    scopes: list[StrictStr] = Field(
-        description="Any of `agents:read`, `agents:write`, `jobs:read`, `jobs:write`."
+    tenant_id: Annotated[StrictStr, documented(rules.tenant_id())] = Field(
+        description="The tenant the key reaches, 1-255 characters."
     )
-    lifetime_seconds: StrictInt | None = Field(
-        None, description="Unset for a key that never expires."
+    name: Annotated[StrictStr, documented(rules.trimmed(1, rules.MAX_KEY_NAME_CHARS))] = Field(
+        description="A name for people, 1-100 characters after trimming."
     )
+    role: Annotated[StrictStr, documented(rules.one_of(rules.ROLES))] = Field(
+        "user", description="`user`, `agent` or `admin`."
+    )
+    scopes: Annotated[list[StrictStr], documented(rules.scopes())] = Field(
+        description="At least one of `agents:read`, `agents:write`, `jobs:read`, `jobs:write`."
+    )
+    lifetime_seconds: Annotated[
+        Integer | None, documented(rules.integer(1, rules.MAX_LIFETIME_S), nullable=True)
+    ] = Field(None, description="Unset for a key that never expires.")
 
 
 class ApiKeyOut(BaseModel):
@@ -203,8 +237,13 @@ class ApiKeyList(BaseModel):
 class TenantLimitsBody(BaseModel):
     """PUT /admin/tenants/{tenant_id}/limits; omitted fields keep their value."""
 
-    tier: StrictStr | None = Field(None, description="One of the configured tiers.")
-    max_unfinished_jobs: StrictInt | None = Field(None, description="0 or more; 0 admits none.")
+    # The tiers are the operator's (AGENTQ_RATE_TIERS): app.py documents the configured ones.
+    tier: Annotated[
+        StrictStr | None, documented(rules.one_of(rules.DEFAULT_TIERS), nullable=True)
+    ] = Field(None, description="One of the configured tiers.")
+    max_unfinished_jobs: Annotated[Integer | None, documented(rules.integer(0), nullable=True)] = (
+        Field(None, description="0 or more; 0 admits none.")
+    )
 
 
 class TenantLimitsOut(BaseModel):

@@ -6,8 +6,12 @@ it has its own small settings class; the variable names are those of docs/contra
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from rest_shim.rules import DEFAULT_TIERS
 
 
 class RestSettings(BaseSettings):
@@ -23,6 +27,14 @@ class RestSettings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, gt=0)
     # An SSE stream sends a keep-alive comment after this much silence.
     stream_keepalive_s: float = Field(default=15.0, gt=0)
+    # The server's rate tiers (AGENTQ_RATE_TIERS), read for their names only: the OpenAPI
+    # document lists them as the values a tenant's tier may take.
+    rate_tiers: dict[str, Any] = Field(default_factory=lambda: dict.fromkeys(DEFAULT_TIERS))
+
+    @property
+    def tier_names(self) -> tuple[str, ...]:
+        """The names of the configured rate tiers, sorted."""
+        return tuple(sorted(self.rate_tiers))
 
     @property
     def target(self) -> str:

@@ -45,6 +45,10 @@ class Unauthenticated(AgentQError):
     """Missing, malformed, invalid or expired credentials."""
 
 
+class CredentialsTooLarge(Unauthenticated):
+    """Credentials larger than the limit: refused unread, never taken for a rate limit."""
+
+
 class PermissionDenied(AgentQError):
     """Authenticated, but not allowed to do this."""
 
@@ -96,6 +100,7 @@ DATABASE_UNAVAILABLE = "Database unavailable"
 STATUS_TABLE: dict[type[AgentQError], tuple[grpc.StatusCode, str]] = {
     InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, "VALIDATION_ERROR"),
     Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHORIZED"),
+    CredentialsTooLarge: (grpc.StatusCode.UNAUTHENTICATED, "REQUEST_HEADER_FIELDS_TOO_LARGE"),
     PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "FORBIDDEN"),
     NotFound: (grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
     Conflict: (grpc.StatusCode.FAILED_PRECONDITION, "CONFLICT"),

@@ -8,11 +8,18 @@ from dataclasses import dataclass
 
 from server.errors import FieldViolation, InvalidArgument
 
-_NAME_CHARS = re.compile(r"[A-Za-z0-9 _-]+")
+# The rules' limits, named so that what documents them (tests hold the shim's OpenAPI
+# document to these) and the checks below read the same numbers.
+NAME_CHARACTERS = "A-Za-z0-9 _-"  # a regex character class
+_NAME_CHARS = re.compile(f"[{NAME_CHARACTERS}]+")
+MIN_NAME_CHARS, MAX_NAME_CHARS = 1, 100
+MIN_ROLE_CHARS, MAX_ROLE_CHARS = 3, 500
 MAX_DEPTH_LIMIT = 10
 DEFAULT_MAX_DEPTH = 3
+MIN_PROMPT_CHARS, MAX_PROMPT_CHARS = 1, 50_000
+MIN_DEBATE_ROUNDS, MAX_DEBATE_ROUNDS = 1, 10
 DEFAULT_DEBATE_ROUNDS = 3
-MAX_PROMPT_CHARS = 50_000
+MAX_REQUEST_KEY_CHARS = 255
 
 
 @dataclass(frozen=True)
@@ -51,9 +58,10 @@ def parse_id(value: str, field: str) -> str:
 
 def request_key(value: str) -> str:
     """An idempotency key: 1 to 255 printable ASCII characters, else INVALID_ARGUMENT."""
-    if not 1 <= len(value) <= 255 or not all(" " < c <= "~" for c in value):
+    if not 1 <= len(value) <= MAX_REQUEST_KEY_CHARS or not all(" " < c <= "~" for c in value):
         raise InvalidArgument.field(
-            "request_id", "Invalid request_id: must be 1 to 255 printable ASCII characters"
+            "request_id",
+            f"Invalid request_id: must be 1 to {MAX_REQUEST_KEY_CHARS} printable ASCII characters",
         )
     return value
 
@@ -62,10 +70,9 @@ def agent_spec(*, name: str, role: str, max_depth: int | None, spawn_shadow: boo
     """Check a create-agent request; every broken rule is reported at once."""
     violations: list[FieldViolation] = []
     name = name.strip()
-    if not 1 <= len(name) <= 100:
-        violations.append(
-            FieldViolation("name", "Invalid name: must be 1 to 100 characters after trimming")
-        )
+    if not MIN_NAME_CHARS <= len(name) <= MAX_NAME_CHARS:
+        message = f"must be {MIN_NAME_CHARS} to {MAX_NAME_CHARS} characters after trimming"
+        violations.append(FieldViolation("name", f"Invalid name: {message}"))
     elif not _NAME_CHARS.fullmatch(name):
         violations.append(
             FieldViolation(
@@ -74,10 +81,9 @@ def agent_spec(*, name: str, role: str, max_depth: int | None, spawn_shadow: boo
             )
         )
     role = role.strip()
-    if not 3 <= len(role) <= 500:
-        violations.append(
-            FieldViolation("role", "Invalid role: must be 3 to 500 characters after trimming")
-        )
+    if not MIN_ROLE_CHARS <= len(role) <= MAX_ROLE_CHARS:
+        message = f"must be {MIN_ROLE_CHARS} to {MAX_ROLE_CHARS} characters after trimming"
+        violations.append(FieldViolation("role", f"Invalid role: {message}"))
     elif "\x00" in role:
         violations.append(_nul("role"))
     depth = DEFAULT_MAX_DEPTH if max_depth is None else max_depth
@@ -103,20 +109,18 @@ def execution_spec(
     """Check an execute request; every broken rule is reported at once."""
     violations: list[FieldViolation] = []
     prompt = prompt.strip()
-    if not 1 <= len(prompt) <= MAX_PROMPT_CHARS:
-        violations.append(
-            FieldViolation("prompt", "Invalid prompt: must be 1 to 50000 characters after trimming")
-        )
+    if not MIN_PROMPT_CHARS <= len(prompt) <= MAX_PROMPT_CHARS:
+        message = f"must be {MIN_PROMPT_CHARS} to {MAX_PROMPT_CHARS} characters after trimming"
+        violations.append(FieldViolation("prompt", f"Invalid prompt: {message}"))
     elif "\x00" in prompt:
         violations.append(_nul("prompt"))
     if context_id is not None and "\x00" in context_id:
         violations.append(_nul("context_id"))
     rounds = DEFAULT_DEBATE_ROUNDS if max_debate_rounds is None else max_debate_rounds
-    if not 1 <= rounds <= 10:
+    if not MIN_DEBATE_ROUNDS <= rounds <= MAX_DEBATE_ROUNDS:
+        message = f"must be between {MIN_DEBATE_ROUNDS} and {MAX_DEBATE_ROUNDS}"
         violations.append(
-            FieldViolation(
-                "max_debate_rounds", "Invalid max_debate_rounds: must be between 1 and 10"
-            )
+            FieldViolation("max_debate_rounds", f"Invalid max_debate_rounds: {message}")
         )
     if violations:
         raise InvalidArgument(violations)

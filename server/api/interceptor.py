@@ -14,6 +14,7 @@ from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 
 from server.api.context import Context, principal_var, request_id_var
+from server.api.credential_size import check_credential_size
 from server.api.guard import Admission, Guard
 from server.errors import (
     INTERNAL_MESSAGE,
@@ -186,6 +187,7 @@ class _Guard:
         sent = metadata.get("x-request-id")
         request_id = sent if isinstance(sent, str) and _SANE_REQUEST_ID.fullmatch(sent) else None
         request_id_var.set(request_id or str(uuid.uuid4()))
+        check_credential_size(pairs)
         await self._guard.admit(self._method, metadata, admission, repeated=_repeated(pairs))
         if admission.trailers:
             context.set_trailing_metadata(tuple(admission.trailers))

@@ -25,6 +25,7 @@ from agentq.v1 import (
 from server.api import policy
 from server.api.admin import AdminServicer
 from server.api.agents import AgentServicer
+from server.api.credential_size import MAX_METADATA_BYTES
 from server.api.guard import Guard, JwtSettings
 from server.api.interceptor import GuardInterceptor
 from server.api.jobs import JobServicer
@@ -100,11 +101,15 @@ def _bind(
         limiter=limiter,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
     )
-    # grpcio shares ports by default (SO_REUSEPORT): a second server on a port in use
-    # would start and take half the calls instead of failing.
-    server = grpc.aio.server(
-        interceptors=[GuardInterceptor(guard)], options=[("grpc.so_reuseport", 0)]
-    )
+    options = [
+        # grpcio shares ports by default (SO_REUSEPORT): a second server on a port in use
+        # would start and take half the calls instead of failing.
+        ("grpc.so_reuseport", 0),
+        # Soft and hard limit alike: no call under it is refused at random.
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
+    ]
+    server = grpc.aio.server(interceptors=[GuardInterceptor(guard)], options=options)
     agent_service_pb2_grpc.add_AgentServiceServicer_to_server(AgentServicer(services), server)
     job_service_pb2_grpc.add_JobServiceServicer_to_server(
         JobServicer(services, poll_s=settings.stream_poll_s), server
