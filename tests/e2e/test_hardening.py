@@ -9,11 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from server.db import create_db_engine
 from tests.e2e.test_cli import SECRET, _agentq, _clean_env, _free_port, _is_listening
 
 SHORT_ADMIN_TOKEN = "x" * 31
 LONG_ADMIN_TOKEN = "y" * 32
+# A value no error text may show: it stands for a prompt or a key in a statement.
+MARKER = "parameter-that-must-not-be-logged"
 
 
 # --- the admin token ----------------------------------------------------------------------
@@ -64,3 +68,28 @@ def test_a_bad_setting_is_one_line_that_never_repeats_the_secret(tmp_path: Path)
         "agentq: AGENTQ_DEFAULT_TIER 'no-such-tier' is not one of: free, standard, unlimited\n"
     )
     assert SECRET[:5] not in refused.stderr
+
+
+# --- SQL parameters -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'params.db'}"
+    url: str = request.getfixturevalue("fresh_postgres_url")
+    return url
+
+
+def test_a_failed_statement_names_its_sql_but_never_its_parameters(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        with pytest.raises(Exception) as failed, engine.connect() as connection:
+            connection.execute(text("SELECT no_such_column, :marker"), {"marker": MARKER})
+    finally:
+        engine.dispose()
+
+    message = str(failed.value)
+    assert "no_such_column" in message
+    assert MARKER not in message
+    assert "[SQL parameters hidden due to hide_parameters=True]" in message
