@@ -6,12 +6,17 @@ HTTP client would send.
 
 from __future__ import annotations
 
+import json
+import socket
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 
 from server.db import create_db_engine
+from tests.e2e.harness import RestThread
 from tests.e2e.test_cli import SECRET, _agentq, _clean_env, _free_port, _is_listening
 
 SHORT_ADMIN_TOKEN = "x" * 31
@@ -93,3 +98,67 @@ def test_a_failed_statement_names_its_sql_but_never_its_parameters(database_url:
     assert "no_such_column" in message
     assert MARKER not in message
     assert "[SQL parameters hidden due to hide_parameters=True]" in message
+
+
+# --- HTTP hygiene -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/health"), ("GET", "/no/such/route"), ("GET", "/docs"), ("GET", "/openapi.json")],
+)
+def test_no_response_names_the_server_software(rest: RestThread, method: str, path: str) -> None:
+    response = httpx.request(method, rest.url + path, timeout=10)
+
+    assert "server" not in response.headers
+    assert response.headers["x-request-id"]
+
+
+def _raw_exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
+    """Send bytes as they are; the status line, headers (lower-case names) and body."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    status, *lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return status, headers, body
+
+
+MALFORMED = {
+    "bad-request-line": b"GARBAGE\r\n\r\n",
+    "space-in-header-name": b"GET /health HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",
+    "control-byte-in-path": b"GET /he\x01alth HTTP/1.1\r\nHost: x\r\n\r\n",
+    "bad-content-length": b"POST /api/v1/agents HTTP/1.1\r\nHost: x\r\nContent-Length: x\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("request_bytes", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_http_request_gets_the_contract_error_body_and_a_request_id(
+    rest: RestThread, request_bytes: bytes
+) -> None:
+    status, headers, body = _raw_exchange(rest.port, request_bytes)
+
+    assert status == "HTTP/1.1 400 Bad Request"
+    assert headers["content-type"] == "application/json"
+    assert headers["connection"] == "close"
+    assert "server" not in headers
+    uuid.UUID(headers["x-request-id"])
+    assert int(headers["content-length"]) == len(body)
+    assert json.loads(body) == {
+        "detail": "Invalid HTTP request",
+        "error": {"code": "BAD_REQUEST", "message": "Invalid HTTP request", "status": 400},
+    }
+
+
+def test_after_a_malformed_request_the_shim_still_answers(rest: RestThread) -> None:
+    _raw_exchange(rest.port, MALFORMED["bad-request-line"])
+
+    response = httpx.get(rest.url + "/health", timeout=10)
+
+    assert response.status_code == 200
