@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     stream_keepalive_s: float = Field(default=15.0, gt=0)
     recovery_interval_s: float = Field(default=5.0, gt=0)
 
+    # Logging: the level of every logger, levels of named ones (`agentq.access=WARNING`
+    # silences the access lines), and the format: text lines, or one JSON object a line.
+    log_level: str = "INFO"
+    log_levels: str = ""
+    log_format: Literal["text", "json"] = "text"
+
     provider: Literal["builtin", "openai"] = "builtin"
     builtin_latency_ms: int = Field(default=50, ge=0)
     openai_base_url: str = "https://api.openai.com/v1"
@@ -110,6 +116,24 @@ class Settings(BaseSettings):
             )
         return token
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, level: str) -> str:
+        if not _is_level(level):
+            raise ValueError(f"AGENTQ_LOG_LEVEL {level!r} is not one of: {_LEVELS}")
+        return level.upper()
+
+    @field_validator("log_levels")
+    @classmethod
+    def _known_logger_levels(cls, spec: str) -> str:
+        parse_logger_levels(spec)
+        return spec
+
+    @property
+    def logger_levels(self) -> dict[str, str]:
+        """AGENTQ_LOG_LEVELS as {logger: level}."""
+        return parse_logger_levels(self.log_levels)
+
     @model_validator(mode="after")
     def _known_default_tier(self) -> Settings:
         if self.default_tier not in self.rate_tiers:
@@ -131,3 +155,23 @@ class Settings(BaseSettings):
     def db_type(self) -> str:
         """`postgres` or `sqlite`, as /health reports it."""
         return "postgres" if self.database_url.startswith("postgres") else "sqlite"
+
+
+_LEVELS = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+
+
+def _is_level(name: str) -> bool:
+    return name.upper() in _LEVELS.split(", ")
+
+
+def parse_logger_levels(spec: str) -> dict[str, str]:
+    """`agentq.access=WARNING,agentq.jobs=ERROR` as {logger: level}; ValueError if malformed."""
+    levels = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, equals, level = (part.strip() for part in item.partition("="))
+        if not equals or not name or not _is_level(level):
+            raise ValueError(
+                f"AGENTQ_LOG_LEVELS: {item!r} is not LOGGER=LEVEL, LEVEL one of {_LEVELS}"
+            )
+        levels[name] = level.upper()
+    return levels

@@ -6,16 +6,20 @@ HTTP client would send.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import socket
 import uuid
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
 
 from server.db import create_db_engine
+from server.logs import JsonFormatter, TextFormatter
 from tests.e2e.harness import RestThread
 from tests.e2e.test_cli import SECRET, _agentq, _clean_env, _free_port, _is_listening
 
@@ -98,6 +102,38 @@ def test_a_failed_statement_names_its_sql_but_never_its_parameters(database_url:
     assert "no_such_column" in message
     assert MARKER not in message
     assert "[SQL parameters hidden due to hide_parameters=True]" in message
+
+
+def test_an_asyncpg_error_in_a_log_line_never_shows_the_parameter(
+    fresh_postgres_url: str,
+) -> None:
+    dsn = fresh_postgres_url.replace("+psycopg", "")
+
+    async def provoke() -> None:
+        connection = await asyncpg.connect(dsn)
+        try:
+            await connection.fetchrow("SELECT $1::int", MARKER)
+        finally:
+            await connection.close()
+
+    with pytest.raises(asyncpg.DataError) as raised:
+        asyncio.run(provoke())
+    assert MARKER in str(raised.value)  # asyncpg's own text quotes the value
+
+    for formatter in (TextFormatter(), JsonFormatter()):
+        record = logging.LogRecord(
+            "server.worker.engine",
+            logging.ERROR,
+            "",
+            0,
+            "failed",
+            None,
+            (raised.type, raised.value, raised.tb),
+        )
+        record.request_id = "-"
+        written = formatter.format(record)
+        assert MARKER not in written
+        assert "invalid input for query argument $1: [parameter hidden]" in written
 
 
 # --- HTTP hygiene -------------------------------------------------------------------------
