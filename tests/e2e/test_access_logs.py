@@ -20,8 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
+from agentq.v1 import job_pb2
 from server.auth import mint_token
-from tests.e2e.harness import RestThread, ServerThread, token
+from server.settings import Settings
+from tests.e2e.harness import RestThread, ServerThread, WorkerProcess, running_server, token
 from tests.e2e.test_cli import SECRET, ServeProcess, _clean_env, _free_port
 
 HTTP_FIELDS = ("protocol", "method", "route", "status", "request_id", "tenant")
@@ -337,3 +339,28 @@ def test_raising_the_access_loggers_level_silences_access_lines_only(tmp_path: P
 
     assert not [line for line in lines if " agentq.access " in line or " agentq.jobs " in line]
     assert any(" INFO server.serve " in line for line in lines), lines
+
+
+def test_every_worker_process_logs_the_jobs_it_ran(scaled_settings: Settings) -> None:
+    # Two processes, the parent and a spawned child (which sets up logging itself), with
+    # two slots each and jobs slow enough that both must run some.
+    settings = scaled_settings.model_copy(update={"builtin_latency_ms": 200})
+    with running_server(settings, in_process_workers=False) as server:
+        worker = WorkerProcess(settings, processes=2, concurrency=2)
+        try:
+            deadline = time.monotonic() + 30
+            while worker.output.count("agentq worker ready") < 2:
+                assert time.monotonic() < deadline, worker.output
+                time.sleep(0.05)
+            with server.client(token("dave", tenant="initech")) as client:
+                agent = client.create_agent()
+                job_ids = [client.execute(agent.id, f"question {n}").job_id for n in range(16)]
+                for job_id in job_ids:
+                    assert client.wait_finished(job_id).status == job_pb2.JOB_STATUS_COMPLETED
+        finally:
+            worker.stop()
+
+    lines = [line for line in worker.output.splitlines() if " INFO agentq.jobs " in line]
+    logged = {line.split(" job ", 1)[1].split()[0] for line in lines}
+    assert logged == set(job_ids)
+    assert all(" completed attempts=1 " in line for line in lines)
