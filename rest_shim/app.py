@@ -8,6 +8,7 @@ from importlib import metadata
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from rest_shim import handlers
 from rest_shim.admin_routes import ADMIN
@@ -22,6 +23,8 @@ from rest_shim.table import fastapi_router
 
 # The route table: every route, declared once, for FastAPI and the fast lane alike.
 ROUTES = (*API, *ADMIN)
+# Where the files of the interactive docs (Swagger UI, ReDoc) are served.
+DOCS_ASSETS = "/docs/assets"
 
 DESCRIPTION = """\
 JSON face of the agentq gRPC API, wire-compatible with vex-api: mint an HS256 JWT,
@@ -49,13 +52,18 @@ def create_app(settings: RestSettings) -> FastAPI:
         finally:
             await app.state.backend.close()
 
-    app = FastAPI(
+    # FastAPI's /docs and /redoc load their scripts from a CDN and are blank offline;
+    # these pages load the same files from the shim, under DOCS_ASSETS.
+    app = FastAPIOffline(
         title="agentq",
         version=_version(),
         description=DESCRIPTION,
         lifespan=lifespan,
         # A redirect has no JSON body; a path with a stray slash is a plain 404.
         redirect_slashes=False,
+        static_url=DOCS_ASSETS,
+        # Swagger UI would otherwise send the document to an online validator.
+        swagger_ui_parameters={"validatorUrl": None},
     )
     # Added first, so they run inside the request context (id, body limit).
     app.add_middleware(HotRoutesMiddleware, routes=ROUTES)

@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.routing import compile_path
 
+from rest_shim.access_log import tenant_from
 from rest_shim.errors import INTERNAL_MESSAGE, error_response, from_rpc_error
 from rest_shim.middleware import body_too_large
 from rest_shim.table import Route
@@ -96,7 +97,9 @@ def _path_pattern(template: str) -> re.Pattern[str]:
 async def on_rpc_error(request: Request, exc: Exception) -> JSONResponse:
     """A failed RPC: the status and body come from its google.rpc.Status details."""
     assert isinstance(exc, grpc.aio.AioRpcError)
-    response = from_rpc_error(exc, locate=request.scope["state"].get("field_location"))
+    state = request.scope["state"]
+    state["tenant"] = tenant_from(tuple(exc.trailing_metadata() or ()))
+    response = from_rpc_error(exc, locate=state.get("field_location"))
     if response.status_code >= 500:
         log.warning(
             "backend answered %s (%s) for request %s",

@@ -109,6 +109,8 @@ class HotRoutesMiddleware:
             await self._app(scope, receive, send)
             return
         lane, ids = found
+        # FastAPI names the route it matched in the scope; the lane does it for its own.
+        scope["state"]["route"] = lane.route.path
         headers = Headers(scope=scope)
         body = None
         if lane.body is not None:

@@ -1,14 +1,16 @@
-"""ASGI middleware: the request id on every response, and the 1 MiB body limit."""
+"""ASGI middleware: the request id on every response, the 1 MiB body limit, the access line."""
 
 from __future__ import annotations
 
 import re
+import time
 import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from rest_shim.access_log import log_request, route_of
 from rest_shim.errors import error_response
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -20,7 +22,8 @@ class _BodyTooLarge(Exception):
 
 
 class RequestContextMiddleware:
-    """Gives each request an id (the caller's if sane) and refuses bodies over the limit."""
+    """Gives each request an id (the caller's if sane), refuses bodies over the limit,
+    and logs one access line per request once it has been answered."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
         self._app = app
@@ -30,6 +33,30 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self._app(scope, receive, send)
             return
+        began = time.perf_counter()
+        # Unless a response starts, the client gets uvicorn's 500 (the app raised first).
+        status = 500
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._serve(scope, receive, send_noting_status)
+        finally:
+            state = scope.get("state", {})
+            log_request(
+                method=scope["method"],
+                route=route_of(scope),
+                status=status,
+                duration_s=time.perf_counter() - began,
+                request_id=state.get("request_id", "-"),
+                tenant=state.get("tenant") or "-",
+            )
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = Headers(scope=scope)
         sent = headers.get("x-request-id", "")
         request_id = sent if _SANE_REQUEST_ID.fullmatch(sent) else str(uuid.uuid4())

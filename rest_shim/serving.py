@@ -13,6 +13,7 @@ import uvicorn
 
 from rest_shim.app import create_app
 from rest_shim.loop import event_loop_factory
+from rest_shim.protocol import ContractHttpProtocol
 from rest_shim.settings import RestSettings
 
 
@@ -60,7 +61,11 @@ def http_server(settings: RestSettings, *, embedded: bool) -> uvicorn.Server:
         host=host,
         port=port,
         log_config=None,
+        # rest_shim/middleware.py writes the access lines, with route, tenant and request id.
         access_log=False,
+        # Naming the server software tells a scanner which bugs to try, and no client needs it.
+        server_header=False,
+        http=ContractHttpProtocol,
         lifespan="on",
         timeout_graceful_shutdown=5,
     )

@@ -30,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rest_shim import render
+from rest_shim.access_log import tenant_from
 from rest_shim.backend import Backend
 from rest_shim.errors import rate_headers
 from rest_shim.schemas import ErrorBody
@@ -118,6 +119,7 @@ async def answer(
         backend.method(route.rpc), message, headers=headers, request_id=state["request_id"]
     )
     state["rate_headers"] = rate_headers(trailers)
+    state["tenant"] = tenant_from(trailers)
     if route.render is None:
         return Response(status_code=route.status)
     return render.json_response(route.render(reply), route.status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from server.ratelimit import DEFAULT_TIERS, Tier
@@ -15,6 +15,8 @@ MIN_SECRET_BYTES = 32
 # Development mode answers this machine only, unless an address is set explicitly:
 # anyone who can reach it can do what its easily found secret allows.
 _DEV_ADDRESSES = {"grpc_addr": "127.0.0.1:50051", "http_addr": "127.0.0.1:8080"}
+# The admin token guards every tenant's keys and limits: no shorter than a JWT secret.
+MIN_ADMIN_TOKEN_CHARS = 32
 
 
 class Settings(BaseSettings):
@@ -89,12 +91,51 @@ class Settings(BaseSettings):
     stream_keepalive_s: float = Field(default=15.0, gt=0)
     recovery_interval_s: float = Field(default=5.0, gt=0)
 
+    # Logging: the level of every logger, levels of named ones (`agentq.access=WARNING`
+    # silences the access lines), and the format: text lines, or one JSON object a line.
+    log_level: str = "INFO"
+    log_levels: str = ""
+    log_format: Literal["text", "json"] = "text"
+
     provider: Literal["builtin", "openai"] = "builtin"
     builtin_latency_ms: int = Field(default=50, ge=0)
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_admin_token(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty value is unset (the admin API stays off), as a blank line in an
+        # env file usually means; anything else must be long enough to resist guessing.
+        if token is None or not token.get_secret_value():
+            return None
+        length = len(token.get_secret_value())
+        if length < MIN_ADMIN_TOKEN_CHARS:
+            raise ValueError(
+                f"AGENTQ_ADMIN_TOKEN must be at least {MIN_ADMIN_TOKEN_CHARS} characters "
+                f"(it has {length})"
+            )
+        return token
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, level: str) -> str:
+        if not _is_level(level):
+            raise ValueError(f"AGENTQ_LOG_LEVEL {level!r} is not one of: {_LEVELS}")
+        return level.upper()
+
+    @field_validator("log_levels")
+    @classmethod
+    def _known_logger_levels(cls, spec: str) -> str:
+        parse_logger_levels(spec)
+        return spec
+
+    @property
+    def logger_levels(self) -> dict[str, str]:
+        """AGENTQ_LOG_LEVELS as {logger: level}."""
+        return parse_logger_levels(self.log_levels)
 
     @model_validator(mode="after")
     def _known_default_tier(self) -> Settings:
@@ -125,3 +166,23 @@ class Settings(BaseSettings):
     def db_type(self) -> str:
         """`postgres` or `sqlite`, as /health reports it."""
         return "postgres" if self.database_url.startswith("postgres") else "sqlite"
+
+
+_LEVELS = "DEBUG, INFO, WARNING, ERROR, CRITICAL"
+
+
+def _is_level(name: str) -> bool:
+    return name.upper() in _LEVELS.split(", ")
+
+
+def parse_logger_levels(spec: str) -> dict[str, str]:
+    """`agentq.access=WARNING,agentq.jobs=ERROR` as {logger: level}; ValueError if malformed."""
+    levels = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, equals, level = (part.strip() for part in item.partition("="))
+        if not equals or not name or not _is_level(level):
+            raise ValueError(
+                f"AGENTQ_LOG_LEVELS: {item!r} is not LOGGER=LEVEL, LEVEL one of {_LEVELS}"
+            )
+        levels[name] = level.upper()
+    return levels

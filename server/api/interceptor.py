@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,6 +14,7 @@ import grpc
 from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import error_details_pb2, status_pb2
 
+from server.api.call_log import TENANT_TRAILER, log_call
 from server.api.context import Context, principal_var, request_id_var
 from server.api.credential_size import check_credential_size
 from server.api.guard import Admission, Guard
@@ -157,27 +159,47 @@ class _Guard:
     def _unary(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: Context) -> Any:
             admission = Admission()
+            started = time.perf_counter()
+            # What the call ends with unless it returns or fails: its caller went away.
+            code, failure = "CANCELLED", None
             try:
                 await self._admit(context, admission)
                 if request is _UNPARSABLE:
                     raise InvalidArgument.unparsable()
-                return await behavior(request, context)
+                reply = await behavior(request, context)
+                code = "OK"
+                return reply
             except Exception as error:
+                code, failure = _code_name(error, context), error
                 await self._abort(context, error, admission)
+            finally:
+                tenant = _tenant(admission, failure)
+                log_call(
+                    self._method, code=code, duration_s=time.perf_counter() - started, tenant=tenant
+                )
 
         return guarded
 
     def _stream(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
             admission = Admission()
+            started = time.perf_counter()
+            code, failure = "CANCELLED", None
             try:
                 await self._admit(context, admission)
                 if request is _UNPARSABLE:
                     raise InvalidArgument.unparsable()
                 async for response in behavior(request, context):
                     yield response
+                code = "OK"
             except Exception as error:
+                code, failure = _code_name(error, context), error
                 await self._abort(context, error, admission)
+            finally:
+                tenant = _tenant(admission, failure)
+                log_call(
+                    self._method, code=code, duration_s=time.perf_counter() - started, tenant=tenant
+                )
 
         return guarded
 
@@ -189,10 +211,11 @@ class _Guard:
         request_id_var.set(request_id or str(uuid.uuid4()))
         check_credential_size(pairs)
         await self._guard.admit(self._method, metadata, admission, repeated=_repeated(pairs))
-        if admission.trailers:
-            context.set_trailing_metadata(tuple(admission.trailers))
         if admission.principal is not None:
             principal_var.set(admission.principal)
+        trailers = [*admission.trailers, *_tenant_trailers(_tenant(admission, None))]
+        if trailers:
+            context.set_trailing_metadata(tuple(trailers))
 
     async def _abort(self, context: Context, error: Exception, admission: Admission) -> None:
         if isinstance(error, grpc.aio.AbortError):
@@ -210,5 +233,30 @@ class _Guard:
             ("grpc-status-details-bin", details),
             ("x-request-id", request_id_var.get()),
             *admission.trailers,
+            *_tenant_trailers(_tenant(admission, error)),
         ]
         await context.abort(code, error.message, trailing_metadata=tuple(trailers))
+
+
+def _code_name(error: Exception, context: Context) -> str:
+    """The gRPC status code a failed call ends with, as the access line names it."""
+    if isinstance(error, AgentQError):
+        return status_for(error)[0].name
+    if isinstance(error, grpc.aio.AbortError):
+        # A servicer aborted the call itself; the context holds the code it gave.
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    return "INTERNAL"
+
+
+def _tenant(admission: Admission, error: Exception | None) -> str | None:
+    """The caller's tenant, once known: admitted, or refused by its tenant's rate limit."""
+    if admission.principal is not None:
+        return admission.principal.tenant_id
+    if isinstance(error, ResourceExhausted) and error.subject.startswith("tenant:"):
+        return error.subject.removeprefix("tenant:")
+    return None
+
+
+def _tenant_trailers(tenant: str | None) -> list[tuple[str, str | bytes]]:
+    return [] if tenant is None else [(TENANT_TRAILER, tenant.encode())]

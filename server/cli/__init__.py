@@ -12,6 +12,8 @@ if TYPE_CHECKING:
 # Only argparse at import time: `agentq --help` should answer at once, so every
 # server library is imported by the command that needs it.
 
+# Every command logs, so every command reads these.
+_LOG_ENV = "AGENTQ_LOG_LEVEL AGENTQ_LOG_LEVELS AGENTQ_LOG_FORMAT"
 _SERVE_ENV = (
     "VEX_JWT_SECRET AGENTQ_JWT_ISSUER AGENTQ_JWT_AUDIENCE AGENTQ_JWT_MAX_TTL_S AGENTQ_DEV_MODE "
     "AGENTQ_ADMIN_TOKEN AGENTQ_API_KEY_PEPPER AGENTQ_TOKEN_TTL_S AGENTQ_RATE_TIERS "
@@ -24,12 +26,12 @@ _SERVE_ENV = (
     "AGENTQ_RETENTION_S AGENTQ_CANCEL_POLL_S AGENTQ_TOKEN_EVENT_INTERVAL_MS "
     "AGENTQ_STREAM_POLL_S AGENTQ_STREAM_KEEPALIVE_S AGENTQ_RECOVERY_INTERVAL_S AGENTQ_PROVIDER "
     "AGENTQ_BUILTIN_LATENCY_MS AGENTQ_OPENAI_BASE_URL AGENTQ_OPENAI_API_KEY AGENTQ_OPENAI_MODEL "
-    "AGENTQ_OPENAI_TIMEOUT_S AGENTQ_REST_TIMEOUT_S AGENTQ_MAX_BODY_BYTES"
+    "AGENTQ_OPENAI_TIMEOUT_S AGENTQ_REST_TIMEOUT_S AGENTQ_MAX_BODY_BYTES " + _LOG_ENV
 )
 _REST_ENV = (
     "AGENTQ_HTTP_ADDR AGENTQ_GRPC_TARGET AGENTQ_GRPC_ADDR (dialled when AGENTQ_GRPC_TARGET "
     "is unset) AGENTQ_REST_TIMEOUT_S AGENTQ_MAX_BODY_BYTES AGENTQ_STREAM_KEEPALIVE_S "
-    "AGENTQ_RATE_TIERS (the tiers the OpenAPI document lists)"
+    "AGENTQ_RATE_TIERS (the tiers the OpenAPI document lists) " + _LOG_ENV
 )
 _WORKER_ENV = (
     "AGENTQ_REDIS_URL (required) AGENTQ_REDIS_NAMESPACE AGENTQ_DATABASE_URL "
@@ -39,7 +41,7 @@ _WORKER_ENV = (
     "AGENTQ_BROKER_HEARTBEAT_TIMEOUT_S AGENTQ_RETENTION_S AGENTQ_CANCEL_POLL_S "
     "AGENTQ_TOKEN_EVENT_INTERVAL_MS AGENTQ_RECOVERY_INTERVAL_S AGENTQ_PROVIDER "
     "AGENTQ_BUILTIN_LATENCY_MS AGENTQ_OPENAI_BASE_URL AGENTQ_OPENAI_API_KEY AGENTQ_OPENAI_MODEL "
-    "AGENTQ_OPENAI_TIMEOUT_S"
+    "AGENTQ_OPENAI_TIMEOUT_S " + _LOG_ENV
 )
 _TOKEN_ENV = "VEX_JWT_SECRET (required) AGENTQ_JWT_ISSUER AGENTQ_JWT_AUDIENCE"
 _MIGRATE_ENV = "AGENTQ_DATABASE_URL"
@@ -72,7 +74,7 @@ def _command(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="agentq", description=__doc__)
     parser.add_argument("--version", action=_Version)
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--log-level", help="logging level (default AGENTQ_LOG_LEVEL, else INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = _command(
@@ -159,13 +161,40 @@ def main(argv: list[str] | None = None) -> int:
     from server.configuration import ConfigurationError
     from server.settings import Settings
 
-    logs.configure(args.log_level)
     try:
         settings = Settings()
+        if args.log_level:
+            # Validated as the environment's value is: a bad level is a clear error.
+            settings = Settings.model_validate(
+                {**settings.model_dump(), "log_level": args.log_level}
+            )
+        logs.configure(
+            settings.log_level, format=settings.log_format, levels=settings.logger_levels
+        )
         return _run(args, settings)
-    except (ConfigurationError, ValidationError, ValueError) as error:
+    except ValidationError as error:
+        print(f"agentq: {_settings_problems(error)}", file=sys.stderr)
+        return 2
+    except (ConfigurationError, ValueError) as error:
         print(f"agentq: {error}", file=sys.stderr)
         return 2
+
+
+def _settings_problems(error: Any) -> str:
+    """A pydantic ValidationError as one line, without the values it was given.
+
+    pydantic's own text spans lines and repeats the input, which holds the secrets.
+    """
+    problems = []
+    for problem in error.errors(include_url=False, include_input=False):
+        cause = problem.get("ctx", {}).get("error")
+        if cause is not None:
+            problems.append(str(cause))  # our validators' messages name the variable
+            continue
+        name = str(problem["loc"][0]) if problem["loc"] else ""
+        variable = "VEX_JWT_SECRET" if name == "jwt_secret" else f"AGENTQ_{name.upper()}"
+        problems.append(f"{variable}: {problem['msg']}")
+    return "; ".join(problems)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:

@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from rest_shim.loop import event_loop_factory
-from server import orphans
+from server import logs, orphans
 from server.api.server import start_grpc_server
 from server.banner import dev_banner, interfaces, rest_url
 from server.bootstrap import build_runtime, jwt_secret
@@ -147,6 +147,11 @@ def _work_one(settings: Settings, parent_pid: int | None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if parent_pid is not None:
+        # A spawned child starts with Python's default logging, which drops INFO lines
+        # (the per-job lines among them): set it up as the parent did.
+        logs.configure(
+            settings.log_level, format=settings.log_format, levels=settings.logger_levels
+        )
         orphans.stop_with_parent(parent_pid, stop)
     runtime = build_runtime(settings, engine_loop=event_loop_factory())
     watch = _watch_redis(settings)

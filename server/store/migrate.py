@@ -76,11 +76,22 @@ def create_db_engine(url: str, *, pool_size: int = 10) -> Engine:
     url = normalize_url(url)
     if backend == "sqlite":
         engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            pool_size=pool_size,
+            hide_parameters=True,
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        # A failed statement's error would otherwise carry its parameters (prompts,
+        # key digests) into every log line that prints it.
+        hide_parameters=True,
+    )
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

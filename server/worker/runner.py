@@ -23,6 +23,7 @@ from server.store import transitions
 from server.store.events import EventSpec, EventType
 from server.store.models import JobStatus
 from server.store.transitions import Attempt
+from server.worker import job_log
 from server.worker.hashes import context_hash, merkle_root
 from server.worker.policy import RetryPolicy
 from server.worker.store import AttemptStore
@@ -99,6 +100,7 @@ class AttemptRunner:
 
     async def run(self, attempt: Attempt, signal: CancelSignal) -> None:
         """Run a claimed attempt to its recorded outcome."""
+        job_log.start_clock()
         try:
             await self._attempt(attempt, signal)
         except asyncio.CancelledError:
@@ -208,7 +210,7 @@ class AttemptRunner:
         }
         event = EventSpec(EventType.RETRYING, error=message, delay_s=delay)
         if await self._finish(attempt, values, event):
-            log.info(
+            log.debug(
                 "job %s attempt %d failed (%s); retry in %.1fs",
                 attempt.job_id,
                 attempt.number,
@@ -241,7 +243,7 @@ class AttemptRunner:
             )
         )
         if won:
-            log.info("job %s attempt %d -> cancelled", attempt.job_id, attempt.number)
+            job_log.log_outcome(attempt, "cancelled")
         else:
             log.warning(
                 "job %s attempt %d lost its claim; outcome dropped", attempt.job_id, attempt.number
@@ -260,7 +262,9 @@ class AttemptRunner:
             )
         )
         if won:
-            log.debug("job %s attempt %d -> %s", attempt.job_id, attempt.number, values["status"])
+            # A job given back to the queue (pending again) is being retried.
+            outcome = "retrying" if values["status"] == JobStatus.PENDING else values["status"]
+            job_log.log_outcome(attempt, str(outcome), error=values.get("last_error"))
             return True
         await self._cancelled(attempt)  # records nothing when the claim itself was lost
         return False

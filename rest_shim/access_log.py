@@ -1,0 +1,61 @@
+"""One access line per REST request, on the `agentq.access` logger.
+
+The line's fields are also attached to the log record, so the JSON log format
+(AGENTQ_LOG_FORMAT=json) writes each as its own key. Operators silence these lines by
+raising the logger's level (AGENTQ_LOG_LEVELS=agentq.access=WARNING).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+ACCESS_LOGGER = "agentq.access"
+# The trailer in which the gRPC server names the tenant it admitted the call for
+# (server/api/call_log.py; the shim never imports the server).
+TENANT_TRAILER = "x-tenant-id-bin"
+# A path no route matched is logged as sent, cut to this length.
+_MAX_PATH = 200
+log = logging.getLogger(ACCESS_LOGGER)
+
+
+def tenant_from(trailers: Iterable[tuple[str, Any]] | None) -> str | None:
+    """The tenant the server named in a call's trailers, if it named one."""
+    for key, value in trailers or ():
+        if key == TENANT_TRAILER and isinstance(value, bytes):
+            return value.decode("utf-8", "replace")
+    return None
+
+
+def route_of(scope: Mapping[str, Any]) -> str:
+    """The route template that served a request, else its path as sent (without query)."""
+    template = scope.get("state", {}).get("route")
+    if template is None:
+        template = getattr(scope.get("route"), "path", None)
+    if template is not None:
+        return str(template)
+    # The raw path: still percent-encoded, so it holds no space or line break.
+    raw = scope.get("raw_path") or scope.get("path", "").encode()
+    return bytes(raw).decode("latin-1")[:_MAX_PATH]
+
+
+def log_request(
+    *, method: str, route: str, status: int, duration_s: float, request_id: str, tenant: str
+) -> None:
+    """Log one finished request: `http GET /api/v1/jobs/{job_id} 200 1.2ms tenant=t`."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    duration_ms = round(duration_s * 1000, 1)
+    fields = {
+        "protocol": "http",
+        "method": method,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+        "request_id": request_id,
+        "tenant": tenant,
+    }
+    log.info(
+        "http %s %s %d %.1fms tenant=%s", method, route, status, duration_ms, tenant, extra=fields
+    )

@@ -1,0 +1,36 @@
+"""One access line per gRPC call, on the `agentq.access` logger beside the REST lines.
+
+The fields are attached to the record too, so the JSON log format writes each as a key.
+Raising the logger's level (AGENTQ_LOG_LEVELS=agentq.access=WARNING) silences them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from server.api.context import request_id_var
+
+ACCESS_LOGGER = "agentq.access"
+# The caller's tenant, in the trailers of every call it was admitted to, so a REST shim
+# in another process can name it in its own access line. Binary (`-bin`): a tenant is
+# any text a token's `sub` holds, and plain metadata takes printable ASCII only.
+TENANT_TRAILER = "x-tenant-id-bin"
+
+log = logging.getLogger(ACCESS_LOGGER)
+
+
+def log_call(method: str, *, code: str, duration_s: float, tenant: str | None) -> None:
+    """Log one finished call: `grpc /agentq.v1.JobService/GetJob OK 0.8ms tenant=t`."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    duration_ms = round(duration_s * 1000, 1)
+    shown = tenant if tenant is not None else "-"
+    fields = {
+        "protocol": "grpc",
+        "rpc": method,
+        "code": code,
+        "duration_ms": duration_ms,
+        "request_id": request_id_var.get(),
+        "tenant": shown,
+    }
+    log.info("grpc %s %s %.1fms tenant=%s", method, code, duration_ms, shown, extra=fields)

@@ -1,0 +1,51 @@
+"""One line per attempt's outcome, on the `agentq.jobs` logger.
+
+An attempt ends `completed`, `failed`, `cancelled` or `retrying` (it failed and the job
+goes back to the queue). The line's fields are attached to the record too, so the JSON
+log format writes each as a key; AGENTQ_LOG_LEVELS=agentq.jobs=WARNING silences them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextvars import ContextVar
+
+from server.store.transitions import Attempt
+
+JOBS_LOGGER = "agentq.jobs"
+log = logging.getLogger(JOBS_LOGGER)
+
+# When the running attempt started. Each job runs in its own engine task, so a context
+# variable holds it without threading it through every step of the runner.
+_started: ContextVar[float | None] = ContextVar("attempt_started", default=None)
+
+
+def start_clock() -> None:
+    """Mark the start of the attempt the current task runs."""
+    _started.set(time.monotonic())
+
+
+def log_outcome(attempt: Attempt, outcome: str, *, error: str | None = None) -> None:
+    """Log `job <id> <outcome> attempts=<n> <ms>ms`; `error` says why it failed."""
+    if not log.isEnabledFor(logging.INFO):
+        return
+    started = _started.get()
+    duration_ms = round((time.monotonic() - started) * 1000, 1) if started is not None else 0.0
+    fields = {
+        "job_id": attempt.job_id,
+        "outcome": outcome,
+        "attempts": attempt.number,
+        "duration_ms": duration_ms,
+        "error": error,
+    }
+    suffix = f" error={error}" if error else ""
+    log.info(
+        "job %s %s attempts=%d %.1fms%s",
+        attempt.job_id,
+        outcome,
+        attempt.number,
+        duration_ms,
+        suffix,
+        extra=fields,
+    )
