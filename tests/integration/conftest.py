@@ -1,24 +1,79 @@
-"""Fixtures shared by the integration tests."""
+"""Fixtures shared by the integration tests: migrated databases of each kind, and the store.
+
+Each database is new and empty for its test, migrated as agentq migrates it at start;
+a test opens as many stores (each with a pool of its own) on it as it needs.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
+from server.store.connect import open_database
 from server.store.migrate import create_db_engine, migrate
+from server.store.store import Store
+from tests.world import World, world_on
+
+DATABASES = [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"]
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    """A migrated, empty database of each kind agentq supports."""
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a migrated, empty database of each kind agentq supports."""
     if request.param == "postgres":
-        url = request.getfixturevalue("fresh_postgres_url")
+        url: str = request.getfixturevalue("fresh_postgres_url")
     else:
         url = f"sqlite:///{tmp_path / 'agentq.db'}"
-    engine = create_db_engine(url, pool_size=20)
-    migrate(engine)
+    engine = create_db_engine(url, pool_size=1)
+    try:
+        migrate(engine)
+    finally:
+        engine.dispose()
+    return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """A (synchronous) engine on the migrated database, as the migration runner uses."""
+    engine = create_db_engine(database_url, pool_size=4)
     yield engine
     engine.dispose()
+
+
+class Stores:
+    """Opens stores on one database, each with a pool of its own as another process has."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._opened: list[Store] = []
+
+    async def open(self, *, pool_size: int = 4) -> Store:
+        """A new store on the database, closed when the test ends."""
+        store = Store(await open_database(self.url, pool_size=pool_size))
+        self._opened.append(store)
+        return store
+
+    async def close(self) -> None:
+        """Close every store opened."""
+        for store in self._opened:
+            await store.db.close()
+
+
+@pytest.fixture
+async def stores(database_url: str) -> AsyncIterator[Stores]:
+    """Opens stores of their own on the migrated database of each kind."""
+    opened = Stores(database_url)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+@pytest.fixture
+async def db_world(database_url: str) -> AsyncIterator[World]:
+    """A world (tests/world.py) on the migrated database of each kind."""
+    async with world_on(Store(await open_database(database_url, pool_size=4))) as made:
+        yield made

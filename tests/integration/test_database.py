@@ -1,59 +1,48 @@
-"""The persistence layer on real PostgreSQL (and the SQLite file): migrations and CAS claims."""
+"""The database on real PostgreSQL (and the SQLite file): migrations, and the store on them.
+
+The migration runner (`server/store/migrate.py`) brings a new database to the models'
+schema, once however many servers start together; the store (`server/store/`) then
+claims and changes jobs on it with compare-and-set updates, alone or in a transaction.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, update
 
 from server.store.events import EventSpec, EventType
-from server.store.migrate import MIGRATIONS, create_db_engine, migrate, session_factory
-from server.store.models import Agent, Base, Job, JobStatus
-from server.unit_of_work import SqlUnitOfWork
+from server.store.migrate import MIGRATIONS, create_db_engine, migrate
+from server.store.models import Base, JobStatus
+from server.store.records import JobRecord
+from server.store.store import Tables
+from server.store.tables import jobs
+from server.store.transitions import cancel_pending, finish_attempt
+from tests.integration.conftest import Stores
+from tests.world import World
+
+RACERS = 10
 
 
-def _pending_job(engine: Engine) -> str:
-    now = datetime.now(UTC)
-    agent = Agent(
-        id=str(uuid.uuid4()),
-        tenant_id="t",
-        name="a",
-        role="role",
-        max_depth=3,
-        spawn_shadow=False,
-        generation=0,
-        fitness=0.0,
-        created_at=now,
-    )
-    job = Job(
-        id=str(uuid.uuid4()),
-        tenant_id="t",
-        agent_id=agent.id,
-        status=JobStatus.PENDING,
-        prompt="p",
-        context_id=None,
-        enable_adversarial=False,
-        enable_self_correction=False,
-        max_debate_rounds=3,
-        attempts=0,
-        queued_at=now,
-        next_run_at=now,
-        enqueued_at=now,
-        tokens_used=0,
-        verified=False,
-    )
-    with SqlUnitOfWork(session_factory(engine)) as uow:
-        uow.agents.add(agent)
-        uow.commit()
-        uow.jobs.add(job)
-        uow.commit()
-    return job.id
+async def _pending_job(world: World) -> JobRecord:
+    """A stored agent and one pending job of it, due now, with its QUEUED event."""
+    return await world.add_job(await world.add_agent(tenant_id="t"))
+
+
+async def _stored(world: World, job_id: str) -> JobRecord:
+    job = await world.job(job_id)
+    assert job is not None
+    return job
+
+
+# Migrations.
 
 
 def test_the_migrated_schema_matches_the_models(engine: Engine) -> None:
@@ -97,96 +86,90 @@ def test_servers_starting_at_once_migrate_a_fresh_postgres_database_once(
         engine.dispose()
 
 
-def test_only_one_of_many_racing_workers_claims_a_job(engine: Engine) -> None:
-    job_id = _pending_job(engine)
-    sessions = session_factory(engine)
-    now = datetime.now(UTC)
-    barrier = threading.Barrier(10)
-    wins: list[str] = []
+# The store on the migrated database.
 
-    def claim() -> None:
-        token = str(uuid.uuid4())
-        barrier.wait()
-        with SqlUnitOfWork(sessions) as uow:
-            if uow.jobs.claim(
-                job_id, now=now, token=token, lease_until=now + timedelta(seconds=60)
-            ):
-                wins.append(token)
-            uow.commit()
 
-    threads = [threading.Thread(target=claim) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+async def test_only_one_of_many_racing_workers_claims_a_job(
+    db_world: World, stores: Stores
+) -> None:
+    job = await _pending_job(db_world)
+    now = db_world.clock.now
+    racers = [await stores.open(pool_size=1) for _ in range(RACERS)]
+
+    async def claim(token: str, store_index: int) -> str | None:
+        async with racers[store_index].transaction() as tx:
+            attempt = await tx.jobs.claim(
+                job.id, now=now, token=token, lease_until=now + timedelta(seconds=60)
+            )
+        return None if attempt is None else token
+
+    tokens = [str(uuid.uuid4()) for _ in range(RACERS)]
+    results = await asyncio.gather(*(claim(token, n) for n, token in enumerate(tokens)))
+    wins = [token for token in results if token is not None]
+
     assert len(wins) == 1
-    with SqlUnitOfWork(sessions) as uow:
-        job = uow.jobs.get(job_id)
-    assert job is not None
-    assert (job.status, job.attempts, job.run_token) == (JobStatus.RUNNING, 1, wins[0])
+    stored = await _stored(db_world, job.id)
+    assert (stored.status, stored.attempts, stored.run_token) == (JobStatus.RUNNING, 1, wins[0])
 
 
-def test_an_attempt_that_lost_its_claim_cannot_record_an_outcome(engine: Engine) -> None:
-    job_id = _pending_job(engine)
-    sessions = session_factory(engine)
-    now = datetime.now(UTC)
-    with SqlUnitOfWork(sessions) as uow:
-        assert uow.jobs.claim(job_id, now=now, token="first", lease_until=now)
-        uow.commit()
+async def test_an_attempt_that_lost_its_claim_cannot_record_an_outcome(db_world: World) -> None:
+    job = await _pending_job(db_world)
+    store, now = db_world.store, db_world.clock.now
+    async with store.transaction() as tx:
+        assert await tx.jobs.claim(job.id, now=now, token="first", lease_until=now)
     done = {"status": JobStatus.COMPLETED}
     completed = EventSpec(EventType.COMPLETED)
-    with SqlUnitOfWork(sessions) as uow:
-        assert not uow.jobs.finish_attempt(
-            job_id, token="other", values=done, event=completed, at=now
+    async with store.transaction() as tx:
+        assert not await tx.jobs.apply(
+            finish_attempt(job.id, token="other", values=done, event=completed, at=now)
         )
-        assert uow.jobs.finish_attempt(job_id, token="first", values=done, event=completed, at=now)
-        uow.commit()
-    with SqlUnitOfWork(sessions) as uow:
-        job = uow.jobs.get(job_id)
-    assert job is not None and job.status == JobStatus.COMPLETED and job.run_token is None
+        assert await tx.jobs.apply(
+            finish_attempt(job.id, token="first", values=done, event=completed, at=now)
+        )
+    stored = await _stored(db_world, job.id)
+    assert stored.status == JobStatus.COMPLETED and stored.run_token is None
 
 
-def test_a_job_is_not_claimed_before_its_backoff_ends(engine: Engine) -> None:
-    job_id = _pending_job(engine)
-    sessions = session_factory(engine)
-    early = datetime.now(UTC) - timedelta(seconds=5)
-    with SqlUnitOfWork(sessions) as uow:
-        assert not uow.jobs.claim(job_id, now=early, token="t", lease_until=early)
+async def test_a_job_is_not_claimed_before_its_backoff_ends(db_world: World) -> None:
+    job = await _pending_job(db_world)
+    early = db_world.clock.now - timedelta(seconds=5)
+    async with db_world.store.transaction() as tx:
+        assert not await tx.jobs.claim(job.id, now=early, token="t", lease_until=early)
 
 
-def test_timestamps_come_back_as_utc(engine: Engine) -> None:
-    job_id = _pending_job(engine)
-    with SqlUnitOfWork(session_factory(engine)) as uow:
-        job = uow.jobs.get(job_id)
-    assert job is not None and job.queued_at.tzinfo is not None
-    assert job.queued_at.utcoffset() == timedelta(0)
+async def test_timestamps_come_back_as_utc(db_world: World) -> None:
+    job = await _pending_job(db_world)
+    stored = await db_world.store.jobs.get(job.id, tenant_id="t")
+    assert stored is not None and stored.queued_at.tzinfo is not None
+    assert stored.queued_at.utcoffset() == timedelta(0)
 
 
-def test_a_pending_job_cancelled_through_a_session_gets_the_next_event_number(
-    engine: Engine,
+async def test_a_pending_job_cancelled_in_a_transaction_gets_the_next_event_number(
+    db_world: World,
 ) -> None:
-    job_id = _pending_job(engine)
-    sessions = session_factory(engine)
-    now = datetime.now(UTC)
-    with SqlUnitOfWork(sessions) as uow:
-        assert uow.jobs.cancel_pending(job_id, at=now)
+    job = await _pending_job(db_world)
+    now = db_world.clock.advance(1)
+    async with db_world.store.transaction() as tx:
+        assert await tx.jobs.apply(cancel_pending(job.id, at=now))
         # Not pending any more: a second cancel changes nothing.
-        assert not uow.jobs.cancel_pending(job_id, at=now)
-        uow.commit()
-    with SqlUnitOfWork(sessions) as uow:
-        job = uow.jobs.get(job_id)
-        events = uow.events.after(job_id, 0, limit=10)
-    assert job is not None and (job.status, job.completed_at) == (JobStatus.CANCELLED, now)
-    assert [(e.sequence, e.type, e.attempt) for e in events] == [(1, "cancelled", 0)]
+        assert not await tx.jobs.apply(cancel_pending(job.id, at=now))
+    stored = await _stored(db_world, job.id)
+    events = await db_world.events(job.id)
+    assert (stored.status, stored.completed_at) == (JobStatus.CANCELLED, now)
+    assert [(e.sequence, e.type, e.attempt) for e in events] == [
+        (1, "queued", 0),
+        (2, "cancelled", 0),
+    ]
 
 
-def test_a_transition_sees_a_job_staged_earlier_in_the_same_session(engine: Engine) -> None:
-    job_id = _pending_job(engine)
-    sessions = session_factory(engine)
-    now = datetime.now(UTC)
-    with SqlUnitOfWork(sessions) as uow:
-        job = uow.jobs.get(job_id)
-        assert job is not None
-        job.next_run_at = now + timedelta(hours=1)  # staged, not flushed yet
-        assert uow.jobs.claim(job_id, now=now, token="t", lease_until=now) is None
-        uow.commit()
+async def test_a_transition_sees_a_change_made_earlier_in_the_same_transaction(
+    db_world: World,
+) -> None:
+    job = await _pending_job(db_world)
+    now = db_world.clock.now
+    later = update(jobs).where(jobs.c.id == job.id).values(next_run_at=now + timedelta(hours=1))
+    async with db_world.store.db.transaction() as run:
+        await run.run(later)
+        tx = Tables(run)
+        assert await tx.jobs.claim(job.id, now=now, token="t", lease_until=now) is None
+    assert (await _stored(db_world, job.id)).next_run_at == now + timedelta(hours=1)

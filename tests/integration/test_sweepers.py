@@ -1,43 +1,44 @@
-"""Recovery sweepers in three processes at once on real PostgreSQL: no deadlock, each job once.
+"""Recovery sweepers on separate pools at once on real PostgreSQL: no deadlock, each job once.
 
 The backlog is what a Redis restart leaves: thousands of pending jobs whose messages were
-lost, all sent at the same instant, and runs whose workers died. While three processes
-sweep it, a fourth claims jobs one by one, as workers given the re-sent messages do.
+lost, all sent at the same instant, and runs whose workers died. While three sweepers,
+each on a store (a pool of connections) of its own as in separate processes, sweep it at
+once, a fourth store claims jobs one by one, as workers given the re-sent messages do.
 
 Which rows a sweep picks among jobs sent at the same instant is up to the query plan. The
-index gives them in storage order, the same in every process; a sort (which the planner
+index gives them in storage order, the same on every connection; a sort (which the planner
 picks on other tables and statistics) gives them in an order that depends on which rows
-each process sees, and the claims make that differ. The sweepers here plan with a sort,
-so that nothing relies on the order in which ties come out.
+each transaction sees, and the claims make that differ. The sweepers here plan with a
+sort, so that nothing relies on the order in which ties come out.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
-import multiprocessing
 import random
-import time
 import traceback
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import insert, select, text
 
-from server.recovery import Recovery
-from server.store.events import EventSpec, EventType
-from server.store.migrate import create_db_engine, migrate, session_factory
-from server.store.models import Agent, Job, JobEvent, JobStatus
-from server.unit_of_work import SqlUnitOfWork
+from server.service.recovery import Recovery
+from server.store.connect import open_database
+from server.store.events import EventType
+from server.store.migrate import create_db_engine
+from server.store.models import JobStatus
+from server.store.store import Store
+from server.store.tables import agents, events, jobs
 from server.worker.policy import RetryPolicy
-from tests.unit.fakes import FakeClock, FakeQueue, make_agent, make_job
+from tests.world import World
 
 POLICY = RetryPolicy(max_attempts=3, time_limit_s=120, lease_grace_s=15)
 REQUEUE_AFTER_S = 30.0
@@ -49,63 +50,21 @@ CLAIMED = 500
 # Lost runs: tried again, on their last attempt, and with a cancel requested.
 LOST_RETRY, LOST_LAST, LOST_CANCELLED = 60, 20, 20
 EXPIRED = 700
-PLAN_WITH_A_SORT = "?options=-c%20enable_indexscan%3Doff"
+# asyncpg passes a query parameter it does not know to the server as a setting.
+PLAN_WITH_A_SORT = "?enable_indexscan=off"
 
 
+@dataclass
 class RecordingQueue:
     """Keeps every send, and whether it went out as one batch or one message."""
 
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
+    calls: list[dict[str, Any]] = field(default_factory=list)
 
     def enqueue(self, job_id: str, *, delay_s: float = 0.0) -> None:
         self.calls.append({"batch": False, "ids": [job_id]})
 
     def enqueue_many(self, job_ids: Sequence[str]) -> None:
         self.calls.append({"batch": True, "ids": list(job_ids)})
-
-
-def sweep_in_process(url: str, now: str, barrier: Any, out: str) -> None:
-    """Run SWEEPS sweeps at the time `now` once all are ready; write what was sent and raised."""
-    engine = create_db_engine(url + PLAN_WITH_A_SORT, pool_size=2)
-    sessions = session_factory(engine)
-    queue = RecordingQueue()
-    at = datetime.fromisoformat(now)
-    recovery = Recovery(
-        lambda: SqlUnitOfWork(sessions),
-        queue,
-        POLICY,
-        requeue_after_s=REQUEUE_AFTER_S,
-        retention_s=RETENTION_S,
-        clock=lambda: at,
-    )
-    errors: list[str] = []
-    barrier.wait(timeout=60)
-    for _ in range(SWEEPS):
-        try:
-            recovery.sweep()
-        except Exception:
-            errors.append(traceback.format_exc())
-    engine.dispose()
-    Path(out).write_text(json.dumps({"calls": queue.calls, "errors": errors}))
-
-
-def claim_in_process(url: str, job_ids: list[str], barrier: Any) -> None:
-    """Claim the pending jobs one by one, each in its own transaction, as workers do."""
-    with psycopg.connect(_libpq(url), autocommit=True) as db:
-        barrier.wait(timeout=60)
-        for job_id in job_ids:
-            db.execute(
-                "UPDATE jobs SET status = 'running', attempts = attempts + 1,"
-                " run_token = 'worker', lease_expires_at = now() + interval '1 hour'"
-                " WHERE id = %s AND status = 'pending'",
-                (job_id,),
-            )
-            time.sleep(0.002)
-
-
-def _libpq(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
 
 
 @dataclass
@@ -117,30 +76,59 @@ class Round:
     errors: list[str]
 
 
-def _sweep_at_once(url: str, now: datetime, tmp_path: Path, claim: list[str]) -> Round:
-    """SWEEPS sweeps in each of SWEEPERS processes at the time `now`, while `claim` is claimed."""
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(SWEEPERS + 1)
-    outs = [tmp_path / f"sweeper-{uuid.uuid4().hex}.json" for _ in range(SWEEPERS)]
-    processes = [
-        context.Process(target=sweep_in_process, args=(url, now.isoformat(), barrier, str(out)))
-        for out in outs
-    ]
-    processes.append(context.Process(target=claim_in_process, args=(url, claim, barrier)))
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=60)
-        assert process.exitcode == 0
-    results = [json.loads(out.read_text()) for out in outs]
-    calls = [call for result in results for call in result["calls"]]
+@asynccontextmanager
+async def _stores(url: str, count: int) -> AsyncIterator[list[Store]]:
+    """`count` stores of their own on the database, planning with a sort."""
+    opened = [Store(await open_database(url + PLAN_WITH_A_SORT, pool_size=2)) for _ in range(count)]
+    try:
+        yield opened
+    finally:
+        for store in opened:
+            await store.db.close()
+
+
+async def _sweep(store: Store, at: datetime, queue: RecordingQueue, errors: list[str]) -> None:
+    """SWEEPS sweeps at the time `at`; what they raise is kept in `errors`."""
+    recovery = Recovery(
+        store,
+        queue,
+        POLICY,
+        requeue_after_s=REQUEUE_AFTER_S,
+        retention_s=RETENTION_S,
+        clock=lambda: at,
+    )
+    for _ in range(SWEEPS):
+        try:
+            await recovery.sweep()
+        except Exception:
+            errors.append(traceback.format_exc())
+
+
+async def _claim(store: Store, job_ids: list[str], at: datetime) -> None:
+    """Claim the pending jobs one by one, each statement on its own, as workers do."""
+    for job_id in job_ids:
+        await store.jobs.claim(job_id, now=at, token="worker", lease_until=at + timedelta(hours=1))
+        await asyncio.sleep(0.002)
+
+
+async def _sweep_at_once(url: str, at: datetime, claim: list[str]) -> Round:
+    """SWEEPS sweeps by each of SWEEPERS sweepers at the time `at`, while `claim` is claimed."""
+    queues = [RecordingQueue() for _ in range(SWEEPERS)]
+    errors: list[str] = []
+    async with _stores(url, SWEEPERS + 1) as stores:
+        for store in stores:
+            show = await store.db.one(text("SHOW enable_indexscan"))
+            assert show is not None and show["enable_indexscan"] == "off"
+        sweeps = [_sweep(s, at, q, errors) for s, q in zip(stores, queues, strict=False)]
+        await asyncio.gather(*sweeps, _claim(stores[-1], claim, at))
+    calls = [call for queue in queues for call in queue.calls]
     sends = Counter(job_id for call in calls for job_id in call["ids"])
-    return Round(sends, calls, [error for result in results for error in result["errors"]])
+    return Round(sends, calls, errors)
 
 
 def _deadlocks(url: str) -> int:
     """Deadlocks PostgreSQL has detected in the test's database."""
-    with psycopg.connect(_libpq(url), autocommit=True) as db:
+    with psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://")) as db:
         row = db.execute(
             "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()
@@ -158,89 +146,137 @@ class Backlog:
     cancelled: list[str]
 
 
-def _jobs(agent: Agent, count: int, **values: Any) -> list[Job]:
-    return [make_job(agent, id=str(uuid.uuid4()), **values) for _ in range(count)]
-
-
-def _store_backlog(engine: Engine, now: datetime) -> Backlog:
+def _store_backlog(url: str, now: datetime) -> Backlog:
     """Overdue pending jobs all sent at the same instant, lost runs, long finished jobs."""
-    agent = make_agent(id=str(uuid.uuid4()), created_at=now - timedelta(days=3))
+    agent_id = str(uuid.uuid4())
     hour_ago = now - timedelta(hours=1)
+    long_ago = now - timedelta(seconds=RETENTION_S * 2)
+    rows: list[dict[str, Any]] = []
+
+    def add(count: int, at: datetime, **values: Any) -> list[str]:
+        made = [_job_row(agent_id, at, **values) for _ in range(count)]
+        rows.extend(made)
+        return [row["id"] for row in made]
+
     lapsed = {
         "status": JobStatus.RUNNING,
-        "at": hour_ago,
         "started_at": hour_ago,
         "run_token": "lost",
         "lease_expires_at": now - timedelta(minutes=1),
     }
-    overdue = _jobs(agent, OVERDUE, at=hour_ago)
-    retry = _jobs(agent, LOST_RETRY, attempts=1, **lapsed)
-    last = _jobs(agent, LOST_LAST, attempts=POLICY.max_attempts, **lapsed)
-    cancelled = _jobs(agent, LOST_CANCELLED, attempts=1, cancel_requested=True, **lapsed)
-    long_ago = now - timedelta(seconds=RETENTION_S * 2)
-    finished = _jobs(agent, EXPIRED, at=long_ago, status=JobStatus.COMPLETED, completed_at=long_ago)
-    with session_factory(engine)() as session:
-        session.add(agent)
-        session.flush()
-        session.add_all([*overdue, *retry, *last, *cancelled, *finished])
-        session.flush()
-        session.add_all(
-            EventSpec(EventType.COMPLETED).row(job.id, sequence=1, attempt=1, at=long_ago)
-            for job in finished
-        )
-        session.commit()
-    return Backlog(*([job.id for job in jobs] for jobs in (overdue, retry, last, cancelled)))
+    backlog = Backlog(
+        overdue=add(OVERDUE, hour_ago),
+        retry=add(LOST_RETRY, hour_ago, attempts=1, **lapsed),
+        last=add(LOST_LAST, hour_ago, attempts=POLICY.max_attempts, **lapsed),
+        cancelled=add(LOST_CANCELLED, hour_ago, attempts=1, cancel_requested=True, **lapsed),
+    )
+    finished = add(EXPIRED, long_ago, status=JobStatus.COMPLETED, completed_at=long_ago)
+    completed = [
+        {
+            "job_id": job_id,
+            "sequence": 1,
+            "type": EventType.COMPLETED.value,
+            "created_at": long_ago,
+            "attempt": 1,
+        }
+        for job_id in finished
+    ]
+    engine = create_db_engine(url, pool_size=1)
+    try:
+        with engine.begin() as db:
+            db.execute(insert(agents), _agent_row(agent_id, now - timedelta(days=3)))
+            db.execute(insert(jobs), rows)
+            db.execute(insert(events), completed)
+    finally:
+        engine.dispose()
+    return backlog
 
 
-def _statuses(engine: Engine) -> Counter[str]:
-    with engine.connect() as db:
-        return Counter(db.scalars(select(Job.status)))
+def _agent_row(agent_id: str, at: datetime) -> dict[str, Any]:
+    return {
+        "id": agent_id,
+        "tenant_id": "acme",
+        "name": "Researcher",
+        "role": "You are a careful research assistant.",
+        "max_depth": 3,
+        "spawn_shadow": False,
+        "generation": 0,
+        "fitness": 0.0,
+        "created_at": at,
+    }
 
 
-def _jobs_with_status(engine: Engine, status: JobStatus) -> list[str]:
-    with engine.connect() as db:
-        return list(db.scalars(select(Job.id).where(Job.status == status)))
+def _job_row(agent_id: str, at: datetime, **values: Any) -> dict[str, Any]:
+    """Every column of a job of the agent, pending and sent at `at` unless `values` say."""
+    row: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "tenant_id": "acme",
+        "agent_id": agent_id,
+        "status": JobStatus.PENDING,
+        "prompt": "Summarise the quarterly report.",
+        "context_id": None,
+        "enable_adversarial": False,
+        "enable_self_correction": False,
+        "max_debate_rounds": 3,
+        "attempts": 0,
+        "queued_at": at,
+        "started_at": None,
+        "completed_at": None,
+        "next_run_at": at,
+        "enqueued_at": at,
+        "run_token": None,
+        "lease_expires_at": None,
+        "tokens_used": 0,
+        "verified": False,
+        "depth": 0,
+        "cancel_requested": False,
+        "event_seq": 1,
+    }
+    return row | values
 
 
-def _recovery_events(engine: Engine) -> Counter[str]:
+async def _statuses(world: World) -> Counter[str]:
+    return Counter(row["status"] for row in await world.store.db.all(select(jobs.c.status)))
+
+
+async def _jobs_with_status(world: World, status: JobStatus) -> list[str]:
+    query = select(jobs.c.id).where(jobs.c.status == status.value)
+    return [row["id"] for row in await world.store.db.all(query)]
+
+
+async def _recovery_events(world: World) -> Counter[str]:
     """How many retrying, failed or cancelled events each job has."""
     kinds = ("retrying", "failed", "cancelled")
-    with engine.connect() as db:
-        return Counter(db.scalars(select(JobEvent.job_id).where(JobEvent.type.in_(kinds))))
-
-
-@pytest.fixture
-def database(fresh_postgres_url: str) -> Iterator[tuple[str, Engine]]:
-    engine = create_db_engine(fresh_postgres_url, pool_size=2)
-    migrate(engine)
-    yield fresh_postgres_url, engine
-    engine.dispose()
+    query = select(events.c.job_id).where(events.c.type.in_(kinds))
+    return Counter(row["job_id"] for row in await world.store.db.all(query))
 
 
 @pytest.mark.postgres
-def test_three_processes_sweeping_a_backlog_at_once_never_deadlock_and_send_each_job_once(
-    database: tuple[str, Engine], tmp_path: Path
+async def test_three_sweepers_sweeping_a_backlog_at_once_never_deadlock_and_send_each_job_once(
+    pg_world: World, fresh_postgres_url: str
 ) -> None:
-    url, engine = database
+    url = fresh_postgres_url
     now = datetime.now(UTC).replace(microsecond=0)
-    backlog = _store_backlog(engine, now)
+    backlog = _store_backlog(url, now)
     chance = random.Random(7)
     claim = chance.sample(backlog.overdue, CLAIMED)
     deadlocks_before = _deadlocks(url)
 
-    first = _sweep_at_once(url, now, tmp_path, claim)
+    first = await _sweep_at_once(url, now, claim)
 
     assert first.errors == []
     assert _deadlocks(url) == deadlocks_before
     # Each job is sent at most once in all; each one still pending exactly once.
-    pending = _jobs_with_status(engine, JobStatus.PENDING)
+    pending = await _jobs_with_status(pg_world, JobStatus.PENDING)
     assert set(first.sends) - set(claim) == set(pending)
     assert max(first.sends.values()) == 1
     assert set(pending) == set(backlog.overdue + backlog.retry) - set(claim)
     assert all(call["batch"] for call in first.calls)
     # Each lost run is recovered exactly once: it has one event saying how.
-    assert _recovery_events(engine) == Counter(backlog.retry + backlog.last + backlog.cancelled)
-    assert _statuses(engine) == {
+    assert await _recovery_events(pg_world) == Counter(
+        backlog.retry + backlog.last + backlog.cancelled
+    )
+    assert await _statuses(pg_world) == {
         JobStatus.PENDING: OVERDUE - CLAIMED + LOST_RETRY,
         JobStatus.RUNNING: CLAIMED,
         JobStatus.FAILED: LOST_LAST,
@@ -248,7 +284,7 @@ def test_three_processes_sweeping_a_backlog_at_once_never_deadlock_and_send_each
     }
 
     claim_later = chance.sample(pending, CLAIMED)
-    later = _sweep_at_once(url, now + timedelta(seconds=REQUEUE_AFTER_S + 1), tmp_path, claim_later)
+    later = await _sweep_at_once(url, now + timedelta(seconds=REQUEUE_AFTER_S + 1), claim_later)
 
     assert later.errors == []
     assert _deadlocks(url) == deadlocks_before
@@ -259,53 +295,46 @@ def test_three_processes_sweeping_a_backlog_at_once_never_deadlock_and_send_each
     assert all(call["batch"] for call in later.calls)
 
 
-def test_messages_that_could_not_be_sent_are_logged_so_and_sent_by_the_next_sweep(
-    engine: Engine, caplog: pytest.LogCaptureFixture
+async def test_messages_that_could_not_be_sent_are_logged_so_and_sent_by_the_next_sweep(
+    db_world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = FakeClock(datetime.now(UTC).replace(microsecond=0))
-    agent = make_agent(id=str(uuid.uuid4()), created_at=clock.now - timedelta(days=1))
-    overdue = make_job(agent, id=str(uuid.uuid4()), at=clock.now - timedelta(hours=1))
-    lost = make_job(
+    world, hour_ago = db_world, db_world.clock.now - timedelta(hours=1)
+    world.policy = POLICY
+    agent = await world.add_agent(created_at=world.clock.now - timedelta(days=1))
+    overdue = await world.add_job(
+        agent, queued_at=hour_ago, next_run_at=hour_ago, enqueued_at=hour_ago
+    )
+    lost = await world.add_job(
         agent,
-        id=str(uuid.uuid4()),
-        at=clock.now - timedelta(hours=1),
-        status=JobStatus.RUNNING,
+        queued_at=hour_ago,
+        next_run_at=hour_ago,
+        enqueued_at=hour_ago,
+        status=JobStatus.RUNNING.value,
         attempts=1,
         run_token="lost",
-        lease_expires_at=clock.now - timedelta(minutes=1),
+        lease_expires_at=world.clock.now - timedelta(minutes=1),
     )
-    with session_factory(engine)() as session:
-        session.add(agent)
-        session.flush()
-        session.add_all([overdue, lost])
-        session.commit()
-    queue = FakeQueue(error=ConnectionError("Redis is down"))
-    sessions = session_factory(engine)
-    recovery = Recovery(
-        lambda: SqlUnitOfWork(sessions),
-        queue,
-        POLICY,
-        requeue_after_s=REQUEUE_AFTER_S,
-        clock=clock,
-    )
-    caplog.set_level(logging.WARNING, logger="server.recovery")
+    world.queue.error = ConnectionError("Redis is down")
+    recovery = world.recovery(requeue_after_s=REQUEUE_AFTER_S)
+    caplog.set_level(logging.WARNING, logger="server.service.recovery")
 
-    recovery.sweep()
+    await recovery.sweep()
 
-    logged = [r.getMessage() for r in caplog.records if r.name == "server.recovery"]
+    logged = [r.getMessage() for r in caplog.records if r.name == "server.service.recovery"]
     assert not any(message.startswith("re-sent") for message in logged)
     assert sum(message.startswith("could not send 1 job messages") for message in logged) == 2
-    assert set(_jobs_with_status(engine, JobStatus.PENDING)) == {overdue.id, lost.id}
+    pending = await _jobs_with_status(world, JobStatus.PENDING)
+    assert set(pending) == {overdue.id, lost.id}
 
-    queue.error = None
-    queue.calls.clear()
-    clock.advance(1)
+    world.queue.error = None
+    world.queue.calls.clear()
+    world.clock.advance(1)
     caplog.clear()
 
-    assert recovery.sweep() == 2
-    assert sorted(job_id for job_id, _ in queue.calls) == sorted([overdue.id, lost.id])
-    logged = [r.getMessage() for r in caplog.records if r.name == "server.recovery"]
+    assert await recovery.sweep() == 2
+    assert sorted(job_id for job_id, _ in world.queue.calls) == sorted([overdue.id, lost.id])
+    logged = [r.getMessage() for r in caplog.records if r.name == "server.service.recovery"]
     assert logged == ["re-sent 2 pending jobs whose message was overdue"]
     # Sent now, so not again before a whole requeue period has passed.
-    clock.advance(REQUEUE_AFTER_S)
-    assert recovery.sweep() == 0
+    world.clock.advance(REQUEUE_AFTER_S)
+    assert await recovery.sweep() == 0
