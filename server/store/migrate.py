@@ -10,10 +10,8 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from server.configuration import ConfigurationError
-from server.errors import DATABASE_UNAVAILABLE, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -103,26 +101,6 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
-
-
-def session_factory(engine: Engine) -> sessionmaker[Session]:
-    """Sessions whose rows stay readable after commit (they leave the unit of work)."""
-    return sessionmaker(engine, expire_on_commit=False)
-
-
-def ping(engine: Engine) -> None:
-    """Raise Unavailable unless the database answers a trivial query."""
-    try:
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
-        raise Unavailable(DATABASE_UNAVAILABLE) from error
-
-
-def raise_if_connection_lost(error: BaseException | None) -> None:
-    """Unavailable for a dropped or refused connection, which a client may retry later."""
-    if isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError):
-        raise Unavailable(DATABASE_UNAVAILABLE) from error
 
 
 def migrate(engine: Engine) -> None:
