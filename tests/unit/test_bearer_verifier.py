@@ -7,7 +7,7 @@ from typing import Any
 import jwt
 import pytest
 
-from server import auth
+from server.auth import tokens as auth_tokens
 from server.auth.principal import Principal
 from server.auth.tokens import BearerVerifier, verify_bearer
 from server.errors import Unauthenticated
@@ -42,13 +42,13 @@ def _rejection(verifier: BearerVerifier, authorization: str | None, now: float =
 def _count_decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Records every signature check made from now on."""
     checked: list[str] = []
-    real = auth._verified_payload
+    real = auth_tokens._verified_payload
 
     def counting(token: str, secret: str) -> dict[str, Any]:
         checked.append(token)
         return real(token, secret)
 
-    monkeypatch.setattr(auth, "_verified_payload", counting)
+    monkeypatch.setattr(auth_tokens, "_verified_payload", counting)
     return checked
 
 
