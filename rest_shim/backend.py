@@ -29,11 +29,12 @@ def _metadata_value(value: str) -> str:
 
 # Request headers that travel to the server as metadata: credentials are
 # judged there, never here.
-FORWARDED = {
-    "authorization": "authorization",
-    "x-api-key": "x-api-key",
-    "x-admin-api-key": "x-admin-api-key",
-}
+CREDENTIAL_HEADERS = ("authorization", "x-api-key", "x-admin-api-key")
+FORWARDED = (
+    *CREDENTIAL_HEADERS,
+    # Set by the middleware from the connection, never by the client.
+    "x-agentq-client-address",
+)
 
 
 def forwarded(headers: Headers, request_id: str) -> list[tuple[str, str]]:
@@ -43,9 +44,9 @@ def forwarded(headers: Headers, request_id: str) -> list[tuple[str, str]]:
     a credential sent twice rather than the shim picking one.
     """
     metadata = [("x-request-id", request_id)]
-    for header, key in FORWARDED.items():
+    for header in FORWARDED:
         for value in headers.getlist(header):
-            metadata.append((key, _metadata_value(value)))
+            metadata.append((header, _metadata_value(value)))
     return metadata
 
 

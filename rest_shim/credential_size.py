@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from rest_shim.backend import FORWARDED
+from rest_shim.backend import CREDENTIAL_HEADERS
 from rest_shim.errors import error_response
 
 # Every copy of every credential header together, as the gRPC server counts the metadata
 # they become (server/api/credential_size.py): a larger credential is refused here,
 # so it never reaches the channel, whose own metadata limit answers RESOURCE_EXHAUSTED.
 MAX_CREDENTIAL_BYTES = 8 * 1024
-_CREDENTIAL_HEADERS = frozenset(name.encode() for name in FORWARDED)
+_CREDENTIAL_HEADERS = frozenset(name.encode() for name in CREDENTIAL_HEADERS)
 
 
 def credential_bytes(scope: Scope) -> int:

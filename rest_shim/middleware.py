@@ -15,6 +15,9 @@ from rest_shim.errors import error_response
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 REQUEST_ID_HEADER = "X-Request-ID"
+# The client address the server throttles failed credential checks by
+# (server/api/failures.py); the server believes it from a trusted proxy only.
+CLIENT_ADDRESS = "x-agentq-client-address"
 
 
 class _BodyTooLarge(Exception):
@@ -57,6 +60,7 @@ class RequestContextMiddleware:
             )
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        _name_the_client(scope)
         headers = Headers(scope=scope)
         sent = headers.get("x-request-id", "")
         request_id = sent if _SANE_REQUEST_ID.fullmatch(sent) else str(uuid.uuid4())
@@ -106,3 +110,14 @@ def body_too_large(limit: int) -> JSONResponse:
     """The 413 answer; the connection closes, as the rest of the body is not read."""
     message = f"Request body exceeds the limit of {limit} bytes"
     return error_response("PAYLOAD_TOO_LARGE", message, headers={"Connection": "close"})
+
+
+def _name_the_client(scope: Scope) -> None:
+    """Put the client's address in the request's headers, for the server's throttle of
+    failed credential checks; a copy the client sent itself is dropped."""
+    name = CLIENT_ADDRESS.encode()
+    kept = [(key, value) for key, value in scope["headers"] if key.lower() != name]
+    client = scope.get("client")
+    if client:
+        kept.append((name, str(client[0]).encode()))
+    scope["headers"] = kept

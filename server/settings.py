@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     api_key_pepper: SecretStr | None = None
     # Lifetime of the JWTs that POST /api/v1/tokens hands out.
     token_ttl_s: int = Field(default=900, ge=1)
+    # Failed credential checks one client address may make before it is refused as rate
+    # limited (server/api/failures.py); refilled at one every two seconds.
+    auth_failure_burst: int = Field(default=20, ge=1)
+    # Peers believed when they name the client (the REST shim sends its client's address).
+    trusted_proxies: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
     # Rate-limit tiers (a token bucket per tenant) and the tier of a tenant
     # the admin API has not placed; JSON in the environment.
     rate_tiers: dict[str, Tier] = Field(default_factory=lambda: dict(DEFAULT_TIERS))

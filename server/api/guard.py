@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.api import policy
+from server.api.failures import FailureThrottle, client_address
 from server.auth.principal import Principal, require_role, require_scope
 from server.auth.tokens import INVALID_HEADER_FORMAT, BearerVerifier
 from server.errors import PermissionDenied, ResourceExhausted, Unauthenticated
@@ -50,6 +51,8 @@ class Guard:
         access: AccessService,
         limiter: RateLimiter,
         admin_token: str | None,
+        failure_burst: int = 20,
+        trusted_proxies: Collection[str] = ("127.0.0.1", "::1"),
     ) -> None:
         self._bearer = BearerVerifier(
             secret=jwt.secret, issuer=jwt.issuer, audience=jwt.audience, max_ttl_s=jwt.max_ttl_s
@@ -57,6 +60,8 @@ class Guard:
         self._access = access
         self._limiter = limiter
         self._admin_token = admin_token.encode() if admin_token else None
+        self._failures = FailureThrottle(failure_burst)
+        self._trusted_proxies = frozenset(trusted_proxies)
 
     async def admit(
         self,
@@ -65,10 +70,12 @@ class Guard:
         admission: Admission,
         *,
         repeated: Collection[str] = (),
+        peer: str = "",
     ) -> None:
         """Run every check for `method`; fills `admission` as it goes.
 
-        `repeated` names the metadata keys the caller sent more than once.
+        `repeated` names the metadata keys the caller sent more than once; `peer` is the
+        gRPC peer, whose failed credential checks are throttled (`failures.py`).
         """
         if method in policy.PUBLIC:
             return
@@ -80,8 +87,14 @@ class Guard:
         access = policy.ACCESS.get(method)
         if access is None:
             raise PermissionDenied("Insufficient permissions")  # fail closed
-        _refuse_ambiguous(repeated)
-        principal = await self._authenticate(method, metadata)
+        address = client_address(peer, metadata, self._trusted_proxies)
+        self._failures.check(address)
+        try:
+            _refuse_ambiguous(repeated)
+            principal = await self._authenticate(method, metadata)
+        except Unauthenticated:
+            self._failures.failed(address)
+            raise
         if access.roles is not None:
             require_role(principal, access.roles)
         require_scope(principal, access.scope)

@@ -210,7 +210,9 @@ class _Guard:
         request_id = sent if isinstance(sent, str) and _SANE_REQUEST_ID.fullmatch(sent) else None
         request_id_var.set(request_id or str(uuid.uuid4()))
         check_credential_size(pairs)
-        await self._guard.admit(self._method, metadata, admission, repeated=_repeated(pairs))
+        await self._guard.admit(
+            self._method, metadata, admission, repeated=_repeated(pairs), peer=context.peer()
+        )
         if admission.principal is not None:
             principal_var.set(admission.principal)
         trailers = [*admission.trailers, *_tenant_trailers(_tenant(admission, None))]

@@ -100,6 +100,8 @@ def _bind(
         access=services.access,
         limiter=limiter,
         admin_token=settings.admin_token.get_secret_value() if settings.admin_token else None,
+        failure_burst=settings.auth_failure_burst,
+        trusted_proxies=settings.trusted_proxies,
     )
     options = [
         # grpcio shares ports by default (SO_REUSEPORT): a second server on a port in use

@@ -53,6 +53,9 @@ def settings_for(**overrides: Any) -> Settings:
         "token_event_interval_ms": 0,
         # Tests send bursts far beyond a real client's; rate limits have their own tests.
         "default_tier": "unlimited",
+        # Tests send bad credentials by the hundred from one address; the throttle of
+        # failed checks has its own tests (test_failed_credentials.py).
+        "auth_failure_burst": 1_000_000,
     }
     values.update(overrides)
     return Settings(**values)
