@@ -8,6 +8,7 @@ makes writers wait for each other instead of failing at once.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
@@ -83,8 +84,11 @@ class SqliteDatabase:
 
     dialect = "sqlite"
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, one_connection: bool = False) -> None:
         self._engine = engine
+        # An in-memory database is one connection: its transactions take turns, as
+        # interleaved on one connection they would commit or roll back each other's work.
+        self._turns = asyncio.Lock() if one_connection else None
 
     @classmethod
     def open(cls, url: str, *, pool_size: int) -> SqliteDatabase:
@@ -99,7 +103,7 @@ class SqliteDatabase:
             async_url(url), connect_args={"check_same_thread": False, "timeout": 30}, **options
         )
         event.listen(engine.sync_engine, "connect", _pragmas)
-        return cls(engine)
+        return cls(engine, one_connection=memory)
 
     @property
     def engine(self) -> AsyncEngine:
@@ -123,6 +127,11 @@ class SqliteDatabase:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Statements]:
+        async with self._turns or contextlib.nullcontext(), self._connection() as connection:
+            yield connection
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Statements]:
         with _errors():
             connection = await self._engine.connect()
         try:
