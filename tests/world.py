@@ -8,6 +8,7 @@ queue, so a test drives time and sees every message sent.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,8 @@ from functools import cached_property
 from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.dialects import sqlite
+from sqlalchemy.schema import CreateIndex, CreateTable
 
 from server.auth.principal import Principal
 from server.paging import PageTokens
@@ -185,11 +188,27 @@ class World:
         return True
 
 
+@functools.cache
+def _schema_script() -> str:
+    """The models' CREATE statements for SQLite, as one script."""
+    dialect = sqlite.dialect()  # type: ignore[no-untyped-call]
+    statements = []
+    for table in Base.metadata.sorted_tables:
+        statements.append(str(CreateTable(table).compile(dialect=dialect)).strip())
+        statements += [str(CreateIndex(index).compile(dialect=dialect)) for index in table.indexes]
+    return ";\n".join(statements) + ";"
+
+
 async def sqlite_store() -> Store:
-    """The store on a new in-memory SQLite database with the schema created."""
+    """The store on a new in-memory SQLite database with the schema created.
+
+    The schema goes in as one script, in one call to the driver: a third of the time
+    `create_all` takes, and every unit test makes a database.
+    """
     db = SqliteDatabase.open("sqlite://", pool_size=1)
-    async with db.engine.begin() as connection:
-        await connection.run_sync(Base.metadata.create_all)
+    async with db.engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        await raw.driver_connection.executescript(_schema_script())
     return Store(db)
 
 
