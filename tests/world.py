@@ -191,7 +191,7 @@ class World:
 @functools.cache
 def _schema_script() -> str:
     """The models' CREATE statements for SQLite, as one script."""
-    dialect = sqlite.dialect()  # type: ignore[no-untyped-call]
+    dialect = sqlite.dialect()
     statements = []
     for table in Base.metadata.sorted_tables:
         statements.append(str(CreateTable(table).compile(dialect=dialect)).strip())
@@ -208,7 +208,7 @@ async def sqlite_store() -> Store:
     db = SqliteDatabase.open("sqlite://", pool_size=1)
     async with db.engine.connect() as connection:
         raw = await connection.get_raw_connection()
-        await raw.driver_connection.executescript(_schema_script())
+        await raw.driver_connection.executescript(_schema_script())  # type: ignore[union-attr]
     return Store(db)
 
 
