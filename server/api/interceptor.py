@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
@@ -158,50 +159,39 @@ class _Guard:
 
     def _unary(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: Context) -> Any:
-            admission = Admission()
-            started = time.perf_counter()
-            # What the call ends with unless it returns or fails: its caller went away.
-            code, failure = "CANCELLED", None
-            try:
-                await self._admit(context, admission)
-                if request is _UNPARSABLE:
-                    raise InvalidArgument.unparsable()
-                reply = await behavior(request, context)
-                code = "OK"
-                return reply
-            except Exception as error:
-                code, failure = _code_name(error, context), error
-                await self._abort(context, error, admission)
-            finally:
-                tenant = _tenant(admission, failure)
-                log_call(
-                    self._method, code=code, duration_s=time.perf_counter() - started, tenant=tenant
-                )
+            async with self._guarded(request, context):
+                return await behavior(request, context)
 
         return guarded
 
     def _stream(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
-            admission = Admission()
-            started = time.perf_counter()
-            code, failure = "CANCELLED", None
-            try:
-                await self._admit(context, admission)
-                if request is _UNPARSABLE:
-                    raise InvalidArgument.unparsable()
+            async with self._guarded(request, context):
                 async for response in behavior(request, context):
                     yield response
-                code = "OK"
-            except Exception as error:
-                code, failure = _code_name(error, context), error
-                await self._abort(context, error, admission)
-            finally:
-                tenant = _tenant(admission, failure)
-                log_call(
-                    self._method, code=code, duration_s=time.perf_counter() - started, tenant=tenant
-                )
 
         return guarded
+
+    @contextlib.asynccontextmanager
+    async def _guarded(self, request: Any, context: Context) -> AsyncIterator[None]:
+        """Admit a call, answer its errors as statuses, and log it: unary or streaming."""
+        admission = Admission()
+        started = time.perf_counter()
+        # What the call ends with unless it returns or fails: its caller went away.
+        code, failure = "CANCELLED", None
+        try:
+            await self._admit(context, admission)
+            if request is _UNPARSABLE:
+                raise InvalidArgument.unparsable()
+            yield
+            code = "OK"
+        except Exception as error:
+            code, failure = _code_name(error, context), error
+            await self._abort(context, error, admission)
+        finally:
+            tenant = _tenant(admission, failure)
+            duration_s = time.perf_counter() - started
+            log_call(self._method, code=code, duration_s=duration_s, tenant=tenant)
 
     async def _admit(self, context: Context, admission: Admission) -> None:
         pairs = tuple(context.invocation_metadata() or ())
