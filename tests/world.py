@@ -13,6 +13,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import cached_property
 from typing import Any
 
@@ -22,7 +23,7 @@ from sqlalchemy.schema import CreateIndex, CreateTable
 
 from server.auth.principal import Principal
 from server.paging import PageTokens
-from server.providers.base import Provider
+from server.providers.base import Completion, Provider
 from server.ratelimit import DEFAULT_TIERS
 from server.service.access import AccessService
 from server.service.agents import AgentService
@@ -36,6 +37,7 @@ from server.store.records import AgentRecord, EventRecord, JobRecord
 from server.store.sqlite import SqliteDatabase
 from server.store.store import Store
 from server.store.tables import agents, events, jobs
+from server.validation import AgentSpec, ExecutionSpec, agent_spec, execution_spec
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner, CancelSignal
 from server.worker.store import DatabaseAttemptStore
@@ -45,6 +47,71 @@ from tests.fakes.queue import FakeQueue
 ALICE = Principal(subject="alice", role="user", tenant_id="acme")
 BOB = Principal(subject="bob", role="user", tenant_id="globex")
 PEPPER = b"a test pepper of thirty-two bytes"
+PROMPT = "Summarise the quarterly report."
+# What a scripted provider answers in most tests.
+ANSWER = Completion(text="Revenue grew 12% on strong exports.", tokens_used=42)
+
+
+def agent_request(name: str = "Researcher") -> AgentSpec:
+    """A valid create-agent request."""
+    return agent_spec(
+        name=name, role="You are a careful research assistant.", max_depth=None, spawn_shadow=False
+    )
+
+
+def execute_request(prompt: str = PROMPT) -> ExecutionSpec:
+    """A valid execute request for `prompt`, its options left at their defaults."""
+    return execution_spec(
+        prompt=prompt,
+        context_id=None,
+        enable_adversarial=False,
+        enable_self_correction=False,
+        max_debate_rounds=None,
+    )
+
+
+def full_request(prompt: str = PROMPT) -> ExecutionSpec:
+    """A valid execute request with a context and adversarial debate set, to see them stored."""
+    return execution_spec(
+        prompt=prompt,
+        context_id="ctx-42",
+        enable_adversarial=True,
+        enable_self_correction=False,
+        max_debate_rounds=5,
+    )
+
+
+def job_row(agent_id: str, at: datetime, **values: Any) -> dict[str, Any]:
+    """Every column of a job of the agent in tenant acme, pending and sent at `at`.
+
+    `values` set other columns. Every row has the same columns, so that rows of jobs in
+    different states go into one multi-row insert.
+    """
+    row: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "tenant_id": "acme",
+        "agent_id": agent_id,
+        "status": JobStatus.PENDING.value,
+        "prompt": PROMPT,
+        "context_id": None,
+        "enable_adversarial": False,
+        "enable_self_correction": False,
+        "max_debate_rounds": 3,
+        "attempts": 0,
+        "queued_at": at,
+        "started_at": None,
+        "completed_at": None,
+        "next_run_at": at,
+        "enqueued_at": at,
+        "run_token": None,
+        "lease_expires_at": None,
+        "tokens_used": 0,
+        "verified": False,
+        "depth": 0,
+        "cancel_requested": False,
+        "event_seq": 1,
+    }
+    return row | values
 
 
 @dataclass
@@ -130,27 +197,7 @@ class World:
     async def add_job(self, agent: AgentRecord, **overrides: Any) -> JobRecord:
         """Store a job of `agent`, pending and due now unless `overrides` say otherwise."""
         now = self.clock()
-        values: dict[str, Any] = {
-            "id": str(uuid.uuid4()),
-            "tenant_id": agent.tenant_id,
-            "agent_id": agent.id,
-            "status": JobStatus.PENDING.value,
-            "prompt": "Summarise the quarterly report.",
-            "context_id": None,
-            "enable_adversarial": False,
-            "enable_self_correction": False,
-            "max_debate_rounds": 3,
-            "attempts": 0,
-            "queued_at": now,
-            "next_run_at": now,
-            "enqueued_at": now,
-            "tokens_used": 0,
-            "verified": False,
-            "depth": 0,
-            "cancel_requested": False,
-            "event_seq": 1,
-        }
-        values.update(overrides)
+        values = job_row(agent.id, now, **{"tenant_id": agent.tenant_id, **overrides})
         await self.store.db.run(insert(jobs), values)
         event = {"job_id": values["id"], "sequence": 1, "type": EventType.QUEUED.value}
         await self.store.db.run(insert(events), {**event, "created_at": now, "attempt": 0})
@@ -169,6 +216,11 @@ class World:
             select(*AgentRecord.columns(agents)).where(agents.c.id == agent_id)
         )
         return None if row is None else AgentRecord.of(row)
+
+    async def job_ids(self) -> list[str]:
+        """The id of every stored job, of any tenant, in the order of the ids."""
+        rows = await self.store.db.all(select(jobs.c.id).order_by(jobs.c.id))
+        return [row["id"] for row in rows]
 
     async def events(self, job_id: str) -> list[EventRecord]:
         """Every event of the job, oldest first."""
@@ -212,14 +264,19 @@ async def sqlite_store() -> Store:
     return Store(db)
 
 
-async def postgres_store(url: str) -> Store:
-    """The store on a PostgreSQL database, migrated to the newest schema."""
+def migrated(url: str) -> str:
+    """Migrate the database at `url` to the newest schema, as agentq does at start; `url`."""
     engine = create_db_engine(url, pool_size=1)
     try:
         migrate(engine)
     finally:
         engine.dispose()
-    return Store(await open_database(url, pool_size=4))
+    return url
+
+
+async def postgres_store(url: str) -> Store:
+    """The store on a PostgreSQL database, migrated to the newest schema."""
+    return Store(await open_database(migrated(url), pool_size=4))
 
 
 @asynccontextmanager
@@ -231,4 +288,19 @@ async def world_on(store: Store, **options: Any) -> AsyncIterator[World]:
         await store.db.close()
 
 
-__all__ = ["ALICE", "BOB", "START", "World", "postgres_store", "sqlite_store", "world_on"]
+__all__ = [
+    "ALICE",
+    "ANSWER",
+    "BOB",
+    "PROMPT",
+    "START",
+    "World",
+    "agent_request",
+    "execute_request",
+    "full_request",
+    "job_row",
+    "migrated",
+    "postgres_store",
+    "sqlite_store",
+    "world_on",
+]

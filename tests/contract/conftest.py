@@ -14,34 +14,25 @@ from pathlib import Path
 import pytest
 
 from server.store.connect import open_database
-from server.store.migrate import create_db_engine, migrate
 from server.store.store import Store
 from tests.contract.backends import Backend
+from tests.world import migrated
 
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 MODES = ["alone", "in-transaction"]
-
-
-def _migrate(url: str) -> str:
-    engine = create_db_engine(url, pool_size=1)
-    try:
-        migrate(engine)
-    finally:
-        engine.dispose()
-    return url
 
 
 @pytest.fixture(scope="session")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A migrated SQLite database in a file, shared by the session."""
     path: Path = tmp_path_factory.mktemp("contract") / "agentq.db"
-    return _migrate(f"sqlite:///{path}")
+    return migrated(f"sqlite:///{path}")
 
 
 @pytest.fixture(scope="session")
 def migrated_postgres_url(postgres_url: str) -> str:
     """A migrated PostgreSQL database, shared by the session."""
-    return _migrate(postgres_url)
+    return migrated(postgres_url)
 
 
 @pytest.fixture(params=DATABASES)

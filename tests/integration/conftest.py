@@ -13,9 +13,9 @@ import pytest
 from sqlalchemy import Engine
 
 from server.store.connect import open_database
-from server.store.migrate import create_db_engine, migrate
+from server.store.migrate import create_db_engine
 from server.store.store import Store
-from tests.world import World, world_on
+from tests.world import World, migrated, world_on
 
 DATABASES = [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"]
 
@@ -27,12 +27,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url: str = request.getfixturevalue("fresh_postgres_url")
     else:
         url = f"sqlite:///{tmp_path / 'agentq.db'}"
-    engine = create_db_engine(url, pool_size=1)
-    try:
-        migrate(engine)
-    finally:
-        engine.dispose()
-    return url
+    return migrated(url)
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ from server.store.models import JobStatus
 from server.store.store import Store
 from server.store.tables import agents, events, jobs
 from server.worker.policy import RetryPolicy
-from tests.world import World
+from tests.world import World, job_row
 
 POLICY = RetryPolicy(max_attempts=3, time_limit_s=120, lease_grace_s=15)
 REQUEUE_AFTER_S = 30.0
@@ -154,7 +154,7 @@ def _store_backlog(url: str, now: datetime) -> Backlog:
     rows: list[dict[str, Any]] = []
 
     def add(count: int, at: datetime, **values: Any) -> list[str]:
-        made = [_job_row(agent_id, at, **values) for _ in range(count)]
+        made = [job_row(agent_id, at, **values) for _ in range(count)]
         rows.extend(made)
         return [row["id"] for row in made]
 
@@ -204,35 +204,6 @@ def _agent_row(agent_id: str, at: datetime) -> dict[str, Any]:
         "fitness": 0.0,
         "created_at": at,
     }
-
-
-def _job_row(agent_id: str, at: datetime, **values: Any) -> dict[str, Any]:
-    """Every column of a job of the agent, pending and sent at `at` unless `values` say."""
-    row: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
-        "tenant_id": "acme",
-        "agent_id": agent_id,
-        "status": JobStatus.PENDING,
-        "prompt": "Summarise the quarterly report.",
-        "context_id": None,
-        "enable_adversarial": False,
-        "enable_self_correction": False,
-        "max_debate_rounds": 3,
-        "attempts": 0,
-        "queued_at": at,
-        "started_at": None,
-        "completed_at": None,
-        "next_run_at": at,
-        "enqueued_at": at,
-        "run_token": None,
-        "lease_expires_at": None,
-        "tokens_used": 0,
-        "verified": False,
-        "depth": 0,
-        "cancel_requested": False,
-        "event_seq": 1,
-    }
-    return row | values
 
 
 async def _statuses(world: World) -> Counter[str]:

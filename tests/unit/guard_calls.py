@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -14,7 +12,6 @@ from server.auth.tokens import mint_token
 from server.errors import AgentQError, Unavailable
 from server.ratelimit import Decision, MemoryRateLimiter, RateLimiter, Tier
 from server.service.access import SCOPES, AccessService, NewKey
-from server.store.sqlite import SqliteDatabase
 from server.store.store import Store
 from tests.fakes.clock import FakeClock
 
@@ -41,16 +38,6 @@ def make_access(store: Store, clock: FakeClock) -> AccessService:
         max_unfinished_jobs=None,
         clock=clock,
     )
-
-
-@asynccontextmanager
-async def unreachable_store(directory: Path) -> AsyncIterator[Store]:
-    """A store on a SQLite file in a directory that does not exist: it cannot be opened."""
-    db = SqliteDatabase.open(f"sqlite:///{directory / 'missing' / 'agentq.db'}", pool_size=1)
-    try:
-        yield Store(db)
-    finally:
-        await db.close()
 
 
 def make_guard(

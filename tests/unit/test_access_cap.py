@@ -26,8 +26,7 @@ from server.store.records import AgentRecord
 from server.store.sqlite import SqliteDatabase
 from server.store.store import Store, Tables
 from server.store.tables import jobs as job_table
-from server.validation import execution_spec
-from tests.world import PEPPER, World, postgres_store, world_on
+from tests.world import PEPPER, World, execute_request, postgres_store, world_on
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -64,13 +63,7 @@ def _jobs(world: World, cap: int | None) -> JobService:
 
 async def _submit(jobs: JobService, agent: AgentRecord) -> str:
     owner = Principal(subject="alice", role="user", tenant_id=agent.tenant_id)
-    spec = execution_spec(
-        prompt="Summarise.",
-        context_id=None,
-        enable_adversarial=False,
-        enable_self_correction=False,
-        max_debate_rounds=None,
-    )
+    spec = execute_request("Summarise.")
     return await jobs.execute(owner, agent.id, spec)
 
 

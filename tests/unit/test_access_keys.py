@@ -62,6 +62,13 @@ async def _stored(world: World, key_id: str) -> ApiKeyRecord:
     return row
 
 
+async def _refused(access: AccessService, key: str) -> str:
+    """The message `verify` refuses the key with."""
+    with pytest.raises(Unauthenticated) as caught:
+        await access.verify(key)
+    return caught.value.message
+
+
 async def _refusal(access: AccessService, new: NewKey) -> list[FieldViolation]:
     with pytest.raises(InvalidArgument) as caught:
         await access.create_key(new)
@@ -166,9 +173,7 @@ async def test_an_unknown_key_is_refused_as_an_invalid_api_key(access: AccessSer
     _, key = await access.create_key(_new_key())
     forged = key[:-1] + ("A" if key[-1] != "A" else "B")
 
-    with pytest.raises(Unauthenticated) as caught:
-        await access.verify(forged)
-    assert caught.value.message == INVALID_KEY
+    assert await _refused(access, forged) == INVALID_KEY
 
 
 async def test_a_key_digested_with_another_pepper_is_not_found(
@@ -177,9 +182,7 @@ async def test_a_key_digested_with_another_pepper_is_not_found(
     _, key = await access.create_key(_new_key())
     other = _access(world, pepper=b"another-pepper")
 
-    with pytest.raises(Unauthenticated) as caught:
-        await other.verify(key)
-    assert caught.value.message == INVALID_KEY
+    assert await _refused(other, key) == INVALID_KEY
 
 
 async def test_a_revoked_key_is_refused_from_the_next_request_on(
@@ -192,9 +195,7 @@ async def test_a_revoked_key_is_refused_from_the_next_request_on(
     await access.revoke_key(row.id)
 
     assert (await _stored(world, row.id)).revoked_at == START + timedelta(seconds=5)
-    with pytest.raises(Unauthenticated) as caught:
-        await access.verify(key)
-    assert caught.value.message == INVALID_KEY
+    assert await _refused(access, key) == INVALID_KEY
 
 
 async def test_revoking_a_revoked_key_again_keeps_the_first_revocation_time(
@@ -224,9 +225,7 @@ async def test_a_key_works_until_its_expiry_and_is_refused_from_that_instant(
 
     world.clock.advance(1)
 
-    with pytest.raises(Unauthenticated) as caught:
-        await access.verify(key)
-    assert caught.value.message == INVALID_KEY
+    assert await _refused(access, key) == INVALID_KEY
 
 
 async def test_last_used_at_is_written_on_first_use_then_at_most_once_a_minute(

@@ -1,14 +1,12 @@
 """The guard lets a call run only with the right credentials, role and scope.
 
 The guard runs on the real AccessService over a world's store (in-memory SQLite) and a
-MemoryRateLimiter; its rate limits are in test_guard_limits.py. Public and admin methods
-are decided without the database: their tests run on one that cannot be opened.
+MemoryRateLimiter: the `access` and `guard` fixtures of conftest.py. Its rate limits are in
+test_guard_limits.py. Public and admin methods are decided without the database: their
+tests run on one that cannot be opened (`offline`).
 """
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -17,7 +15,6 @@ from server.api.guard import Guard
 from server.auth.tokens import mint_token
 from server.errors import PermissionDenied, Unauthenticated
 from server.service.access import SCOPES, AccessService, NewKey
-from tests.fakes.clock import FakeClock
 from tests.unit.guard_calls import (
     ADMIN_TOKEN,
     CREATE_AGENT,
@@ -28,34 +25,14 @@ from tests.unit.guard_calls import (
     CountingLimiter,
     admit,
     bearer,
-    make_access,
     make_guard,
     new_key,
     refusal,
-    unreachable_store,
 )
-from tests.world import World
 
 ADMIN_DENIED = "Invalid or missing admin token."
 SCOPE_DENIED = "Token scope not authorized for this endpoint"
 SCOPED = sorted((m, a.scope) for m, a in policy.ACCESS.items() if a.scope is not None)
-
-
-@pytest.fixture
-def access(world: World) -> AccessService:
-    return make_access(world.store, world.clock)
-
-
-@pytest.fixture
-def guard(access: AccessService) -> Guard:
-    return make_guard(access)
-
-
-@pytest.fixture
-async def offline(tmp_path: Path) -> AsyncIterator[AccessService]:
-    """Access over a database that cannot be opened: public and admin calls never ask it."""
-    async with unreachable_store(tmp_path) as store:
-        yield make_access(store, FakeClock())
 
 
 # Public and admin methods.

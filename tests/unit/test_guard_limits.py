@@ -1,51 +1,30 @@
 """The guard takes each admitted call from its tenant's bucket and refuses past the limit.
 
 The guard runs on the real AccessService over a world's store (in-memory SQLite) and a
-MemoryRateLimiter, a limiter scripted to fail, or a database that cannot be opened.
+MemoryRateLimiter (the `access` and `guard` fixtures of conftest.py), a limiter scripted to
+fail, or a database that cannot be opened.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
 from server.api.guard import Admission, Guard
 from server.errors import ResourceExhausted, Unavailable
 from server.service.access import AccessService
-from server.store.store import Store
 from tests.unit.guard_calls import (
     CREATE_TOKEN,
     EXECUTE,
     UnreachableLimiter,
     admit,
     bearer,
-    make_access,
     make_guard,
     new_key,
     refusal,
-    unreachable_store,
 )
-from tests.world import World
-
-
-@pytest.fixture
-def access(world: World) -> AccessService:
-    return make_access(world.store, world.clock)
-
-
-@pytest.fixture
-def guard(access: AccessService) -> Guard:
-    return make_guard(access)
-
-
-@pytest.fixture
-async def down(tmp_path: Path) -> AsyncIterator[Store]:
-    async with unreachable_store(tmp_path) as store:
-        yield store
 
 
 async def test_each_admitted_call_reports_its_rate_limit_in_the_trailers(
@@ -111,10 +90,10 @@ async def test_an_unreachable_rate_limiter_refuses_the_call_as_unavailable(
 
 @pytest.mark.parametrize("caller", ["api-key", "jwt"])
 async def test_an_unreachable_key_store_refuses_the_call_as_unavailable(
-    access: AccessService, world: World, down: Store, caller: str
+    access: AccessService, offline: AccessService, caller: str
 ) -> None:
     metadata = {"x-api-key": await new_key(access)} if caller == "api-key" else bearer()
-    guard = make_guard(make_access(down, world.clock))
+    guard = make_guard(offline)
     admission = Admission()
 
     with pytest.raises(Unavailable) as caught:

@@ -10,10 +10,10 @@ from google.protobuf.descriptor import FileDescriptor
 
 import agentq.v1
 from server.api import policy
+from server.api.guard import Guard
 from server.errors import PermissionDenied
 from server.service.access import SCOPES
-from tests.unit.guard_calls import bearer, make_access, make_guard, refusal
-from tests.world import World
+from tests.unit.guard_calls import bearer, refusal
 
 
 def _service_files() -> list[FileDescriptor]:
@@ -61,9 +61,7 @@ def test_an_rpc_missing_from_the_policy_stops_the_server_from_starting(
     )
 
 
-async def test_a_method_in_no_table_is_denied_rather_than_let_through(world: World) -> None:
-    guard = make_guard(make_access(world.store, world.clock))
-
+async def test_a_method_in_no_table_is_denied_rather_than_let_through(guard: Guard) -> None:
     error = await refusal(guard, "/agentq.v1.AgentService/Undeclared", bearer(role="admin"))
 
     assert isinstance(error, PermissionDenied)

@@ -14,9 +14,8 @@ from server.store.tables import jobs
 from server.worker.policy import RetryPolicy
 from server.worker.runner import CancelSignal
 from tests.fakes.provider import ScriptedProvider
-from tests.world import World
+from tests.world import ANSWER, World
 
-ANSWER = Completion(text="Revenue grew 12% on strong exports.", tokens_used=42)
 UNAVAILABLE = ProviderError("Provider returned HTTP 503", retryable=True)
 
 

@@ -6,79 +6,15 @@ The events of a job's life are in test_lifecycle_events.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
-from typing import Any
 
 import pytest
 
 from server.errors import AgentQError, Conflict, NotFound
 from server.providers.base import Completion, ProviderError
 from server.store.models import JobStatus
-from server.store.records import AgentRecord, JobRecord
-from server.validation import execution_spec
-from server.worker.policy import RetryPolicy
-from server.worker.runner import AttemptRunner, CancelSignal
 from tests.fakes.provider import ScriptedProvider, Stream
-from tests.world import ALICE, BOB, World
-
-ANSWER = Completion(text="Revenue grew 12% on strong exports.", tokens_used=42)
-UNAVAILABLE = "Provider returned HTTP 503"
-
-
-def _unavailable() -> ProviderError:
-    return ProviderError(UNAVAILABLE, retryable=True)
-
-
-@dataclass
-class Owner:
-    """ALICE and her agent, in a world whose worker watches her jobs for cancel requests."""
-
-    world: World
-    agent: AgentRecord
-    signals: dict[str, CancelSignal] = field(default_factory=dict)
-
-    async def execute(self, *, parent: str | None = None) -> str:
-        spec = execution_spec(
-            prompt="Summarise the quarterly report.",
-            context_id=None,
-            enable_adversarial=False,
-            enable_self_correction=False,
-            max_debate_rounds=None,
-        )
-        return await self.world.jobs.execute(ALICE, self.agent.id, spec, parent_job_id=parent)
-
-    async def cancel(self, job_id: str) -> JobRecord:
-        return await self.world.jobs.cancel_job(ALICE, job_id)
-
-    def runner(self, provider: ScriptedProvider, **policy: Any) -> AttemptRunner:
-        return self.world.runner(provider, policy=RetryPolicy(**policy))
-
-    async def run(self, runner: AttemptRunner, job_id: str) -> bool:
-        """Deliver one message for the job to the worker, its attempt watched for cancels."""
-        signal = self.signals[job_id] = CancelSignal()
-        return await self.world.run_job(runner, job_id, signal)
-
-    async def check(self) -> None:
-        """The worker's cancel check: stop the attempts of jobs with a cancel request."""
-        for job_id in await self.world.store.jobs.cancel_requested(list(self.signals)):
-            self.signals[job_id].cancel()
-
-    async def job(self, job_id: str) -> JobRecord:
-        return await self.world.jobs.get_job(ALICE, job_id)
-
-    async def events(self, job_id: str) -> list[tuple[int, str, int]]:
-        """(sequence, type, attempt) of the job's events, as a watcher gets them."""
-        _, events = await self.world.jobs.events_after(ALICE, job_id, 0)
-        return [(e.sequence, e.type, e.attempt) for e in events]
-
-    async def types(self, job_id: str) -> list[str]:
-        return [kind for _, kind, _ in await self.events(job_id)]
-
-
-@pytest.fixture
-async def owner(world: World) -> Owner:
-    return Owner(world, await world.add_agent(role="You are a careful researcher."))
-
+from tests.unit.owners import Owner, unavailable
+from tests.world import ALICE, ANSWER, BOB
 
 # Cancelling a pending job.
 
@@ -117,7 +53,7 @@ async def test_a_job_waiting_for_its_retry_is_cancelled_at_once_and_not_retried(
     owner: Owner,
 ) -> None:
     job = await owner.execute()
-    provider = ScriptedProvider(_unavailable(), ANSWER)
+    provider = ScriptedProvider(unavailable(), ANSWER)
     runner = owner.runner(provider, backoff_s=10)
     await owner.run(runner, job)
 
@@ -218,7 +154,7 @@ async def test_an_attempt_that_fails_after_the_cancel_request_ends_cancelled_wit
 
     async def cancel_then_fail() -> Completion:
         await owner.cancel(job)
-        raise _unavailable()
+        raise unavailable()
 
     await owner.run(owner.runner(ScriptedProvider(cancel_then_fail)), job)
 

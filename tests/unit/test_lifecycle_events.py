@@ -6,66 +6,15 @@ Cancelling is in test_lifecycle_cancel.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
-
-import pytest
 
 from server.providers.base import Completion, ProviderError
 from server.store.models import JobStatus
-from server.store.records import AgentRecord, JobRecord
 from server.store.transitions import Transition
-from server.validation import execution_spec
-from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner
 from server.worker.store import DatabaseAttemptStore
 from tests.fakes.provider import ScriptedProvider, Stream
-from tests.world import ALICE, World
-
-ANSWER = Completion(text="Revenue grew 12% on strong exports.", tokens_used=42)
-UNAVAILABLE = "Provider returned HTTP 503"
-
-
-def _unavailable() -> ProviderError:
-    return ProviderError(UNAVAILABLE, retryable=True)
-
-
-@dataclass
-class Owner:
-    """ALICE and her agent, in a world whose runners she hands her jobs to."""
-
-    world: World
-    agent: AgentRecord
-
-    async def execute(self) -> str:
-        spec = execution_spec(
-            prompt="Summarise the quarterly report.",
-            context_id=None,
-            enable_adversarial=False,
-            enable_self_correction=False,
-            max_debate_rounds=None,
-        )
-        return await self.world.jobs.execute(ALICE, self.agent.id, spec)
-
-    def runner(self, provider: ScriptedProvider, **policy: Any) -> AttemptRunner:
-        return self.world.runner(provider, policy=RetryPolicy(**policy))
-
-    async def run(self, runner: AttemptRunner, job_id: str) -> bool:
-        """Deliver one message for the job to the worker."""
-        return await self.world.run_job(runner, job_id)
-
-    async def job(self, job_id: str) -> JobRecord:
-        return await self.world.jobs.get_job(ALICE, job_id)
-
-    async def events(self, job_id: str, after: int = 0) -> list[tuple[int, str, int]]:
-        """(sequence, type, attempt) of the job's events, as a watcher gets them."""
-        _, events = await self.world.jobs.events_after(ALICE, job_id, after)
-        return [(e.sequence, e.type, e.attempt) for e in events]
-
-
-@pytest.fixture
-async def owner(world: World) -> Owner:
-    return Owner(world, await world.add_agent(role="You are a careful researcher."))
+from tests.unit.owners import UNAVAILABLE, Owner, unavailable
+from tests.world import ALICE, ANSWER
 
 
 async def test_a_completed_job_tells_queued_started_and_completed_numbered_from_one(
@@ -101,7 +50,7 @@ async def test_a_retried_job_tells_why_and_how_long_it_waits_before_its_second_a
     owner: Owner,
 ) -> None:
     job = await owner.execute()
-    runner = owner.runner(ScriptedProvider(_unavailable(), ANSWER), backoff_s=2)
+    runner = owner.runner(ScriptedProvider(unavailable(), ANSWER), backoff_s=2)
 
     await owner.run(runner, job)
     owner.world.clock.advance(2)
@@ -132,7 +81,7 @@ async def test_a_failed_job_ends_with_a_failed_event_carrying_its_error(owner: O
 
 async def test_event_numbers_have_no_gaps_or_repeats_through_every_retry(owner: Owner) -> None:
     job = await owner.execute()
-    runner = owner.runner(ScriptedProvider(*(_unavailable() for _ in range(4))), max_attempts=4)
+    runner = owner.runner(ScriptedProvider(*(unavailable() for _ in range(4))), max_attempts=4)
 
     for _ in range(4):
         await owner.run(runner, job)

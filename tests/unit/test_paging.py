@@ -14,8 +14,7 @@ from server.errors import InvalidArgument
 from server.paging import Page
 from server.store.models import JobStatus
 from server.store.records import AgentRecord, JobRecord
-from server.validation import agent_spec, execution_spec
-from tests.world import ALICE, BOB, World
+from tests.world import ALICE, BOB, World, agent_request, execute_request
 
 SIZE_MESSAGE = "Invalid page_size: must be between 1 and 100"
 
@@ -28,8 +27,7 @@ class Lists:
     agent: AgentRecord
 
     async def new_agent(self, caller: Principal = ALICE, name: str = "Researcher") -> AgentRecord:
-        spec = agent_spec(name=name, role="Finds things out.", max_depth=3, spawn_shadow=False)
-        return await self.world.agents.create_agent(caller, spec)
+        return await self.world.agents.create_agent(caller, agent_request(name))
 
     async def execute(
         self, n: int = 1, *, agent: AgentRecord | None = None, step_s: float = 1
@@ -40,13 +38,7 @@ class Lists:
         owner = _owner(target)
         for i in range(n):
             self.world.clock.advance(step_s)
-            spec = execution_spec(
-                prompt=f"Question {i}",
-                context_id=None,
-                enable_adversarial=False,
-                enable_self_correction=False,
-                max_debate_rounds=None,
-            )
+            spec = execute_request(f"Question {i}")
             job_id = await self.world.jobs.execute(owner, target.id, spec)
             queued.append(await self.world.jobs.get_job(owner, job_id))
         return queued
@@ -66,8 +58,7 @@ def _ids(page: Page[JobRecord] | Page[AgentRecord]) -> list[str]:
 
 @pytest.fixture
 async def lists(world: World) -> Lists:
-    spec = agent_spec(name="Researcher", role="Finds things out.", max_depth=3, spawn_shadow=False)
-    return Lists(world, await world.agents.create_agent(ALICE, spec))
+    return Lists(world, await world.agents.create_agent(ALICE, agent_request()))
 
 
 # Page sizes.

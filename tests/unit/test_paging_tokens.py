@@ -14,22 +14,11 @@ from server.paging import PageTokens
 from server.service.jobs import JobService
 from server.store.models import JobStatus
 from server.store.records import AgentRecord
-from server.validation import agent_spec, execution_spec
 from tests.fakes.queue import FakeQueue
-from tests.world import ALICE, BOB, World
+from tests.world import ALICE, BOB, World, agent_request, execute_request
 
 SOME_ID = "0b7c2d56-2f4e-4a8e-9a51-6f0c5d1e8a01"
 KEY = b"k" * 32
-
-
-async def _new_agent(world: World) -> AgentRecord:
-    spec = agent_spec(name="Researcher", role="Finds things out.", max_depth=3, spawn_shadow=False)
-    return await world.agents.create_agent(ALICE, spec)
-
-
-@pytest.fixture
-async def agent(world: World) -> AgentRecord:
-    return await _new_agent(world)
 
 
 async def _execute(world: World, agent: AgentRecord, n: int) -> list[str]:
@@ -37,13 +26,7 @@ async def _execute(world: World, agent: AgentRecord, n: int) -> list[str]:
     queued = []
     for i in range(n):
         world.clock.advance(1)
-        spec = execution_spec(
-            prompt=f"Question {i}",
-            context_id=None,
-            enable_adversarial=False,
-            enable_self_correction=False,
-            max_debate_rounds=None,
-        )
+        spec = execute_request(f"Question {i}")
         queued.append(await world.jobs.execute(ALICE, agent.id, spec))
     return queued
 
@@ -105,7 +88,7 @@ async def test_a_token_of_the_job_list_is_invalid_for_the_agent_list(
 async def test_an_agent_list_token_is_invalid_for_another_tenant(
     world: World, agent: AgentRecord
 ) -> None:
-    await _new_agent(world)
+    await world.agents.create_agent(ALICE, agent_request())
     token = (await world.agents.list_agents(ALICE, size=1, token="")).next_token
     assert token is not None
 

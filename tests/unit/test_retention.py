@@ -11,21 +11,18 @@ import pytest
 from sqlalchemy import Column, Table, func, select
 
 from server.errors import NotFound
-from server.providers.base import Completion
 from server.store.models import JobStatus
 from server.store.records import AgentRecord
 from server.store.store import Tables
 from server.store.tables import agents, events, idempotency_keys, jobs
-from server.validation import agent_spec, execution_spec
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner
 from tests.fakes.provider import ScriptedProvider
-from tests.world import ALICE, World
+from tests.world import ALICE, ANSWER, World, agent_request, execute_request
 
 POLICY = RetryPolicy(max_attempts=3, time_limit_s=120, lease_grace_s=15)
 REQUEUE_AFTER_S = 30.0
 RETENTION_S = 86400.0
-ANSWER = Completion(text="Revenue grew 12% on strong exports.", tokens_used=42)
 
 
 class Tenant:
@@ -36,13 +33,7 @@ class Tenant:
         self.runner: AttemptRunner = world.runner(ScriptedProvider(*(ANSWER for _ in range(10))))
 
     async def execute(self, agent: AgentRecord, request_id: str | None = None) -> str:
-        spec = execution_spec(
-            prompt="Summarise the quarterly report.",
-            context_id=None,
-            enable_adversarial=False,
-            enable_self_correction=False,
-            max_debate_rounds=None,
-        )
+        spec = execute_request()
         return await self.world.jobs.execute(ALICE, agent.id, spec, request_id=request_id)
 
     async def completed(self, agent: AgentRecord, request_id: str | None = None) -> str:
@@ -51,8 +42,7 @@ class Tenant:
         return job_id
 
     async def new_agent(self, name: str) -> AgentRecord:
-        spec = agent_spec(name=name, role="Finds things out.", max_depth=3, spawn_shadow=False)
-        return await self.world.agents.create_agent(ALICE, spec)
+        return await self.world.agents.create_agent(ALICE, agent_request(name))
 
     async def expire(self) -> int:
         return await self.world.recovery(requeue_after_s=REQUEUE_AFTER_S).expire()

@@ -3,65 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Any
 
-import pytest
 from sqlalchemy import update
 
 from server.providers.base import Completion, ProviderError
 from server.store.models import JobStatus
-from server.store.records import AgentRecord, JobRecord
 from server.store.tables import agents, jobs
 from server.worker.hashes import context_hash, merkle_root
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner, CancelSignal
-from tests.fakes.clock import FakeClock
 from tests.fakes.provider import ProviderCall, ScriptedProvider, Stream, slowly
-from tests.fakes.queue import FakeQueue
-from tests.world import ALICE, World
-
-ANSWER = Completion(text="Revenue grew 12% on strong exports.", tokens_used=42)
-
-
-@dataclass
-class OneJob:
-    """One stored agent with one pending, due job, in a world."""
-
-    world: World
-    agent: AgentRecord
-    job: JobRecord
-
-    @property
-    def clock(self) -> FakeClock:
-        return self.world.clock
-
-    @property
-    def queue(self) -> FakeQueue:
-        return self.world.queue
-
-    def runner(self, provider: ScriptedProvider, **policy: Any) -> AttemptRunner:
-        return self.world.runner(provider, policy=RetryPolicy(**policy))
-
-    async def run(self, runner: AttemptRunner, signal: CancelSignal | None = None) -> bool:
-        """Deliver one message for the job to the worker."""
-        return await self.world.run_job(runner, self.job.id, signal)
-
-    async def row(self) -> JobRecord:
-        """The job as committed now."""
-        row = await self.world.job(self.job.id)
-        assert row is not None
-        return row
-
-    async def events(self) -> list[tuple[int, str, int]]:
-        """(sequence, type, attempt) of the job's committed events."""
-        return [(e.sequence, e.type, e.attempt) for e in await self.world.events(self.job.id)]
-
-
-@pytest.fixture
-async def one(world: World) -> OneJob:
-    agent = await world.add_agent()
-    return OneJob(world, agent, await world.add_job(agent))
+from tests.unit.one_job import OneJob
+from tests.world import ALICE, ANSWER, World
 
 
 class CancelCheck:

@@ -4,67 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
-
-import pytest
 
 from server.providers.base import Completion, ProviderError
 from server.store.models import JobStatus
-from server.store.records import JobRecord
 from server.worker.policy import RetryPolicy
-from server.worker.runner import AttemptRunner
-from tests.fakes.clock import FakeClock
 from tests.fakes.provider import ScriptedProvider, Stream, slowly
-from tests.fakes.queue import FakeQueue
-from tests.world import World
-
-ANSWER = Completion(text="Revenue grew 12% on strong exports.", tokens_used=42)
+from tests.unit.one_job import OneJob
+from tests.world import ANSWER
 
 
 def _unavailable(tokens_used: int = 0, n: int = 503) -> ProviderError:
     return ProviderError(f"Provider returned HTTP {n}", retryable=True, tokens_used=tokens_used)
-
-
-@dataclass
-class OneJob:
-    """One stored agent with one pending, due job, in a world."""
-
-    world: World
-    job: JobRecord
-
-    @property
-    def clock(self) -> FakeClock:
-        return self.world.clock
-
-    @property
-    def queue(self) -> FakeQueue:
-        return self.world.queue
-
-    def runner(self, provider: ScriptedProvider, **policy: Any) -> AttemptRunner:
-        return self.world.runner(provider, policy=RetryPolicy(**policy))
-
-    async def run(self, runner: AttemptRunner) -> bool:
-        """Deliver one message for the job to the worker."""
-        return await self.world.run_job(runner, self.job.id)
-
-    async def row(self) -> JobRecord:
-        """The job as committed now."""
-        row = await self.world.job(self.job.id)
-        assert row is not None
-        return row
-
-    async def run_when_due(self, runner: AttemptRunner, times: int) -> None:
-        """Deliver a message `times` times, each when the job is next due."""
-        for _ in range(times):
-            await self.run(runner)
-            self.clock.set((await self.row()).next_run_at)
-
-
-@pytest.fixture
-async def one(world: World) -> OneJob:
-    return OneJob(world, await world.add_job(await world.add_agent()))
 
 
 async def test_a_retryable_error_sends_the_job_back_to_pending_with_backoff(one: OneJob) -> None:

@@ -9,44 +9,16 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
-from sqlalchemy import select
 
 from server.auth.principal import Principal
 from server.errors import NotFound
 from server.providers.base import Completion
 from server.store.models import JobStatus
 from server.store.records import AgentRecord
-from server.store.tables import jobs
-from server.validation import AgentSpec, ExecutionSpec, agent_spec, execution_spec
+from server.validation import agent_spec
 from server.worker.runner import CancelSignal
 from tests.fakes.provider import ScriptedProvider
-from tests.world import ALICE, BOB, World
-
-
-def _agent_spec(name: str = "Researcher") -> AgentSpec:
-    return agent_spec(
-        name=name, role="You are a careful research assistant.", max_depth=None, spawn_shadow=False
-    )
-
-
-def _execution(prompt: str = "Summarise the quarterly report.") -> ExecutionSpec:
-    return execution_spec(
-        prompt=prompt,
-        context_id="ctx-42",
-        enable_adversarial=True,
-        enable_self_correction=False,
-        max_debate_rounds=5,
-    )
-
-
-@pytest.fixture
-async def agent(world: World) -> AgentRecord:
-    return await world.agents.create_agent(ALICE, _agent_spec())
-
-
-async def _job_ids(world: World) -> list[str]:
-    """Every stored job's id, of any tenant."""
-    return [row["id"] for row in await world.store.db.all(select(jobs.c.id))]
+from tests.world import ALICE, BOB, World, agent_request, full_request
 
 
 async def _stored(world: World, agent_id: str) -> AgentRecord:
@@ -80,8 +52,8 @@ async def test_create_agent_stores_the_trimmed_agent_in_the_tenant_of_the_caller
 
 
 async def test_each_created_agent_gets_its_own_id(world: World) -> None:
-    first = await world.agents.create_agent(ALICE, _agent_spec("One"))
-    second = await world.agents.create_agent(ALICE, _agent_spec("Two"))
+    first = await world.agents.create_agent(ALICE, agent_request("One"))
+    second = await world.agents.create_agent(ALICE, agent_request("Two"))
 
     assert first.id != second.id
     names = {(await _stored(world, first.id)).name, (await _stored(world, second.id)).name}
@@ -124,24 +96,24 @@ async def test_a_deleted_agent_can_no_longer_be_read_run_or_deleted(
 
     calls: list[Callable[[], Awaitable[object]]] = [
         lambda: world.agents.get_agent(ALICE, agent.id),
-        lambda: world.jobs.execute(ALICE, agent.id, _execution()),
+        lambda: world.jobs.execute(ALICE, agent.id, full_request()),
         lambda: world.agents.delete_agent(ALICE, agent.id),
     ]
     for call in calls:
         with pytest.raises(NotFound) as error:
             await call()
         assert error.value.message == "Agent not found"
-    assert await _job_ids(world) == []
+    assert await world.job_ids() == []
 
 
 async def test_deleting_an_agent_cancels_its_pending_jobs_and_keeps_finished_ones_readable(
     world: World, agent: AgentRecord
 ) -> None:
-    done = await world.jobs.execute(ALICE, agent.id, _execution("Already answered."))
+    done = await world.jobs.execute(ALICE, agent.id, full_request("Already answered."))
     provider = ScriptedProvider(Completion(text="42", tokens_used=1))
     runner = world.runner(provider)
     await world.run_job(runner, done)
-    waiting = await world.jobs.execute(ALICE, agent.id, _execution("Still waiting."))
+    waiting = await world.jobs.execute(ALICE, agent.id, full_request("Still waiting."))
 
     await world.agents.delete_agent(ALICE, agent.id)
 
@@ -156,7 +128,7 @@ async def test_deleting_an_agent_cancels_its_pending_jobs_and_keeps_finished_one
 
 
 async def test_deleting_an_agent_stops_its_running_job(world: World, agent: AgentRecord) -> None:
-    job_id = await world.jobs.execute(ALICE, agent.id, _execution())
+    job_id = await world.jobs.execute(ALICE, agent.id, full_request())
     signal = CancelSignal()
     seen: list[bool] = []
 
@@ -181,7 +153,7 @@ async def test_a_deleted_agent_disappears_from_the_list_of_agents(
     world: World, agent: AgentRecord
 ) -> None:
     world.clock.advance(1)
-    other = await world.agents.create_agent(ALICE, _agent_spec("Writer"))
+    other = await world.agents.create_agent(ALICE, agent_request("Writer"))
 
     await world.agents.delete_agent(ALICE, agent.id)
 
@@ -192,7 +164,7 @@ async def test_a_deleted_agent_disappears_from_the_list_of_agents(
 async def test_an_agent_cannot_be_deleted_from_another_tenant(
     world: World, agent: AgentRecord
 ) -> None:
-    job_id = await world.jobs.execute(ALICE, agent.id, _execution())
+    job_id = await world.jobs.execute(ALICE, agent.id, full_request())
 
     with pytest.raises(NotFound) as error:
         await world.agents.delete_agent(BOB, agent.id)

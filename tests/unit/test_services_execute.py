@@ -9,7 +9,6 @@ import uuid
 
 import psycopg
 import pytest
-from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from server.errors import InvalidArgument, NotFound
@@ -17,35 +16,8 @@ from server.sending import MessageSender
 from server.service.jobs import JobService
 from server.store.models import JobStatus
 from server.store.records import AgentRecord, JobRecord
-from server.store.tables import jobs
-from server.validation import AgentSpec, ExecutionSpec, agent_spec, execution_spec
-from tests.world import ALICE, BOB, World
-
-
-def _agent_spec(name: str = "Researcher") -> AgentSpec:
-    return agent_spec(
-        name=name, role="You are a careful research assistant.", max_depth=None, spawn_shadow=False
-    )
-
-
-def _execution(prompt: str = "Summarise the quarterly report.") -> ExecutionSpec:
-    return execution_spec(
-        prompt=prompt,
-        context_id="ctx-42",
-        enable_adversarial=True,
-        enable_self_correction=False,
-        max_debate_rounds=5,
-    )
-
-
-@pytest.fixture
-async def agent(world: World) -> AgentRecord:
-    return await world.agents.create_agent(ALICE, _agent_spec())
-
-
-async def _job_ids(world: World) -> set[str]:
-    """Every stored job's id, of any tenant."""
-    return {row["id"] for row in await world.store.db.all(select(jobs.c.id))}
+from server.validation import agent_spec
+from tests.world import ALICE, BOB, World, agent_request, full_request
 
 
 async def _stored(world: World, job_id: str) -> JobRecord:
@@ -60,7 +32,7 @@ async def _stored(world: World, job_id: str) -> JobRecord:
 async def test_execute_stores_a_pending_job_with_the_request_options(
     world: World, agent: AgentRecord
 ) -> None:
-    job_id = await world.jobs.execute(ALICE, agent.id, _execution())
+    job_id = await world.jobs.execute(ALICE, agent.id, full_request())
 
     stored = await _stored(world, job_id)
     assert stored.status == JobStatus.PENDING
@@ -101,18 +73,18 @@ async def test_execute_commits_the_job_before_sending_its_message(
 
     if case == "capped":
         pg_world.max_unfinished_jobs = 10
-    agent = await pg_world.agents.create_agent(ALICE, _agent_spec())
+    agent = await pg_world.agents.create_agent(ALICE, agent_request())
     pg_world.queue.on_enqueue = look_at_the_store
     request_id = "req-1" if case == "idempotent" else None
 
-    job_id = await pg_world.jobs.execute(ALICE, agent.id, _execution(), request_id=request_id)
+    job_id = await pg_world.jobs.execute(ALICE, agent.id, full_request(), request_id=request_id)
 
     assert pg_world.queue.calls == [(job_id, 0.0)]
     assert committed_when_sent == [JobStatus.PENDING]
 
 
 async def test_an_executed_job_can_be_read_back_by_its_id(world: World, agent: AgentRecord) -> None:
-    job_id = await world.jobs.execute(ALICE, agent.id, _execution("What is 6 x 7?"))
+    job_id = await world.jobs.execute(ALICE, agent.id, full_request("What is 6 x 7?"))
 
     found = await world.jobs.get_job(ALICE, job_id)
 
@@ -127,10 +99,10 @@ async def test_execute_on_an_agent_the_caller_cannot_see_stores_and_sends_nothin
     caller, agent_id = (ALICE, str(uuid.uuid4())) if case == "unknown agent" else (BOB, agent.id)
 
     with pytest.raises(NotFound) as error:
-        await world.jobs.execute(caller, agent_id, _execution())
+        await world.jobs.execute(caller, agent_id, full_request())
 
     assert error.value.message == "Agent not found"
-    assert await _job_ids(world) == set()
+    assert await world.job_ids() == []
     assert world.queue.calls == []
 
 
@@ -142,7 +114,7 @@ async def test_execute_returns_the_job_when_the_queue_is_down_and_recovery_sends
     service = JobService(world.store, sender, clock=world.clock)
     world.queue.error = ConnectionError("Redis is down")
 
-    job_id = await service.execute(ALICE, agent.id, _execution())
+    job_id = await service.execute(ALICE, agent.id, full_request())
     sender.close()  # the send is tried, and fails
 
     assert (await service.get_job(ALICE, job_id)).status == JobStatus.PENDING
@@ -157,22 +129,18 @@ async def test_execute_returns_the_job_when_the_queue_is_down_and_recovery_sends
     assert (await _stored(world, job_id)).status == JobStatus.PENDING
 
 
-async def test_get_job_of_an_unknown_id_names_the_id(world: World) -> None:
-    job_id = str(uuid.uuid4())
-
-    with pytest.raises(NotFound) as error:
-        await world.jobs.get_job(ALICE, job_id)
-
-    assert error.value.message == f"Job {job_id} not found"
-
-
-async def test_get_job_of_another_tenant_answers_exactly_like_an_unknown_id(
-    world: World, agent: AgentRecord
+@pytest.mark.parametrize("case", ["unknown id", "another tenant's job"])
+async def test_get_job_of_a_job_the_caller_cannot_see_names_the_id(
+    world: World, agent: AgentRecord, case: str
 ) -> None:
-    job_id = await world.jobs.execute(ALICE, agent.id, _execution())
+    # Another tenant's job answers exactly like an unknown id.
+    if case == "unknown id":
+        caller, job_id = ALICE, str(uuid.uuid4())
+    else:
+        caller, job_id = BOB, await world.jobs.execute(ALICE, agent.id, full_request())
 
     with pytest.raises(NotFound) as error:
-        await world.jobs.get_job(BOB, job_id)
+        await world.jobs.get_job(caller, job_id)
 
     assert error.value.message == f"Job {job_id} not found"
 
@@ -183,9 +151,9 @@ async def test_get_job_of_another_tenant_answers_exactly_like_an_unknown_id(
 async def test_a_sub_agent_job_is_one_level_deeper_than_its_parent(
     world: World, agent: AgentRecord
 ) -> None:
-    root = await world.jobs.execute(ALICE, agent.id, _execution())
-    child = await world.jobs.execute(ALICE, agent.id, _execution(), parent_job_id=root)
-    grandchild = await world.jobs.execute(ALICE, agent.id, _execution(), parent_job_id=child)
+    root = await world.jobs.execute(ALICE, agent.id, full_request())
+    child = await world.jobs.execute(ALICE, agent.id, full_request(), parent_job_id=root)
+    grandchild = await world.jobs.execute(ALICE, agent.id, full_request(), parent_job_id=child)
 
     found = [await world.jobs.get_job(ALICE, j) for j in (root, child, grandchild)]
     assert [(j.depth, j.parent_job_id) for j in found] == [
@@ -203,18 +171,18 @@ async def test_a_sub_agent_job_deeper_than_the_agents_max_depth_is_refused(
         ALICE,
         agent_spec(name="Shallow", role="Stays shallow.", max_depth=max_depth, spawn_shadow=False),
     )
-    parent = await world.jobs.execute(ALICE, shallow.id, _execution())
+    parent = await world.jobs.execute(ALICE, shallow.id, full_request())
     for _ in range(max_depth):
-        parent = await world.jobs.execute(ALICE, shallow.id, _execution(), parent_job_id=parent)
-    stored = await _job_ids(world)
+        parent = await world.jobs.execute(ALICE, shallow.id, full_request(), parent_job_id=parent)
+    stored = await world.job_ids()
 
     with pytest.raises(InvalidArgument) as error:
-        await world.jobs.execute(ALICE, shallow.id, _execution(), parent_job_id=parent)
+        await world.jobs.execute(ALICE, shallow.id, full_request(), parent_job_id=parent)
 
     message = f"Execution depth {max_depth + 1} exceeds max_depth {max_depth}"
     assert error.value.message == message
     assert [v.field for v in error.value.violations] == ["parent_job_id"]
-    assert await _job_ids(world) == stored
+    assert await world.job_ids() == stored
     assert len(world.queue.calls) == len(stored)
 
 
@@ -225,13 +193,13 @@ async def test_a_sub_agent_job_of_a_parent_the_caller_cannot_see_is_not_found(
     if case == "unknown parent":
         parent_id = str(uuid.uuid4())
     else:
-        bobs_agent = await world.agents.create_agent(BOB, _agent_spec())
-        parent_id = await world.jobs.execute(BOB, bobs_agent.id, _execution())
-    stored = await _job_ids(world)
+        bobs_agent = await world.agents.create_agent(BOB, agent_request())
+        parent_id = await world.jobs.execute(BOB, bobs_agent.id, full_request())
+    stored = await world.job_ids()
 
     with pytest.raises(NotFound) as error:
-        await world.jobs.execute(ALICE, agent.id, _execution(), parent_job_id=parent_id)
+        await world.jobs.execute(ALICE, agent.id, full_request(), parent_job_id=parent_id)
 
     assert error.value.message == f"Job {parent_id} not found"
-    assert await _job_ids(world) == stored
+    assert await world.job_ids() == stored
     assert len(world.queue.calls) == len(stored)
