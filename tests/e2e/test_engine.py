@@ -11,12 +11,13 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import job_service_pb2_grpc as jobs_grpc
 from server.settings import Settings
-from server.store.models import Job, JobEvent, JobStatus
+from server.store.models import JobStatus
+from server.store.records import JobRecord
 from tests.e2e.harness import (
     Client,
     ServerThread,
@@ -25,6 +26,7 @@ from tests.e2e.harness import (
     running_server,
     token,
 )
+from tests.e2e.stored import stored_events, stored_jobs
 
 
 def _provider(settings: Settings, base_url: str, **updates: Any) -> Settings:
@@ -33,27 +35,21 @@ def _provider(settings: Settings, base_url: str, **updates: Any) -> Settings:
     )
 
 
-def _rows(engine: Engine, ids: list[str]) -> dict[str, Job]:
-    with engine.connect() as connection:
-        rows = connection.execute(select(Job).where(Job.id.in_(ids))).all()
-    return {row.id: row for row in rows}
-
-
-def _events(engine: Engine, job_id: str) -> list[Any]:
-    with engine.connect() as connection:
-        query = select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.sequence)
-        return list(connection.execute(query).all())
-
-
-def _wait_all_finished(engine: Engine, ids: list[str], *, timeout_s: float) -> dict[str, Job]:
+def _wait_all_finished(engine: Engine, ids: list[str], *, timeout_s: float) -> dict[str, JobRecord]:
     deadline = time.monotonic() + timeout_s
     while True:
-        rows = _rows(engine, ids)
+        rows = stored_jobs(engine, ids)
         if all(JobStatus(row.status).finished for row in rows.values()):
             return rows
         unfinished = sum(1 for row in rows.values() if not JobStatus(row.status).finished)
         assert time.monotonic() < deadline, f"{unfinished} jobs unfinished after {timeout_s}s"
         time.sleep(0.1)
+
+
+def _known(moment: datetime | None) -> datetime:
+    """A time a finished job must have."""
+    assert moment is not None
+    return moment
 
 
 @contextmanager
@@ -89,8 +85,8 @@ def test_300_slow_calls_are_in_flight_at_once_and_each_prompt_is_sent_once(
     assert set(stats["calls_per_prompt"].values()) == {1}
     # Not capped by threads: every slot held a call at once.
     assert stats["peak_in_flight"] >= 270
-    started = min(row.started_at for row in rows.values())
-    finished = max(row.completed_at for row in rows.values())
+    started = min(_known(row.started_at) for row in rows.values())
+    finished = max(_known(row.completed_at) for row in rows.values())
     # Generous: one latency for the calls, one more for claims, writes and a busy machine.
     assert (finished - started).total_seconds() < 2 * latency_s + 4
 
@@ -106,14 +102,14 @@ def test_the_time_limit_cuts_each_attempt_from_its_own_start(scaled_settings: Se
             worker_concurrency=50,
         )
         with _queued(settings, 20, prompt="quick") as (server, client, quick):
-            agent_id = _rows(server.engine, quick[:1])[quick[0]].agent_id
+            agent_id = stored_jobs(server.engine, quick[:1])[quick[0]].agent_id
             slow = client.execute(agent_id, prompt="[delay=5] slow").job_id
             worker = WorkerProcess(settings)
             try:
                 rows = _wait_all_finished(server.engine, [*quick, slow], timeout_s=40)
             finally:
                 worker.stop()
-            events = _events(server.engine, slow)
+            events = stored_events(server.engine, slow)
         stats = fake.stats()
     assert all(rows[job_id].status == JobStatus.COMPLETED for job_id in quick)
     assert {rows[job_id].attempts for job_id in quick} == {1}
@@ -154,7 +150,9 @@ def test_cancelling_100_of_500_running_jobs_stops_each_within_a_second(
                         timeout=10,
                     )
                 rows = _wait_all_finished(server.engine, ids, timeout_s=60)
-                cancelled_at = {job_id: _events(server.engine, job_id)[-1] for job_id in asked}
+                cancelled_at = {
+                    job_id: stored_events(server.engine, job_id)[-1] for job_id in asked
+                }
             finally:
                 worker.stop()
         stats = fake.stats()
@@ -180,13 +178,17 @@ def test_a_200_piece_answer_costs_a_few_token_events(scaled_settings: Settings) 
                 rows = _wait_all_finished(server.engine, ids, timeout_s=30)
             finally:
                 worker.stop()
-            events = {job_id: _events(server.engine, job_id) for job_id in ids}
+            events = {job_id: stored_events(server.engine, job_id) for job_id in ids}
     for job_id in ids:
         tokens = [event for event in events[job_id] if event.type == "token"]
         # The pieces come back to back: at most one event per interval, plus the last.
         assert 1 <= len(tokens) <= 3, len(tokens)
-        assert "".join(event.delta for event in tokens) == rows[job_id].response
-        assert rows[job_id].response.startswith("Echo: long answer")
+        deltas = [event.delta for event in tokens if event.delta is not None]
+        assert len(deltas) == len(tokens)
+        assert "".join(deltas) == rows[job_id].response
+        response = rows[job_id].response
+        assert response is not None
+        assert response.startswith("Echo: long answer")
 
 
 def _children(pid: int) -> set[int]:

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import grpc
 import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import func, select
 
+from agentq.v1 import (
+    agent_service_pb2,
+    agent_service_pb2_grpc,
+    job_service_pb2,
+    job_service_pb2_grpc,
+)
 from server.store.models import Agent, Job
 from tests.e2e.harness import SECRET, ServerThread, rpc_error, token
 
@@ -60,13 +68,12 @@ def test_bad_credentials_are_unauthenticated_with_the_contract_message(
 ) -> None:
     with embedded.client() as client:
         metadata = () if header is None else (("authorization", header),)
+        stub_call: grpc.UnaryUnaryMultiCallable[agent_service_pb2.CreateAgentRequest, bytes]
         stub_call = client.channel.unary_unary(
             "/agentq.v1.AgentService/CreateAgent",
             request_serializer=lambda r: r.SerializeToString(),
             response_deserializer=lambda b: b,
         )
-        from agentq.v1 import agent_service_pb2
-
         with pytest.raises(grpc.RpcError) as raised:
             stub_call(
                 agent_service_pb2.CreateAgentRequest(name="x", role="abc"),
@@ -103,8 +110,6 @@ AMBIGUOUS_CREDENTIALS = [
 def test_a_credential_sent_twice_is_unauthenticated_whatever_the_values(
     embedded: ServerThread, metadata: tuple[tuple[str, str], ...], message: str
 ) -> None:
-    from agentq.v1 import agent_service_pb2, agent_service_pb2_grpc
-
     with embedded.client() as client:
         stub = agent_service_pb2_grpc.AgentServiceStub(client.channel)
         with pytest.raises(grpc.RpcError) as raised:
@@ -151,11 +156,12 @@ def test_another_tenants_agent_and_job_answer_like_ids_that_do_not_exist(
         agent = alice.create_agent()
         job_id = alice.execute(agent.id).job_id
     with embedded.client(token("bob")) as bob:
-        for call, message in [
+        calls: list[tuple[Callable[[], object], str]] = [
             (lambda: bob.get_agent(agent.id), "Agent not found"),
             (lambda: bob.execute(agent.id), "Agent not found"),
             (lambda: bob.get_job(job_id), f"Job {job_id} not found"),
-        ]:
+        ]
+        for call, message in calls:
             with pytest.raises(grpc.RpcError) as raised:
                 call()
             assert rpc_error(raised.value)[:3] == (grpc.StatusCode.NOT_FOUND, message, "NOT_FOUND")
@@ -217,6 +223,7 @@ def test_invalid_execute_fields_store_no_job(
         agent = client.create_agent()
         fields.setdefault("prompt", "hello")
         prompt = fields.pop("prompt")
+        assert isinstance(prompt, str)
         with pytest.raises(grpc.RpcError) as raised:
             client.execute(agent.id, prompt=prompt, **fields)
     assert rpc_error(raised.value) == (
@@ -230,11 +237,12 @@ def test_invalid_execute_fields_store_no_job(
 
 def test_ids_that_are_not_uuids_are_invalid_arguments(embedded: ServerThread) -> None:
     with embedded.client(token()) as client:
-        for call, field in [
+        calls: list[tuple[Callable[[], object], str]] = [
             (lambda: client.get_agent("nope"), "agent_id"),
             (lambda: client.execute("nope"), "agent_id"),
             (lambda: client.get_job("nope"), "job_id"),
-        ]:
+        ]
+        for call, field in calls:
             with pytest.raises(grpc.RpcError) as raised:
                 call()
             message = f"Invalid {field}: must be a UUID"
@@ -256,30 +264,32 @@ def test_health_answers_without_a_token(embedded: ServerThread) -> None:
     with embedded.client() as client:
         stub = health_pb2_grpc.HealthStub(client.channel)
         for service in ("", "agentq.v1.AgentService", "agentq.v1.JobService"):
-            reply = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            # The stubs of grpcio-health-checking leave out the generated methods.
+            reply = stub.Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(service=service), timeout=10
+            )
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_reflection_lists_the_services_to_an_authenticated_caller(embedded: ServerThread) -> None:
-    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     with embedded.client(token()) as client:
         stub = reflection_pb2_grpc.ServerReflectionStub(client.channel)
+        # The stubs of grpcio-reflection give its method no type.
         replies = list(
-            stub.ServerReflectionInfo(iter([request]), metadata=client.metadata, timeout=10)
+            stub.ServerReflectionInfo(  # type: ignore[operator]
+                iter([request]), metadata=client.metadata, timeout=10
+            )
         )
         names = {s.name for s in replies[0].list_services_response.service}
         assert {"agentq.v1.AgentService", "agentq.v1.JobService"} <= names
         with pytest.raises(grpc.RpcError) as raised:
-            list(stub.ServerReflectionInfo(iter([request]), timeout=10))
+            list(stub.ServerReflectionInfo(iter([request]), timeout=10))  # type: ignore[operator]
     assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def test_every_error_echoes_the_callers_request_id(embedded: ServerThread) -> None:
     with embedded.client() as client:
-        from agentq.v1 import job_service_pb2, job_service_pb2_grpc
-
         stub = job_service_pb2_grpc.JobServiceStub(client.channel)
         with pytest.raises(grpc.RpcError) as raised:
             stub.GetJob(
@@ -287,10 +297,19 @@ def test_every_error_echoes_the_callers_request_id(embedded: ServerThread) -> No
                 metadata=(("x-request-id", "req-123"),),
                 timeout=10,
             )
-    assert ("x-request-id", "req-123") in list(raised.value.trailing_metadata())
+    assert ("x-request-id", "req-123") in _trailers(raised.value)
+
+
+def _trailers(error: grpc.RpcError) -> list[tuple[str, str | bytes]]:
+    """The trailing metadata of a failed call: text, or bytes for the `-bin` keys."""
+    return [(item.key, item.value) for item in error.trailing_metadata()]
 
 
 NOT_A_MESSAGE = b"\xff\xff\xff"  # a varint tag that never ends
+
+
+def _not_a_message(_: None) -> bytes:
+    return NOT_A_MESSAGE
 
 
 @pytest.mark.parametrize(
@@ -299,12 +318,15 @@ NOT_A_MESSAGE = b"\xff\xff\xff"  # a varint tag that never ends
 def test_a_request_that_is_not_a_message_is_an_invalid_argument_without_internals(
     embedded: ServerThread, method: str
 ) -> None:
-    with embedded.client(token("alice")) as client:
-        call = client.channel.unary_stream if "Watch" in method else client.channel.unary_unary
-        send = call(method, request_serializer=lambda _: NOT_A_MESSAGE)
-        with pytest.raises(grpc.RpcError) as raised:
-            reply = send(None, metadata=client.metadata, timeout=10)
-            list(reply) if "Watch" in method else reply
+    with embedded.client(token("alice")) as client, pytest.raises(grpc.RpcError) as raised:
+        if "Watch" in method:
+            stream: grpc.UnaryStreamMultiCallable[None, bytes]
+            stream = client.channel.unary_stream(method, request_serializer=_not_a_message)
+            list(stream(None, metadata=client.metadata, timeout=10))
+        else:
+            send: grpc.UnaryUnaryMultiCallable[None, bytes]
+            send = client.channel.unary_unary(method, request_serializer=_not_a_message)
+            send(None, metadata=client.metadata, timeout=10)
     assert rpc_error(raised.value) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "Invalid request: the message could not be parsed",
@@ -318,9 +340,9 @@ def test_a_streamed_request_that_is_not_a_message_is_an_invalid_argument(
     embedded: ServerThread,
 ) -> None:
     with embedded.client(token("alice")) as client:
-        send = client.channel.stream_stream(
+        send: grpc.StreamStreamMultiCallable[None, bytes] = client.channel.stream_stream(
             "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
-            request_serializer=lambda _: NOT_A_MESSAGE,
+            request_serializer=_not_a_message,
         )
         with pytest.raises(grpc.RpcError) as raised:
             list(send(iter([None]), metadata=client.metadata, timeout=10))
@@ -333,8 +355,8 @@ def test_a_streamed_request_that_is_not_a_message_is_an_invalid_argument(
 
 def test_a_request_that_is_not_a_message_still_needs_credentials(embedded: ServerThread) -> None:
     with embedded.client() as client:
-        send = client.channel.unary_unary(
-            "/agentq.v1.AgentService/CreateAgent", request_serializer=lambda _: NOT_A_MESSAGE
+        send: grpc.UnaryUnaryMultiCallable[None, bytes] = client.channel.unary_unary(
+            "/agentq.v1.AgentService/CreateAgent", request_serializer=_not_a_message
         )
         with pytest.raises(grpc.RpcError) as raised:
             send(None, timeout=10)

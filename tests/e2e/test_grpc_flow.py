@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from agentq.v1 import job_pb2
+from server.settings import Settings
 from server.worker.hashes import context_hash
 from tests.e2e.harness import ServerThread, WorkerProcess, running_server, token
 
@@ -46,7 +47,7 @@ def test_an_execution_completes_on_the_embedded_default(embedded: ServerThread) 
 
 
 def test_an_execution_completes_on_postgres_and_redis_with_a_separate_worker(
-    scaled_settings,  # type: ignore[no-untyped-def]
+    scaled_settings: Settings,
 ) -> None:
     with running_server(scaled_settings, in_process_workers=False) as server:
         worker = WorkerProcess(scaled_settings, concurrency=2)
@@ -60,7 +61,7 @@ def test_an_execution_completes_on_postgres_and_redis_with_a_separate_worker(
 
 
 def test_a_job_stays_pending_until_a_worker_runs_it(
-    scaled_settings,  # type: ignore[no-untyped-def]
+    scaled_settings: Settings,
 ) -> None:
     with (
         running_server(scaled_settings, in_process_workers=False) as server,

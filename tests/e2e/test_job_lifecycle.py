@@ -6,13 +6,12 @@ import os
 import time
 from pathlib import Path
 
-from sqlalchemy import select
-
 from agentq.v1 import job_pb2
 from server.settings import Settings
-from server.store.models import Job, JobStatus
+from server.store.models import JobStatus
 from tests.e2e.fake_llm import Reply, fake_llm
 from tests.e2e.harness import Client, WorkerProcess, running_server, settings_for, token
+from tests.e2e.stored import stored_jobs
 
 
 def _embedded_with(tmp_path: Path, base_url: str, **overrides: object) -> Settings:
@@ -28,7 +27,8 @@ def _embedded_with(tmp_path: Path, base_url: str, **overrides: object) -> Settin
 
 def _run_one(client: Client, prompt: str = "Summarise the news") -> job_pb2.Job:
     agent = client.create_agent(role="You are terse.")
-    return client.wait_finished(client.execute(agent.id, prompt=prompt).job_id)
+    job: job_pb2.Job = client.wait_finished(client.execute(agent.id, prompt=prompt).job_id)
+    return job
 
 
 def test_retryable_provider_errors_back_off_and_then_succeed(tmp_path: Path) -> None:
@@ -99,12 +99,6 @@ def test_a_run_past_the_time_limit_is_a_failed_attempt(tmp_path: Path) -> None:
     assert job.result.response == "in time"
 
 
-def _jobs(server_engine, ids: list[str]) -> dict[str, Job]:  # type: ignore[no-untyped-def]
-    with server_engine.connect() as connection:
-        rows = connection.execute(select(Job).where(Job.id.in_(ids))).all()
-    return {row.id: row for row in rows}
-
-
 def test_a_job_whose_worker_is_killed_mid_run_runs_again_as_a_new_attempt(
     scaled_settings: Settings,
 ) -> None:
@@ -157,7 +151,7 @@ def test_every_job_completes_exactly_once_when_a_worker_is_killed(
             ids = [client.execute(agent.id, prompt=f"task {i}").job_id for i in range(total)]
             deadline = time.monotonic() + 60
             while True:
-                rows = _jobs(server.engine, ids)
+                rows = stored_jobs(server.engine, ids)
                 done = {i: r for i, r in rows.items() if r.status == JobStatus.COMPLETED}
                 if len(done) >= total // 4:
                     break
@@ -167,7 +161,7 @@ def test_every_job_completes_exactly_once_when_a_worker_is_killed(
             before_kill = {i: (r.completed_at, r.attempts, r.response) for i, r in done.items()}
             deadline = time.monotonic() + 120
             while True:
-                rows = _jobs(server.engine, ids)
+                rows = stored_jobs(server.engine, ids)
                 if all(r.status == JobStatus.COMPLETED for r in rows.values()):
                     break
                 assert time.monotonic() < deadline, "not every job completed"

@@ -43,25 +43,25 @@ def test_a_database_outage_is_unavailable_not_internal(scaled_settings: Settings
         assert client.get_agent(agent.id).id == agent.id
 
 
-def test_a_job_whose_message_was_lost_still_runs(scaled_settings: Settings) -> None:
+def _lose(job_ids: Sequence[str]) -> None:
+    raise ConnectionError("broker unreachable")
+
+
+def test_a_job_whose_message_was_lost_still_runs(
+    scaled_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
     with (
         running_server(scaled_settings, in_process_workers=False) as server,
         server.client(token()) as client,
     ):
         # Every send fails, as when the broker drops out (or the process dies)
         # between committing the job and sending its message.
-        queue = server.bootstrap.queue
-        original = queue.enqueue_many
-
-        def lose(job_ids: Sequence[str]) -> None:
-            raise ConnectionError("broker unreachable")
-
-        queue.enqueue_many = lose  # type: ignore[method-assign]
-        agent = client.create_agent()
-        ack = client.execute(agent.id)
-        assert ack.response == f"Job queued: {ack.job_id}"
-        assert client.get_job(ack.job_id).status == job_pb2.JOB_STATUS_PENDING
-        queue.enqueue_many = original  # type: ignore[method-assign]
+        with monkeypatch.context() as patched:
+            patched.setattr(server.runtime.queue, "enqueue_many", _lose)
+            agent = client.create_agent()
+            ack = client.execute(agent.id)
+            assert ack.response == f"Job queued: {ack.job_id}"
+            assert client.get_job(ack.job_id).status == job_pb2.JOB_STATUS_PENDING
         # A worker's recovery sweep finds the job whose message never left.
         worker = WorkerProcess(
             scaled_settings.model_copy(update={"requeue_after_s": 1}), concurrency=1

@@ -86,13 +86,14 @@ def _rest_answers(
 def _grpc_answers(
     server: ServerThread, metadata: list[tuple[str, str]]
 ) -> Counter[tuple[grpc.StatusCode, str, str]]:
+    sent = tuple(metadata)
     answers: Counter[tuple[grpc.StatusCode, str, str]] = Counter()
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = agents_grpc.AgentServiceStub(channel)
         for _ in range(REPEATS):
             with pytest.raises(grpc.RpcError) as raised:
-                stub.ListAgents(agents_pb.ListAgentsRequest(), metadata=metadata, timeout=10)
-            code, message, reason, _ = rpc_error(raised.value)  # type: ignore[arg-type]
+                stub.ListAgents(agents_pb.ListAgentsRequest(), metadata=sent, timeout=10)
+            code, message, reason, _ = rpc_error(raised.value)
             answers[(code, reason, message)] += 1
     return answers
 
@@ -181,15 +182,15 @@ def test_over_grpc_metadata_past_the_transport_limit_is_refused_by_the_transport
 ) -> None:
     # The one band agentq cannot answer itself: the transport refuses the call before any
     # handler runs, with no agentq details, so it cannot be mistaken for agentq's limits.
-    metadata = [("authorization", _bearer(server_limit.MAX_METADATA_BYTES + 1024))]
+    metadata = (("authorization", _bearer(server_limit.MAX_METADATA_BYTES + 1024)),)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = agents_grpc.AgentServiceStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
             stub.ListAgents(agents_pb.ListAgentsRequest(), metadata=metadata, timeout=10)
     error = raised.value
-    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
-    assert "metadata size exceeds" in error.details()  # type: ignore[attr-defined]
-    trailers = dict(error.trailing_metadata() or ())  # type: ignore[attr-defined]
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "metadata size exceeds" in (error.details() or "")
+    trailers = {item.key: item.value for item in error.trailing_metadata() or ()}
     assert "grpc-status-details-bin" not in trailers, trailers
 
 

@@ -75,7 +75,12 @@ def queued_job_ids(url: str) -> set[str]:
         encoded = client.hvals(f"{NAMESPACE}:{QUEUE_NAME}.msgs")
     finally:
         client.close()
-    return {dramatiq.Message.decode(message).args[0] for message in encoded}
+    job_ids: set[str] = set()
+    for message in encoded:
+        # The client leaves responses undecoded: each message is bytes.
+        assert isinstance(message, bytes), message
+        job_ids.add(dramatiq.Message.decode(message).args[0])
+    return job_ids
 
 
 def wait_queued(url: str, job_ids: set[str], *, timeout_s: float = 10) -> set[str]:

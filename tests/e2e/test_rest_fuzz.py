@@ -24,17 +24,22 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from schemathesis import APIOperation, BaseSchema, Case, GenerationMode
+from schemathesis import BaseSchema, GenerationMode
 from schemathesis.checks import CHECKS, load_all_checks
 
 from tests.e2e.harness import running_rest, running_server, settings_for, token
+
+if TYPE_CHECKING:
+    # Case keeps its name: Hypothesis seeds a derandomized run from the test's source.
+    from schemathesis.specs.openapi.schemas import OpenApiCase as Case
+    from schemathesis.specs.openapi.schemas import OpenApiOperation
 
 # Every check schemathesis has, each enabled: those on every response (status code,
 # content type, headers, body schema, no 5xx), that valid data is accepted and invalid
@@ -99,7 +104,7 @@ class Live:
     doomed_agent_id: str
     doomed_key_id: str
 
-    def credentials_for(self, operation: APIOperation) -> dict[str, str]:
+    def credentials_for(self, operation: OpenApiOperation) -> dict[str, str]:
         """The headers that get a caller past this operation's credential check."""
         if operation.path.startswith("/admin/"):
             return {"X-Admin-API-Key": ADMIN_TOKEN}
@@ -107,7 +112,7 @@ class Live:
             return {"X-API-Key": self.api_key}
         return {"Authorization": f"Bearer {self.bearer}"}
 
-    def ids_for(self, operation: APIOperation) -> dict[str, str]:
+    def ids_for(self, operation: OpenApiOperation) -> dict[str, str]:
         """Existing ids (and a tenant) for the path parameters the operation has."""
         agent_id = self.doomed_agent_id if operation.method.upper() == "DELETE" else self.agent_id
         known = {
@@ -206,7 +211,7 @@ def _live_schema(live: Live, *, with_security_parameters: bool) -> BaseSchema:
     )
 
 
-def _operations(schema: BaseSchema) -> list[APIOperation]:
+def _operations(schema: BaseSchema) -> list[OpenApiOperation]:
     paths = schema.raw_schema["paths"]
     operations = [
         schema[path][method]
@@ -251,7 +256,7 @@ def _without_page_token(case: Case) -> Case:
 
 
 def _fuzz(
-    live: Live, operations: list[APIOperation], *, authorized: bool, known_ids: bool
+    live: Live, operations: list[OpenApiOperation], *, authorized: bool, known_ids: bool
 ) -> Counter[tuple[str, int]]:
     """Fuzz each operation with valid and invalid cases; fail listing every one that broke."""
     seen: Counter[tuple[str, int]] = Counter()
@@ -322,7 +327,7 @@ def test_without_a_valid_token_every_response_is_documented_and_none_is_a_5xx(
     assert 403 in {status for label, status in seen if " /admin/" in label}, seen
 
 
-def _string_fields(schema: BaseSchema, operation: APIOperation) -> list[str]:
+def _string_fields(schema: BaseSchema, operation: OpenApiOperation) -> list[str]:
     """The request body's properties that may hold a string, read from the live schema."""
     body = schema.raw_schema["paths"][operation.path][operation.method.lower()]["requestBody"]
     body_schema = body["content"]["application/json"]["schema"]

@@ -9,11 +9,12 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
 import redis
+from redis.typing import EncodableT, KeyT
 
 from server.errors import Unavailable
 from server.ratelimit import (
@@ -173,16 +174,20 @@ class Ticking:
         return self.now
 
 
-def _counting_calls(limiter: RedisRateLimiter) -> list[object]:
-    """Records each round trip the limiter makes to Redis."""
-    calls: list[object] = []
+def _counting_calls(
+    limiter: RedisRateLimiter, monkeypatch: pytest.MonkeyPatch
+) -> list[Sequence[KeyT] | None]:
+    """Records each round trip the limiter makes to Redis: the keys of its script call."""
+    calls: list[Sequence[KeyT] | None] = []
     script = limiter._take
 
-    async def counted(**kwargs: object) -> object:
-        calls.append(kwargs)
-        return await script(**kwargs)
+    async def counted(
+        keys: Sequence[KeyT] | None = None, args: Iterable[EncodableT] | None = None
+    ) -> object:
+        calls.append(keys)
+        return await script(keys=keys, args=args)
 
-    limiter._take = counted  # type: ignore[assignment]
+    monkeypatch.setattr(limiter, "_take", counted)
     return calls
 
 
@@ -197,10 +202,10 @@ def test_small_tiers_take_one_token_per_round_trip() -> None:
 
 
 def test_a_roomy_tier_asks_redis_once_per_lease_and_counts_down_what_remains(
-    make_limiter: MakeLimiter,
+    make_limiter: MakeLimiter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     replica, tier = make_limiter(), Tier(rate=NO_REFILL * 1e6, burst=1000)  # 1000/s
-    calls = _counting_calls(replica.limiter)
+    calls = _counting_calls(replica.limiter, monkeypatch)
 
     decisions = [replica.take("acme", tier) for _ in range(250)]
 
@@ -224,12 +229,12 @@ def test_replicas_taking_ahead_never_admit_more_than_the_bucket(
 
 
 def test_tokens_taken_ahead_and_not_spent_in_time_are_forfeited(
-    redis_url: str, redis_namespace: str, runner: asyncio.Runner
+    redis_url: str, redis_namespace: str, runner: asyncio.Runner, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Ticking()
     limiter = RedisRateLimiter(redis_url, namespace=redis_namespace, clock=clock)
     tier = Tier(rate=20, burst=10_000)
-    calls = _counting_calls(limiter)
+    calls = _counting_calls(limiter, monkeypatch)
     try:
         runner.run(limiter.take("acme", tier))  # takes 10, spends 1
         runner.run(limiter.take("acme", tier))  # from the lease

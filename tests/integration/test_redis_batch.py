@@ -32,11 +32,19 @@ def _stored(broker: RedisBroker) -> list[dramatiq.Message[None]]:
     client = broker.client
     ids = client.lrange(f"{broker.namespace}:{QUEUE}", 0, -1)
     payloads = client.hmget(f"{broker.namespace}:{QUEUE}.msgs", ids)
-    return [dramatiq.Message.decode(payload) for payload in payloads]
+    return [_decoded(payload) for payload in payloads]
+
+
+def _decoded(payload: bytes | str | None) -> dramatiq.Message[None]:
+    # The broker's client leaves responses undecoded: a message is bytes, or missing.
+    assert isinstance(payload, bytes), payload
+    return dramatiq.Message.decode(payload)
 
 
 def test_a_batch_is_stored_as_enqueue_stores_each_message(broker: RedisBroker) -> None:
-    one = dramatiq.Message(queue_name=QUEUE, actor_name=ACTOR, args=("a",), kwargs={}, options={})
+    one: dramatiq.Message[None] = dramatiq.Message(
+        queue_name=QUEUE, actor_name=ACTOR, args=("a",), kwargs={}, options={}
+    )
     broker.enqueue(one)
     enqueue_many(broker, QUEUE, ACTOR, ["b", "c"])
 
@@ -60,7 +68,7 @@ def test_a_dramatiq_worker_runs_every_message_of_a_batch(broker: RedisBroker) ->
         if len(seen) == len(ids):
             all_seen.set()
 
-    dramatiq.actor(remember, broker=broker, actor_name=ACTOR, queue_name=QUEUE)
+    dramatiq.actor(broker=broker, actor_name=ACTOR, queue_name=QUEUE)(remember)
     enqueue_many(broker, QUEUE, ACTOR, ids)
     worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=100)
     worker.start()
