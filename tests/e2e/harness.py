@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -31,6 +30,7 @@ from server.auth.tokens import mint_token
 from server.bootstrap import Runtime, build_runtime
 from server.settings import Settings
 from server.store.migrate import create_db_engine
+from tests.processes import ChildProcess, agentq_command, popen
 
 SECRET = "e2e-secret-long-enough-for-every-hmac-size-0123456789abcdef0123456789"
 FINISHED = (job_pb2.JOB_STATUS_COMPLETED, job_pb2.JOB_STATUS_FAILED, job_pb2.JOB_STATUS_CANCELLED)
@@ -187,56 +187,23 @@ def running_server(settings: Settings, *, in_process_workers: bool) -> Iterator[
         server.stop()
 
 
-class WorkerProcess:
+class WorkerProcess(ChildProcess):
     """`agentq worker` in a child process, as an operator would run it."""
 
     def __init__(
         self, settings: Settings, *, processes: int = 1, concurrency: int | None = None
     ) -> None:
-        command = [sys.executable, "-m", "server.cli", "worker", "--processes", str(processes)]
+        command = agentq_command("worker", "--processes", str(processes))
         if concurrency is not None:
             command += ["--concurrency", str(concurrency)]
-        self.process = subprocess.Popen(
-            command,
-            env=env_for(settings),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._lines: list[str] = []
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(timeout=60):
+        super().__init__(popen(command, env=env_for(settings)))
+        self.start_reading()
+        if self.wait_line("agentq worker ready", timeout_s=60) is None:
             self.stop()
             raise AssertionError("worker did not start:\n" + self.output)
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.append(line)
-            if "agentq worker ready" in line:
-                self._ready.set()
 
-    @property
-    def output(self) -> str:
-        return "".join(self._lines)
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up, as when a machine dies."""
-        self.process.kill()
-        self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-
-
-class FakeLLMProcess:
+class FakeLLMProcess(ChildProcess):
     """bench/fake_openai.py as its own process: an OpenAI-compatible server on loopback.
 
     Its own process, so that a thousand slow calls cost the test process nothing.
@@ -244,24 +211,17 @@ class FakeLLMProcess:
 
     def __init__(self, *, delay_s: float, chunks: int = 4) -> None:
         command = [sys.executable, "-m", "bench.fake_openai", "--delay", str(delay_s)]
-        self.process = subprocess.Popen(
-            [*command, "--chunks", str(chunks)], stdout=subprocess.PIPE, text=True
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        if "listening on port" not in line:
-            self.stop()
-            raise AssertionError(f"the fake provider did not start: {line!r}")
+        super().__init__(popen([*command, "--chunks", str(chunks)], merge_stderr=False))
+        line = self.start_reading().wait_line(timeout_s=30)
+        if line is None or "listening on port" not in line:
+            self.stop(timeout_s=10)
+            raise AssertionError(f"the fake provider did not start: {line!r}\n{self.output}")
         self.base_url = f"http://127.0.0.1:{int(line.rsplit(' ', 1)[1])}/v1"
 
     def stats(self) -> dict[str, Any]:
         """Its counters: calls, in_flight, peak_in_flight, completed, disconnects, ..."""
         stats: dict[str, Any] = httpx.get(self.base_url.removesuffix("/v1") + "/stats").json()
         return stats
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(timeout=10)
 
 
 @contextmanager
@@ -271,7 +231,7 @@ def fake_llm_process(*, delay_s: float, chunks: int = 4) -> Iterator[FakeLLMProc
     try:
         yield fake
     finally:
-        fake.stop()
+        fake.stop(timeout_s=10)
 
 
 class RestThread:
@@ -326,62 +286,58 @@ def rpc_error(call: grpc.RpcError) -> tuple[grpc.StatusCode, str, str, list[tupl
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations = [(v.field, v.description) for v in bad.field_violations]
-    return call.code(), call.details(), reason, violations
+    return call.code(), call.details() or "", reason, violations
 
 
-# How long `agentq serve` may take to say it listens.
-SERVE_START_TIMEOUT_S = 60
+# How long `agentq serve` may take to say its gRPC server listens, and its REST shim.
+SERVE_START_TIMEOUT_S = 30
+REPLICA_START_TIMEOUT_S = 60
+REST_LISTENING = re.compile(r"agentq REST listening on port (\d+)")
 
 
-class ServeProcess:
-    """`agentq serve` (gRPC and REST) in a child process: another replica."""
+class ServeProcess(ChildProcess):
+    """`agentq serve` (gRPC and REST) in a child process, with its output read as it comes."""
 
-    def __init__(self, settings: Settings, cwd: Path) -> None:
+    url = ""
+
+    @classmethod
+    def replica(cls, settings: Settings, cwd: Path | None = None) -> ServeProcess:
+        """Another replica on the stores of `settings`, on free ports; see wait_rest()."""
         settings = settings.model_copy(
             update={"grpc_addr": "127.0.0.1:0", "http_addr": "127.0.0.1:0"}
         )
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "server.cli", "serve"],
-            cwd=cwd,
-            env=env_for(settings),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._lines: list[str] = []
-        self._port: int | None = None
-        self.url = ""
-        self._ready = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._ready.wait(timeout=SERVE_START_TIMEOUT_S) or self._port is None:
+        command = agentq_command("serve")
+        return cls(popen(command, env=env_for(settings), cwd=cwd, merge_stderr=False))
+
+    def wait_listening(self) -> str:
+        """The "listening" line, or an AssertionError with everything printed so far."""
+        line = self.wait_line("agentq gRPC listening on port", timeout_s=SERVE_START_TIMEOUT_S)
+        if line is None:
+            raise AssertionError(f"agentq serve did not start:\n{self.output}")
+        return line
+
+    def wait_rest(self) -> str:
+        """The REST shim's URL once it listens; stopped, and an AssertionError, if it never does."""
+        line = self.wait_line(REST_LISTENING, timeout_s=REPLICA_START_TIMEOUT_S)
+        found = None if line is None else REST_LISTENING.search(line)
+        if found is None:
             self.stop()
-            raise AssertionError("agentq serve did not start:\n" + "".join(self._lines))
-        self.url = f"http://127.0.0.1:{self._port}"
+            raise AssertionError(f"agentq serve did not start:\n{self.output}")
+        self.url = f"http://127.0.0.1:{found.group(1)}"
+        return self.url
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._lines.append(line)
-            match = re.search(r"agentq REST listening on port (\d+)", line)
-            if match:
-                self._port = int(match.group(1))
-                self._ready.set()
-        self._ready.set()  # the process ended
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
+    def wait_stderr(self, pattern: re.Pattern[str]) -> str:
+        """All of stderr once `pattern` matches it: stdout and stderr are read by separate
+        threads, so a line on one can be seen before an earlier line on the other."""
+        return self.wait_text(pattern, stream="stderr", timeout_s=SERVE_START_TIMEOUT_S)
 
 
 @contextmanager
 def serve_process(settings: Settings, cwd: Path) -> Iterator[ServeProcess]:
-    process = ServeProcess(settings, cwd)
+    """A replica (ServeProcess.replica) whose REST shim listens, stopped on exit."""
+    process = ServeProcess.replica(settings, cwd).start_reading()
     try:
+        process.wait_rest()
         yield process
     finally:
-        process.stop()
+        process.stop(timeout_s=20)

@@ -7,10 +7,7 @@ runs them), with an environment cleared of agentq settings.
 from __future__ import annotations
 
 import re
-import signal
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,44 +17,30 @@ import pytest
 
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
-from tests.e2e.test_cli import (
+from tests.e2e.cli_helpers import (
     JWT_PATTERN,
     QUICK_EXIT_S,
     SECRET,
     STOP_TIMEOUT_S,
-    ServeProcess,
-    _agentq,
-    _clean_env,
-    _free_port,
+    clean_env,
+    free_port,
 )
+from tests.e2e.harness import ServeProcess
 from tests.integration.test_rate_limit_redis import PrivateRedis, private_redis_server
+from tests.processes import agentq_command, popen, run_agentq
 
 BANNER_END = re.compile(r"curl -H .*/api/v1/agents\n")
 SECRET_FILE_COMMAND = re.compile(r'export VEX_JWT_SECRET="\$\(cat ([^)]+)\)"')
 
 
 def _start(command: list[str], *, cwd: Path, env: dict[str, str]) -> ServeProcess:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", *command],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    started = ServeProcess(process)
-    started.start_reading()
-    return started
+    started = ServeProcess(popen(agentq_command(*command), env=env, cwd=cwd, merge_stderr=False))
+    return started.start_reading()
 
 
 def _stop(started: ServeProcess) -> None:
-    started.process.send_signal(signal.SIGTERM)
-    try:
-        started.process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        started.process.kill()
-        started.process.wait(timeout=10)
-        raise AssertionError(f"still running after SIGTERM:\n{started.output}") from None
+    if not started.stop(timeout_s=STOP_TIMEOUT_S):
+        raise AssertionError(f"still running after SIGTERM:\n{started.output}")
 
 
 class DevServers:
@@ -65,9 +48,9 @@ class DevServers:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.grpc_port = _free_port()
-        self.http_port = _free_port()
-        self.env = _clean_env(
+        self.grpc_port = free_port()
+        self.http_port = free_port()
+        self.env = clean_env(
             AGENTQ_GRPC_ADDR=f"127.0.0.1:{self.grpc_port}",
             AGENTQ_HTTP_ADDR=f"127.0.0.1:{self.http_port}",
             AGENTQ_DATABASE_URL="sqlite:///agentq.db",
@@ -86,11 +69,11 @@ class DevServers:
     def mint(self, secret_file: str) -> str:
         """A user token, minted as the banner says: with the secret from its file."""
         secret = (self.directory / secret_file).read_text().strip()
-        minted = _agentq(
+        minted = run_agentq(
             "token",
             *("--sub", "you", "--role", "user"),
             cwd=self.directory,
-            env=_clean_env(VEX_JWT_SECRET=secret),
+            env=clean_env(VEX_JWT_SECRET=secret),
         )
         assert minted.returncode == 0, minted.stderr
         return minted.stdout.strip()
@@ -103,9 +86,7 @@ def dev_servers(tmp_path: Path) -> Iterator[DevServers]:
         yield servers
     finally:
         for server in servers.running:
-            if server.process.poll() is None:
-                server.process.kill()
-                server.process.wait(timeout=10)
+            server.kill()
 
 
 def test_dev_mode_says_so_names_things_as_they_are_and_prints_the_next_commands(
@@ -171,10 +152,10 @@ def test_dev_mode_keeps_its_secret_in_a_private_file_never_prints_it_and_reuses_
 def test_dev_mode_listens_on_an_address_set_explicitly_and_says_others_can_reach_it(
     tmp_path: Path,
 ) -> None:
-    grpc_port = _free_port()
-    env = _clean_env(
+    grpc_port = free_port()
+    env = clean_env(
         AGENTQ_GRPC_ADDR=f"0.0.0.0:{grpc_port}",
-        AGENTQ_HTTP_ADDR=f"127.0.0.1:{_free_port()}",
+        AGENTQ_HTTP_ADDR=f"127.0.0.1:{free_port()}",
         AGENTQ_DATABASE_URL="sqlite:///agentq.db",
     )
     server = _start(["serve", "--dev"], cwd=tmp_path, env=env)
@@ -211,13 +192,13 @@ def test_dev_mode_refuses_a_secret_it_cannot_keep_private_with_one_line(
     exposed = tmp_path / "shared.db.dev-secret"
     exposed.write_text(SECRET + "\n")
     exposed.chmod(0o644)
-    env = _clean_env(
-        AGENTQ_GRPC_ADDR=f"127.0.0.1:{_free_port()}",
-        AGENTQ_HTTP_ADDR=f"127.0.0.1:{_free_port()}",
+    env = clean_env(
+        AGENTQ_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+        AGENTQ_HTTP_ADDR=f"127.0.0.1:{free_port()}",
         AGENTQ_DATABASE_URL=database_url,
     )
 
-    refused = _agentq("serve", "--dev", cwd=tmp_path, env=env, timeout=QUICK_EXIT_S)
+    refused = run_agentq("serve", "--dev", cwd=tmp_path, env=env, timeout=QUICK_EXIT_S)
 
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert refused.stderr.splitlines()[-1:] == [expected], refused.stderr
@@ -249,13 +230,13 @@ def test_redis_down_at_start_is_said_once_then_retried_quietly_until_it_answers(
 ) -> None:
     redis_server = stopped_redis
     url = redis_server.url.replace("redis://", "redis://:hunter2@")
-    env = _clean_env(
+    env = clean_env(
         VEX_JWT_SECRET=SECRET,
         AGENTQ_REDIS_URL=url,
         AGENTQ_REDIS_NAMESPACE=f"agentq-first-run-{tmp_path.name}",
         AGENTQ_DATABASE_URL="sqlite:///agentq.db",
-        AGENTQ_GRPC_ADDR=f"127.0.0.1:{_free_port()}",
-        AGENTQ_HTTP_ADDR=f"127.0.0.1:{_free_port()}",
+        AGENTQ_GRPC_ADDR=f"127.0.0.1:{free_port()}",
+        AGENTQ_HTTP_ADDR=f"127.0.0.1:{free_port()}",
     )
     process = _start([command], cwd=tmp_path, env=env)
     try:

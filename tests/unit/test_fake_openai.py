@@ -7,7 +7,6 @@ import json
 import re
 import resource
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from bench.fake_openai import FakeOpenAI
+from tests.processes import ChildProcess, popen
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -252,15 +252,10 @@ def test_one_connection_carries_several_requests(fake: FakeOpenAI) -> None:
 
 
 def test_the_module_runs_as_a_process_that_stops_on_sigterm() -> None:
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bench.fake_openai", "--delay", "0", "--chunks", "2"],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    command = [sys.executable, "-m", "bench.fake_openai", "--delay", "0", "--chunks", "2"]
+    process = ChildProcess(popen(command, cwd=ROOT, merge_stderr=False)).start_reading()
     try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
+        line = process.wait_line(timeout_s=30) or ""
         match = re.fullmatch(r"fake-openai listening on port (\d+)\n", line)
         assert match, line
         base = f"http://127.0.0.1:{match.group(1)}"
@@ -270,9 +265,7 @@ def test_the_module_runs_as_a_process_that_stops_on_sigterm() -> None:
         assert len(data) == 3
         assert httpx.get(f"{base}/stats").json()["completed"] == 1
 
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
+        process.process.send_signal(signal.SIGTERM)
+        assert process.process.wait(timeout=5) == 0
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        process.kill()
