@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, StrictBool, StrictInt
 from pydantic import StrictStr as _StrictStr
+from pydantic_core import PydanticCustomError
 
 from rest_shim import rules
 from rest_shim.rules import documented
@@ -187,6 +188,14 @@ class ErrorBody(BaseModel):
     error: ErrorInfoOut
 
 
+def _role(value: str) -> str:
+    # An empty role would reach the server as the proto's unset field, which means the
+    # default `user`: a JSON body that names a role must name one of them.
+    if value not in rules.ROLES:
+        raise PydanticCustomError("enum", rules.INVALID_ROLE)
+    return value
+
+
 class CreateApiKeyBody(BaseModel):
     """POST /admin/api-keys."""
 
@@ -196,8 +205,8 @@ class CreateApiKeyBody(BaseModel):
     name: Annotated[StrictStr, documented(rules.trimmed(1, rules.MAX_KEY_NAME_CHARS))] = Field(
         description="A name for people, 1-100 characters after trimming."
     )
-    role: Annotated[StrictStr, documented(rules.one_of(rules.ROLES))] = Field(
-        "user", description="`user`, `agent` or `admin`."
+    role: Annotated[StrictStr, AfterValidator(_role), documented(rules.one_of(rules.ROLES))] = (
+        Field("user", description="`user`, `agent` or `admin`.")
     )
     scopes: Annotated[list[StrictStr], documented(rules.scopes())] = Field(
         description="At least one of `agents:read`, `agents:write`, `jobs:read`, `jobs:write`."
