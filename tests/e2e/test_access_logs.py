@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,8 +20,16 @@ import pytest
 from agentq.v1 import job_pb2
 from server.auth.tokens import mint_token
 from server.settings import Settings
-from tests.e2e.harness import RestThread, ServerThread, WorkerProcess, running_server, token
-from tests.e2e.test_cli import SECRET, ServeProcess, _clean_env, _free_port
+from tests.e2e.cli_helpers import SECRET, clean_env, free_port
+from tests.e2e.harness import (
+    RestThread,
+    ServeProcess,
+    ServerThread,
+    WorkerProcess,
+    running_server,
+    token,
+)
+from tests.processes import agentq_command, popen
 
 HTTP_FIELDS = ("protocol", "method", "route", "status", "request_id", "tenant")
 GRPC_FIELDS = ("protocol", "rpc", "code", "request_id", "tenant")
@@ -222,25 +228,17 @@ def test_a_malformed_request_uvicorn_refuses_is_logged_as_a_400(
 
 def _serve(tmp_path: Path, **settings: str) -> Iterator[tuple[ServeProcess, str]]:
     """`agentq serve` with `settings` on free ports; it and its REST URL, stopped after."""
-    http_port = _free_port()
-    env = _clean_env(
+    http_port = free_port()
+    env = clean_env(
         VEX_JWT_SECRET=SECRET,
-        AGENTQ_GRPC_ADDR=f"127.0.0.1:{_free_port()}",
+        AGENTQ_GRPC_ADDR=f"127.0.0.1:{free_port()}",
         AGENTQ_HTTP_ADDR=f"127.0.0.1:{http_port}",
         AGENTQ_DATABASE_URL=f"sqlite:///{tmp_path / 'logs.db'}",
         AGENTQ_BUILTIN_LATENCY_MS="0",
         **settings,
     )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", "serve"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    serve = ServeProcess(process)
-    serve.start_reading()
+    process = popen(agentq_command("serve"), env=env, cwd=tmp_path, merge_stderr=False)
+    serve = ServeProcess(process).start_reading()
     try:
         serve.wait_listening()
         url = f"http://127.0.0.1:{http_port}"
