@@ -43,6 +43,8 @@ _LOST = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )
+# What a statement may fail with that the port reports as its own errors.
+_FAILURES = (asyncpg.UniqueViolationError, *_LOST)
 # What stops a connection being had at all: refused, closed to connections, full.
 _NO_CONNECTION = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 
@@ -79,7 +81,9 @@ def _plain(value: Any) -> Any:
 def _bind(statement: Executable, params: Params | None) -> tuple[str, list[Any]]:
     """The SQL and positional arguments of a statement with these parameters."""
     compiled = _compile(statement)
-    values = {**compiled.defaults, **(params or {})}
+    values = params or {}
+    if compiled.defaults:
+        values = {**compiled.defaults, **values}
     if compiled.expanding:
         state = compiled.compiled.construct_expanded_state(values, escape_names=False)
         return state.statement, [_plain(v) for v in state.positional_parameters or ()]
@@ -114,31 +118,31 @@ class _Connection:
 
     async def one(self, statement: Executable, params: Params | None = None) -> Row | None:
         sql, args = _bind(statement, params)
-        async with _errors():
-            row = await self._connection.fetchrow(sql, *args)
-        return cast(Row | None, row)
+        try:
+            return cast(Row | None, await self._connection.fetchrow(sql, *args))
+        except _FAILURES as error:
+            raise _translated(error) from error
 
     async def all(self, statement: Executable, params: Params | None = None) -> list[Row]:
         sql, args = _bind(statement, params)
-        async with _errors():
-            rows = await self._connection.fetch(sql, *args)
-        return cast(list[Row], rows)
+        try:
+            return cast(list[Row], await self._connection.fetch(sql, *args))
+        except _FAILURES as error:
+            raise _translated(error) from error
 
     async def run(self, statement: Executable, params: Params | None = None) -> None:
         sql, args = _bind(statement, params)
-        async with _errors():
+        try:
             await self._connection.execute(sql, *args)
+        except _FAILURES as error:
+            raise _translated(error) from error
 
 
-@asynccontextmanager
-async def _errors() -> AsyncIterator[None]:
-    """A lost connection is Unavailable; a unique key's refusal is DuplicateKey."""
-    try:
-        yield
-    except asyncpg.UniqueViolationError as error:
-        raise DuplicateKey(str(error)) from error
-    except _LOST as error:
-        raise Unavailable(DATABASE_UNAVAILABLE) from error
+def _translated(error: BaseException) -> Exception:
+    """A unique key's refusal is DuplicateKey; a lost connection is Unavailable."""
+    if isinstance(error, asyncpg.UniqueViolationError):
+        return DuplicateKey(str(error))
+    return Unavailable(DATABASE_UNAVAILABLE)
 
 
 class PostgresDatabase:
@@ -164,38 +168,43 @@ class PostgresDatabase:
             raise Unavailable(DATABASE_UNAVAILABLE) from error
         return cls(pool)
 
-    @asynccontextmanager
-    async def _acquire(self) -> AsyncIterator[Connection]:
+    async def _acquire(self) -> Connection:
         try:
-            connection = await self._pool.acquire()
+            return await self._pool.acquire()
         except _NO_CONNECTION as error:
             raise Unavailable(DATABASE_UNAVAILABLE) from error
+
+    async def _alone(self, statement: Executable, params: Params | None, fetch: str) -> Any:
+        connection = await self._acquire()
         try:
-            yield connection
+            return await getattr(_Connection(connection), fetch)(statement, params)
         finally:
             await self._pool.release(connection)
 
+    # A statement on its own is shielded: cancelled mid-statement (its caller went away),
+    # it would cost the pool its connection; shielded, it ends and the connection goes back.
+
     async def one(self, statement: Executable, params: Params | None = None) -> Row | None:
-        async with self._acquire() as connection:
-            return await _Connection(connection).one(statement, params)
+        return cast(Row | None, await asyncio.shield(self._alone(statement, params, "one")))
 
     async def all(self, statement: Executable, params: Params | None = None) -> list[Row]:
-        async with self._acquire() as connection:
-            return await _Connection(connection).all(statement, params)
+        return cast(list[Row], await asyncio.shield(self._alone(statement, params, "all")))
 
     async def run(self, statement: Executable, params: Params | None = None) -> None:
-        async with self._acquire() as connection:
-            await _Connection(connection).run(statement, params)
+        await asyncio.shield(self._alone(statement, params, "run"))
 
     def atomic(self) -> AbstractAsyncContextManager[Statements]:
         return self.transaction()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Statements]:
-        async with self._acquire() as connection:
-            async with _errors():
-                transaction = connection.transaction()
+        connection = await self._acquire()
+        try:
+            transaction = connection.transaction()
+            try:
                 await transaction.start()
+            except _FAILURES as error:
+                raise _translated(error) from error
             try:
                 yield _Connection(connection)
             except BaseException:
@@ -203,12 +212,21 @@ class PostgresDatabase:
                 with contextlib.suppress(Exception):
                     await transaction.rollback()
                 raise
-            async with _errors():
+            try:
                 await transaction.commit()
+            except _FAILURES as error:
+                raise _translated(error) from error
+        finally:
+            await self._pool.release(connection)
 
     async def ping(self) -> None:
-        async with self._acquire() as connection, _errors():
+        connection = await self._acquire()
+        try:
             await connection.fetchval("SELECT 1")
+        except _FAILURES as error:
+            raise _translated(error) from error
+        finally:
+            await self._pool.release(connection)
 
     async def close(self, *, timeout_s: float = 10.0) -> None:
         """Close every connection once released; after `timeout_s`, drop them."""

@@ -6,6 +6,7 @@ exactly these (`columns`), and `of` builds the record from a row of either adapt
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Self
@@ -14,6 +15,12 @@ from sqlalchemy import ColumnElement, Table
 
 from server.store.database import Row
 from server.store.models import JobStatus
+
+
+@functools.cache
+def _names(record: type[Record]) -> tuple[str, ...]:
+    # fields() builds its answer anew on each call; a read of a job row asks once a call.
+    return tuple(field.name for field in fields(record))  # type: ignore[arg-type]
 
 
 class Record:
@@ -27,7 +34,7 @@ class Record:
     @classmethod
     def of(cls, row: Row) -> Self:
         """The record of a row that selected `columns`."""
-        return cls(*(row[field.name] for field in fields(cls)))  # type: ignore[arg-type]
+        return cls(*[row[name] for name in _names(cls)])  # type: ignore[arg-type]
 
     def values(self) -> dict[str, Any]:
         """Column name to value, as an INSERT of the whole row binds them."""

@@ -94,7 +94,10 @@ class SqliteDatabase:
     def open(cls, url: str, *, pool_size: int) -> SqliteDatabase:
         """An engine of up to `pool_size` connections; an in-memory database has one."""
         memory = make_url(url).database in (None, "", ":memory:")
-        options: dict[str, Any] = {"hide_parameters": True}
+        # No reset on return: every transaction ends in a commit, or in the rollback of
+        # closing it after an error, so the pool's own rollback would be a third hop to
+        # the connection's thread for every statement.
+        options: dict[str, Any] = {"hide_parameters": True, "pool_reset_on_return": None}
         if memory:
             options["poolclass"] = StaticPool
         else:

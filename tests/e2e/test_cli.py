@@ -250,11 +250,3 @@ def test_a_postgresql_database_that_does_not_exist_exits_2_with_one_line_naming_
         f'cannot connect to the database at {shown}: database "agentq_no_such_database" '
         "does not exist",
     )
-
-
-# The names tests/e2e/test_access_logs.py and tests/e2e/test_hardening.py import from here.
-_agentq = run_agentq
-_clean_env = clean_env
-_free_port = free_port
-_is_listening = is_listening
-__all__ = ["SECRET", "ServeProcess", "_agentq", "_clean_env", "_free_port", "_is_listening"]

@@ -20,8 +20,9 @@ from sqlalchemy import text
 
 from server.logs import JsonFormatter, TextFormatter
 from server.store.migrate import create_db_engine
+from tests.e2e.cli_helpers import SECRET, clean_env, free_port, is_listening
 from tests.e2e.harness import RestThread
-from tests.e2e.test_cli import SECRET, _agentq, _clean_env, _free_port, _is_listening
+from tests.processes import run_agentq
 
 SHORT_ADMIN_TOKEN = "x" * 31
 LONG_ADMIN_TOKEN = "y" * 32
@@ -36,8 +37,8 @@ MARKER = "parameter-that-must-not-be-logged"
 def test_an_admin_token_under_32_characters_stops_every_command_with_one_line(
     tmp_path: Path, command: str
 ) -> None:
-    port = _free_port()
-    env = _clean_env(
+    port = free_port()
+    env = clean_env(
         VEX_JWT_SECRET=SECRET,
         AGENTQ_ADMIN_TOKEN=SHORT_ADMIN_TOKEN,
         AGENTQ_GRPC_ADDR=f"127.0.0.1:{port}",
@@ -45,32 +46,32 @@ def test_an_admin_token_under_32_characters_stops_every_command_with_one_line(
         AGENTQ_DATABASE_URL=f"sqlite:///{tmp_path / 'refused.db'}",
     )
 
-    refused = _agentq(command, cwd=tmp_path, env=env)
+    refused = run_agentq(command, cwd=tmp_path, env=env)
 
     assert refused.returncode == 2
     assert (
         refused.stderr == "agentq: AGENTQ_ADMIN_TOKEN must be at least 32 characters (it has 31)\n"
     )
     assert SHORT_ADMIN_TOKEN not in refused.stdout + refused.stderr
-    assert not _is_listening(port)
+    assert not is_listening(port)
     assert not (tmp_path / "refused.db").exists()
 
 
 def test_a_32_character_admin_token_is_accepted(tmp_path: Path) -> None:
-    env = _clean_env(
+    env = clean_env(
         AGENTQ_ADMIN_TOKEN=LONG_ADMIN_TOKEN,
         AGENTQ_DATABASE_URL=f"sqlite:///{tmp_path / 'ok.db'}",
     )
 
-    migrated = _agentq("migrate", cwd=tmp_path, env=env)
+    migrated = run_agentq("migrate", cwd=tmp_path, env=env)
 
     assert migrated.returncode == 0, migrated.stderr
 
 
 def test_a_bad_setting_is_one_line_that_never_repeats_the_secret(tmp_path: Path) -> None:
-    env = _clean_env(VEX_JWT_SECRET=SECRET, AGENTQ_DEFAULT_TIER="no-such-tier")
+    env = clean_env(VEX_JWT_SECRET=SECRET, AGENTQ_DEFAULT_TIER="no-such-tier")
 
-    refused = _agentq("migrate", cwd=tmp_path, env=env)
+    refused = run_agentq("migrate", cwd=tmp_path, env=env)
 
     assert refused.returncode == 2
     assert refused.stderr == (
