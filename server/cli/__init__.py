@@ -177,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agentq: {_settings_problems(error)}", file=sys.stderr)
         return 2
     except (ConfigurationError, ValueError) as error:
+        logs.flush()  # what was logged before it comes first: the reason is the last line
         print(f"agentq: {error}", file=sys.stderr)
         return 2
 
