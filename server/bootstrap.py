@@ -154,6 +154,10 @@ class Runtime:
         and their jobs given back to the queue at once.
         """
         self.executions.stop_admitting()
+        # The sweeper stops beside the engine rather than after it: a worker whose
+        # parent died must be gone within seconds.
+        for thread in self._threads:
+            thread.ask_to_stop()
         for worker in self._workers:
             worker.stop()
         self.executions.close(

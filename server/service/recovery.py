@@ -205,7 +205,11 @@ class RecoveryThread(threading.Thread):
         if recovery is not None:
             await recovery.close()
 
+    def ask_to_stop(self) -> None:
+        """Ask the thread to end after its current sweep; returns at once."""
+        self._stopped.set()
+
     def stop(self) -> None:
-        """Ask the thread to end after its current sweep."""
+        """Ask the thread to end after its current sweep, and wait for it."""
         self._stopped.set()
         self.join(timeout=10)
