@@ -94,6 +94,8 @@ def configure(
         old.close()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Alembic names each of its plugins at INFO on every start: noise to an operator.
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     for name, named_level in (levels or {}).items():
         logging.getLogger(name).setLevel(named_level)
 

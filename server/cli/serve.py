@@ -65,6 +65,7 @@ def _watch_redis(settings: Settings) -> RedisWatch | None:
 async def _serve_started(settings: Settings, port: int, stop: asyncio.Event, *, rest: bool) -> None:
     """Announce the gRPC server on `port`, add REST, and wait for a signal."""
     mode = "with Redis" if settings.redis_url else "embedded, with in-process workers"
+    logs.flush()  # the lines logged so far come before it
     print(
         f"agentq gRPC listening on port {port} of {interfaces(settings.grpc_addr)} "
         f"({settings.db_type}, {mode})",
@@ -73,6 +74,7 @@ async def _serve_started(settings: Settings, port: int, stop: asyncio.Event, *, 
     http = await _start_rest(settings, port) if rest else None
     if settings.dev_mode:
         url = rest_url(settings.http_addr, http[0].port) if http else None
+        logs.flush()  # the lines logged so far come before it
         print(dev_banner(settings, url), file=sys.stderr, flush=True)
     await stop.wait()
     log.info("shutting down")
@@ -107,6 +109,7 @@ async def _start_rest(settings: Settings, grpc_port: int) -> tuple[Any, asyncio.
         await asyncio.sleep(0.01)
     port: int = http.port  # type: ignore[attr-defined]
     url = rest_url(settings.http_addr, port)
+    logs.flush()  # the lines logged so far come before it
     print(f"agentq REST listening on port {port}: {url} (API docs at {url}/docs)", flush=True)
     return http, task
 
@@ -160,6 +163,7 @@ def _work_one(settings: Settings, parent_pid: int | None) -> None:
         runtime.start_workers()
         runtime.start_recovery()
         log.info("agentq worker running up to %d executions", settings.worker_concurrency)
+        logs.flush()  # the lines logged so far come before it
         print("agentq worker ready", flush=True)
         stop.wait()
         if parent_pid is not None and orphans.parent_gone(parent_pid):
