@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import httpx
+import jwt
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -82,6 +83,25 @@ def env_for(settings: Settings) -> dict[str, str]:
 def token(sub: str = "alice", *, role: str = "user", tenant: str | None = None) -> str:
     """A valid token for the test secret."""
     return mint_token(secret=SECRET, subject=sub, role=role, tenant_id=tenant)
+
+
+def claims(**changes: object) -> dict[str, object]:
+    """A valid claim set issued now; a change to None removes that claim."""
+    now = int(time.time())
+    made: dict[str, object] = {
+        "sub": "alice",
+        "role": "user",
+        "iss": "vex-api",
+        "iat": now,
+        "exp": now + 600,
+    }
+    made.update(changes)
+    return {k: v for k, v in made.items() if v is not None}
+
+
+def signed(made: dict[str, object], *, secret: str = SECRET, alg: str = "HS256") -> str:
+    """A JWT of exactly these claims, as pyjwt encodes them."""
+    return jwt.encode(made, secret, algorithm=alg)
 
 
 @dataclass

@@ -6,7 +6,6 @@ import time
 from collections.abc import Callable
 
 import grpc
-import jwt
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -19,7 +18,7 @@ from agentq.v1 import (
     job_service_pb2_grpc,
 )
 from server.store.models import Agent, Job
-from tests.e2e.harness import SECRET, ServerThread, rpc_error, token
+from tests.e2e.harness import ServerThread, claims, rpc_error, signed, token
 
 
 def _count(server: ServerThread, model: type[Agent] | type[Job]) -> int:
@@ -27,38 +26,21 @@ def _count(server: ServerThread, model: type[Agent] | type[Job]) -> int:
         return int(connection.execute(select(func.count()).select_from(model)).scalar_one())
 
 
-def _signed(claims: dict[str, object], *, secret: str = SECRET, alg: str = "HS256") -> str:
-    return jwt.encode(claims, secret, algorithm=alg)
-
-
-def _claims(**changes: object) -> dict[str, object]:
-    now = int(time.time())
-    claims: dict[str, object] = {
-        "sub": "alice",
-        "role": "user",
-        "iss": "vex-api",
-        "iat": now,
-        "exp": now + 600,
-    }
-    claims.update(changes)
-    return {k: v for k, v in claims.items() if v is not None}
-
-
 BAD_CREDENTIALS = [
     (None, "Missing Authorization header"),
     ("Basic abc", "Invalid Authorization header format"),
     ("Bearer", "Invalid Authorization header format"),
     ("Bearer not-a-jwt", "Invalid token"),
-    ("Bearer " + _signed(_claims(exp=int(time.time()) - 3600)), "Token expired"),
+    ("Bearer " + signed(claims(exp=int(time.time()) - 3600)), "Token expired"),
     (
-        "Bearer " + _signed(_claims(), secret="another-secret-" + "x" * 32),
+        "Bearer " + signed(claims(), secret="another-secret-" + "x" * 32),
         "Token validation failed: InvalidSignature",
     ),
-    ("Bearer " + _signed(_claims(iss="someone-else")), "Token validation failed: InvalidIssuer"),
-    ("Bearer " + _signed(_claims(aud="elsewhere")), "Token validation failed: InvalidAudience"),
-    ("Bearer " + _signed(_claims(), alg="HS512"), "Token validation failed: InvalidAlgorithm"),
-    ("Bearer " + _signed(_claims(role=None)), "Token validation failed: MissingClaim(role)"),
-    ("Bearer " + _signed(_claims(sub=None)), "Token validation failed: MissingClaim(sub)"),
+    ("Bearer " + signed(claims(iss="someone-else")), "Token validation failed: InvalidIssuer"),
+    ("Bearer " + signed(claims(aud="elsewhere")), "Token validation failed: InvalidAudience"),
+    ("Bearer " + signed(claims(), alg="HS512"), "Token validation failed: InvalidAlgorithm"),
+    ("Bearer " + signed(claims(role=None)), "Token validation failed: MissingClaim(role)"),
+    ("Bearer " + signed(claims(sub=None)), "Token validation failed: MissingClaim(sub)"),
 ]
 
 

@@ -6,11 +6,10 @@ import time
 import uuid
 
 import httpx
-import jwt
 import pytest
 
 from tests.e2e import rest_errors_helpers
-from tests.e2e.harness import SECRET, ServerThread, token
+from tests.e2e.harness import ServerThread, claims, signed, token
 from tests.e2e.rest_errors_helpers import (
     SOME_ID,
     VALID_AGENT,
@@ -27,23 +26,6 @@ http = rest_errors_helpers.http
 agent_id = rest_errors_helpers.agent_id
 
 
-def _signed(claims: dict[str, object], *, secret: str = SECRET, alg: str = "HS256") -> str:
-    return jwt.encode(claims, secret, algorithm=alg)
-
-
-def _claims(**changes: object) -> dict[str, object]:
-    now = int(time.time())
-    claims: dict[str, object] = {
-        "sub": "alice",
-        "role": "user",
-        "iss": "vex-api",
-        "iat": now,
-        "exp": now + 600,
-    }
-    claims.update(changes)
-    return {k: v for k, v in claims.items() if v is not None}
-
-
 # One server and shim for the whole module: every test here is a refused request
 
 # --- 401 ---------------------------------------------------------------------------------
@@ -54,45 +36,45 @@ BAD_CREDENTIALS = [
     pytest.param("Bearer", "Invalid Authorization header format", id="bearer-alone"),
     pytest.param("Bearer not-a-jwt", "Invalid token", id="not-a-jwt"),
     pytest.param(
-        "Bearer " + _signed(_claims(exp=int(time.time()) - 3600)), "Token expired", id="expired"
+        "Bearer " + signed(claims(exp=int(time.time()) - 3600)), "Token expired", id="expired"
     ),
     pytest.param(
-        "Bearer " + _signed(_claims(), secret="another-secret-" + "x" * 32),
+        "Bearer " + signed(claims(), secret="another-secret-" + "x" * 32),
         "Token validation failed: InvalidSignature",
         id="wrong-secret",
     ),
     pytest.param(
-        "Bearer " + _signed(_claims(iss="someone-else")),
+        "Bearer " + signed(claims(iss="someone-else")),
         "Token validation failed: InvalidIssuer",
         id="wrong-issuer",
     ),
     pytest.param(
-        "Bearer " + _signed(_claims(aud="elsewhere")),
+        "Bearer " + signed(claims(aud="elsewhere")),
         "Token validation failed: InvalidAudience",
         id="audience",
     ),
     pytest.param(
-        "Bearer " + _signed(_claims(), alg="HS512"),
+        "Bearer " + signed(claims(), alg="HS512"),
         "Token validation failed: InvalidAlgorithm",
         id="hs512",
     ),
     pytest.param(
-        "Bearer " + _signed(_claims(role=None)),
+        "Bearer " + signed(claims(role=None)),
         "Token validation failed: MissingClaim(role)",
         id="no-role",
     ),
     pytest.param(
-        "Bearer " + _signed(_claims(sub=None)),
+        "Bearer " + signed(claims(sub=None)),
         "Token validation failed: MissingClaim(sub)",
         id="no-sub",
     ),
     pytest.param(
-        "Bearer " + _signed(_claims(tenant_id="t" * 256)),
+        "Bearer " + signed(claims(tenant_id="t" * 256)),
         "Token validation failed: MissingClaim(tenant_id)",
         id="tenant-over-255",
     ),
     pytest.param(
-        "Bearer " + _signed(_claims(sub="s" * 256)),
+        "Bearer " + signed(claims(sub="s" * 256)),
         "Token validation failed: MissingClaim(tenant_id)",
         id="sub-as-tenant-over-255",
     ),

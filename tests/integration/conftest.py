@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from server.providers.openai_compat import OpenAICompatibleProvider
 from server.store.connect import open_database
 from server.store.migrate import create_db_engine
 from server.store.store import Store
+from tests.integration.openai_servers import ScriptedServer, make_provider, running_scripted_server
 from tests.world import World, migrated, world_on
 
 DATABASES = [pytest.param("postgres", marks=pytest.mark.postgres), "sqlite"]
@@ -72,3 +74,23 @@ async def db_world(database_url: str) -> AsyncIterator[World]:
     """A world (tests/world.py) on the migrated database of each kind."""
     async with world_on(Store(await open_database(database_url, pool_size=4))) as made:
         yield made
+
+
+@pytest.fixture(scope="module")
+def scripted_server() -> Iterator[ScriptedServer]:
+    """A real HTTP server on a free local port, for the whole module."""
+    with running_scripted_server() as server:
+        yield server
+
+
+@pytest.fixture
+def scripted(scripted_server: ScriptedServer) -> ScriptedServer:
+    """The module's scripted server, reset to stream "Bonjour" at once with usage."""
+    scripted_server.reset()
+    return scripted_server
+
+
+@pytest.fixture
+def provider(scripted: ScriptedServer) -> OpenAICompatibleProvider:
+    """A provider with an API key, pointed at the scripted server."""
+    return make_provider(scripted.base_url)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,29 +23,8 @@ from tests.integration.openai_servers import (
     complete,
     delta,
     make_provider,
-    running_scripted_server,
     sse,
 )
-
-
-@pytest.fixture(scope="module")
-def scripted_server() -> Iterator[ScriptedServer]:
-    """A real HTTP server on a free local port, for the whole module."""
-    with running_scripted_server() as server:
-        yield server
-
-
-@pytest.fixture
-def scripted(scripted_server: ScriptedServer) -> ScriptedServer:
-    """The module's scripted server, reset to stream "Bonjour" at once with usage."""
-    scripted_server.reset()
-    return scripted_server
-
-
-@pytest.fixture
-def provider(scripted: ScriptedServer) -> OpenAICompatibleProvider:
-    """A provider with an API key, pointed at the scripted server."""
-    return make_provider(scripted.base_url)
 
 
 def test_a_call_asks_for_a_stream_with_usage_and_sends_both_messages_and_the_key(

@@ -20,29 +20,8 @@ from tests.integration.openai_servers import (
     delta,
     failure,
     make_provider,
-    running_scripted_server,
     sse,
 )
-
-
-@pytest.fixture(scope="module")
-def scripted_server() -> Iterator[ScriptedServer]:
-    """A real HTTP server on a free local port, for the whole module."""
-    with running_scripted_server() as server:
-        yield server
-
-
-@pytest.fixture
-def scripted(scripted_server: ScriptedServer) -> ScriptedServer:
-    """The module's scripted server, reset to stream "Bonjour" at once with usage."""
-    scripted_server.reset()
-    return scripted_server
-
-
-@pytest.fixture
-def provider(scripted: ScriptedServer) -> OpenAICompatibleProvider:
-    """A provider with an API key, pointed at the scripted server."""
-    return make_provider(scripted.base_url)
 
 
 @pytest.fixture(scope="module")
