@@ -109,9 +109,9 @@ class AccessService:
         self._clock = clock
         # Keys revoked while a token made from them could still be alive.
         self._token_lifetime_s = token_lifetime_s
-        self._revoked: set[str] = set()
-        self._revoked_read_at = -math.inf
-        self._revoked_lock = asyncio.Lock()
+        self._ended: set[str] = set()
+        self._ended_read_at = -math.inf
+        self._ended_lock = asyncio.Lock()
 
     def digest(self, key: str) -> str:
         """HMAC-SHA256 of a key with the pepper: what is stored instead of the key."""
@@ -155,7 +155,7 @@ class AccessService:
             if await tx.api_keys.get(key_id) is None:
                 raise NotFound("API key not found")
             await tx.api_keys.revoke(key_id, at=self._clock())
-        self._revoked.add(key_id)
+        self._ended.add(key_id)
 
     async def has_ended(self, key_id: str) -> bool:
         """Whether the key a token was exchanged for has been revoked or has expired.
@@ -165,18 +165,18 @@ class AccessService:
         still be alive, read again from the database once it is REVOCATION_REFRESH_S
         old: one small query per replica that often, instead of one per request.
         """
-        if time.monotonic() - self._revoked_read_at >= REVOCATION_REFRESH_S:
-            async with self._revoked_lock:
-                if time.monotonic() - self._revoked_read_at >= REVOCATION_REFRESH_S:
-                    await self._read_revoked()
-        return key_id in self._revoked
+        if time.monotonic() - self._ended_read_at >= REVOCATION_REFRESH_S:
+            async with self._ended_lock:
+                if time.monotonic() - self._ended_read_at >= REVOCATION_REFRESH_S:
+                    await self._read_ended()
+        return key_id in self._ended
 
-    async def _read_revoked(self) -> None:
+    async def _read_ended(self) -> None:
         started = time.monotonic()
         now = self._clock()
         since = now - timedelta(seconds=self._token_lifetime_s + LEEWAY_S)
-        self._revoked = set(await self._store.api_keys.ended_since(since, now=now))
-        self._revoked_read_at = started
+        self._ended = set(await self._store.api_keys.ended_since(since, now=now))
+        self._ended_read_at = started
 
     async def verify(self, key: str) -> Principal:
         """The caller a live key stands for; Unauthenticated("Invalid API key") otherwise."""

@@ -7,7 +7,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -130,7 +130,7 @@ class JobService:
                     if replay is not None:
                         return replay, False
                 await self._check_cap(tx, tenant, cap)
-            job = NewJob(**{**job.params, "depth": depth})
+            job = replace(job, depth=depth)
             if not await tx.jobs.queue(job):  # pragma: no cover - checked above, locked
                 raise NotFound(AGENT_NOT_FOUND)
             if submission.request_id is not None:

@@ -6,10 +6,11 @@ import functools
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, bindparam, delete, insert, or_, select, update
+from sqlalchemy import Select, bindparam, delete, insert, select, update
 
 from server.paging import Cursor
 from server.store.database import Statements
+from server.store.pages import newest_first
 from server.store.records import AgentRecord
 from server.store.tables import agents, jobs
 
@@ -50,16 +51,10 @@ _PURGE = delete(agents).where(agents.c.id.in_(bindparam("ids", expanding=True)))
 
 @functools.cache
 def _page(after: bool) -> Select[Any]:
-    query = select(*_COLUMNS).where(
+    live = select(*_COLUMNS).where(
         agents.c.tenant_id == _param("tenant_id"), agents.c.deleted_at.is_(None)
     )
-    if after:
-        at = bindparam("after_at", type_=agents.c.created_at.type)
-        after_id = bindparam("after_id", type_=agents.c.id.type)
-        query = query.where(
-            or_(agents.c.created_at < at, and_(agents.c.created_at == at, agents.c.id < after_id))
-        )
-    return query.order_by(agents.c.created_at.desc(), agents.c.id.desc()).limit(bindparam("limit"))
+    return newest_first(live, agents.c.created_at, agents.c.id, after=after)
 
 
 class Agents:

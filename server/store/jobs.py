@@ -28,7 +28,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    or_,
     select,
     true,
     update,
@@ -38,6 +37,7 @@ from server.paging import Cursor
 from server.store.database import Row, Statements
 from server.store.events import EventType
 from server.store.models import JobStatus
+from server.store.pages import newest_first
 from server.store.records import JobRecord
 from server.store.tables import agents, events, jobs, tenant_limits
 from server.store.transitions import DUE, Attempt, Transition, claim, claimed
@@ -159,13 +159,7 @@ def _page(by_agent: bool, by_status: bool, after: bool) -> Select[Any]:
         query = query.where(jobs.c.agent_id == _param("agent_id"))
     if by_status:
         query = query.where(jobs.c.status == _param("status"))
-    if after:
-        at = bindparam("after_at", type_=jobs.c.queued_at.type)
-        after_id = bindparam("after_id", type_=jobs.c.id.type)
-        query = query.where(
-            or_(jobs.c.queued_at < at, and_(jobs.c.queued_at == at, jobs.c.id < after_id))
-        )
-    return query.order_by(jobs.c.queued_at.desc(), jobs.c.id.desc()).limit(bindparam("limit"))
+    return newest_first(query, jobs.c.queued_at, jobs.c.id, after=after)
 
 
 _LOST_RUNS = (

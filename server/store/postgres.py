@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import enum
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
 
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -30,6 +30,8 @@ from server.store.database import DuplicateKey, Params, Row, Statements
 
 # A connection of the pool (a proxy of the driver's connection).
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
+
+T = TypeVar("T")
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -174,10 +176,10 @@ class PostgresDatabase:
         except _NO_CONNECTION as error:
             raise Unavailable(DATABASE_UNAVAILABLE) from error
 
-    async def _alone(self, statement: Executable, params: Params | None, fetch: str) -> Any:
+    async def _alone(self, work: Callable[[_Connection], Awaitable[T]]) -> T:
         connection = await self._acquire()
         try:
-            return await getattr(_Connection(connection), fetch)(statement, params)
+            return await work(_Connection(connection))
         finally:
             await self._pool.release(connection)
 
@@ -185,13 +187,13 @@ class PostgresDatabase:
     # it would cost the pool its connection; shielded, it ends and the connection goes back.
 
     async def one(self, statement: Executable, params: Params | None = None) -> Row | None:
-        return cast(Row | None, await asyncio.shield(self._alone(statement, params, "one")))
+        return await asyncio.shield(self._alone(lambda c: c.one(statement, params)))
 
     async def all(self, statement: Executable, params: Params | None = None) -> list[Row]:
-        return cast(list[Row], await asyncio.shield(self._alone(statement, params, "all")))
+        return await asyncio.shield(self._alone(lambda c: c.all(statement, params)))
 
     async def run(self, statement: Executable, params: Params | None = None) -> None:
-        await asyncio.shield(self._alone(statement, params, "run"))
+        await asyncio.shield(self._alone(lambda c: c.run(statement, params)))
 
     def atomic(self) -> AbstractAsyncContextManager[Statements]:
         return self.transaction()
