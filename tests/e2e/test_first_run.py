@@ -62,6 +62,9 @@ class DevServers:
         server = _start(["serve", "--dev"], cwd=self.directory, env=self.env)
         self.running.append(server)
         server.wait_listening()
+        # stdout and stderr are read by separate threads: the REST line, printed before
+        # the banner, may be read after it.
+        server.wait_rest()
         stderr = server.wait_stderr(BANNER_END)
         assert BANNER_END.search(stderr), server.output
         return server, stderr
