@@ -258,9 +258,8 @@ async def sqlite_store() -> Store:
     `create_all` takes, and every unit test makes a database.
     """
     db = SqliteDatabase.open("sqlite://", pool_size=1)
-    async with db.engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        await raw.driver_connection.executescript(_schema_script())  # type: ignore[union-attr]
+    script = _schema_script()
+    await db.run_sync(lambda connection: connection.connection.executescript(script))
     return Store(db)
 
 

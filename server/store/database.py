@@ -2,7 +2,7 @@
 
 Every statement of agentq is a Core statement defined once (`server/store/`), with named
 parameters. Two adapters run them: asyncpg on PostgreSQL (`postgres.py`) and
-SQLAlchemy's async engine over aiosqlite on SQLite (`sqlite.py`). A row comes back as a
+SQLAlchemy's Core on SQLite, each connection on a thread of its own (`sqlite.py`). A row comes back as a
 mapping of column name to value, with timestamps as aware UTC datetimes on both.
 """
 

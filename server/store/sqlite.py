@@ -1,28 +1,34 @@
-"""The database port on SQLite: SQLAlchemy's async engine over aiosqlite.
+"""The database port on SQLite: each connection on a thread of its own, one trip per statement.
 
-SQLite's driver blocks, so aiosqlite gives each connection a thread of its own and the
-event loop awaits it. Statements go through SQLAlchemy, which formats timestamps as one
-sortable text (`UTCDateTime`). WAL lets readers run beside the one writer; busy_timeout
-makes writers wait for each other instead of failing at once.
+SQLite's driver blocks, so every connection lives on its own thread (a lane) and the
+event loop awaits it. A statement, its rows and, for a statement on its own, the commit
+go to the lane as one piece of work: one trip between the loop and the thread, where a
+driver adapter that awaits each cursor call takes four. Statements go through
+SQLAlchemy's synchronous Core, which formats timestamps as one sortable text
+(`UTCDateTime`). WAL lets readers run beside the one writer; busy_timeout makes writers
+wait for each other instead of failing at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractAsyncContextManager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import event, text
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import Executable
 
 from server.errors import DATABASE_UNAVAILABLE, Unavailable
 from server.store.database import DuplicateKey, Params, Row, Statements
+
+T = TypeVar("T")
+Work = Callable[[Connection], T]
 
 
 def _pragmas(dbapi_connection: Any, _record: object) -> None:
@@ -34,13 +40,8 @@ def _pragmas(dbapi_connection: Any, _record: object) -> None:
     cursor.close()
 
 
-def async_url(url: str) -> str:
-    """The aiosqlite form of a SQLite URL."""
-    return make_url(url).set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
-
-
 @contextlib.contextmanager
-def _errors() -> Any:
+def _errors() -> Iterator[None]:
     """A unique key's refusal is DuplicateKey; the database failing is Unavailable."""
     try:
         yield
@@ -52,31 +53,104 @@ def _errors() -> Any:
         raise Unavailable(DATABASE_UNAVAILABLE) from error
 
 
-class _Connection:
-    """Statements on one connection, in its transaction."""
+def _one(statement: Executable, params: Params | None) -> Work[Row | None]:
+    def work(connection: Connection) -> Row | None:
+        return cast(
+            Row | None, connection.execute(statement, dict(params or {})).mappings().first()
+        )
+
+    return work
+
+
+def _all(statement: Executable, params: Params | None) -> Work[list[Row]]:
+    def work(connection: Connection) -> list[Row]:
+        return cast(list[Row], connection.execute(statement, dict(params or {})).mappings().all())
+
+    return work
+
+
+def _run(statement: Executable, params: Params | None) -> Work[None]:
+    def work(connection: Connection) -> None:
+        connection.execute(statement, dict(params or {}))
+
+    return work
+
+
+def _committed(work: Work[T]) -> Work[T]:
+    """`work` and its commit, or its rollback if either fails."""
+
+    def alone(connection: Connection) -> T:
+        try:
+            done = work(connection)
+            connection.commit()
+        except BaseException:
+            _roll_back(connection)
+            raise
+        return done
+
+    return alone
+
+
+def _roll_back(connection: Connection) -> None:
+    # The failure being handled is the one to report, not the rollback's.
+    with contextlib.suppress(Exception):
+        connection.rollback()
+
+
+def _commit(connection: Connection) -> None:
+    _committed(lambda _connection: None)(connection)
+
+
+class _Lane:
+    """One connection and the thread that runs every call on it, in the order sent."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentq-sqlite")
+        self._connection: Connection | None = None
+
+    async def call(self, work: Work[T]) -> T:
+        """Run `work` on the connection (opened on first use) and await its result."""
+        future = self._thread.submit(self._on_thread, work)
+        with _errors():
+            return await asyncio.wrap_future(future)
+
+    def _on_thread(self, work: Work[T]) -> T:
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        return work(self._connection)
+
+    async def close(self) -> None:
+        """Close the connection on its thread, then let the thread end."""
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(self._thread.submit(self._close_on_thread))
+        self._thread.shutdown(wait=False)
+
+    def _close_on_thread(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class _Transaction:
+    """Statements on one lane, in its transaction."""
 
     dialect = "sqlite"
+
+    def __init__(self, lane: _Lane) -> None:
+        self._lane = lane
 
     def atomic(self) -> AbstractAsyncContextManager[Statements]:
         return contextlib.nullcontext(self)
 
-    def __init__(self, connection: AsyncConnection) -> None:
-        self._connection = connection
-
     async def one(self, statement: Executable, params: Params | None = None) -> Row | None:
-        with _errors():
-            result = await self._connection.execute(statement, dict(params or {}))
-            row = result.first()
-        return None if row is None else cast(Row, row._mapping)
+        return await self._lane.call(_one(statement, params))
 
     async def all(self, statement: Executable, params: Params | None = None) -> list[Row]:
-        with _errors():
-            result = await self._connection.execute(statement, dict(params or {}))
-            return [cast(Row, row._mapping) for row in result]
+        return await self._lane.call(_all(statement, params))
 
     async def run(self, statement: Executable, params: Params | None = None) -> None:
-        with _errors():
-            await self._connection.execute(statement, dict(params or {}))
+        await self._lane.call(_run(statement, params))
 
 
 class SqliteDatabase:
@@ -84,71 +158,79 @@ class SqliteDatabase:
 
     dialect = "sqlite"
 
-    def __init__(self, engine: AsyncEngine, *, one_connection: bool = False) -> None:
+    def __init__(self, engine: Engine, *, lanes: int) -> None:
         self._engine = engine
-        # An in-memory database is one connection: its transactions take turns, as
-        # interleaved on one connection they would commit or roll back each other's work.
-        self._turns = asyncio.Lock() if one_connection else None
+        # Idle lanes, the last used first: its connection and thread are warm. Each loop
+        # that uses the store opens its own (see server/bootstrap.py).
+        self._idle: asyncio.LifoQueue[_Lane] = asyncio.LifoQueue()
+        self._lanes = [_Lane(engine) for _ in range(lanes)]
+        for lane in self._lanes:
+            self._idle.put_nowait(lane)
 
     @classmethod
     def open(cls, url: str, *, pool_size: int) -> SqliteDatabase:
-        """An engine of up to `pool_size` connections; an in-memory database has one."""
+        """Up to `pool_size` connections; an in-memory database has one.
+
+        An in-memory database is its one connection, so its transactions take turns on
+        it: interleaved on one connection they would commit or roll back each other's work.
+        """
         memory = make_url(url).database in (None, "", ":memory:")
-        # No reset on return: every transaction ends in a commit, or in the rollback of
-        # closing it after an error, so the pool's own rollback would be a third hop to
-        # the connection's thread for every statement.
-        options: dict[str, Any] = {"hide_parameters": True, "pool_reset_on_return": None}
-        if memory:
-            options["poolclass"] = StaticPool
-        else:
-            options["pool_size"] = pool_size
-        engine = create_async_engine(
-            async_url(url), connect_args={"check_same_thread": False, "timeout": 30}, **options
+        # Each lane holds its connection for good, so there is nothing for a pool to keep.
+        engine = create_engine(
+            url, poolclass=NullPool, hide_parameters=True, connect_args={"timeout": 30}
         )
-        event.listen(engine.sync_engine, "connect", _pragmas)
-        return cls(engine, one_connection=memory)
+        event.listen(engine, "connect", _pragmas)
+        return cls(engine, lanes=1 if memory else pool_size)
 
     @property
-    def engine(self) -> AsyncEngine:
-        """The engine, for creating a schema in tests."""
+    def engine(self) -> Engine:
+        """The engine, for tests that watch its statements."""
         return self._engine
 
     async def one(self, statement: Executable, params: Params | None = None) -> Row | None:
-        async with self.transaction() as tx:
-            return await tx.one(statement, params)
+        return await self._alone(_one(statement, params))
 
     async def all(self, statement: Executable, params: Params | None = None) -> list[Row]:
-        async with self.transaction() as tx:
-            return await tx.all(statement, params)
+        return await self._alone(_all(statement, params))
 
     async def run(self, statement: Executable, params: Params | None = None) -> None:
-        async with self.transaction() as tx:
-            await tx.run(statement, params)
+        await self._alone(_run(statement, params))
+
+    async def run_sync(self, work: Work[T]) -> T:
+        """Run `work` with a connection in one transaction (tests create schemas with it)."""
+        return await self._alone(work)
 
     def atomic(self) -> AbstractAsyncContextManager[Statements]:
         return self.transaction()
 
+    async def _alone(self, work: Work[T]) -> T:
+        # Statement and commit in one trip. Should the caller go away meanwhile, the lane
+        # goes back at once: whatever is sent to it next runs after the commit.
+        lane = await self._idle.get()
+        try:
+            return await lane.call(_committed(work))
+        finally:
+            self._idle.put_nowait(lane)
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Statements]:
-        async with self._turns or contextlib.nullcontext(), self._connection() as connection:
-            yield connection
-
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Statements]:
-        with _errors():
-            connection = await self._engine.connect()
+        lane = await self._idle.get()
         try:
-            yield _Connection(connection)
-            with _errors():
-                await connection.commit()
+            try:
+                yield _Transaction(lane)
+            except BaseException:
+                # Sent before the lane goes back, so it runs before the next user's work.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(lane.call(_roll_back))
+                raise
+            await lane.call(_commit)
         finally:
-            # Closing rolls back whatever was not committed.
-            await connection.close()
+            self._idle.put_nowait(lane)
 
     async def ping(self) -> None:
-        with _errors():
-            async with self._engine.connect() as connection:
-                await connection.execute(text("SELECT 1"))
+        await self._alone(lambda connection: connection.exec_driver_sql("SELECT 1"))
 
     async def close(self) -> None:
-        await self._engine.dispose()
+        for lane in self._lanes:
+            await lane.close()
+        self._engine.dispose()

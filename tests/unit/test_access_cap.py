@@ -38,8 +38,7 @@ async def any_world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     """
     if request.param == "sqlite":
         db = SqliteDatabase.open(f"sqlite:///{tmp_path / 'agentq.db'}", pool_size=4)
-        async with db.engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
+        await db.run_sync(Base.metadata.create_all)
         store = Store(db)
     else:
         store = await postgres_store(request.getfixturevalue("fresh_postgres_url"))

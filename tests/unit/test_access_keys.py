@@ -85,7 +85,7 @@ def _key_writes(world: World) -> list[str]:
         if statement.lstrip().upper().startswith("UPDATE API_KEYS"):
             writes.append(statement)
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    event.listen(db.engine, "before_cursor_execute", record)
     return writes
 
 

@@ -61,8 +61,7 @@ class Worker:
     async def _create_schema(self) -> None:
         db = self.world.store.db
         assert isinstance(db, SqliteDatabase)
-        async with db.engine.begin() as connection:
-            await connection.run_sync(Base.metadata.create_all)
+        await db.run_sync(Base.metadata.create_all)
 
     def _new_loop(self) -> asyncio.AbstractEventLoop:
         self._loop = asyncio.new_event_loop()
@@ -80,6 +79,13 @@ class Worker:
     def job(self) -> JobRecord:
         """A stored pending job, due now."""
         return self.on_test_loop(self.world.add_job(self.agent))
+
+    def running_job(self) -> JobRecord:
+        """A stored job, admitted and waited on until its provider call is under way."""
+        job = self.job()
+        self.engine.admit(job.id)
+        assert _until(lambda: self.engine.in_flight == 1)
+        return job
 
     def row(self, job: JobRecord) -> JobRecord:
         row = self.on_test_loop(self.world.job(job.id))
@@ -152,9 +158,7 @@ def test_a_cancel_request_stops_the_running_call_within_a_check(
     started: Callable[[ScriptedProvider], Worker],
 ) -> None:
     worker = started(ScriptedProvider(slowly(30, ANSWER)))
-    job = worker.job()
-    worker.engine.admit(job.id)
-    assert _until(lambda: worker.engine.in_flight == 1)
+    job = worker.running_job()
 
     worker.request_cancel(job)
 
@@ -180,9 +184,7 @@ def test_closing_interrupts_running_calls_and_gives_their_jobs_back_at_once(
     started: Callable[[ScriptedProvider], Worker],
 ) -> None:
     worker = started(ScriptedProvider(slowly(30, ANSWER)))
-    job = worker.job()
-    worker.engine.admit(job.id)
-    assert _until(lambda: worker.engine.in_flight == 1)
+    job = worker.running_job()
 
     worker.close(grace_s=0)
 
@@ -197,9 +199,7 @@ def test_a_duplicate_message_for_a_running_job_leaves_its_cancel_check_in_place(
     started: Callable[[ScriptedProvider], Worker],
 ) -> None:
     worker = started(ScriptedProvider(slowly(30, ANSWER)))
-    job = worker.job()
-    worker.engine.admit(job.id)
-    assert _until(lambda: worker.engine.in_flight == 1)
+    job = worker.running_job()
 
     worker.engine.admit(job.id)  # a message sent again; its claim finds the job running
     time.sleep(0.05)
