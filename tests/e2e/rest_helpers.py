@@ -26,6 +26,7 @@ from tests.e2e.harness import (
     running_rest,
     running_server,
     settings_for,
+    token,
 )
 from tests.processes import stop_all
 
@@ -45,6 +46,16 @@ def http_client(base_url: str, bearer: str) -> httpx.Client:
     """A client of one REST shim carrying a caller's token."""
     headers = {"Authorization": f"Bearer {bearer}"}
     return httpx.Client(base_url=base_url, headers=headers, timeout=TIMEOUT_S)
+
+
+@contextmanager
+def alice_and_bob(rest: RestThread) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """Clients of one shim for users of two tenants, alice and bob."""
+    with (
+        http_client(rest.url, token("alice")) as alice,
+        http_client(rest.url, token("bob")) as bob,
+    ):
+        yield alice, bob
 
 
 def create_agent(http: httpx.Client, **fields: Any) -> dict[str, Any]:
@@ -212,6 +223,24 @@ def worker_processes(settings: Settings, *, count: int = 2, concurrency: int = 2
         yield
     finally:
         stop_all(started)
+
+
+def with_latency(settings: Settings, latency_s: float) -> Settings:
+    """The settings with a builtin provider that takes `latency_s` to answer."""
+    return settings.model_copy(update={"builtin_latency_ms": int(latency_s * 1000)})
+
+
+@contextmanager
+def scaled_stack(
+    settings: Settings, *, count: int = 2, concurrency: int = 2
+) -> Iterator[tuple[ServerThread, httpx.Client]]:
+    """scaled_rest with `count` worker processes, and a client of its shim for alice."""
+    with (
+        scaled_rest(settings) as (server, rest),
+        worker_processes(settings, count=count, concurrency=concurrency),
+        http_client(rest.url, token()) as http,
+    ):
+        yield server, http
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from tests.e2e.harness import token
 from tests.e2e.rest_helpers import (
     FINISHED,
     LONG_PROMPT,
+    alice_and_bob,
     assert_error,
     cancel,
     count_rows,
@@ -24,10 +25,12 @@ from tests.e2e.rest_helpers import (
     http_client,
     read_stream,
     scaled_rest,
+    scaled_stack,
     stays,
     submit,
     wait_for,
     wait_running,
+    with_latency,
     worker_processes,
 )
 
@@ -61,12 +64,7 @@ def test_cancelling_a_running_job_stops_it_within_two_seconds_and_it_never_compl
     scaled_settings: Settings,
 ) -> None:
     latency_s = 3.0
-    settings = scaled_settings.model_copy(update={"builtin_latency_ms": int(latency_s * 1000)})
-    with (
-        scaled_rest(settings) as (_, rest),
-        worker_processes(settings),
-        http_client(rest.url, token()) as http,
-    ):
+    with scaled_stack(with_latency(scaled_settings, latency_s)) as (_, http):
         agent = create_agent(http)
         job_id = submit(http, agent["id"], LONG_PROMPT)
         wait_running(http, job_id)
@@ -94,11 +92,7 @@ def test_cancelling_a_running_job_stops_it_within_two_seconds_and_it_never_compl
 def test_cancelling_a_finished_job_is_a_conflict_and_cancelling_twice_is_harmless(
     scaled_settings: Settings,
 ) -> None:
-    with (
-        scaled_rest(scaled_settings) as (_, rest),
-        http_client(rest.url, token("alice")) as http,
-        http_client(rest.url, token("bob")) as bob,
-    ):
+    with scaled_rest(scaled_settings) as (_, rest), alice_and_bob(rest) as (http, bob):
         agent = create_agent(http)
         twice = submit(http, agent["id"], "Cancel me twice")
         first = cancel(http, twice)
@@ -135,11 +129,7 @@ def test_cancelling_a_finished_job_is_a_conflict_and_cancelling_twice_is_harmles
 def test_a_sub_agent_job_is_one_level_below_its_parent_and_max_depth_is_enforced(
     scaled_settings: Settings,
 ) -> None:
-    with (
-        scaled_rest(scaled_settings) as (server, rest),
-        http_client(rest.url, token("alice")) as http,
-        http_client(rest.url, token("bob")) as bob,
-    ):
+    with scaled_rest(scaled_settings) as (server, rest), alice_and_bob(rest) as (http, bob):
         agent = create_agent(http, max_depth=1)
         parent = submit(http, agent["id"], "Split the work")
         child = submit(http, agent["id"], "Do part one", parent_job_id=parent)
@@ -176,12 +166,8 @@ def test_cancelling_a_parent_job_cancels_its_running_and_pending_children(
     scaled_settings: Settings,
 ) -> None:
     latency_s = 3.0
-    settings = scaled_settings.model_copy(update={"builtin_latency_ms": int(latency_s * 1000)})
-    with (
-        scaled_rest(settings) as (_, rest),
-        worker_processes(settings, count=1, concurrency=2),
-        http_client(rest.url, token()) as http,
-    ):
+    settings = with_latency(scaled_settings, latency_s)
+    with scaled_stack(settings, count=1, concurrency=2) as (_, http):
         agent = create_agent(http, max_depth=1)
         parent = submit(http, agent["id"], LONG_PROMPT)
         wait_running(http, parent)

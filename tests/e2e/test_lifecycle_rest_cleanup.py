@@ -17,13 +17,13 @@ from tests.e2e.rest_helpers import (
     get_job,
     http_client,
     read_stream,
-    scaled_rest,
+    scaled_stack,
     stays,
     stream_url,
     submit,
     wait_for,
     wait_running,
-    worker_processes,
+    with_latency,
 )
 
 # --- Deleting an agent -----------------------------------------------------------------------
@@ -32,12 +32,8 @@ from tests.e2e.rest_helpers import (
 def test_deleting_an_agent_cancels_its_unfinished_jobs_and_keeps_its_finished_ones_readable(
     scaled_settings: Settings,
 ) -> None:
-    settings = scaled_settings.model_copy(update={"builtin_latency_ms": 1500})
-    with (
-        scaled_rest(settings) as (_, rest),
-        worker_processes(settings, count=1, concurrency=1),
-        http_client(rest.url, token()) as http,
-    ):
+    settings = with_latency(scaled_settings, 1.5)
+    with scaled_stack(settings, count=1, concurrency=1) as (_, http):
         agent = create_agent(http, name="doomed")
         keeper = create_agent(http, name="keeper")
         finished = submit(http, agent["id"], "First task")

@@ -18,6 +18,7 @@ from server.store.models import IdempotencyKey, Job
 from tests.e2e.harness import token
 from tests.e2e.rest_helpers import (
     FINISHED,
+    alice_and_bob,
     assert_error,
     count_rows,
     create_agent,
@@ -108,11 +109,7 @@ def test_an_idempotency_key_reused_with_a_different_request_is_a_conflict(
 
 
 def test_an_idempotency_key_is_per_tenant(scaled_settings: Settings) -> None:
-    with (
-        scaled_rest(scaled_settings) as (server, rest),
-        http_client(rest.url, token("alice")) as alice,
-        http_client(rest.url, token("bob")) as bob,
-    ):
+    with scaled_rest(scaled_settings) as (server, rest), alice_and_bob(rest) as (alice, bob):
         alices_agent = create_agent(alice)
         alices_job = submit(alice, alices_agent["id"], "Plan the trip", key="trip-1")
         # Bob's key does not reach Alice's job, nor her agent.

@@ -19,6 +19,7 @@ from tests.e2e.rest_helpers import (
     STREAMED_RUN,
     TIMEOUT_S,
     Event,
+    alice_and_bob,
     assert_error,
     assert_well_formed,
     cancel,
@@ -32,6 +33,7 @@ from tests.e2e.rest_helpers import (
     stream_url,
     submit,
     wait_for,
+    with_latency,
     worker_processes,
 )
 
@@ -41,7 +43,7 @@ from tests.e2e.rest_helpers import (
 def test_a_stream_dropped_mid_job_resumes_on_another_server_process_with_every_event_once(
     scaled_settings: Settings,
 ) -> None:
-    settings = scaled_settings.model_copy(update={"builtin_latency_ms": 2000})
+    settings = with_latency(scaled_settings, 2.0)
     with (
         serve_processes(settings, 2) as (first, second),
         worker_processes(settings, count=1, concurrency=1),
@@ -107,8 +109,7 @@ def test_a_stream_of_an_unknown_or_foreign_job_is_a_json_404_not_an_event_stream
 ) -> None:
     with (
         embedded_rest(tmp_path) as (_, rest),
-        http_client(rest.url, token("alice")) as alice,
-        http_client(rest.url, token("bob")) as bob,
+        alice_and_bob(rest) as (alice, bob),
     ):
         unknown = str(uuid.uuid4())
         assert_error(alice.get(stream_url(unknown)), 404, "NOT_FOUND", f"Job {unknown} not found")
