@@ -35,20 +35,9 @@ from tests.e2e.access_helpers import (
     with_admin,
 )
 from tests.e2e.harness import ServerThread, running_rest, running_server, serve_process, token
+from tests.e2e.rest_fields import API_KEY_FIELDS
 
 KEY_PATTERN = re.compile(r"agq_[A-Za-z0-9_-]{32,}")
-API_KEY_FIELDS = {
-    "id",
-    "tenant_id",
-    "name",
-    "role",
-    "scopes",
-    "prefix",
-    "created_at",
-    "last_used_at",
-    "expires_at",
-    "revoked_at",
-}
 
 
 # --- 1. keys: created, used, listed, revoked -------------------------------------------

@@ -15,6 +15,13 @@ import httpx
 from server.settings import Settings
 from tests.e2e.cli_helpers import clean_env
 from tests.e2e.harness import SECRET, RestThread, WorkerProcess, running_rest, running_server
+from tests.e2e.rest_fields import (
+    ACK_FIELDS,
+    AGENT_FIELDS,
+    HEALTH_FIELDS,
+    JOB_FIELDS,
+    RESULT_FIELDS,
+)
 from tests.e2e.rest_helpers import CANONICAL_UUID
 from tests.processes import run_agentq
 
@@ -23,57 +30,6 @@ RFC3339_Z = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z")
 HEX64 = re.compile(r"[0-9a-f]{64}")
 # What a vex-api client does with the acknowledgement: find the UUID in `response`.
 UUID_IN_TEXT = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
-
-HEALTH_KEYS = {"status", "version", "timestamp", "db_type"}
-AGENT_KEYS = {
-    "id",
-    "name",
-    "role",
-    "max_depth",
-    "spawn_shadow",
-    "generation",
-    "fitness",
-    "created_at",
-}
-ACK_KEYS = {
-    "agent_id",
-    "job_id",
-    "status",
-    "response",
-    "verified",
-    "confidence",
-    "context_hash",
-    "merkle_root",
-    "latency_ms",
-}
-JOB_KEYS = {
-    "job_id",
-    "agent_id",
-    "status",
-    "result",
-    "error",
-    "queued_at",
-    "started_at",
-    "completed_at",
-    "attempts",
-    # Added by agentq for sub-agent executions; vex-api clients ignore them.
-    "parent_job_id",
-    "depth",
-}
-RESULT_KEYS = {
-    "job_id",
-    "agent_id",
-    "success",
-    "response",
-    "tokens_used",
-    "completed_at",
-    "error",
-    "prompt",
-    "context_hash",
-    "merkle_root",
-    "verified",
-    "confidence",
-}
 
 # The request bodies of the seed walkthrough, with padding to show trimming.
 SEED_AGENT = {
@@ -137,7 +93,7 @@ def _walk_the_seed(base_url: str, bearer: str, *, db_type: str) -> None:
         # Step 1: the service is up.
         health = http.get("/health")
         assert health.status_code == 200, health.text
-        assert set(health.json()) == HEALTH_KEYS
+        assert set(health.json()) == HEALTH_FIELDS
         assert health.json()["status"] == "healthy"
         assert health.json()["db_type"] == db_type
         assert isinstance(health.json()["version"], str) and health.json()["version"]
@@ -150,7 +106,7 @@ def _walk_the_seed(base_url: str, bearer: str, *, db_type: str) -> None:
         created = http.post("/api/v1/agents", json=SEED_AGENT)
         assert created.status_code == 201, created.text
         agent = created.json()
-        assert set(agent) == AGENT_KEYS
+        assert set(agent) == AGENT_FIELDS
         assert CANONICAL_UUID.fullmatch(agent["id"])
         assert agent["name"] == "integration-agent"
         assert agent["role"] == "You are a concise research assistant."
@@ -165,7 +121,7 @@ def _walk_the_seed(base_url: str, bearer: str, *, db_type: str) -> None:
         acked = http.post(f"/api/v1/agents/{agent['id']}/execute", json=SEED_EXECUTION)
         assert acked.status_code == 202, acked.text
         ack = acked.json()
-        assert set(ack) == ACK_KEYS
+        assert set(ack) == ACK_FIELDS
         found = UUID_IN_TEXT.search(ack["response"])
         assert found is not None, ack["response"]
         job_id = found.group(0)
@@ -196,7 +152,7 @@ def _walk_the_seed(base_url: str, bearer: str, *, db_type: str) -> None:
 
 
 def _assert_completed_job(job: dict[str, Any], *, agent: dict[str, Any], job_id: str) -> None:
-    assert set(job) == JOB_KEYS
+    assert set(job) == JOB_FIELDS
     assert job["status"] == "completed", job
     assert job["job_id"] == job_id
     assert job["agent_id"] == agent["id"]
@@ -206,7 +162,7 @@ def _assert_completed_job(job: dict[str, Any], *, agent: dict[str, Any], job_id:
     assert queued <= _timestamp(job["started_at"]) <= _timestamp(job["completed_at"])
 
     result = job["result"]
-    assert set(result) == RESULT_KEYS
+    assert set(result) == RESULT_FIELDS
     assert result["job_id"] == job_id
     assert result["agent_id"] == agent["id"]
     assert result["success"] is True
