@@ -5,9 +5,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.e2e.harness import RestThread, ServerThread, running_rest, running_server, settings_for
+from tests.e2e.harness import (
+    RestThread,
+    ServerThread,
+    running_rest,
+    running_server,
+    settings_for,
+    token,
+)
+from tests.e2e.rest_errors_helpers import VALID_AGENT
 
 
 @pytest.fixture
@@ -31,3 +40,49 @@ def rest(embedded: ServerThread) -> Iterator[RestThread]:
     """The REST shim over real HTTP in front of the embedded server."""
     with running_rest(f"127.0.0.1:{embedded.port}") as shim:
         yield shim
+
+
+# One server and shim for each test module that takes them: every test that does is a refused
+# request (checked to store nothing) or makes its own agents, so they cannot disturb each other.
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    """The embedded default (a SQLite file, in-process workers) shared by this module."""
+    database = tmp_path_factory.mktemp("shared") / "agentq.db"
+    with running_server(
+        settings_for(database_url=f"sqlite:///{database}"), in_process_workers=True
+    ) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def shim(server: ServerThread) -> Iterator[RestThread]:
+    """The REST shim over real HTTP in front of the shared server."""
+    with running_rest(f"127.0.0.1:{server.port}") as started:
+        yield started
+
+
+@pytest.fixture
+def anonymous(shim: RestThread) -> Iterator[httpx.Client]:
+    """An HTTP client of the shim with no credentials."""
+    with httpx.Client(base_url=shim.url, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+def http(shim: RestThread) -> Iterator[httpx.Client]:
+    """An HTTP client of the shim carrying a valid user token for tenant alice."""
+    headers = {"Authorization": f"Bearer {token('alice')}"}
+    with httpx.Client(base_url=shim.url, timeout=10, headers=headers) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def agent_id(shim: RestThread) -> str:
+    """An agent of tenant alice, created over REST."""
+    headers = {"Authorization": f"Bearer {token('alice')}"}
+    response = httpx.post(
+        f"{shim.url}/api/v1/agents", json=VALID_AGENT, headers=headers, timeout=10
+    )
+    assert response.status_code == 201, response.text
+    created: str = response.json()["id"]
+    return created

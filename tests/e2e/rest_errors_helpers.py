@@ -1,6 +1,5 @@
-"""What the tests of the REST errors share: the contract's error body, a check that a
-refused request stored nothing, and one server and shim per test module (pytest finds the
-fixtures below among the attributes of each module that takes them)."""
+"""What the tests of the REST errors share: the contract's error body and a check that a
+refused request stored nothing (their server and shim are fixtures of tests/e2e/conftest.py)."""
 
 from __future__ import annotations
 
@@ -9,17 +8,11 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from server.store.models import Agent, Job
 from tests.e2e.harness import (
-    RestThread,
     ServerThread,
-    running_rest,
-    running_server,
-    settings_for,
-    token,
 )
 
 VALID_AGENT = {"name": "helper", "role": "You are a helpful assistant."}
@@ -78,49 +71,3 @@ def nothing_stored(server: ServerThread) -> Iterator[None]:
     before = stored_rows(server)
     yield
     assert stored_rows(server) == before, "a refused request stored something"
-
-
-# One server and shim for each test module: every test that takes them is a refused request
-# (checked to store nothing) or makes its own agents, so they cannot disturb each other.
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    """The embedded default (a SQLite file, in-process workers) shared by this module."""
-    database = tmp_path_factory.mktemp("rest-errors") / "agentq.db"
-    with running_server(
-        settings_for(database_url=f"sqlite:///{database}"), in_process_workers=True
-    ) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def shim(server: ServerThread) -> Iterator[RestThread]:
-    """The REST shim over real HTTP in front of the shared server."""
-    with running_rest(f"127.0.0.1:{server.port}") as started:
-        yield started
-
-
-@pytest.fixture
-def anonymous(shim: RestThread) -> Iterator[httpx.Client]:
-    """An HTTP client of the shim with no credentials."""
-    with httpx.Client(base_url=shim.url, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-def http(shim: RestThread) -> Iterator[httpx.Client]:
-    """An HTTP client of the shim carrying a valid user token for tenant alice."""
-    headers = {"Authorization": f"Bearer {token('alice')}"}
-    with httpx.Client(base_url=shim.url, timeout=10, headers=headers) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def agent_id(shim: RestThread) -> str:
-    """An agent of tenant alice, created over REST."""
-    headers = {"Authorization": f"Bearer {token('alice')}"}
-    response = httpx.post(
-        f"{shim.url}/api/v1/agents", json=VALID_AGENT, headers=headers, timeout=10
-    )
-    assert response.status_code == 201, response.text
-    created: str = response.json()["id"]
-    return created

@@ -26,8 +26,6 @@ from tests.e2e.harness import (
     ServerThread,
     rpc_error,
     running_rest,
-    running_server,
-    settings_for,
 )
 
 LIMIT = 8 * 1024
@@ -50,21 +48,6 @@ BANDS = [
 def _bearer(size: int) -> str:
     """An Authorization value of exactly `size` bytes: a token no server issued."""
     return "Bearer " + "x" * (size - len("Bearer "))
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    database = tmp_path_factory.mktemp("credentials") / "agentq.db"
-    with running_server(
-        settings_for(database_url=f"sqlite:///{database}"), in_process_workers=True
-    ) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def shim(server: ServerThread) -> Iterator[RestThread]:
-    with running_rest(f"127.0.0.1:{server.port}") as rest:
-        yield rest
 
 
 def _rest_answers(

@@ -8,7 +8,6 @@ import uuid
 import httpx
 import pytest
 
-from tests.e2e import rest_errors_helpers
 from tests.e2e.harness import ServerThread, claims, signed, token
 from tests.e2e.rest_errors_helpers import (
     SOME_ID,
@@ -17,16 +16,6 @@ from tests.e2e.rest_errors_helpers import (
     nothing_stored,
     stored_rows,
 )
-
-# The shared server and shim, and clients of it (see tests/e2e/rest_errors_helpers.py).
-server = rest_errors_helpers.server
-shim = rest_errors_helpers.shim
-anonymous = rest_errors_helpers.anonymous
-http = rest_errors_helpers.http
-agent_id = rest_errors_helpers.agent_id
-
-
-# One server and shim for the whole module: every test here is a refused request
 
 # --- 401 ---------------------------------------------------------------------------------
 

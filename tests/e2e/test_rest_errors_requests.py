@@ -6,7 +6,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.e2e import rest_errors_helpers
 from tests.e2e.harness import ServerThread
 from tests.e2e.rest_errors_helpers import (
     SOME_ID,
@@ -15,13 +14,6 @@ from tests.e2e.rest_errors_helpers import (
     nothing_stored,
     stored_rows,
 )
-
-# The shared server and shim, and clients of it (see tests/e2e/rest_errors_helpers.py).
-server = rest_errors_helpers.server
-shim = rest_errors_helpers.shim
-anonymous = rest_errors_helpers.anonymous
-http = rest_errors_helpers.http
-agent_id = rest_errors_helpers.agent_id
 
 MIB = 1024 * 1024
 

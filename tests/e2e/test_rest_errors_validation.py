@@ -7,7 +7,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e import rest_errors_helpers
 from tests.e2e.harness import ServerThread
 from tests.e2e.rest_errors_helpers import (
     SOME_ID,
@@ -15,12 +14,6 @@ from tests.e2e.rest_errors_helpers import (
     assert_validation_error,
     nothing_stored,
 )
-
-# The shared server and shim, and clients of it (see tests/e2e/rest_errors_helpers.py).
-server = rest_errors_helpers.server
-shim = rest_errors_helpers.shim
-http = rest_errors_helpers.http
-agent_id = rest_errors_helpers.agent_id
 
 MISSING = object()  # a field left out of the request body
 
