@@ -6,9 +6,10 @@ settings and a temporary working directory, so what it sees is what a fresh shel
 
 from __future__ import annotations
 
-import os
 import re
 import socket
+
+from bench.stack import agentq_env
 
 SECRET = "cli-test-secret-that-is-long-enough-0123456789"
 STOP_TIMEOUT_S = 15
@@ -19,13 +20,7 @@ JWT_PATTERN = re.compile(r"\beyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 
 def clean_env(**settings: str) -> dict[str, str]:
     """os.environ without any agentq setting or secret, plus `settings`."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("AGENTQ_") and key != "VEX_JWT_SECRET"
-    }
-    env.update(settings)
-    return env
+    return agentq_env(settings)
 
 
 def free_port() -> int:

@@ -19,6 +19,7 @@ from typing import Any, NoReturn
 import google.api
 import pytest
 
+from tests.e2e.cli_helpers import clean_env
 from tests.e2e.harness import SECRET, ServerThread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -34,17 +35,6 @@ def _unavailable(message: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
-
-
-def _clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any agentq setting, plus `extra`."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("AGENTQ_") and key != "VEX_JWT_SECRET"
-    }
-    env.update(extra)
-    return env
 
 
 def _googleapis_include_dir() -> Path:
@@ -90,7 +80,7 @@ def _mint_token_with_cli(*, sub: str, role: str) -> str:
     """A token from the real `agentq token` command, signed with the harness secret."""
     minted = subprocess.run(
         [sys.executable, "-m", "server.cli", "token", "--sub", sub, "--role", role],
-        env=_clean_env(VEX_JWT_SECRET=SECRET),
+        env=clean_env(VEX_JWT_SECRET=SECRET),
         capture_output=True,
         text=True,
         timeout=30,
@@ -115,7 +105,7 @@ def _run_node_client(script: Path, *, port: int, bearer: str) -> dict[str, Any]:
     finished = subprocess.run(
         command,
         cwd=script.parent,
-        env=_clean_env(AGENTQ_TOKEN=bearer),
+        env=clean_env(AGENTQ_TOKEN=bearer),
         capture_output=True,
         text=True,
         timeout=CLIENT_TIMEOUT_S,
