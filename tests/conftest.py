@@ -19,6 +19,7 @@ import redis
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
 
+from bench.fake_openai import FakeOpenAI
 from tests.world import World, postgres_store, sqlite_store, world_on
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -161,3 +162,17 @@ async def pg_world(fresh_postgres_url: str) -> AsyncIterator[World]:
     """A world on a new PostgreSQL database."""
     async with world_on(await postgres_store(fresh_postgres_url)) as made:
         yield made
+
+
+@pytest.fixture(scope="module")
+def fake_openai() -> Iterator[FakeOpenAI]:
+    """The benchmark's fake OpenAI server (bench/fake_openai.py), one for each module."""
+    with FakeOpenAI(chunks=4) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    """The module's fake OpenAI server, answering at once, with its counters zeroed."""
+    fake_openai.reset()
+    return fake_openai

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,19 +21,6 @@ from tests.integration.openai_servers import (
     make_provider,
     sse,
 )
-
-
-@pytest.fixture(scope="module")
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(chunks=4) as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(fake_openai: FakeOpenAI) -> FakeOpenAI:
-    """The benchmark's fake server, answering at once, with its counters zeroed."""
-    fake_openai.reset()
-    return fake_openai
 
 
 @pytest.mark.parametrize(

@@ -5,26 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 
 from bench.fake_openai import FakeOpenAI
 from server.providers.base import Completion
 from tests.integration.openai_servers import SYSTEM, complete, make_provider
-
-
-@pytest.fixture(scope="module")
-def fake_openai() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(chunks=4) as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(fake_openai: FakeOpenAI) -> FakeOpenAI:
-    """The benchmark's fake server, answering at once, with its counters zeroed."""
-    fake_openai.reset()
-    return fake_openai
 
 
 def test_the_fake_servers_stream_arrives_in_order_with_its_usage(fake: FakeOpenAI) -> None:

@@ -9,7 +9,6 @@ import resource
 import signal
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,19 +19,6 @@ from bench.fake_openai import FakeOpenAI
 from tests.processes import ChildProcess, popen
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI(chunks=4) as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(server: FakeOpenAI) -> FakeOpenAI:
-    """The module's server with its counters zeroed."""
-    server.reset()
-    return server
 
 
 def _body(prompt: str, **extra: Any) -> dict[str, Any]:
