@@ -1,12 +1,14 @@
-"""The gRPC backend the shim calls: one grpc.aio channel, metadata and deadline per call."""
+"""The gRPC backend the shim calls: one grpc.aio channel, and a route's call and answer on it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from starlette.datastructures import Headers
+from starlette.responses import Response
 
 from agentq.v1 import (
     admin_service_pb2_grpc,
@@ -15,6 +17,12 @@ from agentq.v1 import (
     system_service_pb2_grpc,
     token_service_pb2_grpc,
 )
+from rest_shim import render
+from rest_shim.access_log import tenant_from
+from rest_shim.errors import rate_headers
+
+if TYPE_CHECKING:
+    from rest_shim.table import Route
 
 
 def _metadata_value(value: str) -> str:
@@ -77,6 +85,29 @@ class Backend:
         call = method(request, metadata=forwarded(headers, request_id), timeout=self._timeout_s)
         reply = await call
         return reply, tuple(await call.trailing_metadata() or ())
+
+    async def answer(
+        self,
+        route: Route,
+        message: Any,
+        *,
+        arguments: Mapping[str, Any],
+        headers: Headers,
+        state: dict[str, Any],
+    ) -> Response:
+        """Make the route's RPC and render its reply; a failed call raises its AioRpcError.
+
+        `arguments` built `message`; a refused field's error names where it was sent.
+        """
+        state["field_location"] = functools.partial(route.location, arguments)
+        reply, trailers = await self.call(
+            self.method(route.rpc), message, headers=headers, request_id=state["request_id"]
+        )
+        state["rate_headers"] = rate_headers(trailers)
+        state["tenant"] = tenant_from(trailers)
+        if route.render is None:
+            return Response(status_code=route.status)
+        return render.json_response(route.render(reply), route.status)
 
     def watch(
         self, method: Callable[..., Any], request: Any, *, headers: Headers, request_id: str

@@ -6,7 +6,7 @@ lane serves those routes from their declarations in the route table (table.py), 
 only requests FastAPI would accept as they are: the method exactly, a canonical
 lowercase UUID for each path id (so `UUID(id)` spells it the same), and for a body,
 plain `application/json` that parses to an object and validates. The route's own
-function builds the message and `table.answer` makes the call and renders the reply,
+function builds the message and `Backend.answer` makes the call and renders the reply,
 as for FastAPI. Everything else, including every error the shim itself answers (a bad
 id, malformed JSON, another media type, a field rule), goes to FastAPI untouched, with
 the body replayed, so those answers still come from one place.
@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rest_shim.backend import Backend
 from rest_shim.handlers import media_type, on_rpc_error
-from rest_shim.table import Route, answer
+from rest_shim.table import Route
 
 # The canonical spelling only; any other (upper case, braces, no hyphens) is FastAPI's.
 _UUID = "([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
@@ -182,13 +182,8 @@ async def _answer(
     message = lane.route.build(**arguments)
     # Other exceptions go up to the app's error middleware, as from a route.
     try:
-        return await answer(
-            lane.route,
-            backend,
-            message,
-            arguments=arguments,
-            headers=headers,
-            state=scope["state"],
+        return await backend.answer(
+            lane.route, message, arguments=arguments, headers=headers, state=scope["state"]
         )
     except grpc.aio.AioRpcError as error:
         return await on_rpc_error(Request(scope), error)

@@ -10,12 +10,11 @@ the RPC, the success status, the renderer of the reply and what OpenAPI document
 the shim decides itself, and writes the OpenAPI document. The fast lane (hot_routes.py)
 serves the routes declared `fast` from the same declarations, for requests that need
 none of that. Both build the message with the route's function and answer with
-`answer`, so a path, a status, a call and a rendering exist once.
+`Backend.answer`, so a path, a status, a call and a rendering exist once.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,14 +24,10 @@ from fastapi import APIRouter, params
 from fastapi.params import Depends
 from google.protobuf import descriptor_pool
 from pydantic import BaseModel
-from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rest_shim import render
-from rest_shim.access_log import tenant_from
 from rest_shim.backend import Backend
-from rest_shim.errors import rate_headers
 from rest_shim.schemas import ErrorBody
 
 # Answers a route whose reply is not one rendered message (the SSE stream): the
@@ -99,30 +94,6 @@ class Route:
 
 def _metadata(annotation: Any) -> tuple[Any, ...]:
     return tuple(get_args(annotation)[1:]) if get_origin(annotation) is Annotated else ()
-
-
-async def answer(
-    route: Route,
-    backend: Backend,
-    message: Any,
-    *,
-    arguments: Mapping[str, Any],
-    headers: Headers,
-    state: dict[str, Any],
-) -> Response:
-    """Make the route's RPC and render its reply; a failed call raises its AioRpcError.
-
-    `arguments` built `message`; a refused field's error names where it was sent.
-    """
-    state["field_location"] = functools.partial(route.location, arguments)
-    reply, trailers = await backend.call(
-        backend.method(route.rpc), message, headers=headers, request_id=state["request_id"]
-    )
-    state["rate_headers"] = rate_headers(trailers)
-    state["tenant"] = tenant_from(trailers)
-    if route.render is None:
-        return Response(status_code=route.status)
-    return render.json_response(route.render(reply), route.status)
 
 
 class RouteTable:
@@ -221,9 +192,8 @@ class _Endpoint:
         backend: Backend = request.app.state.backend
         if route.respond is not None:
             return await route.respond(request, backend.method(route.rpc), message)
-        return await answer(
+        return await backend.answer(
             route,
-            backend,
             message,
             arguments=parameters,
             headers=request.headers,
