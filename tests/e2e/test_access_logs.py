@@ -29,6 +29,7 @@ from tests.e2e.harness import (
     running_server,
     token,
 )
+from tests.log_lines import JSON_LINE_FIELDS
 from tests.processes import agentq_command, popen
 
 HTTP_FIELDS = ("protocol", "method", "route", "status", "request_id", "tenant")
@@ -297,12 +298,7 @@ def test_with_the_json_format_every_line_is_one_object_with_the_fields_as_keys(
     jobs = [e for e in entries if e["logger"] == "agentq.jobs"]
 
     [line] = http
-    assert set(line) == {
-        "time",
-        "level",
-        "logger",
-        "request_id",
-        "message",
+    assert set(line) == JSON_LINE_FIELDS | {
         "protocol",
         "method",
         "route",
@@ -324,12 +320,7 @@ def test_with_the_json_format_every_line_is_one_object_with_the_fields_as_keys(
         "acme",
     )
     [job_line] = jobs
-    assert set(job_line) == {
-        "time",
-        "level",
-        "logger",
-        "request_id",
-        "message",
+    assert set(job_line) == JSON_LINE_FIELDS | {
         "job_id",
         "outcome",
         "attempts",

@@ -13,6 +13,7 @@ import pytest
 from server import logs
 from server.api.context import request_id_var
 from server.settings import Settings, parse_logger_levels
+from tests.log_lines import JSON_LINE_FIELDS
 
 
 @pytest.fixture
@@ -48,16 +49,7 @@ def test_json_lines_carry_time_level_logger_request_id_message_and_every_field(
 
     [line] = stderr.getvalue().splitlines()
     entry = json.loads(line)
-    assert set(entry) == {
-        "time",
-        "level",
-        "logger",
-        "request_id",
-        "message",
-        "job_id",
-        "attempts",
-        "duration_ms",
-    }
+    assert set(entry) == JSON_LINE_FIELDS | {"job_id", "attempts", "duration_ms"}
     assert entry["time"].endswith("+00:00")
     assert (entry["level"], entry["logger"], entry["request_id"]) == (
         "INFO",
