@@ -4,29 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import jwt
 import pytest
 
 from server.auth import tokens as auth_tokens
 from server.auth.principal import Principal
 from server.auth.tokens import BearerVerifier, verify_bearer
 from server.errors import Unauthenticated
-
-SECRET = "unit-test-secret-long-enough-for-hs256-signing-of-these-tokens"
-ISSUER = "vex-api"
-NOW = 1_700_000_000
+from tests.unit.jwt_tokens import ISSUER, NOW, SECRET, encode, make_claims
 
 
 def _token(**overrides: Any) -> str:
-    claims: dict[str, Any] = {
-        "sub": "alice",
-        "role": "user",
-        "iss": ISSUER,
-        "iat": NOW,
-        "exp": NOW + 3600,
-        **overrides,
-    }
-    return jwt.encode(claims, key=SECRET.encode(), algorithm="HS256")
+    return encode(make_claims(**overrides))
 
 
 def _verifier(capacity: int = 4096) -> BearerVerifier:
