@@ -40,6 +40,18 @@ def _server(
         yield server
 
 
+@contextmanager
+def _alice_and_mallory(tmp_path: Path) -> Iterator[tuple[ServerThread, Client, Client]]:
+    """A server as _server starts it, with clients of it for alice and for mallory, a user of
+    another tenant."""
+    with (
+        _server(tmp_path) as server,
+        server.client(token("alice")) as alice,
+        server.client(token("mallory")) as mallory,
+    ):
+        yield server, alice, mallory
+
+
 def _jobs(client: Client) -> jobs_grpc.JobServiceStub:
     return jobs_grpc.JobServiceStub(client.channel)
 
@@ -148,11 +160,7 @@ def test_watch_job_of_a_cancelled_pending_job_ends_with_the_cancelled_event(
 def test_watch_job_of_another_tenants_job_is_not_found_like_an_unknown_job(
     tmp_path: Path,
 ) -> None:
-    with (
-        _server(tmp_path) as server,
-        server.client(token("alice")) as alice,
-        server.client(token("mallory")) as mallory,
-    ):
+    with _alice_and_mallory(tmp_path) as (_, alice, mallory):
         job_id = alice.execute(alice.create_agent().id).job_id
         alice.wait_finished(job_id)
         unknown = str(uuid.uuid4())
@@ -284,11 +292,7 @@ def test_list_jobs_refuses_a_page_token_it_did_not_issue_for_these_filters(
 def test_delete_agent_hides_it_from_get_and_list_and_another_tenant_cannot_delete_it(
     tmp_path: Path,
 ) -> None:
-    with (
-        _server(tmp_path) as server,
-        server.client(token("alice")) as alice,
-        server.client(token("mallory")) as mallory,
-    ):
+    with _alice_and_mallory(tmp_path) as (server, alice, mallory):
         agents = [alice.create_agent(name=f"agent {i}") for i in range(5)]
         first = _list_agents(alice, page_size=3)
         second = _list_agents(alice, page_size=3, page_token=first.next_page_token)
