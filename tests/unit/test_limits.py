@@ -55,6 +55,12 @@ def _takes(
     return [_take(limiter, tenant, tier) for _ in range(count)]
 
 
+def _refused_after_the_burst(limiter: MemoryRateLimiter, tier: Tier) -> Decision:
+    """Take the tier's whole burst, then one more: the refusal."""
+    _takes(limiter, tier, tier.burst)
+    return _take(limiter, "acme", tier)
+
+
 def test_a_full_bucket_admits_a_burst_counting_down_what_remains(
     limiter: MemoryRateLimiter,
 ) -> None:
@@ -69,10 +75,7 @@ def test_a_full_bucket_admits_a_burst_counting_down_what_remains(
 def test_the_request_after_the_burst_is_refused_with_a_retry_after_of_at_least_a_second(
     limiter: MemoryRateLimiter,
 ) -> None:
-    tier = Tier(rate=2, burst=5)
-    _takes(limiter, tier, 5)
-
-    refused = _take(limiter, "acme", tier)
+    refused = _refused_after_the_burst(limiter, Tier(rate=2, burst=5))
 
     assert not refused.allowed
     assert refused.remaining == 0
@@ -151,10 +154,7 @@ def test_reset_at_is_the_wall_clock_second_when_the_bucket_is_full_again(
 def test_reset_at_of_a_refused_request_is_when_the_whole_burst_is_back(
     limiter: MemoryRateLimiter,
 ) -> None:
-    tier = Tier(rate=4, burst=10)
-    _takes(limiter, tier, 10)
-
-    refused = _take(limiter, "acme", tier)
+    refused = _refused_after_the_burst(limiter, Tier(rate=4, burst=10))
 
     assert refused.reset_at == math.ceil(WALL_START + 10 / 4)
 

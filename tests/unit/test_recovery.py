@@ -81,6 +81,12 @@ def _lost_message(attempt: int) -> str:
     return f"Attempt {attempt} was lost: its worker stopped or it ran past the time limit of 120s"
 
 
+async def _swept_once(world: World, recovery: Recovery, job: JobRecord) -> JobRecord:
+    """Sweep, finding exactly one job to recover; the job's row after."""
+    assert await recovery.sweep() == 1
+    return await _row(world, job.id)
+
+
 # Lost runs.
 
 
@@ -89,9 +95,7 @@ async def test_a_running_job_whose_lease_ran_out_goes_back_to_pending_and_is_sen
 ) -> None:
     job = await _running(world, agent, attempts=1, lease_left_s=-1)
 
-    assert await recovery.sweep() == 1
-
-    row = await _row(world, job.id)
+    row = await _swept_once(world, recovery, job)
     assert row.status == JobStatus.PENDING
     assert row.attempts == 1  # the lost attempt still counts
     assert (row.run_token, row.lease_expires_at) == (None, None)
@@ -106,9 +110,7 @@ async def test_a_lost_run_on_its_last_attempt_ends_failed_and_is_not_sent_again(
 ) -> None:
     job = await _running(world, agent, attempts=3, lease_left_s=-1)
 
-    assert await recovery.sweep() == 1
-
-    row = await _row(world, job.id)
+    row = await _swept_once(world, recovery, job)
     assert row.status == JobStatus.FAILED
     assert row.error == row.last_error == _lost_message(3)
     assert (row.response, row.attempts, row.completed_at) == ("", 3, world.clock.now)
@@ -356,9 +358,7 @@ async def test_a_lost_run_whose_cancel_was_requested_ends_cancelled_not_retried(
         world, agent, attempts=attempts, lease_left_s=-1, cancel_requested=True, event_seq=2
     )
 
-    assert await recovery.sweep() == 1
-
-    row = await _row(world, job.id)
+    row = await _swept_once(world, recovery, job)
     assert (row.status, row.completed_at, row.run_token) == (
         JobStatus.CANCELLED,
         world.clock.now,

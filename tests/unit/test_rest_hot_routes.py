@@ -161,13 +161,21 @@ def _same(lane: httpx.Response, routed: httpx.Response) -> None:
     assert lane.content == routed.content
 
 
+async def _read_both_ways(client: httpx.AsyncClient, collection: str, id_: str) -> httpx.Response:
+    """Read /api/v1/{collection}/{id_} through the lane (the canonical lower-case id) and
+    through FastAPI (the same id in upper case, which the lane leaves to it); both answers
+    must be the same bytes. The lane's answer."""
+    lane = await client.get(f"/api/v1/{collection}/{id_}", headers=HEADERS)
+    routed = await client.get(f"/api/v1/{collection}/{id_.upper()}", headers=HEADERS)
+    _same(lane, routed)
+    return lane
+
+
 def test_a_job_read_by_the_lane_is_the_same_bytes_as_through_fastapi(
     lane_answers: list[str],
 ) -> None:
     async def scenario(client: httpx.AsyncClient, agents: Agents) -> None:
-        lane = await client.get(f"/api/v1/jobs/{JOB_ID}", headers=HEADERS)
-        routed = await client.get(f"/api/v1/jobs/{JOB_ID.upper()}", headers=HEADERS)
-        _same(lane, routed)
+        lane = await _read_both_ways(client, "jobs", JOB_ID)
         assert lane.status_code == 200
         assert lane.headers["x-ratelimit-remaining"] == "9"
         assert lane.headers["x-request-id"] == "req-1"
@@ -183,9 +191,7 @@ def test_an_agent_read_by_the_lane_is_the_same_bytes_as_through_fastapi(
     lane_answers: list[str],
 ) -> None:
     async def scenario(client: httpx.AsyncClient, agents: Agents) -> None:
-        lane = await client.get(f"/api/v1/agents/{AGENT_ID}", headers=HEADERS)
-        routed = await client.get(f"/api/v1/agents/{AGENT_ID.upper()}", headers=HEADERS)
-        _same(lane, routed)
+        lane = await _read_both_ways(client, "agents", AGENT_ID)
         assert lane.status_code == 200
         assert lane.json()["id"] == AGENT_ID
 
@@ -195,9 +201,7 @@ def test_an_agent_read_by_the_lane_is_the_same_bytes_as_through_fastapi(
 
 def test_a_missing_job_is_the_same_404_by_either_way(lane_answers: list[str]) -> None:
     async def scenario(client: httpx.AsyncClient, agents: Agents) -> None:
-        lane = await client.get(f"/api/v1/jobs/{MISSING_JOB_ID}", headers=HEADERS)
-        routed = await client.get(f"/api/v1/jobs/{MISSING_JOB_ID.upper()}", headers=HEADERS)
-        _same(lane, routed)
+        lane = await _read_both_ways(client, "jobs", MISSING_JOB_ID)
         assert lane.status_code == 404
         assert lane.json()["error"] == {
             "code": "NOT_FOUND",
