@@ -1,1 +1,1 @@
-"""gRPC face of agentq: servicers, the auth and error interceptor, the server factory."""
+"""gRPC face of agentq: servicers, the guard interceptor, the server factory."""

@@ -26,8 +26,7 @@ from server.api import policy
 from server.api.admin import AdminServicer
 from server.api.agents import AgentServicer
 from server.api.credential_size import MAX_METADATA_BYTES
-from server.api.guard import Guard, JwtSettings
-from server.api.interceptor import GuardInterceptor
+from server.api.guard import Guard, GuardInterceptor, JwtSettings
 from server.api.jobs import JobServicer
 from server.api.system import SystemServicer
 from server.api.tokens import TokenServicer

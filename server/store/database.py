@@ -2,8 +2,9 @@
 
 Every statement of agentq is a Core statement defined once (`server/store/`), with named
 parameters. Two adapters run them: asyncpg on PostgreSQL (`postgres.py`) and
-SQLAlchemy's Core on SQLite, each connection on a thread of its own (`sqlite.py`). A row comes back as a
-mapping of column name to value, with timestamps as aware UTC datetimes on both.
+SQLAlchemy's Core on SQLite, each connection on a thread of its own (`sqlite.py`). A row
+comes back as a mapping of column name to value, with timestamps as aware UTC datetimes
+on both.
 """
 
 from __future__ import annotations
