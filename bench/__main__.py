@@ -213,22 +213,16 @@ def _source_tree(agentq: str) -> Path:
     return Path(done.stdout.strip()) if done.returncode == 0 else REPO
 
 
+def _git(tree: Path, *args: str) -> str:
+    """What `git ARGS` printed in `tree`, stripped."""
+    done = subprocess.run(["git", *args], cwd=tree, capture_output=True, text=True, timeout=10)
+    return done.stdout.strip()
+
+
 def _commit(tree: Path) -> str:
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=tree,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=tree,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
+        head = _git(tree, "rev-parse", "--short", "HEAD")
+        dirty = _git(tree, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return f"{head}{' (with uncommitted changes)' if dirty else ''}" if head else "unknown"

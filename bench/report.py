@@ -72,6 +72,16 @@ def _get(data: dict[str, Any], *path: str) -> Any:
     return data
 
 
+def _rps_ratio(ours: str, bare: str, in_flight: str) -> Measure:
+    """agentq's requests per second in workload `ours` over the bare baseline `bare`."""
+    return lambda c, b, m: ratio(_get(c, ours, in_flight, "rps"), _get(b, bare, in_flight, "rps"))
+
+
+def _scale_ratio(figure: str, large: str, small: str) -> Measure:
+    """A figure of the scale workload at `large` stored jobs over the same at `small`."""
+    return lambda c, b, m: ratio(_get(c, "scale", large, figure), _get(c, "scale", small, figure))
+
+
 def targets(meta: dict[str, Any]) -> list[Target]:
     """The targets, at the run's top concurrency and scale sizes."""
     top = str(meta["top_in_flight"])
@@ -81,25 +91,19 @@ def targets(meta: dict[str, Any]) -> list[Target]:
             f"gRPC Execute / bare echo, {top} in flight",
             0.35,
             AT_LEAST,
-            lambda c, b, m: ratio(
-                _get(c, "grpc_execute", top, "rps"), _get(b, "grpc_echo", top, "rps")
-            ),
+            _rps_ratio("grpc_execute", "grpc_echo", top),
         ),
         Target(
             f"REST execute / bare REST→gRPC hop, {top} in flight",
             0.5,
             AT_LEAST,
-            lambda c, b, m: ratio(
-                _get(c, "rest_execute", top, "rps"), _get(b, "rest_hop", top, "rps")
-            ),
+            _rps_ratio("rest_execute", "rest_hop", top),
         ),
         Target(
             f"gRPC GetJob / bare echo, {top} in flight",
             0.5,
             AT_LEAST,
-            lambda c, b, m: ratio(
-                _get(c, "grpc_get_job", top, "rps"), _get(b, "grpc_echo", top, "rps")
-            ),
+            _rps_ratio("grpc_get_job", "grpc_echo", top),
         ),
         Target(
             "end-to-end completed jobs/s / bare Dramatiq no-op",
@@ -111,17 +115,13 @@ def targets(meta: dict[str, Any]) -> list[Target]:
             f"GetJob p50 at {int(large):,} stored / at {int(small):,}",
             1.2,
             AT_MOST,
-            lambda c, b, m: ratio(
-                _get(c, "scale", large, "grpc_p50_ms"), _get(c, "scale", small, "grpc_p50_ms")
-            ),
+            _scale_ratio("grpc_p50_ms", large, small),
         ),
         Target(
             f"server RSS at {int(large):,} stored / at {int(small):,}",
             1.1,
             AT_MOST,
-            lambda c, b, m: ratio(
-                _get(c, "scale", large, "rss_mb"), _get(c, "scale", small, "rss_mb")
-            ),
+            _scale_ratio("rss_mb", large, small),
         ),
     ]
 

@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from bench.config import BenchConfig
 from bench.grpcwire import GrpcCall, check_ok, probe_statuses
@@ -21,6 +21,8 @@ from bench.stack import check_http
 MakeGrpcCall = Callable[[int], GrpcCall]
 MakeHttpCall = Callable[[int], HttpCall]
 Verify = Callable[[Any, LoadResult], str]
+# The call of a series: a GrpcCall or an HttpCall.
+CallT = TypeVar("CallT")
 
 
 @dataclass
@@ -73,48 +75,51 @@ def grpc_series(
     ctx: Context, label: str, make_call: MakeGrpcCall, verify: Verify, *, pid: int | None = None
 ) -> dict[str, dict[str, Any]]:
     """For each concurrency: warm up, run for the configured time, verify, record."""
-    series: dict[str, dict[str, Any]] = {}
-    for in_flight in ctx.config.in_flight:
-        warm_call = make_call(in_flight)
-        check_ok([warm_call])
-        if ctx.config.warmup_s > 0:
-            ctx.gen.grpc(warm_call, in_flight=in_flight, duration_s=ctx.config.warmup_s)
-        call = make_call(in_flight)
-        ctx.wait_until_quiet()
-        meter = ctx.cpu_meter()
-        with ctx.profiled(f"{label}_{in_flight}", pid, in_flight=in_flight):
-            result = ctx.gen.grpc(call, in_flight=in_flight, duration_s=ctx.config.duration_s)
-        result.cpu = meter.split()
-        result.others_cpu = result.cpu.get(OTHERS, 0.0)
-        require_no_errors(f"{label} at {in_flight}", result)
-        time.sleep(0.2)  # let calls still in flight when the tool stopped land
-        check_ok([call])
-        result.notes.append(verify(call, result))
-        series[str(in_flight)] = result.to_dict()
-        ctx.say(f"{label} in flight {in_flight}: {_brief(result)}")
-    return series
+
+    def run(call: GrpcCall, in_flight: int, duration_s: float) -> LoadResult:
+        return ctx.gen.grpc(call, in_flight=in_flight, duration_s=duration_s)
+
+    return _series(ctx, label, make_call, verify, lambda call: check_ok([call]), run, pid)
 
 
 def http_series(
     ctx: Context, label: str, make_call: MakeHttpCall, verify: Verify, *, pid: int | None = None
 ) -> dict[str, dict[str, Any]]:
     """The same as grpc_series, over HTTP/1.1 keep-alive."""
+
+    def run(call: HttpCall, in_flight: int, duration_s: float) -> LoadResult:
+        return ctx.gen.http(call, in_flight=in_flight, duration_s=duration_s)
+
+    return _series(ctx, label, make_call, verify, check_http, run, pid)
+
+
+def _series(
+    ctx: Context,
+    label: str,
+    make_call: Callable[[int], CallT],
+    verify: Verify,
+    check: Callable[[CallT], None],
+    run: Callable[[CallT, int, float], LoadResult],
+    pid: int | None,
+) -> dict[str, dict[str, Any]]:
+    """A series over either protocol: `check` makes one call and raises unless it succeeds,
+    `run` puts a call under load at a concurrency for a duration."""
     series: dict[str, dict[str, Any]] = {}
     for in_flight in ctx.config.in_flight:
         warm_call = make_call(in_flight)
-        check_http(warm_call)
+        check(warm_call)
         if ctx.config.warmup_s > 0:
-            ctx.gen.http(warm_call, in_flight=in_flight, duration_s=ctx.config.warmup_s)
+            run(warm_call, in_flight, ctx.config.warmup_s)
         call = make_call(in_flight)
         ctx.wait_until_quiet()
         meter = ctx.cpu_meter()
         with ctx.profiled(f"{label}_{in_flight}", pid, in_flight=in_flight):
-            result = ctx.gen.http(call, in_flight=in_flight, duration_s=ctx.config.duration_s)
+            result = run(call, in_flight, ctx.config.duration_s)
         result.cpu = meter.split()
         result.others_cpu = result.cpu.get(OTHERS, 0.0)
         require_no_errors(f"{label} at {in_flight}", result)
-        time.sleep(0.2)
-        check_http(call)
+        time.sleep(0.2)  # let calls still in flight when the tool stopped land
+        check(call)
         result.notes.append(verify(call, result))
         series[str(in_flight)] = result.to_dict()
         ctx.say(f"{label} in flight {in_flight}: {_brief(result)}")
