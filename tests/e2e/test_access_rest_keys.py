@@ -15,10 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 from sqlalchemy import text
-from sqlalchemy.engine import make_url
 
 from server.settings import Settings
 from tests.e2e.access_helpers import (
@@ -34,6 +32,7 @@ from tests.e2e.access_helpers import (
     parse_time,
     with_admin,
 )
+from tests.e2e.database_outage import database_down
 from tests.e2e.harness import ServerThread, running_rest, running_server, serve_process, token
 from tests.e2e.rest_fields import API_KEY_FIELDS
 
@@ -164,16 +163,9 @@ def test_with_redis_unreachable_every_checked_request_is_503_never_401_and_nothi
         assert _count(server, "jobs") == 0
 
 
-def _admin_conninfo(database_url: str) -> tuple[str, str]:
-    url = make_url(database_url)
-    admin = url.set(drivername="postgresql", database="postgres")
-    return admin.render_as_string(hide_password=False), str(url.database)
-
-
 def test_with_the_database_down_a_valid_api_key_gets_503_not_401(
     scaled_settings: Settings,
 ) -> None:
-    conninfo, name = _admin_conninfo(scaled_settings.database_url)
     settings = with_admin(scaled_settings)
     with (
         running_server(settings, in_process_workers=False) as server,
@@ -184,20 +176,13 @@ def test_with_the_database_down_a_valid_api_key_gets_503_not_401(
         agent = client.post("/api/v1/agents", json=AGENT, headers=key_header(key))
         assert agent.status_code == 201, agent.text
         path = f"/api/v1/agents/{agent.json()['id']}"
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-            )
-            try:
-                responses = [
-                    client.get(path, headers=key_header(key)),
-                    client.get(path, headers=bearer(key)),
-                    client.post("/api/v1/tokens", headers=key_header(key)),
-                    client.post("/api/v1/agents", json=AGENT, headers=key_header(key)),
-                ]
-            finally:
-                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        with database_down(scaled_settings.database_url):
+            responses = [
+                client.get(path, headers=key_header(key)),
+                client.get(path, headers=bearer(key)),
+                client.post("/api/v1/tokens", headers=key_header(key)),
+                client.post("/api/v1/agents", json=AGENT, headers=key_header(key)),
+            ]
         for response in responses:
             _assert_unavailable(response, "Database unavailable")
         # Once the database is back, so is the key.

@@ -5,38 +5,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import grpc
-import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from agentq.v1 import job_pb2
 from server.settings import Settings
+from tests.e2e.database_outage import database_down
 from tests.e2e.harness import WorkerProcess, running_server, token
 
 
-def _admin_conninfo(database_url: str) -> tuple[str, str]:
-    url = make_url(database_url)
-    admin = url.set(drivername="postgresql", database="postgres")
-    return admin.render_as_string(hide_password=False), str(url.database)
-
-
 def test_a_database_outage_is_unavailable_not_internal(scaled_settings: Settings) -> None:
-    conninfo, name = _admin_conninfo(scaled_settings.database_url)
     with (
         running_server(scaled_settings, in_process_workers=False) as server,
         server.client(token()) as client,
     ):
         agent = client.create_agent()
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-            )
-            try:
-                with pytest.raises(grpc.RpcError) as raised:
-                    client.get_agent(agent.id)
-            finally:
-                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        with database_down(scaled_settings.database_url), pytest.raises(grpc.RpcError) as raised:
+            client.get_agent(agent.id)
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert raised.value.details() == "Database unavailable"
         # Once the database is back, so is the service.

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 from sqlalchemy import func, select
-from sqlalchemy.engine import make_url
 
 from server.settings import Settings
 from server.store.models import Job
+from tests.e2e.database_outage import database_down
 from tests.e2e.harness import ServerThread, running_rest, running_server, token
 
 VALID_AGENT = {"name": "helper", "role": "You are a helpful assistant."}
@@ -127,12 +126,6 @@ def test_a_backend_that_never_answers_is_504_at_the_deadline() -> None:
         assert took < QUICK_S
 
 
-def _admin_conninfo(database_url: str) -> tuple[str, str]:
-    url = make_url(database_url)
-    admin = url.set(drivername="postgresql", database="postgres")
-    return admin.render_as_string(hide_password=False), str(url.database)
-
-
 def _jobs(server: ServerThread) -> int:
     with server.engine.connect() as connection:
         return int(connection.execute(select(func.count()).select_from(Job)).scalar_one())
@@ -141,7 +134,6 @@ def _jobs(server: ServerThread) -> int:
 def test_a_database_outage_is_503_and_the_service_returns_with_the_database(
     scaled_settings: Settings,
 ) -> None:
-    conninfo, name = _admin_conninfo(scaled_settings.database_url)
     bearer = {"Authorization": f"Bearer {token()}"}
     with (
         running_server(scaled_settings, in_process_workers=False) as server,
@@ -151,17 +143,10 @@ def test_a_database_outage_is_503_and_the_service_returns_with_the_database(
         created = http.post("/api/v1/agents", json=VALID_AGENT)
         assert created.status_code == 201, created.text
         agent = created.json()
-        with psycopg.connect(conninfo, autocommit=True) as admin:
-            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            admin.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
-            )
-            try:
-                read = http.get(f"/api/v1/agents/{agent['id']}")
-                health = http.get("/health")
-                executed = http.post(f"/api/v1/agents/{agent['id']}/execute", json={"prompt": "hi"})
-            finally:
-                admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        with database_down(scaled_settings.database_url):
+            read = http.get(f"/api/v1/agents/{agent['id']}")
+            health = http.get("/health")
+            executed = http.post(f"/api/v1/agents/{agent['id']}/execute", json={"prompt": "hi"})
         _assert_error(read, 503, "SERVICE_UNAVAILABLE", "Database unavailable")
         _assert_error(health, 503, "SERVICE_UNAVAILABLE", None)
         _assert_error(executed, 503, "SERVICE_UNAVAILABLE", "Database unavailable")
