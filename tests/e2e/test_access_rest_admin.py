@@ -203,19 +203,23 @@ def test_two_api_keys_or_two_admin_tokens_are_refused_as_ambiguous(
 # --- 3. scopes ----------------------------------------------------------------------
 
 
+def _agent_with_a_job(client: httpx.Client, headers: dict[str, str]) -> tuple[str, str]:
+    """An agent created and a job queued on it, both with these headers: their ids."""
+    agent = client.post("/api/v1/agents", json=AGENT, headers=headers)
+    assert agent.status_code == 201, agent.text
+    agent_id: str = agent.json()["id"]
+    job = client.post(f"/api/v1/agents/{agent_id}/execute", json={"prompt": "Hi"}, headers=headers)
+    assert job.status_code == 202, job.text
+    job_id: str = job.json()["job_id"]
+    return agent_id, job_id
+
+
 def test_a_key_without_agents_write_is_refused_creating_an_agent_but_reads_jobs(
     admin_client: httpx.Client,
 ) -> None:
     reader = create_key(admin_client, "reader", ["agents:read", "jobs:read"])["key"]
     owner = bearer(token("boss", tenant="reader"))
-    agent = admin_client.post("/api/v1/agents", json=AGENT, headers=owner)
-    assert agent.status_code == 201, agent.text
-    agent_id = agent.json()["id"]
-    job = admin_client.post(
-        f"/api/v1/agents/{agent_id}/execute", json={"prompt": "Hi"}, headers=owner
-    )
-    assert job.status_code == 202, job.text
-    job_id = job.json()["job_id"]
+    agent_id, job_id = _agent_with_a_job(admin_client, owner)
 
     for headers in (key_header(reader), bearer(reader)):
         refused = admin_client.post("/api/v1/agents", json=AGENT, headers=headers)
@@ -258,19 +262,12 @@ def test_a_jwt_minted_by_agentq_token_still_works_by_its_role(
     admin_client: httpx.Client,
 ) -> None:
     user = bearer(_cli_token("--sub", "operator", "--role", "user"))
-    agent = admin_client.post("/api/v1/agents", json=AGENT, headers=user)
-    assert agent.status_code == 201, agent.text
-    agent_id = agent.json()["id"]
-    queued = admin_client.post(
-        f"/api/v1/agents/{agent_id}/execute", json={"prompt": "Hi"}, headers=user
-    )
-    assert queued.status_code == 202, queued.text
+    agent_id, job_id = _agent_with_a_job(admin_client, user)
     # No scopes in an operator's JWT: its role alone decides.
     caller = bearer(_cli_token("--sub", "runner", "--role", "agent", "--tenant", "operator"))
     refused = admin_client.post("/api/v1/agents", json=AGENT, headers=caller)
     assert_error(refused, 403, "FORBIDDEN", "Insufficient permissions")
     assert admin_client.get(f"/api/v1/agents/{agent_id}", headers=caller).status_code == 200
-    job_id = queued.json()["job_id"]
     assert admin_client.get(f"/api/v1/jobs/{job_id}", headers=caller).status_code == 200
 
 

@@ -13,23 +13,14 @@ from sqlalchemy import select
 
 from server.store.models import Job
 from tests.e2e.harness import RestThread, ServerThread, token
-from tests.e2e.rest_helpers import CANONICAL_UUID
+from tests.e2e.rest_helpers import CANONICAL_UUID, create_agent, http_client
 
 
 @pytest.fixture
 def http(rest: RestThread) -> Iterator[httpx.Client]:
     """An HTTP client of the shim carrying a valid user token."""
-    headers = {"Authorization": f"Bearer {token()}"}
-    with httpx.Client(base_url=rest.url, timeout=10, headers=headers) as client:
+    with http_client(rest.url, token()) as client:
         yield client
-
-
-def _create_agent(http: httpx.Client, **fields: Any) -> dict[str, Any]:
-    body = {"name": "helper", "role": "You are a helpful assistant.", **fields}
-    response = http.post("/api/v1/agents", json=body)
-    assert response.status_code == 201, response.text
-    agent: dict[str, Any] = response.json()
-    return agent
 
 
 @pytest.mark.parametrize(
@@ -40,7 +31,7 @@ def _create_agent(http: httpx.Client, **fields: Any) -> dict[str, Any]:
 def test_other_spellings_of_a_uuid_in_the_path_find_the_same_agent_and_job(
     http: httpx.Client, spell: Any
 ) -> None:
-    agent = _create_agent(http)
+    agent = create_agent(http)
     fetched = http.get(f"/api/v1/agents/{spell(agent['id'])}")
     assert fetched.status_code == 200, fetched.text
     assert fetched.json() == agent
@@ -101,7 +92,7 @@ def test_omitted_fields_take_their_defaults(http: httpx.Client, embedded: Server
 def test_given_fields_are_stored_on_the_agent_and_the_job(
     http: httpx.Client, embedded: ServerThread
 ) -> None:
-    agent = _create_agent(http, max_depth=0, spawn_shadow=True)
+    agent = create_agent(http, max_depth=0, spawn_shadow=True)
     assert (agent["max_depth"], agent["spawn_shadow"]) == (0, True)
     assert http.get(f"/api/v1/agents/{agent['id']}").json() == agent
 
@@ -165,7 +156,7 @@ def test_without_a_request_id_each_response_gets_a_new_uuid(http: httpx.Client) 
 
 
 def test_every_kind_of_error_carries_the_request_id(http: httpx.Client) -> None:
-    agent_id = _create_agent(http)["id"]
+    agent_id = create_agent(http)["id"]
     sent = {"X-Request-ID": "req.42:retry-1"}
     too_large = b'{"name": "' + b"x" * (1024 * 1024) + b'", "role": "abc"}'
     requests = [
