@@ -48,6 +48,15 @@ def _nul(field: str) -> FieldViolation:
     return FieldViolation(field, f"Invalid {field}: must not contain NUL characters")
 
 
+def _within(field: str, text: str, low: int, high: int, violations: list[FieldViolation]) -> bool:
+    """Whether trimmed `text` has `low` to `high` characters; if not, says so in `violations`."""
+    if low <= len(text) <= high:
+        return True
+    message = f"must be {low} to {high} characters after trimming"
+    violations.append(FieldViolation(field, f"Invalid {field}: {message}"))
+    return False
+
+
 def parse_id(value: str, field: str) -> str:
     """A UUID in its canonical lowercase hyphenated form, or INVALID_ARGUMENT."""
     try:
@@ -70,10 +79,9 @@ def agent_spec(*, name: str, role: str, max_depth: int | None, spawn_shadow: boo
     """Check a create-agent request; every broken rule is reported at once."""
     violations: list[FieldViolation] = []
     name = name.strip()
-    if not MIN_NAME_CHARS <= len(name) <= MAX_NAME_CHARS:
-        message = f"must be {MIN_NAME_CHARS} to {MAX_NAME_CHARS} characters after trimming"
-        violations.append(FieldViolation("name", f"Invalid name: {message}"))
-    elif not _NAME_CHARS.fullmatch(name):
+    if _within("name", name, MIN_NAME_CHARS, MAX_NAME_CHARS, violations) and not (
+        _NAME_CHARS.fullmatch(name)
+    ):
         violations.append(
             FieldViolation(
                 "name",
@@ -81,10 +89,7 @@ def agent_spec(*, name: str, role: str, max_depth: int | None, spawn_shadow: boo
             )
         )
     role = role.strip()
-    if not MIN_ROLE_CHARS <= len(role) <= MAX_ROLE_CHARS:
-        message = f"must be {MIN_ROLE_CHARS} to {MAX_ROLE_CHARS} characters after trimming"
-        violations.append(FieldViolation("role", f"Invalid role: {message}"))
-    elif "\x00" in role:
+    if _within("role", role, MIN_ROLE_CHARS, MAX_ROLE_CHARS, violations) and "\x00" in role:
         violations.append(_nul("role"))
     depth = DEFAULT_MAX_DEPTH if max_depth is None else max_depth
     if depth > MAX_DEPTH_LIMIT:
@@ -109,10 +114,9 @@ def execution_spec(
     """Check an execute request; every broken rule is reported at once."""
     violations: list[FieldViolation] = []
     prompt = prompt.strip()
-    if not MIN_PROMPT_CHARS <= len(prompt) <= MAX_PROMPT_CHARS:
-        message = f"must be {MIN_PROMPT_CHARS} to {MAX_PROMPT_CHARS} characters after trimming"
-        violations.append(FieldViolation("prompt", f"Invalid prompt: {message}"))
-    elif "\x00" in prompt:
+    if _within("prompt", prompt, MIN_PROMPT_CHARS, MAX_PROMPT_CHARS, violations) and (
+        "\x00" in prompt
+    ):
         violations.append(_nul("prompt"))
     if context_id is not None and "\x00" in context_id:
         violations.append(_nul("context_id"))
