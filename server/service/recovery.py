@@ -70,8 +70,8 @@ class Recovery:
     async def expire(self) -> int:
         """Delete finished jobs past retention with their events and keys, a batch at a time."""
         cutoff = self._clock() - self._retention
-        deleted = 0
-        while True:
+
+        async def delete_batch() -> int:
             async with self._store.transaction() as tx:
                 job_ids = await tx.jobs.expired(finished_before=cutoff, limit=BATCH)
                 if job_ids:
@@ -80,9 +80,9 @@ class Recovery:
                     await tx.jobs.delete(job_ids)
                 await tx.keys.delete_older_than(cutoff)
                 await tx.agents.purge_deleted(limit=BATCH)
-            deleted += len(job_ids)
-            if len(job_ids) < BATCH:
-                break
+            return len(job_ids)
+
+        deleted = await _in_batches(delete_batch)
         if deleted:
             log.info("retention removed %d finished jobs", deleted)
         return deleted
@@ -135,17 +135,15 @@ class Recovery:
 
     async def _resend_overdue(self, now: datetime) -> int:
         """Re-send overdue messages a batch at a time, until none is left or a send fails."""
-        sent = 0
-        while True:
+
+        async def resend_batch() -> int | None:
             async with self._store.transaction() as tx:
                 job_ids = await tx.jobs.requeue_overdue(
                     before=now - self._requeue_after, now=now, limit=BATCH
                 )
-            if not await self._send(job_ids, requeued_at=now):
-                break
-            sent += len(job_ids)
-            if len(job_ids) < BATCH:
-                break
+            return len(job_ids) if await self._send(job_ids, requeued_at=now) else None
+
+        sent = await _in_batches(resend_batch)
         if sent:
             log.warning("re-sent %d pending jobs whose message was overdue", sent)
         return sent
@@ -213,3 +211,13 @@ class RecoveryThread(threading.Thread):
         """Ask the thread to end after its current sweep, and wait for it."""
         self._stopped.set()
         self.join(timeout=10)
+
+
+async def _in_batches(batch: Callable[[], Awaitable[int | None]]) -> int:
+    """Run `batch` until it handles fewer than BATCH jobs or fails (None); the jobs handled."""
+    handled = 0
+    while (count := await batch()) is not None:
+        handled += count
+        if count < BATCH:
+            break
+    return handled
