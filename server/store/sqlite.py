@@ -218,12 +218,14 @@ class SqliteDatabase:
         try:
             try:
                 yield _Transaction(lane)
+                await lane.call(_commit)
             except BaseException:
-                # Sent before the lane goes back, so it runs before the next user's work.
+                # Whatever was left undone (even the commit, if its caller went away), the
+                # rollback is sent before the lane goes back, so it runs before the next
+                # user's work: no transaction outlives its block.
                 with contextlib.suppress(Exception):
                     await asyncio.shield(lane.call(_roll_back))
                 raise
-            await lane.call(_commit)
         finally:
             self._idle.put_nowait(lane)
 
