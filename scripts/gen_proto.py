@@ -6,15 +6,15 @@ import pathlib
 import shutil
 import sys
 
-import google.api
 from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO = ROOT / "proto"
 OUT = ROOT / "generated"
-# google/api/annotations.proto ships inside googleapis-common-protos; the
-# parent of the `google` package is its include root.
-GOOGLEAPIS = pathlib.Path(google.api.__path__[0]).parent.parent
+# The google/api protos the contract imports, vendored (see its README.md); the
+# same files buf uses. Their compiled *_pb2 modules, which the generated code
+# imports, come from the googleapis-common-protos package.
+GOOGLEAPIS = ROOT / "third_party" / "googleapis"
 WELL_KNOWN = pathlib.Path(protoc.__file__).parent / "_proto"
 # mypy-protobuf's plugins live beside this interpreter, which may not be on PATH.
 BIN = pathlib.Path(sys.executable).parent

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
-import google.api
 import pytest
 
 from tests.e2e.cli_helpers import clean_env
@@ -24,6 +23,8 @@ from tests.e2e.harness import SECRET, ServerThread
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLYGLOT_DIR = Path(__file__).resolve().parent / "polyglot"
+# The google/api protos that proto/ imports, vendored in the repository.
+GOOGLEAPIS_DIR = REPO_ROOT / "third_party" / "googleapis"
 NPM_INSTALL_TIMEOUT_S = 120
 CLIENT_TIMEOUT_S = 45
 # It needs Node.js and npm: scripts/test.sh runs it as a step of its own.
@@ -35,14 +36,6 @@ def _unavailable(message: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
-
-
-def _googleapis_include_dir() -> Path:
-    """The directory whose child is google/api/annotations.proto (googleapis-common-protos)."""
-    for package_dir in google.api.__path__:
-        if (Path(package_dir) / "annotations.proto").is_file():
-            return Path(package_dir).parent.parent
-    raise AssertionError("googleapis-common-protos ships no google/api/annotations.proto")
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +93,7 @@ def _run_node_client(script: Path, *, port: int, bearer: str) -> dict[str, Any]:
         "--proto-dir",
         str(REPO_ROOT / "proto"),
         "--googleapis-dir",
-        str(_googleapis_include_dir()),
+        str(GOOGLEAPIS_DIR),
     ]
     finished = subprocess.run(
         command,

@@ -8,8 +8,9 @@
 //   node client.mjs --target HOST:PORT --proto-dir DIR --googleapis-dir DIR [--token JWT]
 //
 // --proto-dir is the repository's proto/ directory; --googleapis-dir is a directory that
-// holds google/api/annotations.proto and google/api/http.proto. The token may also come
-// from the environment variable AGENTQ_TOKEN, which keeps it out of the process list.
+// holds the google/api protos those import (annotations.proto, http.proto and
+// field_behavior.proto), the repository's third_party/googleapis/. The token may also
+// come from the environment variable AGENTQ_TOKEN, which keeps it out of the process list.
 // proto-loader brings the google/protobuf well-known types itself.
 
 import path from "node:path";
