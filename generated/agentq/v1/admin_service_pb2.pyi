@@ -21,7 +21,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class ApiKey(_message.Message):
-    """An API key's metadata; the key itself is never stored or shown again."""
+    """An API key's metadata; the key itself is never stored or shown again. The
+    fields marked immutable are chosen in CreateApiKeyRequest and never change.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -38,16 +40,16 @@ class ApiKey(_message.Message):
     id: _builtins.str
     """Output only. The key's id, a UUID; revoke it by this id."""
     tenant_id: _builtins.str
-    """The tenant whose agents and jobs the key reaches."""
+    """Immutable. The tenant whose agents and jobs the key reaches."""
     name: _builtins.str
-    """A name for people, 1 to 100 characters."""
+    """Immutable. A name for people, 1 to 100 characters."""
     role: _builtins.str
-    """The role the key acts with: `user`, `agent` or `admin`."""
+    """Immutable. The role the key acts with: `user`, `agent` or `admin`."""
     prefix: _builtins.str
     """Output only. The key's first characters, to recognise it, e.g. "agq_AbCd"."""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The scopes the key grants, e.g. `jobs:write`."""
+        """Immutable. The scopes the key grants, e.g. `jobs:write`, without duplicates."""
 
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp:
@@ -55,11 +57,15 @@ class ApiKey(_message.Message):
 
     @_builtins.property
     def last_used_at(self) -> _timestamp_pb2.Timestamp:
-        """Output only. When the key was last used (UTC), to within a minute; unset if never."""
+        """Output only. When the key was last used (UTC), to within a minute; unset
+        if never.
+        """
 
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
-        """When the key stops working (UTC); unset if never."""
+        """Output only. When the key stops working (UTC), from the lifetime_seconds
+        it was created with; unset if never.
+        """
 
     @_builtins.property
     def revoked_at(self) -> _timestamp_pb2.Timestamp:
@@ -99,16 +105,18 @@ class CreateApiKeyRequest(_message.Message):
     SCOPES_FIELD_NUMBER: _builtins.int
     LIFETIME_SECONDS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
-    """Required. The tenant the key belongs to, 1 to 255 characters."""
+    """Required. The tenant the key belongs to, 1 to 255 characters, without NUL."""
     name: _builtins.str
-    """Required. A name for people, 1 to 100 characters."""
+    """Required. A name for people, 1 to 100 characters after trimming, without NUL."""
     role: _builtins.str
-    """The role the key acts with: `user` (the default), `agent` or `admin`."""
+    """The role the key acts with: `user` (when empty), `agent` or `admin`."""
     lifetime_seconds: _builtins.int
     """Seconds until the key expires, 1 to 315,360,000 (ten years); unset for never."""
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Required. At least one of `agents:read`, `agents:write`, `jobs:read`, `jobs:write`."""
+        """Required. One or more of `agents:read`, `agents:write`, `jobs:read`,
+        `jobs:write`; an empty list is INVALID_ARGUMENT.
+        """
 
     def __init__(
         self,
@@ -138,10 +146,12 @@ class CreateApiKeyResponse(_message.Message):
     API_KEY_FIELD_NUMBER: _builtins.int
     KEY_FIELD_NUMBER: _builtins.int
     key: _builtins.str
-    """The key: "agq_" and 43 random characters. Store it now; it cannot be read again."""
+    """Output only. The key: "agq_" and 43 random characters. Store it now; it
+    cannot be read again.
+    """
     @_builtins.property
     def api_key(self) -> Global___ApiKey:
-        """The key's metadata."""
+        """Output only. The key's metadata."""
 
     def __init__(
         self,
@@ -165,7 +175,7 @@ class ListApiKeysRequest(_message.Message):
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
-    """Only this tenant's keys, when set."""
+    """Only this tenant's keys, when set: 1 to 255 characters, without NUL."""
     def __init__(
         self,
         *,
@@ -190,7 +200,7 @@ class ListApiKeysResponse(_message.Message):
     API_KEYS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def api_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___ApiKey]:
-        """Newest first."""
+        """Output only. The keys, newest first."""
 
     def __init__(
         self,
@@ -246,7 +256,9 @@ Global___RevokeApiKeyResponse: _TypeAlias = RevokeApiKeyResponse  # noqa: Y015
 
 @_typing.final
 class TenantLimits(_message.Message):
-    """A tenant's limits."""
+    """A tenant's limits. SetTenantLimits changes tier and max_unfinished_jobs; the
+    server derives the rest.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -256,13 +268,15 @@ class TenantLimits(_message.Message):
     BURST_FIELD_NUMBER: _builtins.int
     MAX_UNFINISHED_JOBS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
-    """The tenant."""
+    """Immutable. The tenant the limits apply to."""
     tier: _builtins.str
-    """The rate-limit tier, one of the configured tiers."""
+    """The rate-limit tier, one of the configured tiers: the tenant's own, or
+    the default tier when none was set.
+    """
     rate_per_second: _builtins.float
-    """Requests per second the tier refills (output only)."""
+    """Output only. Requests per second the tier refills."""
     burst: _builtins.int
-    """Requests the tier allows in a burst (output only)."""
+    """Output only. Requests the tier allows in a burst."""
     max_unfinished_jobs: _builtins.int
     """The most unfinished (pending or running) jobs the tenant may have; 0 admits
     none, -1 means no cap applies.
@@ -294,9 +308,11 @@ class SetTenantLimitsRequest(_message.Message):
     TIER_FIELD_NUMBER: _builtins.int
     MAX_UNFINISHED_JOBS_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
-    """Required. The tenant, 1 to 255 characters."""
+    """Required. The tenant, 1 to 255 characters, without NUL."""
     tier: _builtins.str
-    """The rate-limit tier, one of the configured tiers."""
+    """The rate-limit tier, one of the configured tiers; INVALID_ARGUMENT for
+    another.
+    """
     max_unfinished_jobs: _builtins.int
     """The most unfinished jobs the tenant may have, 0 or more."""
     def __init__(
@@ -330,7 +346,7 @@ class SetTenantLimitsResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def limits(self) -> Global___TenantLimits:
-        """The limits now in force."""
+        """Output only. The limits now in force."""
 
     def __init__(
         self,
@@ -353,7 +369,7 @@ class GetTenantLimitsRequest(_message.Message):
 
     TENANT_ID_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
-    """Required. The tenant."""
+    """Required. The tenant, 1 to 255 characters, without NUL."""
     def __init__(
         self,
         *,
@@ -376,7 +392,7 @@ class GetTenantLimitsResponse(_message.Message):
     LIMITS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def limits(self) -> Global___TenantLimits:
-        """The limits in force."""
+        """Output only. The limits in force."""
 
     def __init__(
         self,

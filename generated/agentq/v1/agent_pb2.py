@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentq/v1/agent.proto\x12\tagentq.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x05\x41gent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x11\n\tmax_depth\x18\x04 \x01(\x05\x12\x14\n\x0cspawn_shadow\x18\x05 \x01(\x08\x12\x12\n\ngeneration\x18\x06 \x01(\x05\x12\x0f\n\x07\x66itness\x18\x07 \x01(\x01\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB0\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentq/v1/agent.proto\x12\tagentq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x01\n\x05\x41gent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x12\n\x04role\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12\x17\n\tmax_depth\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x05\x12\x1a\n\x0cspawn_shadow\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x05\x12\x18\n\ngeneration\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07\x66itness\x18\x07 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\x30\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,6 +34,22 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentq.v1.agent_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rdev.agentq.v1P\001Z\035agentq/gen/agentq/v1;agentqv1'
-  _globals['_AGENT']._serialized_start=70
-  _globals['_AGENT']._serialized_end=243
+  _globals['_AGENT'].fields_by_name['id']._loaded_options = None
+  _globals['_AGENT'].fields_by_name['id']._serialized_options = b'\342A\001\003'
+  _globals['_AGENT'].fields_by_name['name']._loaded_options = None
+  _globals['_AGENT'].fields_by_name['name']._serialized_options = b'\342A\001\005'
+  _globals['_AGENT'].fields_by_name['role']._loaded_options = None
+  _globals['_AGENT'].fields_by_name['role']._serialized_options = b'\342A\001\005'
+  _globals['_AGENT'].fields_by_name['max_depth']._loaded_options = None
+  _globals['_AGENT'].fields_by_name['max_depth']._serialized_options = b'\342A\001\005'
+  _globals['_AGENT'].fields_by_name['spawn_shadow']._loaded_options = None
+  _globals['_AGENT'].fields_by_name['spawn_shadow']._serialized_options = b'\342A\001\005'
+  _globals['_AGENT'].fields_by_name['generation']._loaded_options = None
+  _globals['_AGENT'].fields_by_name['generation']._serialized_options = b'\342A\001\003'
+  _globals['_AGENT'].fields_by_name['fitness']._loaded_options = None
+  _globals['_AGENT'].fields_by_name['fitness']._serialized_options = b'\342A\001\003'
+  _globals['_AGENT'].fields_by_name['created_at']._loaded_options = None
+  _globals['_AGENT'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
+  _globals['_AGENT']._serialized_start=103
+  _globals['_AGENT']._serialized_end=324
 # @@protoc_insertion_point(module_scope)

@@ -20,7 +20,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 @_typing.final
 class Agent(_message.Message):
     """An agent: a named persona whose role is the system prompt of every execution
-    queued for it. Agents belong to the tenant that created them.
+    queued for it. Agents belong to the tenant that created them. The fields
+    marked immutable are chosen in CreateAgentRequest; no RPC changes them.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -36,17 +37,17 @@ class Agent(_message.Message):
     id: _builtins.str
     """Output only. The agent's id, a lowercase hyphenated UUID."""
     name: _builtins.str
-    """The agent's name as stored (trimmed): 1 to 100 characters, letters, digits,
-    spaces, '-' and '_' only.
+    """Immutable. The agent's name as stored (trimmed): 1 to 100 characters,
+    letters, digits, spaces, '-' and '_' only.
     """
     role: _builtins.str
-    """The agent's role as stored (trimmed): 3 to 500 characters. It is sent to
-    the model as the system prompt.
+    """Immutable. The agent's role as stored (trimmed): 3 to 500 characters. It
+    is sent to the model as the system prompt.
     """
     max_depth: _builtins.int
-    """The deepest chain of sub-agent executions allowed, from 0 to 10."""
+    """Immutable. The deepest chain of sub-agent executions allowed, from 0 to 10."""
     spawn_shadow: _builtins.bool
-    """Whether a shadow agent should be spawned. Stored, not acted on yet."""
+    """Immutable. Whether a shadow agent should be spawned. Stored, not acted on yet."""
     generation: _builtins.int
     """Output only. The agent's generation; 0 for an agent created through the API."""
     fitness: _builtins.float

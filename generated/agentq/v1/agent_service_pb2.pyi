@@ -67,7 +67,7 @@ class CreateAgentResponse(_message.Message):
     AGENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def agent(self) -> _agent_pb2.Agent:
-        """The agent as stored."""
+        """Output only. The agent as stored."""
 
     def __init__(
         self,
@@ -113,7 +113,7 @@ class GetAgentResponse(_message.Message):
     AGENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def agent(self) -> _agent_pb2.Agent:
-        """The agent as stored."""
+        """Output only. The agent as stored."""
 
     def __init__(
         self,
@@ -139,7 +139,7 @@ class ListAgentsRequest(_message.Message):
     page_size: _builtins.int
     """Agents per page, 1 to 100; 20 when unset."""
     page_token: _builtins.str
-    """The next_page_token of the previous page; unset for the first page."""
+    """The next_page_token of the previous page; empty for the first page."""
     def __init__(
         self,
         *,
@@ -166,12 +166,14 @@ class ListAgentsResponse(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """The page size that was applied."""
+    """Output only. The page size that was applied."""
     next_page_token: _builtins.str
-    """Pass it as page_token for the next page; empty on the last page."""
+    """Output only. Pass it as page_token for the next page; empty on the last
+    page.
+    """
     @_builtins.property
     def agents(self) -> _containers.RepeatedCompositeFieldContainer[_agent_pb2.Agent]:
-        """The agents of this page."""
+        """Output only. The agents of this page."""
 
     def __init__(
         self,
@@ -246,7 +248,7 @@ class ExecuteRequest(_message.Message):
     prompt: _builtins.str
     """Required. 1 to 50,000 characters after trimming."""
     context_id: _builtins.str
-    """Opaque context reference, stored on the job; unset for none."""
+    """Opaque context reference, stored on the job, without NUL; unset for none."""
     enable_adversarial: _builtins.bool
     """Whether to run adversarial verification; stored on the job."""
     enable_self_correction: _builtins.bool
@@ -259,8 +261,9 @@ class ExecuteRequest(_message.Message):
     returns the original job instead of queueing another.
     """
     parent_job_id: _builtins.str
-    """Queues this execution as a sub-agent of that job (same tenant); its depth
-    is the parent's depth + 1 and must not exceed the agent's max_depth.
+    """The id of a job of the same tenant, a UUID: queues this execution as a
+    sub-agent of that job. Its depth is the parent's depth + 1 and must not
+    exceed the agent's max_depth.
     """
     def __init__(
         self,
@@ -313,23 +316,27 @@ class ExecuteResponse(_message.Message):
     MERKLE_ROOT_FIELD_NUMBER: _builtins.int
     LATENCY_MS_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
-    """The id of the agent the job runs."""
+    """Output only. The id of the agent the job runs."""
     job_id: _builtins.str
-    """The id of the queued job; poll it with JobService.GetJob."""
+    """Output only. The id of the queued job; poll it with JobService.GetJob."""
     status: _job_pb2.JobStatus.ValueType
-    """The job's state, JOB_STATUS_PENDING at submission."""
+    """Output only. The job's state, JOB_STATUS_PENDING at submission."""
     response: _builtins.str
-    """"Job queued: <job_id>", kept in this exact form for clients that parse it."""
+    """Output only. "Job queued: <job_id>", kept in this exact form for clients
+    that parse it.
+    """
     verified: _builtins.bool
-    """Always false: a submission is not a verified answer."""
+    """Output only. Always false: a submission is not a verified answer."""
     confidence: _builtins.float
-    """Always 1.0 on submission."""
+    """Output only. Always 1.0 on submission."""
     context_hash: _builtins.str
-    """Always "pending" on submission; the job's result carries the real hash."""
+    """Output only. Always "pending" on submission; the job's result carries the
+    real hash.
+    """
     merkle_root: _builtins.str
-    """Always unset on submission."""
+    """Output only. Always unset on submission."""
     latency_ms: _builtins.int
-    """Milliseconds the server spent storing and queueing the job."""
+    """Output only. Milliseconds the server spent storing and queueing the job."""
     def __init__(
         self,
         *,

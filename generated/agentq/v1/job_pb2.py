@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61gentq/v1/job.proto\x12\tagentq.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf6\x02\n\x03Job\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12$\n\x06status\x18\x03 \x01(\x0e\x32\x14.agentq.v1.JobStatus\x12)\n\x06result\x18\x04 \x01(\x0b\x32\x19.agentq.v1.AgentJobResult\x12\x12\n\x05\x65rror\x18\x05 \x01(\tH\x00\x88\x01\x01\x12-\n\tqueued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63ompleted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\t \x01(\x05\x12\x1a\n\rparent_job_id\x18\n \x01(\tH\x01\x88\x01\x01\x12\r\n\x05\x64\x65pth\x18\x0b \x01(\x05\x42\x08\n\x06_errorB\x10\n\x0e_parent_job_id\"\x9a\x02\n\x08JobEvent\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12%\n\x04type\x18\x03 \x01(\x0e\x32\x17.agentq.v1.JobEventType\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61ttempt\x18\x05 \x01(\x05\x12\x12\n\x05\x65rror\x18\x06 \x01(\tH\x00\x88\x01\x01\x12\x1a\n\rdelay_seconds\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\r\n\x05\x64\x65lta\x18\x08 \x01(\t\x12)\n\x06result\x18\t \x01(\x0b\x32\x19.agentq.v1.AgentJobResultB\x08\n\x06_errorB\x10\n\x0e_delay_seconds\"\xaf\x02\n\x0e\x41gentJobResult\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x02 \x01(\t\x12\x0f\n\x07success\x18\x03 \x01(\x08\x12\x10\n\x08response\x18\x04 \x01(\t\x12\x13\n\x0btokens_used\x18\x05 \x01(\x05\x12\x30\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\x05\x65rror\x18\x07 \x01(\tH\x00\x88\x01\x01\x12\x0e\n\x06prompt\x18\x08 \x01(\t\x12\x14\n\x0c\x63ontext_hash\x18\t \x01(\t\x12\x13\n\x0bmerkle_root\x18\n \x01(\t\x12\x10\n\x08verified\x18\x0b \x01(\x08\x12\x17\n\nconfidence\x18\x0c \x01(\x01H\x01\x88\x01\x01\x42\x08\n\x06_errorB\r\n\x0b_confidence*\xa2\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*\xf3\x01\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15JOB_EVENT_TYPE_QUEUED\x10\x01\x12\x1a\n\x16JOB_EVENT_TYPE_STARTED\x10\x02\x12\x1b\n\x17JOB_EVENT_TYPE_RETRYING\x10\x03\x12\x18\n\x14JOB_EVENT_TYPE_TOKEN\x10\x04\x12\x1c\n\x18JOB_EVENT_TYPE_COMPLETED\x10\x05\x12\x19\n\x15JOB_EVENT_TYPE_FAILED\x10\x06\x12\x1c\n\x18JOB_EVENT_TYPE_CANCELLED\x10\x07\x42\x30\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61gentq/v1/job.proto\x12\tagentq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x03\n\x03Job\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61gent_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x14.agentq.v1.JobStatusB\x04\xe2\x41\x01\x03\x12/\n\x06result\x18\x04 \x01(\x0b\x32\x19.agentq.v1.AgentJobResultB\x04\xe2\x41\x01\x03\x12\x18\n\x05\x65rror\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x33\n\tqueued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63ompleted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\t \x01(\x05\x42\x04\xe2\x41\x01\x03\x12 \n\rparent_job_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x13\n\x05\x64\x65pth\x18\x0b \x01(\x05\x42\x04\xe2\x41\x01\x03\x42\x08\n\x06_errorB\x10\n\x0e_parent_job_id\"\xd0\x02\n\x08JobEvent\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12+\n\x04type\x18\x03 \x01(\x0e\x32\x17.agentq.v1.JobEventTypeB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\x05\x65rror\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12 \n\rdelay_seconds\x18\x07 \x01(\x01\x42\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x13\n\x05\x64\x65lta\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x06result\x18\t \x01(\x0b\x32\x19.agentq.v1.AgentJobResultB\x04\xe2\x41\x01\x03\x42\x08\n\x06_errorB\x10\n\x0e_delay_seconds\"\xf7\x02\n\x0e\x41gentJobResult\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61gent_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07success\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08response\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0btokens_used\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\x05\x65rror\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x14\n\x06prompt\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontext_hash\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bmerkle_root\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08verified\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1d\n\nconfidence\x18\x0c \x01(\x01\x42\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x42\x08\n\x06_errorB\r\n\x0b_confidence*\xa2\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*\xf3\x01\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15JOB_EVENT_TYPE_QUEUED\x10\x01\x12\x1a\n\x16JOB_EVENT_TYPE_STARTED\x10\x02\x12\x1b\n\x17JOB_EVENT_TYPE_RETRYING\x10\x03\x12\x18\n\x14JOB_EVENT_TYPE_TOKEN\x10\x04\x12\x1c\n\x18JOB_EVENT_TYPE_COMPLETED\x10\x05\x12\x19\n\x15JOB_EVENT_TYPE_FAILED\x10\x06\x12\x1c\n\x18JOB_EVENT_TYPE_CANCELLED\x10\x07\x42\x30\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,14 +34,78 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentq.v1.job_pb2', _global
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rdev.agentq.v1P\001Z\035agentq/gen/agentq/v1;agentqv1'
-  _globals['_JOBSTATUS']._serialized_start=1036
-  _globals['_JOBSTATUS']._serialized_end=1198
-  _globals['_JOBEVENTTYPE']._serialized_start=1201
-  _globals['_JOBEVENTTYPE']._serialized_end=1444
-  _globals['_JOB']._serialized_start=68
-  _globals['_JOB']._serialized_end=442
-  _globals['_JOBEVENT']._serialized_start=445
-  _globals['_JOBEVENT']._serialized_end=727
-  _globals['_AGENTJOBRESULT']._serialized_start=730
-  _globals['_AGENTJOBRESULT']._serialized_end=1033
+  _globals['_JOB'].fields_by_name['job_id']._loaded_options = None
+  _globals['_JOB'].fields_by_name['job_id']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['agent_id']._loaded_options = None
+  _globals['_JOB'].fields_by_name['agent_id']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['status']._loaded_options = None
+  _globals['_JOB'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['result']._loaded_options = None
+  _globals['_JOB'].fields_by_name['result']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['error']._loaded_options = None
+  _globals['_JOB'].fields_by_name['error']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['queued_at']._loaded_options = None
+  _globals['_JOB'].fields_by_name['queued_at']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['started_at']._loaded_options = None
+  _globals['_JOB'].fields_by_name['started_at']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['completed_at']._loaded_options = None
+  _globals['_JOB'].fields_by_name['completed_at']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['attempts']._loaded_options = None
+  _globals['_JOB'].fields_by_name['attempts']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['parent_job_id']._loaded_options = None
+  _globals['_JOB'].fields_by_name['parent_job_id']._serialized_options = b'\342A\001\003'
+  _globals['_JOB'].fields_by_name['depth']._loaded_options = None
+  _globals['_JOB'].fields_by_name['depth']._serialized_options = b'\342A\001\003'
+  _globals['_JOBEVENT'].fields_by_name['job_id']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['job_id']._serialized_options = b'\342A\001\003'
+  _globals['_JOBEVENT'].fields_by_name['sequence']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['sequence']._serialized_options = b'\342A\001\003'
+  _globals['_JOBEVENT'].fields_by_name['type']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['type']._serialized_options = b'\342A\001\003'
+  _globals['_JOBEVENT'].fields_by_name['created_at']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
+  _globals['_JOBEVENT'].fields_by_name['attempt']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['attempt']._serialized_options = b'\342A\001\003'
+  _globals['_JOBEVENT'].fields_by_name['error']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['error']._serialized_options = b'\342A\001\003'
+  _globals['_JOBEVENT'].fields_by_name['delay_seconds']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['delay_seconds']._serialized_options = b'\342A\001\003'
+  _globals['_JOBEVENT'].fields_by_name['delta']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['delta']._serialized_options = b'\342A\001\003'
+  _globals['_JOBEVENT'].fields_by_name['result']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['result']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['job_id']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['job_id']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['agent_id']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['agent_id']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['success']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['success']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['response']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['response']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['tokens_used']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['tokens_used']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['completed_at']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['completed_at']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['error']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['error']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['prompt']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['prompt']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['context_hash']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['context_hash']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['merkle_root']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['merkle_root']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['verified']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['verified']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['confidence']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['confidence']._serialized_options = b'\342A\001\003'
+  _globals['_JOBSTATUS']._serialized_start=1261
+  _globals['_JOBSTATUS']._serialized_end=1423
+  _globals['_JOBEVENTTYPE']._serialized_start=1426
+  _globals['_JOBEVENTTYPE']._serialized_end=1669
+  _globals['_JOB']._serialized_start=101
+  _globals['_JOB']._serialized_end=541
+  _globals['_JOBEVENT']._serialized_start=544
+  _globals['_JOBEVENT']._serialized_end=880
+  _globals['_AGENTJOBRESULT']._serialized_start=883
+  _globals['_AGENTJOBRESULT']._serialized_end=1258
 # @@protoc_insertion_point(module_scope)

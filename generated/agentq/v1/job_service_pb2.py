@@ -24,9 +24,10 @@ _sym_db = _symbol_database.Default()
 
 from agentq.v1 import job_pb2 as agentq_dot_v1_dot_job__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61gentq/v1/job_service.proto\x12\tagentq.v1\x1a\x13\x61gentq/v1/job.proto\x1a\x1cgoogle/api/annotations.proto\"\x1f\n\rGetJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"-\n\x0eGetJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.agentq.v1.Job\"\xa5\x01\n\x0fListJobsRequest\x12\x16\n\tpage_size\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\x08\x61gent_id\x18\x03 \x01(\tH\x01\x88\x01\x01\x12)\n\x06status\x18\x04 \x01(\x0e\x32\x14.agentq.v1.JobStatusH\x02\x88\x01\x01\x42\x0c\n\n_page_sizeB\x0b\n\t_agent_idB\t\n\x07_status\"\\\n\x10ListJobsResponse\x12\x1c\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.agentq.v1.Job\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\"\"\n\x10\x43\x61ncelJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\"0\n\x11\x43\x61ncelJobResponse\x12\x1b\n\x03job\x18\x01 \x01(\x0b\x32\x0e.agentq.v1.Job\"9\n\x0fWatchJobRequest\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\"6\n\x10WatchJobResponse\x12\"\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.agentq.v1.JobEvent2\xaa\x03\n\nJobService\x12\x61\n\x06GetJob\x12\x18.agentq.v1.GetJobRequest\x1a\x19.agentq.v1.GetJobResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x15/api/v1/jobs/{job_id}b\x03job\x12Y\n\x08ListJobs\x12\x1a.agentq.v1.ListJobsRequest\x1a\x1b.agentq.v1.ListJobsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/v1/jobs\x12q\n\tCancelJob\x12\x1b.agentq.v1.CancelJobRequest\x1a\x1c.agentq.v1.CancelJobResponse\")\x82\xd3\xe4\x93\x02#\"\x1c/api/v1/jobs/{job_id}/cancelb\x03job\x12k\n\x08WatchJob\x12\x1a.agentq.v1.WatchJobRequest\x1a\x1b.agentq.v1.WatchJobResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/api/v1/jobs/{job_id}/stream0\x01\x42\x30\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x61gentq/v1/job_service.proto\x12\tagentq.v1\x1a\x13\x61gentq/v1/job.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"%\n\rGetJobRequest\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"3\n\x0eGetJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x0e.agentq.v1.JobB\x04\xe2\x41\x01\x03\"\xbd\x01\n\x0fListJobsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1b\n\x08\x61gent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x12/\n\x06status\x18\x04 \x01(\x0e\x32\x14.agentq.v1.JobStatusB\x04\xe2\x41\x01\x01H\x02\x88\x01\x01\x42\x0c\n\n_page_sizeB\x0b\n\t_agent_idB\t\n\x07_status\"n\n\x10ListJobsResponse\x12\"\n\x04jobs\x18\x01 \x03(\x0b\x32\x0e.agentq.v1.JobB\x04\xe2\x41\x01\x03\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\"(\n\x10\x43\x61ncelJobRequest\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x11\x43\x61ncelJobResponse\x12!\n\x03job\x18\x01 \x01(\x0b\x32\x0e.agentq.v1.JobB\x04\xe2\x41\x01\x03\"E\n\x0fWatchJobRequest\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01\"<\n\x10WatchJobResponse\x12(\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x13.agentq.v1.JobEventB\x04\xe2\x41\x01\x03\x32\xaa\x03\n\nJobService\x12\x61\n\x06GetJob\x12\x18.agentq.v1.GetJobRequest\x1a\x19.agentq.v1.GetJobResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x15/api/v1/jobs/{job_id}b\x03job\x12Y\n\x08ListJobs\x12\x1a.agentq.v1.ListJobsRequest\x1a\x1b.agentq.v1.ListJobsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/api/v1/jobs\x12q\n\tCancelJob\x12\x1b.agentq.v1.CancelJobRequest\x1a\x1c.agentq.v1.CancelJobResponse\")\x82\xd3\xe4\x93\x02#\"\x1c/api/v1/jobs/{job_id}/cancelb\x03job\x12k\n\x08WatchJob\x12\x1a.agentq.v1.WatchJobRequest\x1a\x1b.agentq.v1.WatchJobResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/api/v1/jobs/{job_id}/stream0\x01\x42\x30\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,6 +35,34 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentq.v1.job_service_pb2',
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rdev.agentq.v1P\001Z\035agentq/gen/agentq/v1;agentqv1'
+  _globals['_GETJOBREQUEST'].fields_by_name['job_id']._loaded_options = None
+  _globals['_GETJOBREQUEST'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
+  _globals['_GETJOBRESPONSE'].fields_by_name['job']._loaded_options = None
+  _globals['_GETJOBRESPONSE'].fields_by_name['job']._serialized_options = b'\342A\001\003'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['agent_id']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['agent_id']._serialized_options = b'\342A\001\001'
+  _globals['_LISTJOBSREQUEST'].fields_by_name['status']._loaded_options = None
+  _globals['_LISTJOBSREQUEST'].fields_by_name['status']._serialized_options = b'\342A\001\001'
+  _globals['_LISTJOBSRESPONSE'].fields_by_name['jobs']._loaded_options = None
+  _globals['_LISTJOBSRESPONSE'].fields_by_name['jobs']._serialized_options = b'\342A\001\003'
+  _globals['_LISTJOBSRESPONSE'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTJOBSRESPONSE'].fields_by_name['page_size']._serialized_options = b'\342A\001\003'
+  _globals['_LISTJOBSRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
+  _globals['_LISTJOBSRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\342A\001\003'
+  _globals['_CANCELJOBREQUEST'].fields_by_name['job_id']._loaded_options = None
+  _globals['_CANCELJOBREQUEST'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
+  _globals['_CANCELJOBRESPONSE'].fields_by_name['job']._loaded_options = None
+  _globals['_CANCELJOBRESPONSE'].fields_by_name['job']._serialized_options = b'\342A\001\003'
+  _globals['_WATCHJOBREQUEST'].fields_by_name['job_id']._loaded_options = None
+  _globals['_WATCHJOBREQUEST'].fields_by_name['job_id']._serialized_options = b'\342A\001\002'
+  _globals['_WATCHJOBREQUEST'].fields_by_name['after_sequence']._loaded_options = None
+  _globals['_WATCHJOBREQUEST'].fields_by_name['after_sequence']._serialized_options = b'\342A\001\001'
+  _globals['_WATCHJOBRESPONSE'].fields_by_name['event']._loaded_options = None
+  _globals['_WATCHJOBRESPONSE'].fields_by_name['event']._serialized_options = b'\342A\001\003'
   _globals['_JOBSERVICE'].methods_by_name['GetJob']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['GetJob']._serialized_options = b'\202\323\344\223\002\034\022\025/api/v1/jobs/{job_id}b\003job'
   _globals['_JOBSERVICE'].methods_by_name['ListJobs']._loaded_options = None
@@ -42,22 +71,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBSERVICE'].methods_by_name['CancelJob']._serialized_options = b'\202\323\344\223\002#\"\034/api/v1/jobs/{job_id}/cancelb\003job'
   _globals['_JOBSERVICE'].methods_by_name['WatchJob']._loaded_options = None
   _globals['_JOBSERVICE'].methods_by_name['WatchJob']._serialized_options = b'\202\323\344\223\002\036\022\034/api/v1/jobs/{job_id}/stream'
-  _globals['_GETJOBREQUEST']._serialized_start=93
-  _globals['_GETJOBREQUEST']._serialized_end=124
-  _globals['_GETJOBRESPONSE']._serialized_start=126
-  _globals['_GETJOBRESPONSE']._serialized_end=171
-  _globals['_LISTJOBSREQUEST']._serialized_start=174
-  _globals['_LISTJOBSREQUEST']._serialized_end=339
-  _globals['_LISTJOBSRESPONSE']._serialized_start=341
-  _globals['_LISTJOBSRESPONSE']._serialized_end=433
-  _globals['_CANCELJOBREQUEST']._serialized_start=435
-  _globals['_CANCELJOBREQUEST']._serialized_end=469
-  _globals['_CANCELJOBRESPONSE']._serialized_start=471
-  _globals['_CANCELJOBRESPONSE']._serialized_end=519
-  _globals['_WATCHJOBREQUEST']._serialized_start=521
-  _globals['_WATCHJOBREQUEST']._serialized_end=578
-  _globals['_WATCHJOBRESPONSE']._serialized_start=580
-  _globals['_WATCHJOBRESPONSE']._serialized_end=634
-  _globals['_JOBSERVICE']._serialized_start=637
-  _globals['_JOBSERVICE']._serialized_end=1063
+  _globals['_GETJOBREQUEST']._serialized_start=126
+  _globals['_GETJOBREQUEST']._serialized_end=163
+  _globals['_GETJOBRESPONSE']._serialized_start=165
+  _globals['_GETJOBRESPONSE']._serialized_end=216
+  _globals['_LISTJOBSREQUEST']._serialized_start=219
+  _globals['_LISTJOBSREQUEST']._serialized_end=408
+  _globals['_LISTJOBSRESPONSE']._serialized_start=410
+  _globals['_LISTJOBSRESPONSE']._serialized_end=520
+  _globals['_CANCELJOBREQUEST']._serialized_start=522
+  _globals['_CANCELJOBREQUEST']._serialized_end=562
+  _globals['_CANCELJOBRESPONSE']._serialized_start=564
+  _globals['_CANCELJOBRESPONSE']._serialized_end=618
+  _globals['_WATCHJOBREQUEST']._serialized_start=620
+  _globals['_WATCHJOBREQUEST']._serialized_end=689
+  _globals['_WATCHJOBRESPONSE']._serialized_start=691
+  _globals['_WATCHJOBRESPONSE']._serialized_end=751
+  _globals['_JOBSERVICE']._serialized_start=754
+  _globals['_JOBSERVICE']._serialized_end=1180
 # @@protoc_insertion_point(module_scope)

@@ -50,7 +50,7 @@ class GetJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job(self) -> _job_pb2.Job:
-        """The job as stored."""
+        """Output only. The job as stored."""
 
     def __init__(
         self,
@@ -78,13 +78,15 @@ class ListJobsRequest(_message.Message):
     page_size: _builtins.int
     """Jobs per page, 1 to 100; 20 when unset."""
     page_token: _builtins.str
-    """The next_page_token of the previous page; unset for the first page. It is
+    """The next_page_token of the previous page; empty for the first page. It is
     only valid with the same filters.
     """
     agent_id: _builtins.str
-    """Only this agent's jobs, when set."""
+    """Only this agent's jobs, when set: the agent's id, a UUID."""
     status: _job_pb2.JobStatus.ValueType
-    """Only jobs in this state, when set."""
+    """Only jobs in this state, when set; JOB_STATUS_UNSPECIFIED is
+    INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
@@ -122,12 +124,14 @@ class ListJobsResponse(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """The page size that was applied."""
+    """Output only. The page size that was applied."""
     next_page_token: _builtins.str
-    """Pass it as page_token for the next page; empty on the last page."""
+    """Output only. Pass it as page_token for the next page; empty on the last
+    page.
+    """
     @_builtins.property
     def jobs(self) -> _containers.RepeatedCompositeFieldContainer[_job_pb2.Job]:
-        """The jobs of this page."""
+        """Output only. The jobs of this page."""
 
     def __init__(
         self,
@@ -175,7 +179,9 @@ class CancelJobResponse(_message.Message):
     JOB_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def job(self) -> _job_pb2.Job:
-        """The job: cancelled, or still running until its worker stops it."""
+        """Output only. The job: cancelled, or still running until its worker stops
+        it.
+        """
 
     def __init__(
         self,
@@ -201,7 +207,9 @@ class WatchJobRequest(_message.Message):
     job_id: _builtins.str
     """Required. The job's id, a UUID."""
     after_sequence: _builtins.int
-    """Send only events with a larger sequence number; 0 sends them all."""
+    """Send only events with a larger sequence number; 0 (or unset) sends them
+    all.
+    """
     def __init__(
         self,
         *,
@@ -225,7 +233,7 @@ class WatchJobResponse(_message.Message):
     EVENT_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def event(self) -> _job_pb2.JobEvent:
-        """The event."""
+        """Output only. The event."""
 
     def __init__(
         self,

@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentq/v1/system_service.proto\x12\tagentq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetHealthRequest\"t\n\x11GetHealthResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12-\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x64\x62_type\x18\x04 \x01(\t2h\n\rSystemService\x12W\n\tGetHealth\x12\x1b.agentq.v1.GetHealthRequest\x1a\x1c.agentq.v1.GetHealthResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/healthB0\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x61gentq/v1/system_service.proto\x12\tagentq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x12\n\x10GetHealthRequest\"\x8c\x01\n\x11GetHealthResponse\x12\x14\n\x06status\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07version\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x33\n\ttimestamp\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x64\x62_type\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x32h\n\rSystemService\x12W\n\tGetHealth\x12\x1b.agentq.v1.GetHealthRequest\x1a\x1c.agentq.v1.GetHealthResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/healthB0\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +35,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentq.v1.system_service_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rdev.agentq.v1P\001Z\035agentq/gen/agentq/v1;agentqv1'
+  _globals['_GETHEALTHRESPONSE'].fields_by_name['status']._loaded_options = None
+  _globals['_GETHEALTHRESPONSE'].fields_by_name['status']._serialized_options = b'\342A\001\003'
+  _globals['_GETHEALTHRESPONSE'].fields_by_name['version']._loaded_options = None
+  _globals['_GETHEALTHRESPONSE'].fields_by_name['version']._serialized_options = b'\342A\001\003'
+  _globals['_GETHEALTHRESPONSE'].fields_by_name['timestamp']._loaded_options = None
+  _globals['_GETHEALTHRESPONSE'].fields_by_name['timestamp']._serialized_options = b'\342A\001\003'
+  _globals['_GETHEALTHRESPONSE'].fields_by_name['db_type']._loaded_options = None
+  _globals['_GETHEALTHRESPONSE'].fields_by_name['db_type']._serialized_options = b'\342A\001\003'
   _globals['_SYSTEMSERVICE'].methods_by_name['GetHealth']._loaded_options = None
   _globals['_SYSTEMSERVICE'].methods_by_name['GetHealth']._serialized_options = b'\202\323\344\223\002\t\022\007/health'
-  _globals['_GETHEALTHREQUEST']._serialized_start=108
-  _globals['_GETHEALTHREQUEST']._serialized_end=126
-  _globals['_GETHEALTHRESPONSE']._serialized_start=128
-  _globals['_GETHEALTHRESPONSE']._serialized_end=244
-  _globals['_SYSTEMSERVICE']._serialized_start=246
-  _globals['_SYSTEMSERVICE']._serialized_end=350
+  _globals['_GETHEALTHREQUEST']._serialized_start=141
+  _globals['_GETHEALTHREQUEST']._serialized_end=159
+  _globals['_GETHEALTHRESPONSE']._serialized_start=162
+  _globals['_GETHEALTHRESPONSE']._serialized_end=302
+  _globals['_SYSTEMSERVICE']._serialized_start=304
+  _globals['_SYSTEMSERVICE']._serialized_end=408
 # @@protoc_insertion_point(module_scope)

@@ -45,14 +45,14 @@ class GetHealthResponse(_message.Message):
     TIMESTAMP_FIELD_NUMBER: _builtins.int
     DB_TYPE_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """Always "healthy": an unhealthy service answers UNAVAILABLE instead."""
+    """Output only. Always "healthy": an unhealthy service answers UNAVAILABLE instead."""
     version: _builtins.str
-    """The agentq version the server runs, e.g. "0.1.0"."""
+    """Output only. The agentq version the server runs, e.g. "0.1.0"."""
     db_type: _builtins.str
-    """The database kind the server stores jobs in: "sqlite" or "postgres"."""
+    """Output only. The database kind the server stores jobs in: "sqlite" or "postgres"."""
     @_builtins.property
     def timestamp(self) -> _timestamp_pb2.Timestamp:
-        """The server's clock when it answered (UTC)."""
+        """Output only. The server's clock when it answered (UTC)."""
 
     def __init__(
         self,

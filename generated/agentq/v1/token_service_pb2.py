@@ -23,10 +23,11 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentq/v1/token_service.proto\x12\tagentq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12\x43reateTokenRequest\"\x83\x01\n\x13\x43reateTokenResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12\x12\n\ntoken_type\x18\x02 \x01(\t\x12\x12\n\nexpires_in\x18\x03 \x01(\x03\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp2w\n\x0cTokenService\x12g\n\x0b\x43reateToken\x12\x1d.agentq.v1.CreateTokenRequest\x1a\x1e.agentq.v1.CreateTokenResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/api/v1/tokens:\x01*B0\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentq/v1/token_service.proto\x12\tagentq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x14\n\x12\x43reateTokenRequest\"\x9b\x01\n\x13\x43reateTokenResponse\x12\x1a\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\ntoken_type\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x18\n\nexpires_in\x18\x03 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12\x34\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x32w\n\x0cTokenService\x12g\n\x0b\x43reateToken\x12\x1d.agentq.v1.CreateTokenRequest\x1a\x1e.agentq.v1.CreateTokenResponse\"\x19\x82\xd3\xe4\x93\x02\x13\"\x0e/api/v1/tokens:\x01*B0\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,12 +35,20 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'agentq.v1.token_service_pb2
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\rdev.agentq.v1P\001Z\035agentq/gen/agentq/v1;agentqv1'
+  _globals['_CREATETOKENRESPONSE'].fields_by_name['access_token']._loaded_options = None
+  _globals['_CREATETOKENRESPONSE'].fields_by_name['access_token']._serialized_options = b'\342A\001\003'
+  _globals['_CREATETOKENRESPONSE'].fields_by_name['token_type']._loaded_options = None
+  _globals['_CREATETOKENRESPONSE'].fields_by_name['token_type']._serialized_options = b'\342A\001\003'
+  _globals['_CREATETOKENRESPONSE'].fields_by_name['expires_in']._loaded_options = None
+  _globals['_CREATETOKENRESPONSE'].fields_by_name['expires_in']._serialized_options = b'\342A\001\003'
+  _globals['_CREATETOKENRESPONSE'].fields_by_name['expires_at']._loaded_options = None
+  _globals['_CREATETOKENRESPONSE'].fields_by_name['expires_at']._serialized_options = b'\342A\001\003'
   _globals['_TOKENSERVICE'].methods_by_name['CreateToken']._loaded_options = None
   _globals['_TOKENSERVICE'].methods_by_name['CreateToken']._serialized_options = b'\202\323\344\223\002\023\"\016/api/v1/tokens:\001*'
-  _globals['_CREATETOKENREQUEST']._serialized_start=107
-  _globals['_CREATETOKENREQUEST']._serialized_end=127
-  _globals['_CREATETOKENRESPONSE']._serialized_start=130
-  _globals['_CREATETOKENRESPONSE']._serialized_end=261
-  _globals['_TOKENSERVICE']._serialized_start=263
-  _globals['_TOKENSERVICE']._serialized_end=382
+  _globals['_CREATETOKENREQUEST']._serialized_start=140
+  _globals['_CREATETOKENREQUEST']._serialized_end=160
+  _globals['_CREATETOKENRESPONSE']._serialized_start=163
+  _globals['_CREATETOKENRESPONSE']._serialized_end=318
+  _globals['_TOKENSERVICE']._serialized_start=320
+  _globals['_TOKENSERVICE']._serialized_end=439
 # @@protoc_insertion_point(module_scope)

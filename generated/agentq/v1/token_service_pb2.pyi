@@ -45,14 +45,14 @@ class CreateTokenResponse(_message.Message):
     EXPIRES_IN_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     access_token: _builtins.str
-    """The JWT (HS256)."""
+    """Output only. The JWT (HS256)."""
     token_type: _builtins.str
-    """Always "bearer"."""
+    """Output only. Always "bearer"."""
     expires_in: _builtins.int
-    """Seconds the token is valid for."""
+    """Output only. Seconds the token is valid for."""
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp:
-        """When the token expires (UTC)."""
+        """Output only. When the token expires (UTC)."""
 
     def __init__(
         self,
