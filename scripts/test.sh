@@ -4,7 +4,7 @@
 # The suite runs in steps, each one pytest run with the given args:
 #   static    ruff, mypy --strict and the import contracts (tests/test_code_quality.py)
 #   tests     every test not marked `gate`
-#   proto     buf lint and build through npx (tests/test_proto_lint.py)
+#   proto     buf lint, build and breaking through npx (tests/test_proto_lint.py)
 #   polyglot  the Node.js client through npm (tests/e2e/test_polyglot_client.py)
 #   bench     the quick benchmark run (tests/test_bench_smoke.py)
 # Every step runs, and the summary at the end names those that failed; with -x
