@@ -6,7 +6,7 @@
 #   tests     every test not marked `gate`
 #   proto     buf lint, build and breaking through npx (tests/test_proto_lint.py)
 #   polyglot  the Node.js client through npm (tests/e2e/test_polyglot_client.py)
-#   typescript  a TypeScript client on the stubs of `buf generate`, through npm
+#   ts-stubs  a TypeScript client on the stubs of `buf generate`, through npm
 #             (tests/e2e/test_typescript_client.py)
 #   bench     the quick benchmark run (tests/test_bench_smoke.py)
 # Every step runs, and the summary at the end names those that failed; with -x
@@ -32,7 +32,7 @@ STEPS=(
   "tests   12m  -"
   "proto    6m  tests/test_proto_lint.py"
   "polyglot 5m  tests/e2e/test_polyglot_client.py"
-  "typescript 5m  tests/e2e/test_typescript_client.py"
+  "ts-stubs 5m  tests/e2e/test_typescript_client.py"
   "bench    6m  tests/test_bench_smoke.py"
 )
 
