@@ -7,7 +7,6 @@ every error as a google.rpc.Status (`status.py`) and writes the call's access li
 
 from __future__ import annotations
 
-import contextlib
 import hmac
 import logging
 import re
@@ -26,7 +25,7 @@ from server.api.call_log import TENANT_TRAILER, log_call
 from server.api.context import Context, principal_var, request_id_var
 from server.api.credential_size import check_credential_size
 from server.api.failures import FailureThrottle, client_address
-from server.api.status import status_details
+from server.api.status import code_name, status_details
 from server.auth.principal import Principal, require_role, require_scope
 from server.auth.tokens import INVALID_HEADER_FORMAT, BearerVerifier
 from server.errors import (
@@ -37,7 +36,6 @@ from server.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
-    status_for,
 )
 from server.ratelimit import RateLimiter
 from server.service.access import INVALID_KEY, KEY_PREFIX, AccessService
@@ -258,7 +256,7 @@ class _GuardedMethod:
 
     def __init__(self, guard: Guard, method: str) -> None:
         self._guard = guard
-        self._method = method
+        self.name = method
 
     def wrap(self, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         deserializer = handler.request_deserializer
@@ -282,45 +280,25 @@ class _GuardedMethod:
             return grpc.stream_stream_rpc_method_handler(
                 self._stream(handler.stream_stream), **kwargs
             )
-        raise RuntimeError(f"handler of {self._method} has no behaviour")
+        raise RuntimeError(f"handler of {self.name} has no behaviour")
 
     def _unary(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: Context) -> Any:
-            async with self._guarded(request, context):
+            async with _Call(self, request, context):
                 return await behavior(request, context)
 
         return guarded
 
     def _stream(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
         async def guarded(request: Any, context: Context) -> AsyncIterator[Any]:
-            async with self._guarded(request, context):
+            async with _Call(self, request, context):
                 async for response in behavior(request, context):
                     yield response
 
         return guarded
 
-    @contextlib.asynccontextmanager
-    async def _guarded(self, request: Any, context: Context) -> AsyncIterator[None]:
-        """Admit a call, answer its errors as statuses, and log it: unary or streaming."""
-        admission = Admission()
-        started = time.perf_counter()
-        # What the call ends with unless it returns or fails: its caller went away.
-        code, failure = "CANCELLED", None
-        try:
-            await self._admit(context, admission)
-            if request is _UNPARSABLE:
-                raise InvalidArgument.unparsable()
-            yield
-            code = "OK"
-        except Exception as error:
-            code, failure = _code_name(error, context), error
-            await self._abort(context, error, admission)
-        finally:
-            tenant = _tenant(admission, failure)
-            duration_s = time.perf_counter() - started
-            log_call(self._method, code=code, duration_s=duration_s, tenant=tenant)
-
-    async def _admit(self, context: Context, admission: Admission) -> None:
+    async def admit(self, context: Context, admission: Admission) -> None:
+        """Give the call its request id and run the guard's checks; fills `admission`."""
         pairs = tuple(context.invocation_metadata() or ())
         metadata = dict(pairs)
         sent = metadata.get("x-request-id")
@@ -328,7 +306,7 @@ class _GuardedMethod:
         request_id_var.set(request_id or str(uuid.uuid4()))
         check_credential_size(pairs)
         await self._guard.admit(
-            self._method, metadata, admission, repeated=_repeated(pairs), peer=context.peer()
+            self.name, metadata, admission, repeated=_repeated(pairs), peer=context.peer()
         )
         if admission.principal is not None:
             principal_var.set(admission.principal)
@@ -336,13 +314,14 @@ class _GuardedMethod:
         if trailers:
             context.set_trailing_metadata(tuple(trailers))
 
-    async def _abort(self, context: Context, error: Exception, admission: Admission) -> None:
+    async def abort(self, context: Context, error: Exception, admission: Admission) -> None:
+        """End the call with `error` as its status (an unexpected error is INTERNAL)."""
         if isinstance(error, grpc.aio.AbortError):
             raise error
         if not isinstance(error, AgentQError):
             log.error(
                 "unexpected error in %s (request %s)",
-                self._method,
+                self.name,
                 request_id_var.get(),
                 exc_info=error,
             )
@@ -357,15 +336,45 @@ class _GuardedMethod:
         await context.abort(code, error.message, trailing_metadata=tuple(trailers))
 
 
-def _code_name(error: Exception, context: Context) -> str:
-    """The gRPC status code a failed call ends with, as the access line names it."""
-    if isinstance(error, AgentQError):
-        return status_for(error)[0].name
-    if isinstance(error, grpc.aio.AbortError):
-        # A servicer aborted the call itself; the context holds the code it gave.
-        code = context.code()
-        return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
-    return "INTERNAL"
+class _Call:
+    """One call of a guarded method: admitted on entry; on exit, its error answered as a
+    status and its access line written, whether it is unary or a stream.
+
+    A class rather than a generator-based context manager: this runs on every call, and
+    the generator's machinery cost more than the rest of it.
+    """
+
+    __slots__ = ("_admission", "_context", "_method", "_request", "_started")
+
+    def __init__(self, method: _GuardedMethod, request: Any, context: Context) -> None:
+        self._method = method
+        self._request = request
+        self._context = context
+        self._admission = Admission()
+        self._started = time.perf_counter()
+
+    async def __aenter__(self) -> None:
+        try:
+            await self._method.admit(self._context, self._admission)
+            if self._request is _UNPARSABLE:
+                raise InvalidArgument.unparsable()
+        except BaseException as error:
+            await self.__aexit__(type(error), error, error.__traceback__)
+            raise
+
+    async def __aexit__(self, _type: object, error: BaseException | None, _tb: object) -> bool:
+        # A call that ends with neither a return nor an error: its caller went away.
+        code, failure = ("OK", None) if error is None else ("CANCELLED", None)
+        if isinstance(error, Exception):
+            code, failure = code_name(error, self._context), error
+        try:
+            if failure is not None:
+                await self._method.abort(self._context, failure, self._admission)
+        finally:
+            tenant = _tenant(self._admission, failure)
+            duration_s = time.perf_counter() - self._started
+            log_call(self._method.name, code=code, duration_s=duration_s, tenant=tenant)
+        return False
 
 
 def _tenant(admission: Admission, error: Exception | None) -> str | None:

@@ -38,3 +38,14 @@ def status_details(error: AgentQError) -> tuple[grpc.StatusCode, bytes]:
         )
         status.details.append(_packed(error_details_pb2.QuotaFailure(violations=[violation])))
     return code, status.SerializeToString()
+
+
+def code_name(error: Exception, context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    """The gRPC status code a failed call ends with, as the access line names it."""
+    if isinstance(error, AgentQError):
+        return status_for(error)[0].name
+    if isinstance(error, grpc.aio.AbortError):
+        # A servicer aborted the call itself; the context holds the code it gave.
+        code = context.code()
+        return code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    return "INTERNAL"
