@@ -119,12 +119,12 @@ def configure(
         logging.getLogger(name).setLevel(named_level)
 
 
-def _buffered(stream: TextIO) -> TextIO:
+def _buffered(stream: TextIO) -> TextIO | None:
     """A buffered writer onto the stream's file: stderr itself writes every line at once."""
     try:
         descriptor = os.dup(stream.fileno())
     except (AttributeError, OSError, io.UnsupportedOperation):
-        return stream  # not a file (a test's capture): written as it comes
+        return None  # not a file (a test's capture)
     return io.TextIOWrapper(
         open(descriptor, "wb", buffering=1 << 16),
         encoding="utf-8",
@@ -146,16 +146,34 @@ FLUSH_EVERY_S = 0.2
 class _BufferedStderr(logging.StreamHandler):  # type: ignore[type-arg]
     """stderr, written at most every FLUSH_EVERY_S, and at once for warnings and errors.
 
-    A write lets go of the GIL, and on a busy server getting it back cost a call more
-    than the rest of its access line (about 100 us of CPU against 10): lines of many
-    calls go out in one write instead.
+    A record is kept as it is and formatted when its batch is written, on the writer
+    thread: an access line per call made the formatting and the write a visible share
+    of a busy server's CPU, and a batch of lines costs less each than lines one by one
+    (and a write lets go of the GIL, whose getting back cost a call more than its line).
+    A stream that is not a file (a test's capture) gets each line as it comes.
     """
 
     def __init__(self) -> None:
-        super().__init__(_buffered(sys.stderr))
+        buffered = _buffered(sys.stderr)
+        super().__init__(buffered or sys.stderr)
+        self._deferred = buffered is not None
+        self._pending: list[logging.LogRecord] = []
         self._stop = threading.Event()
         threading.Thread(target=self._flush_often, name="agentq-log", daemon=True).start()
         atexit.register(self.close)
+
+    def handle(self, record: logging.LogRecord) -> bool:
+        """Keep the record for the next batch (filtered now: it takes the request id)."""
+        if not self._deferred:
+            return bool(super().handle(record))
+        kept = self.filter(record)
+        if not kept:
+            return False
+        # A list append needs no lock: the writer takes the whole list at once.
+        self._pending.append(kept if isinstance(kept, logging.LogRecord) else record)
+        if record.levelno >= logging.WARNING:
+            self.write_out()
+        return True
 
     def emit(self, record: logging.LogRecord) -> None:
         super().emit(record)
@@ -166,8 +184,11 @@ class _BufferedStderr(logging.StreamHandler):  # type: ignore[type-arg]
         """Records wait in the buffer: the writer thread (or a warning) writes them."""
 
     def write_out(self) -> None:
-        """Write the buffered lines."""
+        """Format and write every record kept so far."""
         with self.lock:  # type: ignore[union-attr]
+            records, self._pending = self._pending, []
+            for record in records:
+                super().emit(record)
             if self.stream and hasattr(self.stream, "flush"):
                 self.stream.flush()
 

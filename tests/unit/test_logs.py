@@ -28,6 +28,12 @@ def stderr() -> Iterator[io.StringIO]:
     logging.getLogger("agentq.access").setLevel(logging.NOTSET)
 
 
+def _written(stream: io.StringIO) -> str:
+    """What the handler has written, once the lines it keeps for its next batch are out."""
+    logs.flush()
+    return stream.getvalue()
+
+
 def _configure(written: io.StringIO, *args: Any, **kwargs: Any) -> None:
     logs.configure(*args, **kwargs)
     handler = logging.getLogger().handlers[0]
@@ -47,7 +53,7 @@ def test_json_lines_carry_time_level_logger_request_id_message_and_every_field(
     finally:
         request_id_var.reset(token)
 
-    [line] = stderr.getvalue().splitlines()
+    [line] = _written(stderr).splitlines()
     entry = json.loads(line)
     assert set(entry) == JSON_LINE_FIELDS | {"job_id", "attempts", "duration_ms"}
     assert entry["time"].endswith("+00:00")
@@ -67,7 +73,7 @@ def test_a_request_id_given_with_the_line_wins_over_the_current_calls(
 
     logging.getLogger("agentq.access").info("x", extra={"request_id": "from-rest"})
 
-    assert json.loads(stderr.getvalue())["request_id"] == "from-rest"
+    assert json.loads(_written(stderr))["request_id"] == "from-rest"
 
 
 def test_a_json_line_with_an_exception_holds_its_traceback_in_one_line(
@@ -80,7 +86,7 @@ def test_a_json_line_with_an_exception_holds_its_traceback_in_one_line(
     except RuntimeError:
         logging.getLogger("x").exception("failed")
 
-    [line] = stderr.getvalue().splitlines()
+    [line] = _written(stderr).splitlines()
     assert "RuntimeError: boom" in json.loads(line)["exception"]
 
 
@@ -89,7 +95,7 @@ def test_a_text_line_escapes_line_breaks_from_the_values_it_shows(stderr: io.Str
 
     logging.getLogger("agentq.access").info("tenant=%s", "evil\n2026-01-01 INFO forged line")
 
-    [line] = stderr.getvalue().splitlines()
+    [line] = _written(stderr).splitlines()
     assert line.endswith(" INFO agentq.access [-] tenant=evil\\n2026-01-01 INFO forged line")
 
 
@@ -101,8 +107,8 @@ def test_a_logger_named_in_levels_is_silenced_while_the_rest_still_log(
     logging.getLogger("agentq.access").info("an access line")
     logging.getLogger("server.serve").info("a server line")
 
-    assert "an access line" not in stderr.getvalue()
-    assert "a server line" in stderr.getvalue()
+    assert "an access line" not in _written(stderr)
+    assert "a server line" in _written(stderr)
 
 
 def test_logger_levels_are_read_as_comma_separated_logger_equals_level() -> None:
