@@ -33,8 +33,13 @@ class Record:
 
     @classmethod
     def of(cls, row: Row) -> Self:
-        """The record of a row that selected `columns`."""
-        return cls(*[row[name] for name in _names(cls)])  # type: ignore[arg-type]
+        """The record of a row that selected `columns`, in their order."""
+        # By position: every read of a record selects exactly `columns`, and a read of a
+        # job is on every poll, where looking up 27 names by key shows.
+        values = tuple(row.values())
+        if len(values) != len(_names(cls)):  # type: ignore[arg-type]
+            raise ValueError(f"{cls.__name__} needs its columns, got {list(row.keys())}")
+        return cls(*values)
 
     def values(self) -> dict[str, Any]:
         """Column name to value, as an INSERT of the whole row binds them."""
