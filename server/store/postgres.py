@@ -11,10 +11,10 @@ import asyncio
 import contextlib
 import enum
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -31,7 +31,6 @@ from server.store.database import DuplicateKey, Params, Row, Statements
 # A connection of the pool (a proxy of the driver's connection).
 Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
 
-T = TypeVar("T")
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -176,10 +175,14 @@ class PostgresDatabase:
         except _NO_CONNECTION as error:
             raise Unavailable(DATABASE_UNAVAILABLE) from error
 
-    async def _alone(self, work: Callable[[_Connection], Awaitable[T]]) -> T:
+    async def _alone(self, method: str, statement: Executable, params: Params | None) -> Any:
+        # `method` is the connection's fetchrow, fetch or execute.
+        sql, args = _bind(statement, params)
         connection = await self._acquire()
         try:
-            return await work(_Connection(connection))
+            return await getattr(connection, method)(sql, *args)
+        except _FAILURES as error:
+            raise _translated(error) from error
         finally:
             await self._pool.release(connection)
 
@@ -187,13 +190,13 @@ class PostgresDatabase:
     # it would cost the pool its connection; shielded, it ends and the connection goes back.
 
     async def one(self, statement: Executable, params: Params | None = None) -> Row | None:
-        return await asyncio.shield(self._alone(lambda c: c.one(statement, params)))
+        return cast(Row | None, await asyncio.shield(self._alone("fetchrow", statement, params)))
 
     async def all(self, statement: Executable, params: Params | None = None) -> list[Row]:
-        return await asyncio.shield(self._alone(lambda c: c.all(statement, params)))
+        return cast(list[Row], await asyncio.shield(self._alone("fetch", statement, params)))
 
     async def run(self, statement: Executable, params: Params | None = None) -> None:
-        await asyncio.shield(self._alone(lambda c: c.run(statement, params)))
+        await asyncio.shield(self._alone("execute", statement, params))
 
     def atomic(self) -> AbstractAsyncContextManager[Statements]:
         return self.transaction()
