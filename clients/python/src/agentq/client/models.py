@@ -144,6 +144,11 @@ class Job:
             depth=job.depth,
         )
 
+    @property
+    def answer(self) -> str:
+        """The answer of a completed job; empty for any other."""
+        return self.result.response if self.result is not None and self.result.success else ""
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields."""
         fields: dict[str, Any] = _jsonable(asdict(self))
