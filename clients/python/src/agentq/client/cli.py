@@ -52,7 +52,12 @@ def add_commands(commands: Any) -> None:
     """Add run, agents and jobs to the subcommands of an `agentq` parser."""
     common = [_connection()]
     epilog = f"{EXIT_CODES}. {CONNECTION_ENV}"
+    _add_run(commands, common, epilog)
+    _add_agents(commands, common)
+    _add_jobs(commands, common, epilog)
 
+
+def _add_run(commands: Any, common: list[argparse.ArgumentParser], epilog: str) -> None:
     run = commands.add_parser(
         "run",
         parents=common,
@@ -67,20 +72,24 @@ def add_commands(commands: Any) -> None:
     run.add_argument("--follow", "-f", action="store_true", help="stream the answer")
     run.add_argument("--detach", action="store_true", help="print the job id and return")
 
+
+def _add_agents(commands: Any, common: list[argparse.ArgumentParser]) -> None:
     agents = commands.add_parser("agents", help="create, list, get or delete agents")
-    agent_commands = agents.add_subparsers(dest="action", required=True)
-    create = agent_commands.add_parser("create", parents=common, help="create an agent")
+    actions = agents.add_subparsers(dest="action", required=True)
+    create = actions.add_parser("create", parents=common, help="create an agent")
     create.add_argument("--name", required=True, help="1 to 100 letters, digits, spaces, - or _")
     create.add_argument("--role", required=True, help="the system prompt, 3 to 500 characters")
     create.add_argument("--max-depth", type=int, help="deepest sub-agent chain, 0 to 10")
-    listing = agent_commands.add_parser("list", parents=common, help="list agents, newest first")
+    listing = actions.add_parser("list", parents=common, help="list agents, newest first")
     listing.add_argument("--limit", type=int, default=20, help="at most this many (0: all)")
     for action, summary in (("get", "show an agent"), ("delete", "delete an agent")):
-        agent_commands.add_parser(action, parents=common, help=summary).add_argument("id")
+        actions.add_parser(action, parents=common, help=summary).add_argument("id")
 
+
+def _add_jobs(commands: Any, common: list[argparse.ArgumentParser], epilog: str) -> None:
     jobs = commands.add_parser("jobs", help="list, get, cancel or watch jobs")
-    job_commands = jobs.add_subparsers(dest="action", required=True)
-    listing = job_commands.add_parser("list", parents=common, help="list jobs, newest first")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", parents=common, help="list jobs, newest first")
     listing.add_argument("--agent", help="only this agent's jobs")
     listing.add_argument("--status", choices=STATUSES, help="only jobs in this state")
     listing.add_argument("--limit", type=int, default=20, help="at most this many (0: all)")
@@ -89,7 +98,7 @@ def add_commands(commands: Any) -> None:
         ("cancel", "cancel a job"),
         ("watch", "stream a job's events until it ends; exits with its outcome"),
     ):
-        parser = job_commands.add_parser(action, parents=common, help=summary, epilog=epilog)
+        parser = actions.add_parser(action, parents=common, help=summary, epilog=epilog)
         parser.add_argument("id")
 
 
