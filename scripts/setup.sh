@@ -2,6 +2,8 @@
 # Create .venv (python3 >= 3.11) and install agentq into it:
 #   bash scripts/setup.sh         agentq with its dev extra: tests, linters, proto tools
 #   bash scripts/setup.sh serve   agentq alone, what `agentq serve` needs: a quicker first start
+# Either way the client distribution, agentq-client (clients/python: the SDK and the
+# generated stubs the server imports as `agentq.v1`), is installed with it, editable.
 #
 # Idempotent and quick when nothing changed: it reinstalls only when pyproject.toml or
 # the interpreter changed since the last install, the install went missing, or the dev
@@ -13,8 +15,8 @@ cd "$ROOT"
 
 profile=${1:-dev}
 case $profile in
-  dev) target='.[dev]' && needed=(agentq pytest) && what='agentq with its dev extra' ;;
-  serve) target='.' && needed=(agentq) && what='agentq and what serving needs' ;;
+  dev) target='.[dev]' && needed=(agentq agentq-client pytest) && what='agentq with its dev extra' ;;
+  serve) target='.' && needed=(agentq agentq-client) && what='agentq and what serving needs' ;;
   *)
     echo "setup.sh: unknown profile '$profile': use dev (the default) or serve" >&2
     exit 2
@@ -34,7 +36,7 @@ fi
 # The stamp holds the hash of what was installed from and the profile installed;
 # a dev install serves too.
 STAMP=.venv/.agentq-install
-want="$( (cat pyproject.toml; "$PY" -VV) | sha256sum | cut -d' ' -f1)"
+want="$( (cat pyproject.toml clients/python/pyproject.toml; "$PY" -VV) | sha256sum | cut -d' ' -f1)"
 have="$(cat "$STAMP" 2>/dev/null || true)"
 if [[ $have == "$want dev" || $have == "$want $profile" ]] \
   && "$PY" -c 'import importlib.metadata as m, sys; [m.version(p) for p in sys.argv[1:]]' \
@@ -50,7 +52,9 @@ started=$SECONDS
 ticker=$!
 trap 'kill "$ticker" 2>/dev/null || true' EXIT
 status=0
-"$PY" -m pip install --quiet --disable-pip-version-check -e "$target" || status=$?
+# One resolve for both: the server's dependency on agentq-client is met by the local copy.
+"$PY" -m pip install --quiet --disable-pip-version-check -e ./clients/python -e "$target" \
+  || status=$?
 kill "$ticker" 2>/dev/null || true
 if ((status)); then
   echo "setup.sh: pip install failed (exit $status); the lines above say why" >&2

@@ -8,6 +8,8 @@
 #   polyglot  the Node.js client through npm (tests/e2e/test_polyglot_client.py)
 #   ts-stubs  a TypeScript client on the stubs of `buf generate`, through npm
 #             (tests/e2e/test_typescript_client.py)
+#   client    the Python client installed alone into a fresh venv from the registry
+#             (tests/client/test_fresh_install.py; the rest of tests/client runs in `tests`)
 #   bench     the quick benchmark run (tests/test_bench_smoke.py)
 # Every step runs, and the summary at the end names those that failed; with -x
 # (--exitfirst) the first failed step ends the run. Args that pick tests (a test
@@ -33,6 +35,7 @@ STEPS=(
   "proto    6m  tests/test_proto_lint.py"
   "polyglot 5m  tests/e2e/test_polyglot_client.py"
   "ts-stubs 5m  tests/e2e/test_typescript_client.py"
+  "client   5m  tests/client/test_fresh_install.py"
   "bench    6m  tests/test_bench_smoke.py"
 )
 

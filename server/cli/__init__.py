@@ -1,10 +1,13 @@
-"""The `agentq` command: serve, worker, rest, token, migrate."""
+"""The `agentq` command: serve, worker, rest, token, migrate, and the user commands of the
+SDK (run, agents, jobs; agentq.client.cli)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from typing import TYPE_CHECKING, Any
+
+from agentq.client import cli as user_commands
 
 if TYPE_CHECKING:
     from server.settings import Settings
@@ -143,6 +146,7 @@ def _parser() -> argparse.ArgumentParser:
         "safe to run again.",
         env=_MIGRATE_ENV,
     )
+    user_commands.add_commands(commands)
     return parser
 
 
@@ -150,6 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `agentq` console script."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command in user_commands.COMMANDS:
+        # A client of a server: no server settings or logging of its own.
+        return user_commands.run_command(args)
     if args.command == "token":
         from server.auth.principal import ROLES
 

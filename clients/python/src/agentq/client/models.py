@@ -1,0 +1,216 @@
+"""What the client returns: agents, jobs, results and events as plain frozen dataclasses."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from agentq.v1 import agent_pb2, agent_service_pb2, job_pb2
+
+
+class JobStatus(enum.StrEnum):
+    """A job's state; `completed`, `failed` and `cancelled` are final."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        """True for the final states."""
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    def to_proto(self) -> job_pb2.JobStatus.ValueType:
+        """The enum value of the contract."""
+        return job_pb2.JobStatus.Value(f"JOB_STATUS_{self.name}")
+
+
+class EventType(enum.StrEnum):
+    """What happened to a job; `completed`, `failed` and `cancelled` are its last event."""
+
+    QUEUED = "queued"
+    STARTED = "started"
+    RETRYING = "retrying"
+    TOKEN = "token"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        """True for the job's last event."""
+        return self in (EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED)
+
+
+def _time(stamp: timestamp_pb2.Timestamp, present: bool = True) -> datetime | None:
+    return stamp.ToDatetime(UTC) if present and (stamp.seconds or stamp.nanos) else None
+
+
+def _job_status(value: int) -> JobStatus:
+    return JobStatus(job_pb2.JobStatus.Name(value).removeprefix("JOB_STATUS_").lower())  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class Agent:
+    """An agent: a name and a role (its system prompt)."""
+
+    id: str
+    name: str
+    role: str
+    max_depth: int
+    spawn_shadow: bool
+    created_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, agent: agent_pb2.Agent) -> Agent:
+        """The agent of a reply."""
+        return cls(
+            id=agent.id,
+            name=agent.name,
+            role=agent.role,
+            max_depth=agent.max_depth,
+            spawn_shadow=agent.spawn_shadow,
+            created_at=_time(agent.created_at, agent.HasField("created_at")),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        fields: dict[str, Any] = _jsonable(asdict(self))
+        return fields
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A finished job's outcome: the answer, or the error."""
+
+    success: bool
+    response: str
+    tokens_used: int
+    prompt: str
+    error: str | None
+    context_hash: str
+    completed_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, result: job_pb2.AgentJobResult) -> JobResult:
+        """The result of a reply."""
+        return cls(
+            success=result.success,
+            response=result.response,
+            tokens_used=result.tokens_used,
+            prompt=result.prompt,
+            error=result.error if result.HasField("error") else None,
+            context_hash=result.context_hash,
+            completed_at=_time(result.completed_at, result.HasField("completed_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Job:
+    """A queued execution of an agent and, once it has finished, its result."""
+
+    id: str
+    agent_id: str
+    status: JobStatus
+    attempts: int
+    error: str | None
+    result: JobResult | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    completed_at: datetime | None
+    parent_job_id: str | None
+    depth: int
+
+    @classmethod
+    def from_proto(cls, job: job_pb2.Job) -> Job:
+        """The job of a reply."""
+        return cls(
+            id=job.job_id,
+            agent_id=job.agent_id,
+            status=_job_status(job.status),
+            attempts=job.attempts,
+            error=job.error if job.HasField("error") else None,
+            result=JobResult.from_proto(job.result) if job.HasField("result") else None,
+            queued_at=_time(job.queued_at, job.HasField("queued_at")),
+            started_at=_time(job.started_at, job.HasField("started_at")),
+            completed_at=_time(job.completed_at, job.HasField("completed_at")),
+            parent_job_id=job.parent_job_id if job.HasField("parent_job_id") else None,
+            depth=job.depth,
+        )
+
+    @property
+    def answer(self) -> str:
+        """The answer of a completed job; empty for any other."""
+        return self.result.response if self.result is not None and self.result.success else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        fields: dict[str, Any] = _jsonable(asdict(self))
+        return fields
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event of a job, numbered from 1 without gaps by `sequence`."""
+
+    job_id: str
+    sequence: int
+    type: EventType
+    created_at: datetime | None
+    attempt: int
+    delta: str
+    error: str | None
+    delay_seconds: float | None
+    result: JobResult | None
+
+    @classmethod
+    def from_proto(cls, event: job_pb2.JobEvent) -> JobEvent:
+        """The event of a stream."""
+        name = job_pb2.JobEventType.Name(event.type).removeprefix("JOB_EVENT_TYPE_").lower()
+        return cls(
+            job_id=event.job_id,
+            sequence=event.sequence,
+            type=EventType(name),
+            created_at=_time(event.created_at, event.HasField("created_at")),
+            attempt=event.attempt,
+            delta=event.delta,
+            error=event.error if event.HasField("error") else None,
+            delay_seconds=event.delay_seconds if event.HasField("delay_seconds") else None,
+            result=JobResult.from_proto(event.result) if event.HasField("result") else None,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        fields: dict[str, Any] = _jsonable(asdict(self))
+        return fields
+
+
+@dataclass(frozen=True)
+class Submission:
+    """The acknowledgement of `execute`: the job was stored and queued."""
+
+    job_id: str
+    agent_id: str
+    status: JobStatus
+
+    @classmethod
+    def from_proto(cls, reply: agent_service_pb2.ExecuteResponse) -> Submission:
+        """The acknowledgement of a reply."""
+        return cls(job_id=reply.job_id, agent_id=reply.agent_id, status=_job_status(reply.status))
+
+
+def _jsonable(value: Any) -> Any:
+    """Datetimes as ISO 8601 strings, enums as their values, the rest as is."""
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value

@@ -1,0 +1,319 @@
+"""The blocking client: `Client(url, token=... | api_key=...)` over one gRPC channel."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any, Self, TypeVar
+
+import grpc
+
+from agentq.client.errors import AgentQError, DeadlineExceeded, Unauthenticated, error_from_rpc
+from agentq.client.models import Agent, Job, JobEvent, JobStatus, Submission
+from agentq.client.policy import (
+    CHANNEL_OPTIONS,
+    DEFAULT_URL,
+    Credentials,
+    Deadline,
+    RetryPolicy,
+    channel_credentials,
+    resumable,
+    split_url,
+)
+from agentq.client.requests import (
+    create_agent_request,
+    execute_request,
+    list_jobs_request,
+    watch_request,
+)
+from agentq.v1 import agent_service_pb2 as agents_pb
+from agentq.v1 import agent_service_pb2_grpc as agents_grpc
+from agentq.v1 import job_service_pb2 as jobs_pb
+from agentq.v1 import job_service_pb2_grpc as jobs_grpc
+from agentq.v1 import token_service_pb2 as tokens_pb
+from agentq.v1 import token_service_pb2_grpc as tokens_grpc
+
+Request = TypeVar("Request")
+Reply = TypeVar("Reply")
+DEFAULT_TIMEOUT_S = 30.0
+
+
+class Client:
+    """A blocking agentq client. Thread-safe; close it, or use it as a context manager."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        token: str | None = None,
+        api_key: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        retry: RetryPolicy | None = None,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        target, secure = split_url(url)
+        credentials = channel_credentials(secure)
+        if channel is None and credentials is not None:
+            channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+        self._channel = channel or grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self.credentials = Credentials(token=token, api_key=api_key)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._exchange_lock = threading.Lock()
+        self._agents_stub = agents_grpc.AgentServiceStub(self._channel)
+        self._jobs_stub = jobs_grpc.JobServiceStub(self._channel)
+        self._tokens_stub = tokens_grpc.TokenServiceStub(self._channel)
+        self.agents = Agents(self)
+        self.jobs = Jobs(self)
+
+    @classmethod
+    def from_env(cls, **options: Any) -> Self:
+        """A client of AGENTQ_URL with AGENTQ_API_KEY or AGENTQ_TOKEN; `options` win."""
+        options.setdefault("url", os.environ.get("AGENTQ_URL") or DEFAULT_URL)
+        if "api_key" not in options and "token" not in options:
+            options["api_key"] = os.environ.get("AGENTQ_API_KEY") or None
+            options["token"] = None if options["api_key"] else os.environ.get("AGENTQ_TOKEN")
+        return cls(**options)
+
+    def execute(
+        self,
+        agent_id: str,
+        prompt: str,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+        **fields: Any,
+    ) -> JobHandle:
+        """Queue one execution and return its job's handle at once.
+
+        Retries send the same `request_id` (a fresh one per call unless given), so the
+        server queues the job once however often the call is tried.
+        """
+        request = execute_request(agent_id, prompt, request_id or str(uuid.uuid4()), fields)
+        reply = self.call(self._agents_stub.Execute, request, timeout=timeout)
+        return JobHandle(self, reply.job_id, submission=Submission.from_proto(reply))
+
+    def job(self, job_id: str) -> JobHandle:
+        """The handle of an existing job."""
+        return JobHandle(self, job_id)
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        credentials = self.credentials
+        if credentials.needs_exchange():
+            with self._exchange_lock:
+                if credentials.needs_exchange():
+                    reply = self._exchange()
+                    credentials.accept(reply.access_token, reply.expires_in)
+        return credentials.metadata()
+
+    def _exchange(self) -> tokens_pb.CreateTokenResponse:
+        request = tokens_pb.CreateTokenRequest()
+        method = self._tokens_stub.CreateToken
+        metadata = self.credentials.key_metadata()
+        return self.call(method, request, timeout=None, idempotent=True, metadata=metadata)
+
+    def call(
+        self,
+        method: grpc.UnaryUnaryMultiCallable[Request, Reply],
+        request: Request,
+        *,
+        timeout: float | None,
+        idempotent: bool = True,
+        metadata: tuple[tuple[str, str], ...] | None = None,
+    ) -> Reply:
+        """One logical call: tried again on UNAVAILABLE and RESOURCE_EXHAUSTED, within
+        its deadline (`timeout`, else the client's), and once more with a fresh token
+        when an exchanged one is refused."""
+        deadline = Deadline(timeout if timeout is not None else self.timeout)
+        attempt, renewed = 0, False
+        while True:
+            attempt += 1
+            try:
+                sent = metadata if metadata is not None else self._metadata()
+                return method(request, metadata=sent, timeout=deadline.remaining())
+            except grpc.RpcError as raw:
+                error = error_from_rpc(raw)
+            # An exchanged token the server refused (revoked key, clock skew): exchange anew.
+            renew = isinstance(error, Unauthenticated) and metadata is None and not renewed
+            if renew and self.credentials.exchanges:
+                self.credentials.forget()
+                renewed = True
+                continue
+            wait_s = self.retry.delay(error, attempt, idempotent=idempotent)
+            if wait_s is None or not deadline.allows(wait_s):
+                raise error
+            time.sleep(wait_s)
+
+    def watch(
+        self, job_id: str, *, after_sequence: int = 0, timeout: float | None = None
+    ) -> Iterator[JobEvent]:
+        """The job's events after `after_sequence`, to its last, resuming after a drop."""
+        deadline, last = Deadline(timeout), after_sequence
+        quiet_since, attempt = time.monotonic(), 0
+        while True:
+            request = watch_request(job_id, last)
+            stream = self._jobs_stub.WatchJob(
+                request, metadata=self._metadata(), timeout=deadline.remaining()
+            )
+            error: AgentQError | None = None
+            try:
+                for reply in stream:
+                    event = JobEvent.from_proto(reply.event)
+                    if event.sequence <= last:
+                        continue  # already seen before the stream was opened again
+                    last, quiet_since, attempt = event.sequence, time.monotonic(), 0
+                    yield event
+                    if event.type.final:
+                        return
+            except grpc.RpcError as raw:
+                error = error_from_rpc(raw)
+            finally:
+                stream.cancel()
+            if isinstance(error, DeadlineExceeded) or (error is not None and not resumable(error)):
+                raise error
+            attempt += 1
+            wait_s = self.retry.backoff(attempt)
+            if time.monotonic() - quiet_since + wait_s > self.retry.stream_reconnect_s:
+                raise error or DeadlineExceeded("The event stream ended before the job's end")
+            if not deadline.allows(wait_s):
+                raise DeadlineExceeded("Deadline exceeded while watching the job")
+            time.sleep(wait_s)
+
+
+class Agents:
+    """The caller's agents: `client.agents`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = client._agents_stub
+
+    def create(
+        self,
+        *,
+        name: str,
+        role: str,
+        max_depth: int | None = None,
+        spawn_shadow: bool = False,
+        timeout: float | None = None,
+    ) -> Agent:
+        """Create an agent."""
+        request = create_agent_request(name, role, max_depth, spawn_shadow)
+        reply = self._client.call(
+            self._stub.CreateAgent, request, timeout=timeout, idempotent=False
+        )
+        return Agent.from_proto(reply.agent)
+
+    def get(self, agent_id: str, *, timeout: float | None = None) -> Agent:
+        """One agent."""
+        request = agents_pb.GetAgentRequest(agent_id=agent_id)
+        return Agent.from_proto(
+            self._client.call(self._stub.GetAgent, request, timeout=timeout).agent
+        )
+
+    def list(
+        self, *, page_size: int | None = None, timeout: float | None = None
+    ) -> Iterator[Agent]:
+        """Every agent, newest first, fetched a page at a time as the iterator goes."""
+        token = ""
+        while True:
+            request = agents_pb.ListAgentsRequest(page_size=page_size, page_token=token)
+            reply = self._client.call(self._stub.ListAgents, request, timeout=timeout)
+            yield from (Agent.from_proto(agent) for agent in reply.agents)
+            token = reply.next_page_token
+            if not token:
+                return
+
+    def delete(self, agent_id: str, *, timeout: float | None = None) -> None:
+        """Delete an agent; its unfinished jobs are cancelled."""
+        request = agents_pb.DeleteAgentRequest(agent_id=agent_id)
+        self._client.call(self._stub.DeleteAgent, request, timeout=timeout, idempotent=False)
+
+
+class Jobs:
+    """The caller's jobs: `client.jobs`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._stub = client._jobs_stub
+
+    def get(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """One job, with its result once finished."""
+        request = jobs_pb.GetJobRequest(job_id=job_id)
+        return Job.from_proto(self._client.call(self._stub.GetJob, request, timeout=timeout).job)
+
+    def list(
+        self,
+        *,
+        agent_id: str | None = None,
+        status: JobStatus | str | None = None,
+        page_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Job]:
+        """Every job (of one agent, in one state), newest first, a page at a time."""
+        token = ""
+        while True:
+            request = list_jobs_request(agent_id, status, page_size, token)
+            reply = self._client.call(self._stub.ListJobs, request, timeout=timeout)
+            yield from (Job.from_proto(job) for job in reply.jobs)
+            token = reply.next_page_token
+            if not token:
+                return
+
+    def cancel(self, job_id: str, *, timeout: float | None = None) -> Job:
+        """Cancel a job and its unfinished sub-agent jobs; returns the job."""
+        request = jobs_pb.CancelJobRequest(job_id=job_id)
+        return Job.from_proto(self._client.call(self._stub.CancelJob, request, timeout=timeout).job)
+
+
+class JobHandle:
+    """A job to wait for, watch or cancel: what `Client.execute` returns."""
+
+    def __init__(self, client: Client, job_id: str, *, submission: Submission | None = None):
+        self._client = client
+        self.id = job_id
+        self.submission = submission
+
+    def get(self, *, timeout: float | None = None) -> Job:
+        """The job as stored now."""
+        return self._client.jobs.get(self.id, timeout=timeout)
+
+    def events(
+        self, *, after_sequence: int = 0, timeout: float | None = None
+    ) -> Iterator[JobEvent]:
+        """The job's events, from the first (or after `after_sequence`) to its last.
+
+        A dropped stream is opened again after the last event seen: no event is missed
+        or repeated.
+        """
+        return self._client.watch(self.id, after_sequence=after_sequence, timeout=timeout)
+
+    def wait(self, timeout: float | None = None) -> Job:
+        """Block until the job has finished (at most `timeout` seconds) and return it."""
+        deadline = Deadline(timeout)
+        job = self.get(timeout=deadline.remaining())
+        if job.status.finished:
+            return job
+        for event in self.events(timeout=deadline.remaining()):
+            if event.type.final:
+                break
+        return self.get(timeout=deadline.remaining())
+
+    def cancel(self, *, timeout: float | None = None) -> Job:
+        """Cancel the job; returns it (cancelled, or still running until its worker stops)."""
+        return self._client.jobs.cancel(self.id, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"JobHandle({self.id!r})"
