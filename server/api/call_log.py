@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from server import logs
 from server.api.context import request_id_var
 
 ACCESS_LOGGER = "agentq.access"
@@ -33,4 +34,5 @@ def log_call(method: str, *, code: str, duration_s: float, tenant: str | None) -
         "request_id": request_id_var.get(),
         "tenant": shown,
     }
-    log.info("grpc %s %s %.1fms tenant=%s", method, code, duration_ms, shown, extra=fields)
+    message = "grpc %s %s %.1fms tenant=%s"
+    logs.later(log, logging.INFO, message, (method, code, duration_ms, shown), fields)
