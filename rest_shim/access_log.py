@@ -8,7 +8,7 @@ raising the logger's level (AGENTQ_LOG_LEVELS=agentq.access=WARNING).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 ACCESS_LOGGER = "agentq.access"
@@ -18,6 +18,25 @@ TENANT_TRAILER = "x-tenant-id-bin"
 # A path no route matched is logged as sent, cut to this length.
 _MAX_PATH = 200
 log = logging.getLogger(ACCESS_LOGGER)
+
+# How a line reaches logging: (logger, level, message, arguments, fields).
+Write = Callable[[logging.Logger, int, str, tuple[Any, ...], dict[str, Any]], None]
+
+
+def _at_once(
+    logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...], fields: dict[str, Any]
+) -> None:
+    logger.log(level, msg, *args, extra=fields)
+
+
+_write: Write = _at_once
+
+
+def use(write: Write) -> None:
+    """Hand lines to `write` from now on: the process hosting the shim may keep them for
+    its log writer rather than make a record on every request (agentq's commands do)."""
+    global _write
+    _write = write
 
 
 def tenant_from(trailers: Iterable[tuple[str, Any]] | None) -> str | None:
@@ -56,6 +75,5 @@ def log_request(
         "request_id": request_id,
         "tenant": tenant,
     }
-    log.info(
-        "http %s %s %d %.1fms tenant=%s", method, route, status, duration_ms, tenant, extra=fields
-    )
+    message = "http %s %s %d %.1fms tenant=%s"
+    _write(log, logging.INFO, message, (method, route, status, duration_ms, tenant), fields)

@@ -165,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from pydantic import ValidationError
 
+    from rest_shim import access_log
     from server import logs
     from server.configuration import ConfigurationError
     from server.settings import Settings
@@ -179,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         logs.configure(
             settings.log_level, format=settings.log_format, levels=settings.logger_levels
         )
+        access_log.use(logs.later)  # the shim's lines, as the server's, made by the writer
         return _run(args, settings)
     except ValidationError as error:
         print(f"agentq: {_settings_problems(error)}", file=sys.stderr)
