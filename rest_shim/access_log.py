@@ -19,14 +19,17 @@ TENANT_TRAILER = "x-tenant-id-bin"
 _MAX_PATH = 200
 log = logging.getLogger(ACCESS_LOGGER)
 
-# How a line reaches logging: (logger, level, message, arguments, fields).
-Write = Callable[[logging.Logger, int, str, tuple[Any, ...], dict[str, Any]], None]
+# A line: its message, the message's arguments and its fields.
+Line = tuple[str, tuple[Any, ...], dict[str, Any]]
+# How a line reaches logging: (logger, level, the function that spells the line out from
+# the values that follow, values...).
+Write = Callable[..., None]
 
 
-def _at_once(
-    logger: logging.Logger, level: int, msg: str, args: tuple[Any, ...], fields: dict[str, Any]
-) -> None:
-    logger.log(level, msg, *args, extra=fields)
+def _at_once(logger: logging.Logger, level: int, line: Callable[..., Line], *values: Any) -> None:
+    if logger.isEnabledFor(level):
+        msg, args, fields = line(*values)
+        logger.log(level, msg, *args, extra=fields)
 
 
 _write: Write = _at_once
@@ -63,8 +66,12 @@ def log_request(
     *, method: str, route: str, status: int, duration_s: float, request_id: str, tenant: str
 ) -> None:
     """Log one finished request: `http GET /api/v1/jobs/{job_id} 200 1.2ms tenant=t`."""
-    if not log.isEnabledFor(logging.INFO):
-        return
+    _write(log, logging.INFO, _line, method, route, status, duration_s, request_id, tenant)
+
+
+def _line(
+    method: str, route: str, status: int, duration_s: float, request_id: str, tenant: str
+) -> Line:
     duration_ms = round(duration_s * 1000, 1)
     fields = {
         "protocol": "http",
@@ -75,5 +82,4 @@ def log_request(
         "request_id": request_id,
         "tenant": tenant,
     }
-    message = "http %s %s %d %.1fms tenant=%s"
-    _write(log, logging.INFO, message, (method, route, status, duration_ms, tenant), fields)
+    return "http %s %s %d %.1fms tenant=%s", (method, route, status, duration_ms, tenant), fields

@@ -21,9 +21,16 @@ log = logging.getLogger(ACCESS_LOGGER)
 
 
 def log_call(method: str, *, code: str, duration_s: float, tenant: str | None) -> None:
-    """Log one finished call: `grpc /agentq.v1.JobService/GetJob OK 0.8ms tenant=t`."""
-    if not log.isEnabledFor(logging.INFO):
-        return
+    """Log one finished call: `grpc /agentq.v1.JobService/GetJob OK 0.8ms tenant=t`.
+
+    Only the values are taken here; the writer thread spells out the line (`logs.later`).
+    """
+    logs.later(log, logging.INFO, _line, method, code, duration_s, tenant, request_id_var.get())
+
+
+def _line(
+    method: str, code: str, duration_s: float, tenant: str | None, request_id: str
+) -> logs.Line:
     duration_ms = round(duration_s * 1000, 1)
     shown = tenant if tenant is not None else "-"
     fields = {
@@ -31,8 +38,7 @@ def log_call(method: str, *, code: str, duration_s: float, tenant: str | None) -
         "rpc": method,
         "code": code,
         "duration_ms": duration_ms,
-        "request_id": request_id_var.get(),
+        "request_id": request_id,
         "tenant": shown,
     }
-    message = "grpc %s %s %.1fms tenant=%s"
-    logs.later(log, logging.INFO, message, (method, code, duration_ms, shown), fields)
+    return "grpc %s %s %.1fms tenant=%s", (method, code, duration_ms, shown), fields
