@@ -9,6 +9,7 @@ job line's outcome and attempts), so a log pipeline needs no parsing rules.
 from __future__ import annotations
 
 import atexit
+import contextvars
 import io
 import json
 import logging
@@ -21,7 +22,9 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from server.api.context import request_id_var
+# The request id of the call being served (set by the gRPC guard), which every line
+# logged while serving it carries; "-" outside a call.
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 # The attributes every LogRecord has; anything else on a record is a field it was given.
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
@@ -146,7 +149,8 @@ def later(logger: logging.Logger, level: int, line: Callable[..., Line], *values
     if not logger.isEnabledFor(level):
         return
     handler = _keeper
-    if handler is None:
+    # Gone when something else took over the root logger's handlers since (a test).
+    if handler is None or handler not in logging.root.handlers:
         msg, args, fields = line(*values)
         logger.log(level, msg, *args, extra=fields)
         return

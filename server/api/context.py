@@ -8,12 +8,14 @@ from typing import Any
 import grpc
 
 from server.auth.principal import Principal
+from server.logs import request_id_var
+
+__all__ = ["Context", "current_principal", "principal_var", "request_id_var"]
 
 # The servicer context of any RPC; the message types don't matter to its users.
 Context = grpc.aio.ServicerContext[Any, Any]
 
 principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal")
-request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
 def current_principal() -> Principal:

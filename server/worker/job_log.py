@@ -11,6 +11,7 @@ import logging
 import time
 from contextvars import ContextVar
 
+from server import logs
 from server.store.transitions import Attempt
 
 JOBS_LOGGER = "agentq.jobs"
@@ -27,25 +28,26 @@ def start_clock() -> None:
 
 
 def log_outcome(attempt: Attempt, outcome: str, *, error: str | None = None) -> None:
-    """Log `job <id> <outcome> attempts=<n> <ms>ms`; `error` says why it failed."""
-    if not log.isEnabledFor(logging.INFO):
-        return
+    """Log `job <id> <outcome> attempts=<n> <ms>ms`; `error` says why it failed.
+
+    Only the values are taken here; the writer thread spells out the line (`logs.later`).
+    """
     started = _started.get()
-    duration_ms = round((time.monotonic() - started) * 1000, 1) if started is not None else 0.0
+    duration_s = time.monotonic() - started if started is not None else 0.0
+    logs.later(log, logging.INFO, _line, attempt.job_id, outcome, attempt.number, duration_s, error)
+
+
+def _line(
+    job_id: str, outcome: str, attempts: int, duration_s: float, error: str | None
+) -> logs.Line:
+    duration_ms = round(duration_s * 1000, 1)
     fields = {
-        "job_id": attempt.job_id,
+        "job_id": job_id,
         "outcome": outcome,
-        "attempts": attempt.number,
+        "attempts": attempts,
         "duration_ms": duration_ms,
         "error": error,
     }
     suffix = f" error={error}" if error else ""
-    log.info(
-        "job %s %s attempts=%d %.1fms%s",
-        attempt.job_id,
-        outcome,
-        attempt.number,
-        duration_ms,
-        suffix,
-        extra=fields,
-    )
+    message = "job %s %s attempts=%d %.1fms%s"
+    return message, (job_id, outcome, attempts, duration_ms, suffix), fields
