@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from agentq.v1 import agent_pb2, agent_service_pb2, job_pb2
 
@@ -48,8 +49,19 @@ class EventType(enum.StrEnum):
         return self in (EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED)
 
 
-def _time(stamp: timestamp_pb2.Timestamp, present: bool = True) -> datetime | None:
-    return stamp.ToDatetime(UTC) if present and (stamp.seconds or stamp.nanos) else None
+def _optional(message: Message, name: str) -> Any:
+    """A field the message may lack (proto3 `optional`, or a message), or None."""
+    return getattr(message, name) if message.HasField(name) else None
+
+
+def _time(message: Message, name: str) -> datetime | None:
+    """A Timestamp field as an aware datetime; None when unset or zero."""
+    stamp: timestamp_pb2.Timestamp | None = _optional(message, name)
+    return stamp.ToDatetime(UTC) if stamp is not None and (stamp.seconds or stamp.nanos) else None
+
+
+def _result(message: job_pb2.Job | job_pb2.JobEvent) -> JobResult | None:
+    return JobResult.from_proto(message.result) if message.HasField("result") else None
 
 
 def _job_status(value: int) -> JobStatus:
@@ -57,7 +69,17 @@ def _job_status(value: int) -> JobStatus:
 
 
 @dataclass(frozen=True)
-class Agent:
+class _Record:
+    """A record the command line prints as JSON."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        fields: dict[str, Any] = _jsonable(asdict(self))
+        return fields
+
+
+@dataclass(frozen=True)
+class Agent(_Record):
     """An agent: a name and a role (its system prompt)."""
 
     id: str
@@ -76,13 +98,8 @@ class Agent:
             role=agent.role,
             max_depth=agent.max_depth,
             spawn_shadow=agent.spawn_shadow,
-            created_at=_time(agent.created_at, agent.HasField("created_at")),
+            created_at=_time(agent, "created_at"),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        fields: dict[str, Any] = _jsonable(asdict(self))
-        return fields
 
 
 @dataclass(frozen=True)
@@ -105,14 +122,14 @@ class JobResult:
             response=result.response,
             tokens_used=result.tokens_used,
             prompt=result.prompt,
-            error=result.error if result.HasField("error") else None,
+            error=_optional(result, "error"),
             context_hash=result.context_hash,
-            completed_at=_time(result.completed_at, result.HasField("completed_at")),
+            completed_at=_time(result, "completed_at"),
         )
 
 
 @dataclass(frozen=True)
-class Job:
+class Job(_Record):
     """A queued execution of an agent and, once it has finished, its result."""
 
     id: str
@@ -135,12 +152,12 @@ class Job:
             agent_id=job.agent_id,
             status=_job_status(job.status),
             attempts=job.attempts,
-            error=job.error if job.HasField("error") else None,
-            result=JobResult.from_proto(job.result) if job.HasField("result") else None,
-            queued_at=_time(job.queued_at, job.HasField("queued_at")),
-            started_at=_time(job.started_at, job.HasField("started_at")),
-            completed_at=_time(job.completed_at, job.HasField("completed_at")),
-            parent_job_id=job.parent_job_id if job.HasField("parent_job_id") else None,
+            error=_optional(job, "error"),
+            result=_result(job),
+            queued_at=_time(job, "queued_at"),
+            started_at=_time(job, "started_at"),
+            completed_at=_time(job, "completed_at"),
+            parent_job_id=_optional(job, "parent_job_id"),
             depth=job.depth,
         )
 
@@ -149,14 +166,9 @@ class Job:
         """The answer of a completed job; empty for any other."""
         return self.result.response if self.result is not None and self.result.success else ""
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        fields: dict[str, Any] = _jsonable(asdict(self))
-        return fields
-
 
 @dataclass(frozen=True)
-class JobEvent:
+class JobEvent(_Record):
     """One event of a job, numbered from 1 without gaps by `sequence`."""
 
     job_id: str
@@ -177,18 +189,13 @@ class JobEvent:
             job_id=event.job_id,
             sequence=event.sequence,
             type=EventType(name),
-            created_at=_time(event.created_at, event.HasField("created_at")),
+            created_at=_time(event, "created_at"),
             attempt=event.attempt,
             delta=event.delta,
-            error=event.error if event.HasField("error") else None,
-            delay_seconds=event.delay_seconds if event.HasField("delay_seconds") else None,
-            result=JobResult.from_proto(event.result) if event.HasField("result") else None,
+            error=_optional(event, "error"),
+            delay_seconds=_optional(event, "delay_seconds"),
+            result=_result(event),
         )
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        fields: dict[str, Any] = _jsonable(asdict(self))
-        return fields
 
 
 @dataclass(frozen=True)
