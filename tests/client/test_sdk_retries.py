@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc import aio
 
 from agentq.client import Client, DeadlineExceeded, RateLimited, RetryPolicy, Unavailable
 from agentq.client.policy import NO_RETRIES
@@ -20,41 +21,40 @@ from tests.e2e.harness import token
 EXECUTE = "/agentq.v1.AgentService/Execute"
 
 
-class _LostReply(grpc.RpcError):
-    """What a client sees when the connection drops after the server took the request."""
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
-
-    def details(self) -> str:
-        return "Connection reset by peer"
-
-    def trailing_metadata(self) -> tuple[()]:
-        return ()
-
-
-class LoseFirstExecuteReply(grpc.UnaryUnaryClientInterceptor):
+class LoseFirstExecuteReply(aio.UnaryUnaryClientInterceptor):
     """Sends every call to the server, but drops the reply of the first Execute."""
 
     def __init__(self) -> None:
         self.executes: list[agents_pb.ExecuteRequest] = []
 
-    def intercept_unary_unary(
-        self, continuation: Callable[..., Any], details: Any, request: Any
+    async def intercept_unary_unary(
+        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
-        outcome = continuation(details, request)
-        if details.method == EXECUTE:
+        call = await continuation(client_call_details, request)
+        if _method(client_call_details) == EXECUTE:
             self.executes.append(request)
             if len(self.executes) == 1:
-                outcome.result()  # the server has stored the job
-                raise _LostReply()
-        return outcome
+                await call  # the server has stored the job
+                # What a client sees when the connection drops after the server took it.
+                raise aio.AioRpcError(
+                    grpc.StatusCode.UNAVAILABLE,
+                    aio.Metadata(),
+                    aio.Metadata(),
+                    details="Connection reset by peer",
+                )
+        return call
+
+
+def _method(details: Any) -> str:
+    # grpc.aio hands interceptors the method name as bytes.
+    method = details.method
+    return method.decode() if isinstance(method, bytes) else str(method)
 
 
 def test_a_retried_execute_keeps_its_request_id_and_queues_one_job(url: str) -> None:
     interceptor = LoseFirstExecuteReply()
-    channel = grpc.intercept_channel(grpc.insecure_channel(url), interceptor)
-    with Client(url, token=token("alice", tenant="lost-reply"), channel=channel) as client:
+    bearer = token("alice", tenant="lost-reply")
+    with Client(url, token=bearer, interceptors=[interceptor]) as client:
         agent = client.agents.create(name="echo", role="You answer briefly.")
 
         handle = client.execute(agent.id, "Hello")

@@ -1,13 +1,17 @@
-"""The asyncio client: `AsyncClient(url, token=... | api_key=...)`, the twin of `Client`."""
+"""The asyncio client: `AsyncClient(url, token=... | api_key=...)`.
+
+It holds the one implementation of the calls, retries, deadlines, token exchange and
+renewal, paging and stream resumption; the blocking `Client` (sync.py) runs it on an event
+loop of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any, Self, TypeVar
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from typing import Any, Protocol, Self, TypeVar
 
 import grpc
 from grpc import aio
@@ -21,6 +25,7 @@ from agentq.client.policy import (
     Deadline,
     RetryPolicy,
     channel_credentials,
+    env_options,
     resumable,
     split_url,
 )
@@ -37,9 +42,20 @@ from agentq.v1 import job_service_pb2_grpc as jobs_grpc
 from agentq.v1 import token_service_pb2 as tokens_pb
 from agentq.v1 import token_service_pb2_grpc as tokens_grpc
 
+DEFAULT_TIMEOUT_S = 30.0
 Request = TypeVar("Request")
 Reply = TypeVar("Reply")
-DEFAULT_TIMEOUT_S = 30.0
+
+
+class _Page(Protocol):
+    """A reply of a list call."""
+
+    @property
+    def next_page_token(self) -> str: ...
+
+
+Page = TypeVar("Page", bound=_Page)
+Item = TypeVar("Item")
 
 
 class AsyncClient:
@@ -54,12 +70,13 @@ class AsyncClient:
         timeout: float | None = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
         channel: aio.Channel | None = None,
+        interceptors: Sequence[aio.ClientInterceptor] | None = None,
     ) -> None:
-        target, secure = split_url(url)
-        credentials = channel_credentials(secure)
-        if channel is None and credentials is not None:
-            channel = aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-        self._channel = channel or aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        """`channel` replaces the one the client would open to `url`; `interceptors`
+        go on the channel the client opens."""
+        if channel is not None and interceptors:
+            raise ValueError("give a channel or interceptors, not both")
+        self._channel = channel or _open_channel(url, interceptors)
         self.credentials = Credentials(token=token, api_key=api_key)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -73,14 +90,11 @@ class AsyncClient:
     @classmethod
     def from_env(cls, **options: Any) -> Self:
         """A client of AGENTQ_URL with AGENTQ_API_KEY or AGENTQ_TOKEN; `options` win."""
-        options.setdefault("url", os.environ.get("AGENTQ_URL") or DEFAULT_URL)
-        if "api_key" not in options and "token" not in options:
-            options["api_key"] = os.environ.get("AGENTQ_API_KEY") or None
-            options["token"] = None if options["api_key"] else os.environ.get("AGENTQ_TOKEN")
-        return cls(**options)
+        return cls(**env_options(options))
 
     async def execute(
         self,
+        /,  # so that **fields cannot name it, and the blocking Client can wrap the method
         agent_id: str,
         prompt: str,
         *,
@@ -88,7 +102,11 @@ class AsyncClient:
         timeout: float | None = None,
         **fields: Any,
     ) -> AsyncJobHandle:
-        """Queue one execution and return its job's handle; retries keep one request_id."""
+        """Queue one execution and return its job's handle at once.
+
+        Retries send the same `request_id` (a fresh one per call unless given), so the
+        server queues the job once however often the call is tried.
+        """
         request = execute_request(agent_id, prompt, request_id or str(uuid.uuid4()), fields)
         reply = await self.call(self._agents_stub.Execute, request, timeout=timeout)
         return AsyncJobHandle(self, reply.job_id, submission=Submission.from_proto(reply))
@@ -130,7 +148,9 @@ class AsyncClient:
         idempotent: bool = True,
         metadata: tuple[tuple[str, str], ...] | None = None,
     ) -> Reply:
-        """One logical call, with the retries, deadline and renewal of `Client.call`."""
+        """One logical call: tried again on UNAVAILABLE and RESOURCE_EXHAUSTED, within
+        its deadline (`timeout`, else the client's), and once more with a fresh token
+        when an exchanged one is refused."""
         deadline = Deadline(timeout if timeout is not None else self.timeout)
         attempt, renewed = 0, False
         while True:
@@ -150,6 +170,25 @@ class AsyncClient:
             if wait_s is None or not deadline.allows(wait_s):
                 raise error
             await asyncio.sleep(wait_s)
+
+    async def paged(
+        self,
+        method: aio.UnaryUnaryMultiCallable[Request, Page],
+        request: Callable[[str], Request],
+        items: Callable[[Page], Iterable[Item]],
+        *,
+        timeout: float | None,
+    ) -> AsyncIterator[Item]:
+        """The items of a list call's replies, each page fetched as the iterator gets to
+        it; `request(token)` asks for the page after `token` ("" for the first)."""
+        token = ""
+        while True:
+            reply = await self.call(method, request(token), timeout=timeout)
+            for item in items(reply):
+                yield item
+            token = reply.next_page_token
+            if not token:
+                return
 
     async def watch(
         self, job_id: str, *, after_sequence: int = 0, timeout: float | None = None
@@ -187,6 +226,16 @@ class AsyncClient:
             await asyncio.sleep(wait_s)
 
 
+def _open_channel(url: str, interceptors: Sequence[aio.ClientInterceptor] | None) -> aio.Channel:
+    target, secure = split_url(url)
+    credentials = channel_credentials(secure)
+    if credentials is not None:
+        return aio.secure_channel(
+            target, credentials, options=CHANNEL_OPTIONS, interceptors=interceptors
+        )
+    return aio.insecure_channel(target, options=CHANNEL_OPTIONS, interceptors=interceptors)
+
+
 class AsyncAgents:
     """The caller's agents: `client.agents`."""
 
@@ -216,19 +265,16 @@ class AsyncAgents:
         reply = await self._client.call(self._stub.GetAgent, request, timeout=timeout)
         return Agent.from_proto(reply.agent)
 
-    async def list(
+    def list(
         self, *, page_size: int | None = None, timeout: float | None = None
     ) -> AsyncIterator[Agent]:
         """Every agent, newest first, fetched a page at a time as the iterator goes."""
-        token = ""
-        while True:
-            request = agents_pb.ListAgentsRequest(page_size=page_size, page_token=token)
-            reply = await self._client.call(self._stub.ListAgents, request, timeout=timeout)
-            for agent in reply.agents:
-                yield Agent.from_proto(agent)
-            token = reply.next_page_token
-            if not token:
-                return
+        return self._client.paged(
+            self._stub.ListAgents,
+            lambda token: agents_pb.ListAgentsRequest(page_size=page_size, page_token=token),
+            lambda reply: map(Agent.from_proto, reply.agents),
+            timeout=timeout,
+        )
 
     async def delete(self, agent_id: str, *, timeout: float | None = None) -> None:
         """Delete an agent; its unfinished jobs are cancelled."""
@@ -250,7 +296,7 @@ class AsyncJobs:
             (await self._client.call(self._stub.GetJob, request, timeout=timeout)).job
         )
 
-    async def list(
+    def list(
         self,
         *,
         agent_id: str | None = None,
@@ -259,15 +305,12 @@ class AsyncJobs:
         timeout: float | None = None,
     ) -> AsyncIterator[Job]:
         """Every job (of one agent, in one state), newest first, a page at a time."""
-        token = ""
-        while True:
-            request = list_jobs_request(agent_id, status, page_size, token)
-            reply = await self._client.call(self._stub.ListJobs, request, timeout=timeout)
-            for job in reply.jobs:
-                yield Job.from_proto(job)
-            token = reply.next_page_token
-            if not token:
-                return
+        return self._client.paged(
+            self._stub.ListJobs,
+            lambda token: list_jobs_request(agent_id, status, page_size, token),
+            lambda reply: map(Job.from_proto, reply.jobs),
+            timeout=timeout,
+        )
 
     async def cancel(self, job_id: str, *, timeout: float | None = None) -> Job:
         """Cancel a job and its unfinished sub-agent jobs; returns the job."""
@@ -293,7 +336,11 @@ class AsyncJobHandle:
     def events(
         self, *, after_sequence: int = 0, timeout: float | None = None
     ) -> AsyncIterator[JobEvent]:
-        """The job's events to its last; a dropped stream resumes after the last seen."""
+        """The job's events, from the first (or after `after_sequence`) to its last.
+
+        A dropped stream is opened again after the last event seen: no event is missed
+        or repeated.
+        """
         return self._client.watch(self.id, after_sequence=after_sequence, timeout=timeout)
 
     async def wait(self, timeout: float | None = None) -> Job:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -19,6 +21,17 @@ CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.min_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 2000),
 ]
+
+
+def env_options(options: dict[str, Any]) -> dict[str, Any]:
+    """A client's options with AGENTQ_URL, and AGENTQ_API_KEY or AGENTQ_TOKEN, where
+    `options` name no url and no credentials."""
+    chosen = dict(options)
+    chosen.setdefault("url", os.environ.get("AGENTQ_URL") or DEFAULT_URL)
+    if "api_key" not in chosen and "token" not in chosen:
+        chosen["api_key"] = os.environ.get("AGENTQ_API_KEY") or None
+        chosen["token"] = None if chosen["api_key"] else os.environ.get("AGENTQ_TOKEN")
+    return chosen
 
 
 @dataclass(frozen=True)

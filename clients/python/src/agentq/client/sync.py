@@ -1,47 +1,201 @@
-"""The blocking client: `Client(url, token=... | api_key=...)` over one gRPC channel."""
+"""The blocking client: `Client(url, token=... | api_key=...)`, a facade over `AsyncClient`.
+
+The calls, retries, deadlines, token exchange and renewal, paging and stream resumption
+are written once, in aio.py. A `Client` runs its `AsyncClient` on a private event loop in
+a daemon thread and waits for each call there, so it works the same from plain code, from
+several threads at once, and from inside a caller's own running event loop.
+"""
 
 from __future__ import annotations
 
-import os
+import asyncio
+import contextlib
+import functools
 import threading
-import time
-import uuid
-from collections.abc import Iterator
-from typing import Any, Self, TypeVar
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
+from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, overload
 
-import grpc
+from grpc import aio
 
-from agentq.client.errors import AgentQError, DeadlineExceeded, Unauthenticated, error_from_rpc
-from agentq.client.models import Agent, Job, JobEvent, JobStatus, Submission
-from agentq.client.policy import (
-    CHANNEL_OPTIONS,
-    DEFAULT_URL,
-    Credentials,
-    Deadline,
-    RetryPolicy,
-    channel_credentials,
-    resumable,
-    split_url,
+from agentq.client.aio import (
+    DEFAULT_TIMEOUT_S,
+    AsyncAgents,
+    AsyncClient,
+    AsyncJobHandle,
+    AsyncJobs,
 )
-from agentq.client.requests import (
-    create_agent_request,
-    execute_request,
-    list_jobs_request,
-    watch_request,
-)
-from agentq.v1 import agent_service_pb2 as agents_pb
-from agentq.v1 import agent_service_pb2_grpc as agents_grpc
-from agentq.v1 import job_service_pb2 as jobs_pb
-from agentq.v1 import job_service_pb2_grpc as jobs_grpc
-from agentq.v1 import token_service_pb2 as tokens_pb
-from agentq.v1 import token_service_pb2_grpc as tokens_grpc
+from agentq.client.models import Submission
+from agentq.client.policy import DEFAULT_URL, Credentials, RetryPolicy, env_options
 
-Request = TypeVar("Request")
-Reply = TypeVar("Reply")
-DEFAULT_TIMEOUT_S = 30.0
+P = ParamSpec("P")
+R = TypeVar("R")
+S = TypeVar("S")
+V = TypeVar("V")
+Inner = TypeVar("Inner")
+Outer = TypeVar("Outer", bound="_Facade[Any]")
 
 
-class Client:
+class _End:
+    """What `_next` returns once an async iterator is exhausted."""
+
+
+_END = _End()
+
+
+async def _next(items: AsyncIterator[R]) -> R | _End:
+    # A sentinel rather than StopAsyncIteration, which a Future cannot carry across.
+    return await anext(items, _END)
+
+
+class _LoopThread:
+    """An event loop running in a daemon thread of its own, and the way in from others."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._lock = threading.Lock()
+        self._stopping = False
+        self._last: Callable[[], Awaitable[None]] | None = None
+        self._thread = threading.Thread(target=self._serve, name="agentq-client", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        loop = self.loop
+        asyncio.set_event_loop(loop)  # the thread's own: gather() and grpc look it up
+        try:
+            loop.run_forever()
+            # Stopped: end what a call racing close() or an abandoned event stream left
+            # behind (as asyncio.run does), then close the client's channel.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            if self._last is not None:
+                loop.run_until_complete(self._last())
+        finally:
+            loop.close()
+
+    def run(self, coroutine: Coroutine[Any, Any, R]) -> R:
+        """Run `coroutine` on the loop and wait for its result (or its exception)."""
+        with self._lock:  # nothing is submitted to a loop that will not run it
+            if self._stopping:
+                coroutine.close()
+                raise ValueError("the client is closed")
+            future = asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+        try:
+            return future.result()
+        except BaseException:
+            # A KeyboardInterrupt while waiting ends the call on the loop too.
+            future.cancel()
+            raise
+
+    def iterate(self, items: AsyncIterator[R]) -> Iterator[R]:
+        """The items of `items`, each fetched on the loop when the caller asks for it."""
+        try:
+            while not isinstance(item := self.run(_next(items)), _End):
+                yield item
+        finally:
+            self._abandon(items)
+
+    def _abandon(self, items: AsyncIterator[Any]) -> None:
+        # A caller that stopped early (break, close, garbage) leaves the async generator
+        # suspended with its stream open: close it on the loop. Once the loop stops,
+        # shutdown_asyncgens does that instead (ValueError: closed); on the loop thread
+        # itself (a garbage collection there) waiting would deadlock. RuntimeError: a
+        # step cancelled by a KeyboardInterrupt is still unwinding, and ends it anyway.
+        aclose = getattr(items, "aclose", None)
+        if aclose is None or threading.current_thread() is self._thread:
+            return
+        with contextlib.suppress(ValueError, RuntimeError):
+            self.run(aclose())
+
+    def stop(self, last: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Stop the loop after running `last` on it, and wait for the thread to end."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping, self._last = True, last
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
+class _Facade(Generic[Inner]):
+    """A blocking view of an asyncio object that lives on a `_LoopThread`."""
+
+    def __init__(self, loop: _LoopThread, inner: Inner) -> None:
+        self._loop = loop
+        self._inner = inner
+
+
+class _Shared(Generic[V]):
+    """An attribute of a facade that is the same attribute of its async twin."""
+
+    def __set_name__(self, owner: type[Any], name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, facade: None, owner: type[Any]) -> Self: ...
+    @overload
+    def __get__(self, facade: _Facade[Any], owner: type[Any]) -> V: ...
+    def __get__(self, facade: _Facade[Any] | None, owner: type[Any]) -> Self | V:
+        if facade is None:
+            return self
+        value: V = getattr(facade._inner, self._name)
+        return value
+
+    def __set__(self, facade: _Facade[Any], value: V) -> None:
+        setattr(facade._inner, self._name, value)
+
+
+def _as_is(_: _Facade[Any], value: R) -> R:
+    return value
+
+
+def _blocking_as(
+    method: Callable[Concatenate[Inner, P], Coroutine[Any, Any, R]],
+    wrap: Callable[[Outer, R], S],
+) -> Callable[Concatenate[Outer, P], S]:
+    """A blocking method that runs the async twin's `method` on the loop, its result
+    passed through `wrap`; its signature and docstring are the twin's."""
+
+    @functools.wraps(method)
+    def run(self: Outer, /, *args: P.args, **kwargs: P.kwargs) -> S:
+        return wrap(self, self._loop.run(method(self._inner, *args, **kwargs)))
+
+    return run
+
+
+def _blocking(
+    method: Callable[Concatenate[Inner, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[_Facade[Inner], P], R]:
+    """A blocking method that runs the async twin's `method` on the loop."""
+    return _blocking_as(method, _as_is)
+
+
+def _iterating(
+    method: Callable[Concatenate[Inner, P], AsyncIterator[R]],
+) -> Callable[Concatenate[_Facade[Inner], P], Iterator[R]]:
+    """A method returning an iterator over the async twin's `method`, item by item."""
+
+    @functools.wraps(method)
+    def iterate(self: _Facade[Inner], /, *args: P.args, **kwargs: P.kwargs) -> Iterator[R]:
+        return self._loop.iterate(method(self._inner, *args, **kwargs))
+
+    return iterate
+
+
+async def _open(**options: Any) -> AsyncClient:
+    # Made on the loop, so that its grpc.aio channel belongs to that loop.
+    return AsyncClient(**options)
+
+
+def _job_handle(client: Client, handle: AsyncJobHandle) -> JobHandle:
+    return JobHandle(client, handle.id, submission=handle.submission)
+
+
+class Client(_Facade[AsyncClient]):
     """A blocking agentq client. Thread-safe; close it, or use it as a context manager."""
 
     def __init__(
@@ -52,57 +206,51 @@ class Client:
         api_key: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         retry: RetryPolicy | None = None,
-        channel: grpc.Channel | None = None,
+        interceptors: Sequence[aio.ClientInterceptor] | None = None,
     ) -> None:
-        target, secure = split_url(url)
-        credentials = channel_credentials(secure)
-        if channel is None and credentials is not None:
-            channel = grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
-        self._channel = channel or grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
-        self.credentials = Credentials(token=token, api_key=api_key)
-        self.timeout = timeout
-        self.retry = retry or RetryPolicy()
-        self._exchange_lock = threading.Lock()
-        self._agents_stub = agents_grpc.AgentServiceStub(self._channel)
-        self._jobs_stub = jobs_grpc.JobServiceStub(self._channel)
-        self._tokens_stub = tokens_grpc.TokenServiceStub(self._channel)
-        self.agents = Agents(self)
-        self.jobs = Jobs(self)
+        """`interceptors` (grpc.aio client interceptors) go on the client's channel."""
+        loop = _LoopThread()
+        try:
+            inner = loop.run(
+                _open(
+                    url=url,
+                    token=token,
+                    api_key=api_key,
+                    timeout=timeout,
+                    retry=retry,
+                    interceptors=interceptors,
+                )
+            )
+        except BaseException:
+            loop.stop()
+            raise
+        super().__init__(loop, inner)
+        # close(), or else garbage collection or the interpreter's exit, closes the
+        # channel and ends the thread; the finalizer holds no reference to the Client.
+        self._closer = weakref.finalize(self, loop.stop, inner.close)
+        self.agents = Agents(loop, inner.agents)
+        self.jobs = Jobs(loop, inner.jobs)
 
     @classmethod
     def from_env(cls, **options: Any) -> Self:
         """A client of AGENTQ_URL with AGENTQ_API_KEY or AGENTQ_TOKEN; `options` win."""
-        options.setdefault("url", os.environ.get("AGENTQ_URL") or DEFAULT_URL)
-        if "api_key" not in options and "token" not in options:
-            options["api_key"] = os.environ.get("AGENTQ_API_KEY") or None
-            options["token"] = None if options["api_key"] else os.environ.get("AGENTQ_TOKEN")
-        return cls(**options)
+        return cls(**env_options(options))
 
-    def execute(
-        self,
-        agent_id: str,
-        prompt: str,
-        *,
-        request_id: str | None = None,
-        timeout: float | None = None,
-        **fields: Any,
-    ) -> JobHandle:
-        """Queue one execution and return its job's handle at once.
+    # The async twin's attributes, read and set through the facade.
+    credentials = _Shared[Credentials]()
+    timeout = _Shared[float | None]()
+    retry = _Shared[RetryPolicy]()
 
-        Retries send the same `request_id` (a fresh one per call unless given), so the
-        server queues the job once however often the call is tried.
-        """
-        request = execute_request(agent_id, prompt, request_id or str(uuid.uuid4()), fields)
-        reply = self.call(self._agents_stub.Execute, request, timeout=timeout)
-        return JobHandle(self, reply.job_id, submission=Submission.from_proto(reply))
+    execute = _blocking_as(AsyncClient.execute, _job_handle)
+    watch = _iterating(AsyncClient.watch)
 
     def job(self, job_id: str) -> JobHandle:
         """The handle of an existing job."""
         return JobHandle(self, job_id)
 
     def close(self) -> None:
-        """Close the channel."""
-        self._channel.close()
+        """Close the channel and end the client's thread; calls after it raise ValueError."""
+        self._closer()
 
     def __enter__(self) -> Self:
         return self
@@ -110,210 +258,39 @@ class Client:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def _metadata(self) -> tuple[tuple[str, str], ...]:
-        credentials = self.credentials
-        if credentials.needs_exchange():
-            with self._exchange_lock:
-                if credentials.needs_exchange():
-                    reply = self._exchange()
-                    credentials.accept(reply.access_token, reply.expires_in)
-        return credentials.metadata()
 
-    def _exchange(self) -> tokens_pb.CreateTokenResponse:
-        request = tokens_pb.CreateTokenRequest()
-        method = self._tokens_stub.CreateToken
-        metadata = self.credentials.key_metadata()
-        return self.call(method, request, timeout=None, idempotent=True, metadata=metadata)
-
-    def call(
-        self,
-        method: grpc.UnaryUnaryMultiCallable[Request, Reply],
-        request: Request,
-        *,
-        timeout: float | None,
-        idempotent: bool = True,
-        metadata: tuple[tuple[str, str], ...] | None = None,
-    ) -> Reply:
-        """One logical call: tried again on UNAVAILABLE and RESOURCE_EXHAUSTED, within
-        its deadline (`timeout`, else the client's), and once more with a fresh token
-        when an exchanged one is refused."""
-        deadline = Deadline(timeout if timeout is not None else self.timeout)
-        attempt, renewed = 0, False
-        while True:
-            attempt += 1
-            try:
-                sent = metadata if metadata is not None else self._metadata()
-                return method(request, metadata=sent, timeout=deadline.remaining())
-            except grpc.RpcError as raw:
-                error = error_from_rpc(raw)
-            # An exchanged token the server refused (revoked key, clock skew): exchange anew.
-            renew = isinstance(error, Unauthenticated) and metadata is None and not renewed
-            if renew and self.credentials.exchanges:
-                self.credentials.forget()
-                renewed = True
-                continue
-            wait_s = self.retry.delay(error, attempt, idempotent=idempotent)
-            if wait_s is None or not deadline.allows(wait_s):
-                raise error
-            time.sleep(wait_s)
-
-    def watch(
-        self, job_id: str, *, after_sequence: int = 0, timeout: float | None = None
-    ) -> Iterator[JobEvent]:
-        """The job's events after `after_sequence`, to its last, resuming after a drop."""
-        deadline, last = Deadline(timeout), after_sequence
-        quiet_since, attempt = time.monotonic(), 0
-        while True:
-            request = watch_request(job_id, last)
-            stream = self._jobs_stub.WatchJob(
-                request, metadata=self._metadata(), timeout=deadline.remaining()
-            )
-            error: AgentQError | None = None
-            try:
-                for reply in stream:
-                    event = JobEvent.from_proto(reply.event)
-                    if event.sequence <= last:
-                        continue  # already seen before the stream was opened again
-                    last, quiet_since, attempt = event.sequence, time.monotonic(), 0
-                    yield event
-                    if event.type.final:
-                        return
-            except grpc.RpcError as raw:
-                error = error_from_rpc(raw)
-            finally:
-                stream.cancel()
-            if isinstance(error, DeadlineExceeded) or (error is not None and not resumable(error)):
-                raise error
-            attempt += 1
-            wait_s = self.retry.backoff(attempt)
-            if time.monotonic() - quiet_since + wait_s > self.retry.stream_reconnect_s:
-                raise error or DeadlineExceeded("The event stream ended before the job's end")
-            if not deadline.allows(wait_s):
-                raise DeadlineExceeded("Deadline exceeded while watching the job")
-            time.sleep(wait_s)
-
-
-class Agents:
+class Agents(_Facade[AsyncAgents]):
     """The caller's agents: `client.agents`."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._stub = client._agents_stub
-
-    def create(
-        self,
-        *,
-        name: str,
-        role: str,
-        max_depth: int | None = None,
-        spawn_shadow: bool = False,
-        timeout: float | None = None,
-    ) -> Agent:
-        """Create an agent."""
-        request = create_agent_request(name, role, max_depth, spawn_shadow)
-        reply = self._client.call(
-            self._stub.CreateAgent, request, timeout=timeout, idempotent=False
-        )
-        return Agent.from_proto(reply.agent)
-
-    def get(self, agent_id: str, *, timeout: float | None = None) -> Agent:
-        """One agent."""
-        request = agents_pb.GetAgentRequest(agent_id=agent_id)
-        return Agent.from_proto(
-            self._client.call(self._stub.GetAgent, request, timeout=timeout).agent
-        )
-
-    def list(
-        self, *, page_size: int | None = None, timeout: float | None = None
-    ) -> Iterator[Agent]:
-        """Every agent, newest first, fetched a page at a time as the iterator goes."""
-        token = ""
-        while True:
-            request = agents_pb.ListAgentsRequest(page_size=page_size, page_token=token)
-            reply = self._client.call(self._stub.ListAgents, request, timeout=timeout)
-            yield from (Agent.from_proto(agent) for agent in reply.agents)
-            token = reply.next_page_token
-            if not token:
-                return
-
-    def delete(self, agent_id: str, *, timeout: float | None = None) -> None:
-        """Delete an agent; its unfinished jobs are cancelled."""
-        request = agents_pb.DeleteAgentRequest(agent_id=agent_id)
-        self._client.call(self._stub.DeleteAgent, request, timeout=timeout, idempotent=False)
+    create = _blocking(AsyncAgents.create)
+    get = _blocking(AsyncAgents.get)
+    list = _iterating(AsyncAgents.list)
+    delete = _blocking(AsyncAgents.delete)
 
 
-class Jobs:
+class Jobs(_Facade[AsyncJobs]):
     """The caller's jobs: `client.jobs`."""
 
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._stub = client._jobs_stub
-
-    def get(self, job_id: str, *, timeout: float | None = None) -> Job:
-        """One job, with its result once finished."""
-        request = jobs_pb.GetJobRequest(job_id=job_id)
-        return Job.from_proto(self._client.call(self._stub.GetJob, request, timeout=timeout).job)
-
-    def list(
-        self,
-        *,
-        agent_id: str | None = None,
-        status: JobStatus | str | None = None,
-        page_size: int | None = None,
-        timeout: float | None = None,
-    ) -> Iterator[Job]:
-        """Every job (of one agent, in one state), newest first, a page at a time."""
-        token = ""
-        while True:
-            request = list_jobs_request(agent_id, status, page_size, token)
-            reply = self._client.call(self._stub.ListJobs, request, timeout=timeout)
-            yield from (Job.from_proto(job) for job in reply.jobs)
-            token = reply.next_page_token
-            if not token:
-                return
-
-    def cancel(self, job_id: str, *, timeout: float | None = None) -> Job:
-        """Cancel a job and its unfinished sub-agent jobs; returns the job."""
-        request = jobs_pb.CancelJobRequest(job_id=job_id)
-        return Job.from_proto(self._client.call(self._stub.CancelJob, request, timeout=timeout).job)
+    get = _blocking(AsyncJobs.get)
+    list = _iterating(AsyncJobs.list)
+    cancel = _blocking(AsyncJobs.cancel)
 
 
-class JobHandle:
+class JobHandle(_Facade[AsyncJobHandle]):
     """A job to wait for, watch or cancel: what `Client.execute` returns."""
 
-    def __init__(self, client: Client, job_id: str, *, submission: Submission | None = None):
-        self._client = client
-        self.id = job_id
-        self.submission = submission
+    def __init__(
+        self, client: Client, job_id: str, *, submission: Submission | None = None
+    ) -> None:
+        super().__init__(client._loop, AsyncJobHandle(client._inner, job_id, submission=submission))
 
-    def get(self, *, timeout: float | None = None) -> Job:
-        """The job as stored now."""
-        return self._client.jobs.get(self.id, timeout=timeout)
+    id = _Shared[str]()
+    submission = _Shared[Submission | None]()  # None for a handle of `Client.job`
 
-    def events(
-        self, *, after_sequence: int = 0, timeout: float | None = None
-    ) -> Iterator[JobEvent]:
-        """The job's events, from the first (or after `after_sequence`) to its last.
-
-        A dropped stream is opened again after the last event seen: no event is missed
-        or repeated.
-        """
-        return self._client.watch(self.id, after_sequence=after_sequence, timeout=timeout)
-
-    def wait(self, timeout: float | None = None) -> Job:
-        """Block until the job has finished (at most `timeout` seconds) and return it."""
-        deadline = Deadline(timeout)
-        job = self.get(timeout=deadline.remaining())
-        if job.status.finished:
-            return job
-        for event in self.events(timeout=deadline.remaining()):
-            if event.type.final:
-                break
-        return self.get(timeout=deadline.remaining())
-
-    def cancel(self, *, timeout: float | None = None) -> Job:
-        """Cancel the job; returns it (cancelled, or still running until its worker stops)."""
-        return self._client.jobs.cancel(self.id, timeout=timeout)
+    get = _blocking(AsyncJobHandle.get)
+    events = _iterating(AsyncJobHandle.events)
+    wait = _blocking(AsyncJobHandle.wait)
+    cancel = _blocking(AsyncJobHandle.cancel)
 
     def __repr__(self) -> str:
         return f"JobHandle({self.id!r})"
