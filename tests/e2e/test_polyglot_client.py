@@ -7,19 +7,18 @@ real server with a token minted by the real `agentq token` command.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
 from tests.e2e.cli_helpers import clean_env
 from tests.e2e.harness import SECRET, ServerThread
+from tests.e2e.node_helpers import npm_install, run_client, tools
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 POLYGLOT_DIR = Path(__file__).resolve().parent / "polyglot"
@@ -31,41 +30,16 @@ CLIENT_TIMEOUT_S = 45
 pytestmark = pytest.mark.gate
 
 
-def _unavailable(message: str) -> NoReturn:
-    """Skip the test, or fail it when running in CI (as tests/conftest.py does for servers)."""
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 @pytest.fixture(scope="module")
 def node_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A temporary copy of polyglot/ with its npm dependencies installed; the script's path."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        _unavailable("Node.js and npm are needed for the polyglot client test — install them")
+    _, npm = tools("node", "npm")
     workdir = tmp_path_factory.mktemp("polyglot")
     for name in ("package.json", "client.mjs"):
         shutil.copy(POLYGLOT_DIR / name, workdir / name)
     # --ignore-scripts: neither dependency needs an install script to work.
     command = [npm, "install", "--no-audit", "--no-fund", "--ignore-scripts"]
-    try:
-        installed = subprocess.run(
-            command,
-            cwd=workdir,
-            env={**os.environ, "npm_config_update_notifier": "false"},
-            capture_output=True,
-            text=True,
-            timeout=NPM_INSTALL_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        _unavailable(
-            f"npm install took over {NPM_INSTALL_TIMEOUT_S} s — is the registry reachable?"
-        )
-    if installed.returncode != 0:
-        # npm names the cause in its first few error lines; the rest is a stack trace.
-        cause = " | ".join(installed.stderr.strip().splitlines()[:4])
-        _unavailable(f"npm install failed (exit {installed.returncode}): {cause}")
+    npm_install(workdir, command, timeout_s=NPM_INSTALL_TIMEOUT_S)
     return workdir / "client.mjs"
 
 
@@ -95,20 +69,7 @@ def _run_node_client(script: Path, *, port: int, bearer: str) -> dict[str, Any]:
         "--googleapis-dir",
         str(GOOGLEAPIS_DIR),
     ]
-    finished = subprocess.run(
-        command,
-        cwd=script.parent,
-        env=clean_env(AGENTQ_TOKEN=bearer),
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT_S,
-        check=False,
-    )
-    assert finished.returncode == 0, f"client.mjs failed:\n{finished.stderr}"
-    lines = finished.stdout.strip().splitlines()
-    assert len(lines) == 1, f"expected one JSON line, got:\n{finished.stdout}"
-    outcome: dict[str, Any] = json.loads(lines[0])
-    return outcome
+    return run_client(command, cwd=script.parent, bearer=bearer, timeout_s=CLIENT_TIMEOUT_S)
 
 
 def test_a_node_client_built_from_the_protos_alone_runs_a_job_to_completion(

@@ -12,18 +12,18 @@ a real server with a token minted by `agentq token`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import pytest
 
 from tests.e2e.cli_helpers import clean_env
 from tests.e2e.harness import SECRET, ServerThread
+from tests.e2e.node_helpers import NPM_ENV, npm_install, run_client, tools
 from tests.processes import run_agentq
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -44,13 +44,6 @@ EMPTY_PROMPT = "Invalid prompt: must be 1 to 50000 characters after trimming"
 pytestmark = pytest.mark.gate
 
 
-def _unavailable(message: str) -> NoReturn:
-    """Skip the test, or fail it when running in CI (as tests/conftest.py does for servers)."""
-    if os.environ.get("CI"):
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 def _pinned() -> dict[str, str]:
     """The npm packages of typescript/package.json and their exact versions."""
     packages = json.loads((CLIENT_DIR / "package.json").read_text(encoding="utf-8"))
@@ -63,7 +56,7 @@ def _run(command: list[str], *, cwd: Path, timeout: float, what: str) -> None:
         finished = subprocess.run(
             command,
             cwd=cwd,
-            env={**os.environ, "npm_config_update_notifier": "false"},
+            env=NPM_ENV,
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -76,36 +69,10 @@ def _run(command: list[str], *, cwd: Path, timeout: float, what: str) -> None:
     )
 
 
-def _npm_ci(workdir: Path, npm: str) -> None:
-    """Install the pinned packages of package-lock.json; a registry problem is `unavailable`."""
-    # --ignore-scripts: none of them needs its install script (buf's bin finds its
-    # platform package by itself).
-    command = [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--prefer-offline"]
-    try:
-        installed = subprocess.run(
-            command,
-            cwd=workdir,
-            env={**os.environ, "npm_config_update_notifier": "false"},
-            capture_output=True,
-            text=True,
-            timeout=NPM_INSTALL_TIMEOUT_S,
-        )
-    except subprocess.TimeoutExpired:
-        _unavailable(f"npm ci took over {NPM_INSTALL_TIMEOUT_S} s — is the registry reachable?")
-    if installed.returncode != 0:
-        # npm names the cause in its first few error lines; the rest is a stack trace.
-        cause = " | ".join(installed.stderr.strip().splitlines()[:4])
-        _unavailable(f"npm ci failed (exit {installed.returncode}): {cause}")
-
-
 @pytest.fixture(scope="module")
 def typescript_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A fresh copy of the contract with stubs generated and the client compiled; its script."""
-    node, npm, npx = shutil.which("node"), shutil.which("npm"), shutil.which("npx")
-    if node is None or npm is None or npx is None:
-        _unavailable(
-            "Node.js, npm and npx are needed for the TypeScript client test — install them"
-        )
+    _, npm, _ = tools("node", "npm", "npx")
     workdir = tmp_path_factory.mktemp("typescript")
     shutil.copytree(REPO_ROOT / "proto", workdir / "proto")
     shutil.copytree(
@@ -115,7 +82,10 @@ def typescript_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy(REPO_ROOT / name, workdir / name)
     for name in CLIENT_FILES:
         shutil.copy(CLIENT_DIR / name, workdir / name)
-    _npm_ci(workdir, npm)
+    # --ignore-scripts: none of the packages needs its install script (buf's bin finds
+    # its platform package by itself).
+    command = [npm, "ci", "--no-audit", "--no-fund", "--ignore-scripts", "--prefer-offline"]
+    npm_install(workdir, command, timeout_s=NPM_INSTALL_TIMEOUT_S)
     bin_dir = workdir / "node_modules" / ".bin"
     # The repository's buf.gen.yaml runs protoc-gen-es through npx, which takes the one
     # just installed here (the same version, see the test of the pins below).
@@ -160,19 +130,10 @@ def run(typescript_client: Path, server: ServerThread) -> Run:
     )
     assert minted.returncode == 0, minted.stderr
     bearer = minted.stdout.strip()
-    finished = subprocess.run(
-        ["node", str(typescript_client), "--target", f"127.0.0.1:{server.port}"],
-        cwd=typescript_client.parent,
-        env=clean_env(AGENTQ_TOKEN=bearer),
-        capture_output=True,
-        text=True,
-        timeout=CLIENT_TIMEOUT_S,
-        check=False,
+    command = ["node", str(typescript_client), "--target", f"127.0.0.1:{server.port}"]
+    outcome = run_client(
+        command, cwd=typescript_client.parent, bearer=bearer, timeout_s=CLIENT_TIMEOUT_S
     )
-    assert finished.returncode == 0, f"client.js failed:\n{finished.stderr}"
-    lines = finished.stdout.strip().splitlines()
-    assert len(lines) == 1, f"expected one JSON line, got:\n{finished.stdout}"
-    outcome: dict[str, Any] = json.loads(lines[0])
     return Run(outcome, bearer)
 
 
