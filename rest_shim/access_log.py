@@ -15,6 +15,8 @@ ACCESS_LOGGER = "agentq.access"
 # The trailer in which the gRPC server names the tenant it admitted the call for
 # (server/api/call_log.py; the shim never imports the server).
 TENANT_TRAILER = "x-tenant-id-bin"
+# Asks the server for that trailer; it names the tenant only to callers that ask.
+TENANT_WANTED = "x-agentq-want-tenant"
 # A path no route matched is logged as sent, cut to this length.
 _MAX_PATH = 200
 log = logging.getLogger(ACCESS_LOGGER)

@@ -18,7 +18,7 @@ from agentq.v1 import (
     token_service_pb2_grpc,
 )
 from rest_shim import render
-from rest_shim.access_log import tenant_from
+from rest_shim.access_log import TENANT_WANTED, tenant_from
 from rest_shim.errors import rate_headers
 
 if TYPE_CHECKING:
@@ -46,12 +46,13 @@ FORWARDED = (
 
 
 def forwarded(headers: Headers, request_id: str) -> list[tuple[str, str]]:
-    """The metadata of one call: the request id and the caller's credentials.
+    """The metadata of one call: the request id, the caller's credentials, and the ask for
+    the tenant the server admits the call for (the access line names it).
 
     Every copy of a credential header travels, so the server sees (and refuses)
     a credential sent twice rather than the shim picking one.
     """
-    metadata = [("x-request-id", request_id)]
+    metadata = [("x-request-id", request_id), (TENANT_WANTED, "1")]
     for header in FORWARDED:
         for value in headers.getlist(header):
             metadata.append((header, _metadata_value(value)))

@@ -21,7 +21,7 @@ import grpc
 from google.protobuf import message
 
 from server.api import policy
-from server.api.call_log import TENANT_TRAILER, log_call
+from server.api.call_log import TENANT_TRAILER, TENANT_WANTED, log_call
 from server.api.context import Context, principal_var, request_id_var
 from server.api.credential_size import check_credential_size
 from server.api.failures import FailureThrottle, client_address
@@ -66,6 +66,8 @@ class Admission:
 
     principal: Principal | None = None
     trailers: list[tuple[str, str]] = field(default_factory=list)
+    # Whether the caller asked for its tenant in the trailers (call_log.TENANT_WANTED).
+    tenant_wanted: bool = False
 
 
 class Guard:
@@ -304,13 +306,14 @@ class _GuardedMethod:
         sent = metadata.get("x-request-id")
         request_id = sent if isinstance(sent, str) and _SANE_REQUEST_ID.fullmatch(sent) else None
         request_id_var.set(request_id or str(uuid.uuid4()))
+        admission.tenant_wanted = TENANT_WANTED in metadata
         check_credential_size(pairs)
         await self._guard.admit(
             self.name, metadata, admission, repeated=_repeated(pairs), peer=context.peer()
         )
         if admission.principal is not None:
             principal_var.set(admission.principal)
-        trailers = [*admission.trailers, *_tenant_trailers(_tenant(admission, None))]
+        trailers = [*admission.trailers, *_tenant_trailers(admission, None)]
         if trailers:
             context.set_trailing_metadata(tuple(trailers))
 
@@ -331,7 +334,7 @@ class _GuardedMethod:
             ("grpc-status-details-bin", details),
             ("x-request-id", request_id_var.get()),
             *admission.trailers,
-            *_tenant_trailers(_tenant(admission, error)),
+            *_tenant_trailers(admission, error),
         ]
         await context.abort(code, error.message, trailing_metadata=tuple(trailers))
 
@@ -386,5 +389,8 @@ def _tenant(admission: Admission, error: Exception | None) -> str | None:
     return None
 
 
-def _tenant_trailers(tenant: str | None) -> list[tuple[str, str | bytes]]:
+def _tenant_trailers(
+    admission: Admission, error: Exception | None
+) -> list[tuple[str, str | bytes]]:
+    tenant = _tenant(admission, error) if admission.tenant_wanted else None
     return [] if tenant is None else [(TENANT_TRAILER, tenant.encode())]
