@@ -118,25 +118,24 @@ class _Connection:
         self._connection = connection
 
     async def one(self, statement: Executable, params: Params | None = None) -> Row | None:
-        sql, args = _bind(statement, params)
-        try:
-            return cast(Row | None, await self._connection.fetchrow(sql, *args))
-        except _FAILURES as error:
-            raise _translated(error) from error
+        return cast(Row | None, await _run(self._connection, "fetchrow", statement, params))
 
     async def all(self, statement: Executable, params: Params | None = None) -> list[Row]:
-        sql, args = _bind(statement, params)
-        try:
-            return cast(list[Row], await self._connection.fetch(sql, *args))
-        except _FAILURES as error:
-            raise _translated(error) from error
+        return cast(list[Row], await _run(self._connection, "fetch", statement, params))
 
     async def run(self, statement: Executable, params: Params | None = None) -> None:
-        sql, args = _bind(statement, params)
-        try:
-            await self._connection.execute(sql, *args)
-        except _FAILURES as error:
-            raise _translated(error) from error
+        await _run(self._connection, "execute", statement, params)
+
+
+async def _run(
+    connection: Connection, method: str, statement: Executable, params: Params | None
+) -> Any:
+    """Run a statement with the connection's `method` (fetchrow, fetch or execute)."""
+    sql, args = _bind(statement, params)
+    try:
+        return await getattr(connection, method)(sql, *args)
+    except _FAILURES as error:
+        raise _translated(error) from error
 
 
 def _translated(error: BaseException) -> Exception:
@@ -176,13 +175,9 @@ class PostgresDatabase:
             raise Unavailable(DATABASE_UNAVAILABLE) from error
 
     async def _alone(self, method: str, statement: Executable, params: Params | None) -> Any:
-        # `method` is the connection's fetchrow, fetch or execute.
-        sql, args = _bind(statement, params)
         connection = await self._acquire()
         try:
-            return await getattr(connection, method)(sql, *args)
-        except _FAILURES as error:
-            raise _translated(error) from error
+            return await _run(connection, method, statement, params)
         finally:
             await self._pool.release(connection)
 
