@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 # Receives each piece of the answer as a streaming provider produces it. It must not
 # block: the engine only buffers the piece and writes it later, coalesced.
 DeltaSink = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Message:
+    """An earlier turn of the conversation, sent between the system message and the prompt."""
+
+    role: Literal["user", "assistant"]
+    content: str
 
 
 @dataclass(frozen=True)
@@ -47,9 +55,17 @@ class Provider(Protocol):
     """
 
     async def complete(
-        self, *, system: str, prompt: str, on_delta: DeltaSink | None = None
+        self,
+        *,
+        system: str,
+        prompt: str,
+        history: Sequence[Message] = (),
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
-        """Answer `prompt` in the role `system`; call `on_delta` with each streamed piece."""
+        """Answer `prompt` in the role `system` after `history` (oldest first).
+
+        `on_delta` receives each streamed piece of the answer.
+        """
         ...
 
     async def aclose(self) -> None:

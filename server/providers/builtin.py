@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from server.providers.base import Completion, DeltaSink
+from server.providers.base import Completion, DeltaSink, Message
 
 # How many leading words of the role and of the prompt the echo repeats.
 _ROLE_WORDS = 6
@@ -37,14 +38,20 @@ class BuiltinProvider:
     `tokens_used` counts the whitespace-separated words of system, prompt and answer.
     With a latency the answer arrives in up to four pieces spread over it (token
     deltas); with none it answers at once. It has no timeout of its own: the engine's
-    time limit and a cancel both stop it between pieces, by cancelling the call.
+    time limit and a cancel both stop it between pieces, by cancelling the call. It
+    reads no `history`: an echo has no memory.
     """
 
     def __init__(self, *, latency_ms: int) -> None:
         self.latency_ms = latency_ms
 
     async def complete(
-        self, *, system: str, prompt: str, on_delta: DeltaSink | None = None
+        self,
+        *,
+        system: str,
+        prompt: str,
+        history: Sequence[Message] = (),
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         """The echo, streamed over `latency_ms` when it is above zero."""
         role = _head(system, _ROLE_WORDS) or "assistant"

@@ -19,12 +19,13 @@ blanked out.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 import orjson
 
-from server.providers.base import Completion, DeltaSink, ProviderError, timed_out
+from server.providers.base import Completion, DeltaSink, Message, ProviderError, timed_out
 
 # Status codes worth retrying besides 5xx: request timeout, conflict, rate limit.
 _RETRYABLE_STATUS = frozenset({408, 409, 429})
@@ -169,7 +170,12 @@ class OpenAICompatibleProvider:
             await session.close()
 
     async def complete(
-        self, *, system: str, prompt: str, on_delta: DeltaSink | None = None
+        self,
+        *,
+        system: str,
+        prompt: str,
+        history: Sequence[Message] = (),
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         """Stream one chat completion, passing each piece to `on_delta` as it arrives.
 
@@ -180,6 +186,7 @@ class OpenAICompatibleProvider:
             "model": self.model,
             "messages": [
                 {"role": "system", "content": system},
+                *({"role": turn.role, "content": turn.content} for turn in history),
                 {"role": "user", "content": prompt},
             ],
             "stream": True,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from server.providers.base import Completion, DeltaSink
+from server.providers.base import Completion, DeltaSink, Message
 
 
 @dataclass(frozen=True)
@@ -16,6 +16,7 @@ class ProviderCall:
     system: str
     prompt: str
     streams: bool = field(default=False, compare=False)
+    history: tuple[Message, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,16 @@ class ScriptedProvider:
         self.closed = False
 
     async def complete(
-        self, *, system: str, prompt: str, on_delta: DeltaSink | None = None
+        self,
+        *,
+        system: str,
+        prompt: str,
+        history: Sequence[Message] = (),
+        on_delta: DeltaSink | None = None,
     ) -> Completion:
         """The next scripted answer."""
-        self.calls.append(ProviderCall(system, prompt, streams=on_delta is not None))
+        call = ProviderCall(system, prompt, streams=on_delta is not None, history=tuple(history))
+        self.calls.append(call)
         if not self._steps:
             raise AssertionError(f"provider called {len(self.calls)} times; not scripted")
         try:
