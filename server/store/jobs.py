@@ -34,6 +34,7 @@ from sqlalchemy import (
 )
 
 from server.paging import Cursor
+from server.store.contexts import STORE_TURN_OF_JOB
 from server.store.database import Row, Statements
 from server.store.events import EventType
 from server.store.models import JobStatus
@@ -291,12 +292,14 @@ class Jobs:
     async def change(self, change: Transition) -> Row | None:
         """Apply one transition: what its statement returns, None if the job did not match."""
         statement = change.statement(self._postgres)
-        if self._postgres or change.event is None:  # one statement does it all
+        if self._postgres or (change.event is None and not change.turn):  # one does it all
             return await self._run.one(statement, change.params)
         async with self._run.atomic() as run:
             row = await run.one(statement, change.params)
-            if row is not None:
+            if row is not None and change.event is not None:
                 await run.run(_INSERT_EVENT, _event_row(change, row))
+            if row is not None and change.turn:
+                await run.run(STORE_TURN_OF_JOB, {"job_id": change.job_id})
         return row
 
     async def apply(self, change: Transition) -> bool:

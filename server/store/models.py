@@ -168,6 +168,38 @@ class JobEvent(Base):
     delta: Mapped[str | None] = mapped_column(Text)
 
 
+class ContextTurn(Base):
+    """One turn of a tenant's conversation: a completed job's prompt and final answer.
+
+    Stored by the job's completion, in the same transaction, so a turn exists exactly
+    when its job completed; it goes when retention removes the job, or when the context
+    is deleted.
+    """
+
+    __tablename__ = "context_turns"
+    __table_args__ = (
+        # Read per context in the order the turns completed (history, pages).
+        Index(
+            "ix_context_turns_tenant_id_context_id_created_at_job_id",
+            "tenant_id",
+            "context_id",
+            "created_at",
+            "job_id",
+        ),
+    )
+
+    # A job completes once, so it has at most one turn.
+    job_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255))
+    # Text, as on the job it is copied from: jobs queued before the context_id rule
+    # existed may hold any text.
+    context_id: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text)
+    response: Mapped[str] = mapped_column(Text)
+    # When the job completed.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 class IdempotencyKey(Base):
     """An idempotency key of a tenant and the job its first request made."""
 

@@ -117,6 +117,18 @@ class EventRecord(Record):
 
 
 @dataclass(frozen=True, slots=True)
+class TurnRecord(Record):
+    """A turn of a tenant's conversation: a completed job's prompt and answer."""
+
+    job_id: str
+    tenant_id: str
+    context_id: str
+    prompt: str
+    response: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class IdempotencyRecord(Record):
     """An idempotency key of a tenant and the job its first request made."""
 

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from server.store.access import ApiKeys, Limits
 from server.store.agents import Agents
+from server.store.contexts import Contexts
 from server.store.database import Database, Statements
 from server.store.events import Events
 from server.store.jobs import Jobs
@@ -23,6 +24,7 @@ class Tables:
         self.keys = IdempotencyKeys(run)
         self.api_keys = ApiKeys(run)
         self.limits = Limits(run)
+        self.contexts = Contexts(run)
 
 
 class Store(Tables):

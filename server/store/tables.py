@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from sqlalchemy import Table
 
-from server.store.models import Agent, ApiKey, Base, IdempotencyKey, Job, JobEvent, TenantLimit
+from server.store.models import (
+    Agent,
+    ApiKey,
+    Base,
+    ContextTurn,
+    IdempotencyKey,
+    Job,
+    JobEvent,
+    TenantLimit,
+)
 
 
 def _table(model: type[Base]) -> Table:
@@ -19,3 +28,4 @@ events = _table(JobEvent)
 idempotency_keys = _table(IdempotencyKey)
 api_keys = _table(ApiKey)
 tenant_limits = _table(TenantLimit)
+context_turns = _table(ContextTurn)

@@ -8,8 +8,11 @@ inserts the event with a second statement in the same transaction.
 
 The rules (`claim`, `finish_attempt`, `record`, `cancel_pending`, `request_cancel`) are made
 here and nowhere else, each as a `Transition`: the columns the job must hold, the values
-it takes and its event, as data. The statement of each shape of transition is built once
-and kept; the store (`server/store/jobs.py`) runs it on either database.
+it takes, its event and whether it stores the job's turn of its context, as data. The turn
+goes in like the event: in the same statement on PostgreSQL, the same transaction on
+SQLite, so it exists exactly when the job completed. The statement of each shape of
+transition is built once and kept; the store (`server/store/jobs.py`) runs it on either
+database.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.dml import Insert, Update
 
+from server.store.contexts import store_turn
 from server.store.events import EventSpec, EventType
 from server.store.models import JobStatus
 from server.store.tables import agents, events, jobs
@@ -52,6 +56,9 @@ class Attempt:
     role: str | None
     # Spent by the job's earlier attempts.
     tokens_used: int
+    # The conversation the job belongs to, if any: its attempt sees the context's
+    # earlier turns, and its completion adds one.
+    context_id: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +68,10 @@ class Transition:
     The job changes only if each `expect` column equals its value and, with `due_by`, its
     next run is due by then. It then takes `values`, each `increment` column grows by one,
     and with an `event` its event_seq grows by one and the event is recorded under that
-    number, with the job's attempt count, at `at`. A change that `starts_attempt` hands
-    back what the attempt needs (see `claimed`).
+    number, with the job's attempt count, at `at`. With `turn`, the job's prompt and
+    response are stored as a turn of its context, when it has one
+    (`server/store/contexts.py`). A change that `starts_attempt` hands back what the
+    attempt needs (see `claimed`).
     """
 
     job_id: str
@@ -74,6 +83,7 @@ class Transition:
     due_by: datetime | None = None
     increment: tuple[str, ...] = ()
     starts_attempt: bool = False
+    turn: bool = False
 
     def __post_init__(self) -> None:
         if self.event is not None and self.at is None:
@@ -89,6 +99,7 @@ class Transition:
             due=self.due_by is not None,
             event=self.event is not None,
             starts_attempt=self.starts_attempt,
+            turn=self.turn,
         )
 
     @property
@@ -144,17 +155,19 @@ def finish_attempt(
     event: EventSpec,
     at: datetime,
     unless_cancelled: bool = False,
+    turn: bool = False,
 ) -> Transition:
     """The outcome of the attempt holding `token`: it lets go of the job and sets `values`.
 
     With `unless_cancelled`, a job whose cancel was requested is left alone too, so
-    its attempt can record `cancelled` instead.
+    its attempt can record `cancelled` instead. With `turn` (a completion), the job's
+    prompt and its new response are stored as a turn of its context.
     """
     expect: dict[str, Any] = {"status": JobStatus.RUNNING, "run_token": token}
     if unless_cancelled:
         expect["cancel_requested"] = False
     released = {"run_token": None, "lease_expires_at": None, **values}
-    return Transition(job_id, expect=expect, values=released, event=event, at=at)
+    return Transition(job_id, expect=expect, values=released, event=event, at=at, turn=turn)
 
 
 def record(job_id: str, *, token: str, event: EventSpec, at: datetime) -> Transition:
@@ -191,6 +204,7 @@ def claimed(change: Transition, row: Any) -> Attempt:
         prompt=_field(row, "prompt"),
         role=_field(row, "role"),
         tokens_used=_field(row, "tokens_used"),
+        context_id=_field(row, "context_id"),
     )
 
 
@@ -212,6 +226,7 @@ class Shape:
     due: bool
     event: bool
     starts_attempt: bool
+    turn: bool
 
 
 def _param(column: str, prefix: str) -> ColumnElement[Any]:
@@ -257,6 +272,10 @@ def _agent_role() -> ColumnElement[Any]:
     return query.scalar_subquery().label("role")
 
 
+# What a completion's turn is made of, returned into the CTE it is inserted from.
+_TURN_COLUMNS = ("tenant_id", "context_id", "prompt", "response", "completed_at")
+
+
 @functools.cache
 def transition_statement(postgres: bool, shape: Shape) -> Executable:
     """The statement of one shape of transition: a row back if the job changed, else none."""
@@ -264,12 +283,21 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
     if shape.event or shape.starts_attempt:
         returned += [jobs.c.event_seq, jobs.c.attempts]
     if shape.starts_attempt:
-        returned += [jobs.c.agent_id, jobs.c.prompt, jobs.c.tokens_used, _agent_role()]
-    changed = _update(shape).returning(*returned)
-    if not (postgres and shape.event):
-        return changed
-    source = changed.cte("changed")
-    return select(source).add_cte(_event_from(source).cte("recorded"))
+        returned += [jobs.c.agent_id, jobs.c.prompt, jobs.c.tokens_used, jobs.c.context_id]
+        returned.append(_agent_role())
+    if not (postgres and (shape.event or shape.turn)):
+        # SQLite stores the event and the turn with statements of their own (jobs.py).
+        return _update(shape).returning(*returned)
+    names = [column.name for column in returned]
+    inside = [*returned, *(jobs.c[n] for n in _TURN_COLUMNS if shape.turn and n not in names)]
+    source = _update(shape).returning(*inside).cte("changed")
+    written = []
+    if shape.event:
+        written.append(_event_from(source).cte("recorded"))
+    if shape.turn:
+        written.append(store_turn(source).cte("stored"))
+    # Only the columns a caller reads come back, not the turn's texts.
+    return select(*(source.c[name] for name in names)).add_cte(*written)
 
 
 DUE = select(jobs.c.status, jobs.c.next_run_at).where(jobs.c.id == bindparam("job_id"))

@@ -18,10 +18,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from server.store.contexts import Contexts
 from server.store.jobs import Jobs, NewJob
-from server.store.records import AgentRecord, JobRecord
+from server.store.records import AgentRecord, JobRecord, TurnRecord
 from server.store.store import Store
-from server.store.tables import events, jobs
+from server.store.tables import context_turns, events, jobs
 from server.store.transitions import Attempt, Transition
 
 ROLE = "You are a careful research assistant."
@@ -47,11 +48,19 @@ class Backend:
         async with self.store.transaction() as tx:
             yield tx.jobs
 
-    async def seed(self, *, due: datetime, agent_deleted: bool = False) -> JobRecord:
+    async def seed(
+        self,
+        *,
+        due: datetime,
+        agent_deleted: bool = False,
+        context_id: str | None = None,
+        tenant: str = TENANT,
+        prompt: str = "Summarise the quarterly report.",
+    ) -> JobRecord:
         """Store a new agent and one pending job of it, due at `due`, with its QUEUED event."""
         agent = AgentRecord(
             id=str(uuid.uuid4()),
-            tenant_id=TENANT,
+            tenant_id=tenant,
             name="Researcher",
             role=ROLE,
             max_depth=3,
@@ -64,10 +73,10 @@ class Backend:
         await self.store.agents.add(agent)
         new = NewJob(
             id=str(uuid.uuid4()),
-            tenant_id=TENANT,
+            tenant_id=tenant,
             agent_id=agent.id,
-            prompt="Summarise the quarterly report.",
-            context_id=None,
+            prompt=prompt,
+            context_id=context_id,
             enable_adversarial=False,
             enable_self_correction=False,
             max_debate_rounds=3,
@@ -75,8 +84,8 @@ class Backend:
         )
         assert await self.store.jobs.queue(new)
         if agent_deleted:
-            assert await self.store.agents.delete(agent.id, tenant_id=TENANT, at=due)
-        job = await self.store.jobs.get(new.id, tenant_id=TENANT)
+            assert await self.store.agents.delete(agent.id, tenant_id=tenant, at=due)
+        job = await self.store.jobs.get(new.id, tenant_id=tenant)
         assert job is not None
         return job
 
@@ -91,6 +100,28 @@ class Backend:
         """Apply one transition, committed when this returns."""
         async with self._jobs() as store:
             return await store.apply(change)
+
+    async def history(self, job_id: str, *, limit: int) -> list[TurnRecord]:
+        """The turns the job's attempt may see, read as the worker reads them."""
+        async with self._contexts() as contexts:
+            return await contexts.history(job_id, limit=limit)
+
+    @asynccontextmanager
+    async def _contexts(self) -> AsyncIterator[Contexts]:
+        if not self.in_transaction:
+            yield self.store.contexts
+            return
+        async with self.store.transaction() as tx:
+            yield tx.contexts
+
+    async def turns(self, *job_ids: str) -> list[TurnRecord]:
+        """The committed turns of these jobs, in the order they completed."""
+        query = (
+            select(*TurnRecord.columns(context_turns))
+            .where(context_turns.c.job_id.in_(job_ids))
+            .order_by(context_turns.c.created_at, context_turns.c.job_id)
+        )
+        return [TurnRecord.of(row) for row in await self.store.db.all(query)]
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """The job's committed columns."""

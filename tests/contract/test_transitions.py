@@ -73,6 +73,7 @@ async def test_a_claim_wins_a_due_pending_job_once_and_hands_back_its_attempt(
         prompt=job.prompt,
         role=ROLE,
         tokens_used=0,
+        context_id=None,
     )
     assert second is None
     columns = ("status", "run_token", "attempts", "started_at", "lease_expires_at", "event_seq")
