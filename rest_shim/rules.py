@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import WithJsonSchema
 
-# Agents (server/validation.py).
+# Agents and executions (server/validation.py).
 NAME_CHARACTERS = "A-Za-z0-9 _-"
 MIN_NAME_CHARS, MAX_NAME_CHARS = 1, 100
 MIN_ROLE_CHARS, MAX_ROLE_CHARS = 3, 500
@@ -21,6 +21,8 @@ MAX_DEPTH_LIMIT = 10
 MIN_PROMPT_CHARS, MAX_PROMPT_CHARS = 1, 50_000
 MIN_DEBATE_ROUNDS, MAX_DEBATE_ROUNDS = 1, 10
 MAX_REQUEST_KEY_CHARS = 255
+CONTEXT_ID_CHARACTERS = "A-Za-z0-9._:-"
+MAX_CONTEXT_ID_CHARS = 128
 # Lists (server/paging.py).
 MAX_PAGE_SIZE = 100
 # Access control (server/auth/, server/service/access.py, server/ratelimit.py).
@@ -74,11 +76,6 @@ def text(low: int, high: int) -> dict[str, Any]:
     return {"type": "string", "minLength": low, "maxLength": high, "pattern": _NO_NUL}
 
 
-def without_nul() -> dict[str, Any]:
-    """Any string without NUL."""
-    return {"type": "string", "pattern": _NO_NUL}
-
-
 def tenant_id() -> dict[str, Any]:
     """A tenant's name as stored: 1 to 255 characters, no NUL."""
     return text(1, MAX_TENANT_CHARS)
@@ -97,6 +94,12 @@ def scopes() -> dict[str, Any]:
 def request_key() -> dict[str, Any]:
     """An idempotency key: printable ASCII without spaces."""
     return {"type": "string", "pattern": f"^[!-~]{{1,{MAX_REQUEST_KEY_CHARS}}}$"}
+
+
+def context_id() -> dict[str, Any]:
+    """A context's name, kept as sent."""
+    pattern = f"^[{CONTEXT_ID_CHARACTERS}]{{1,{MAX_CONTEXT_ID_CHARS}}}$"
+    return {"type": "string", "pattern": pattern}
 
 
 def integer(low: int | None = None, high: int | None = None) -> dict[str, Any]:

@@ -64,8 +64,10 @@ class ExecuteBody(BaseModel):
     prompt: Annotated[
         StrictStr, documented(rules.trimmed(rules.MIN_PROMPT_CHARS, rules.MAX_PROMPT_CHARS))
     ] = Field(description="1-50,000 characters after trimming.")
-    context_id: Annotated[StrictStr | None, documented(rules.without_nul(), nullable=True)] = Field(
-        None, description="Opaque; stored on the job."
+    context_id: Annotated[StrictStr | None, documented(rules.context_id(), nullable=True)] = Field(
+        None,
+        description="A conversation to run in: 1-128 of A-Za-z0-9._:-. The execution sees "
+        "its earlier turns, and adds its own once it completes.",
     )
     enable_adversarial: StrictBool = Field(False, description="Stored on the job.")
     enable_self_correction: StrictBool = Field(False, description="Stored on the job.")

@@ -20,6 +20,14 @@ MIN_PROMPT_CHARS, MAX_PROMPT_CHARS = 1, 50_000
 MIN_DEBATE_ROUNDS, MAX_DEBATE_ROUNDS = 1, 10
 DEFAULT_DEBATE_ROUNDS = 3
 MAX_REQUEST_KEY_CHARS = 255
+# A context is named by its client, and read back at /api/v1/contexts/{context_id}: the
+# characters of an X-Request-ID, which a URL path carries as they are.
+CONTEXT_ID_CHARACTERS = "A-Za-z0-9._:-"  # a regex character class
+MAX_CONTEXT_ID_CHARS = 128
+_CONTEXT_ID = re.compile(f"[{CONTEXT_ID_CHARACTERS}]{{1,{MAX_CONTEXT_ID_CHARS}}}")
+CONTEXT_ID_MESSAGE = (
+    f"Invalid context_id: must be 1 to {MAX_CONTEXT_ID_CHARS} characters of {CONTEXT_ID_CHARACTERS}"
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +83,20 @@ def request_key(value: str) -> str:
     return value
 
 
+def parse_context_id(value: str) -> str:
+    """A context's name: 1 to 128 of `A-Za-z0-9._:-`, else INVALID_ARGUMENT."""
+    violation = _context_id_violation(value)
+    if violation is not None:
+        raise InvalidArgument([violation])
+    return value
+
+
+def _context_id_violation(value: str) -> FieldViolation | None:
+    if _CONTEXT_ID.fullmatch(value):
+        return None
+    return FieldViolation("context_id", CONTEXT_ID_MESSAGE)
+
+
 def agent_spec(*, name: str, role: str, max_depth: int | None, spawn_shadow: bool) -> AgentSpec:
     """Check a create-agent request; every broken rule is reported at once."""
     violations: list[FieldViolation] = []
@@ -118,8 +140,8 @@ def execution_spec(
         "\x00" in prompt
     ):
         violations.append(_nul("prompt"))
-    if context_id is not None and "\x00" in context_id:
-        violations.append(_nul("context_id"))
+    if context_id is not None and (violation := _context_id_violation(context_id)):
+        violations.append(violation)
     rounds = DEFAULT_DEBATE_ROUNDS if max_debate_rounds is None else max_debate_rounds
     if not MIN_DEBATE_ROUNDS <= rounds <= MAX_DEBATE_ROUNDS:
         message = f"must be between {MIN_DEBATE_ROUNDS} and {MAX_DEBATE_ROUNDS}"

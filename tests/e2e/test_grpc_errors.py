@@ -196,6 +196,21 @@ def test_invalid_agent_fields_are_all_reported_and_nothing_is_stored(
             "max_debate_rounds",
             "Invalid max_debate_rounds: must be between 1 and 10",
         ),
+        (
+            {"context_id": ""},
+            "context_id",
+            "Invalid context_id: must be 1 to 128 characters of A-Za-z0-9._:-",
+        ),
+        (
+            {"context_id": "c" * 129},
+            "context_id",
+            "Invalid context_id: must be 1 to 128 characters of A-Za-z0-9._:-",
+        ),
+        (
+            {"context_id": "a context"},
+            "context_id",
+            "Invalid context_id: must be 1 to 128 characters of A-Za-z0-9._:-",
+        ),
     ],
 )
 def test_invalid_execute_fields_store_no_job(

@@ -114,6 +114,7 @@ def test_every_invalid_agent_field_is_reported_at_once(
 
 PROMPT_RULE = "Invalid prompt: must be 1 to 50000 characters after trimming"
 ROUNDS_RULE = "Invalid max_debate_rounds: must be between 1 and 10"
+CONTEXT_ID_RULE = "Invalid context_id: must be 1 to 128 characters of A-Za-z0-9._:-"
 
 INVALID_EXECUTIONS = [
     pytest.param({}, "prompt", "Field required", id="prompt-missing"),
@@ -142,6 +143,27 @@ INVALID_EXECUTIONS = [
         id="self-correction-int",
     ),
     pytest.param({"prompt": "hi", "context_id": 7}, "context_id", None, id="context-id-int"),
+    pytest.param(
+        {"prompt": "hi", "context_id": ""}, "context_id", CONTEXT_ID_RULE, id="context-id-empty"
+    ),
+    pytest.param(
+        {"prompt": "hi", "context_id": "c" * 129},
+        "context_id",
+        CONTEXT_ID_RULE,
+        id="context-id-129",
+    ),
+    pytest.param(
+        {"prompt": "hi", "context_id": "trip/2026"},
+        "context_id",
+        CONTEXT_ID_RULE,
+        id="context-id-slash",
+    ),
+    pytest.param(
+        {"prompt": "hi", "context_id": "ctx\x00"},
+        "context_id",
+        CONTEXT_ID_RULE,
+        id="context-id-nul",
+    ),
 ]
 
 

@@ -53,6 +53,10 @@ def test_the_documented_limits_are_the_ones_the_server_checks(spec: dict[str, An
         validation.MAX_PROMPT_CHARS,
     )
     assert rules.MAX_REQUEST_KEY_CHARS == validation.MAX_REQUEST_KEY_CHARS
+    assert (rules.CONTEXT_ID_CHARACTERS, rules.MAX_CONTEXT_ID_CHARS) == (
+        validation.CONTEXT_ID_CHARACTERS,
+        validation.MAX_CONTEXT_ID_CHARS,
+    )
     assert rules.MAX_TENANT_CHARS == auth.MAX_TENANT_CHARS
     assert rules.ROLES == auth.ROLES
     assert tuple(DEFAULT_TIERS) == rules.DEFAULT_TIERS
@@ -146,6 +150,14 @@ def _texts(low: int, high: int, fill: str) -> list[str]:
             1,
             validation.MAX_REQUEST_KEY_CHARS,
             id="request-id",
+        ),
+        pytest.param(
+            "ExecuteBody",
+            "context_id",
+            lambda v: validation.parse_context_id(v),
+            1,
+            validation.MAX_CONTEXT_ID_CHARS,
+            id="context-id",
         ),
     ],
 )

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from server.errors import InvalidArgument
-from server.validation import AgentSpec, ExecutionSpec, agent_spec, execution_spec, parse_id
+from server.validation import (
+    AgentSpec,
+    ExecutionSpec,
+    agent_spec,
+    execution_spec,
+    parse_context_id,
+    parse_id,
+)
 
 NAME_LENGTH = "Invalid name: must be 1 to 100 characters after trimming"
 NAME_CHARS = "Invalid name: only letters, digits, spaces, '-' and '_' are allowed"
@@ -14,6 +21,7 @@ DEPTH_LIMIT = "max_depth exceeds safety limit of 10"
 DEPTH_NEGATIVE = "Invalid max_depth: must not be negative"
 PROMPT_LENGTH = "Invalid prompt: must be 1 to 50000 characters after trimming"
 ROUNDS_RANGE = "Invalid max_debate_rounds: must be between 1 and 10"
+CONTEXT_ID_RULE = "Invalid context_id: must be 1 to 128 characters of A-Za-z0-9._:-"
 
 ROLE = "You are a careful research assistant."
 
@@ -24,10 +32,12 @@ def _agent(
     return agent_spec(name=name, role=role, max_depth=max_depth, spawn_shadow=False)
 
 
-def _execution(*, prompt: str = "Summarise this.", rounds: int | None = None) -> ExecutionSpec:
+def _execution(
+    *, prompt: str = "Summarise this.", rounds: int | None = None, context_id: str | None = None
+) -> ExecutionSpec:
     return execution_spec(
         prompt=prompt,
-        context_id=None,
+        context_id=context_id,
         enable_adversarial=False,
         enable_self_correction=False,
         max_debate_rounds=rounds,
@@ -203,6 +213,43 @@ def test_a_valid_execution_keeps_its_options() -> None:
         enable_self_correction=True,
         max_debate_rounds=5,
     )
+
+
+# Executions: context_id.
+
+GOOD_CONTEXT_IDS = ["c", "ctx-42", "user:7.session_2", "A" * 128, "0b7c2d56-2f4e-4a8e-9a51"]
+BAD_CONTEXT_IDS = {
+    "empty": "",
+    "129-chars": "a" * 129,
+    "space": "my context",
+    "slash": "a/b",
+    "trailing-newline": "ctx\n",
+    "nul": "ctx\x00",
+    "non-ascii": "ctx-é",
+    "percent": "a%20b",
+}
+
+
+@pytest.mark.parametrize("context_id", GOOD_CONTEXT_IDS)
+def test_a_context_id_of_1_to_128_allowed_characters_is_kept_as_sent(context_id: str) -> None:
+    assert _execution(context_id=context_id).context_id == context_id
+    assert parse_context_id(context_id) == context_id
+
+
+@pytest.mark.parametrize("context_id", BAD_CONTEXT_IDS.values(), ids=BAD_CONTEXT_IDS.keys())
+def test_a_context_id_outside_its_rule_is_rejected_with_the_rule(context_id: str) -> None:
+    with pytest.raises(InvalidArgument) as in_execution:
+        _execution(context_id=context_id)
+    with pytest.raises(InvalidArgument) as alone:
+        parse_context_id(context_id)
+
+    for error in (in_execution, alone):
+        assert _violations(error) == [("context_id", CONTEXT_ID_RULE)]
+        assert error.value.message == CONTEXT_ID_RULE
+
+
+def test_no_context_id_is_no_context() -> None:
+    assert _execution(context_id=None).context_id is None
 
 
 # Ids.
