@@ -21,6 +21,7 @@ from server.queue import DramatiqJobQueue, build_broker, declare_job_actor
 from server.sending import MessageSender
 from server.service.access import AccessService
 from server.service.agents import AgentService
+from server.service.contexts import ContextService
 from server.service.jobs import JobService
 from server.service.recovery import Recovery, RecoveryThread
 from server.service.services import Services
@@ -30,6 +31,7 @@ from server.store.connect import open_database
 from server.store.migrate import create_db_engine, migrate
 from server.store.store import Store
 from server.worker.engine import ExecutionEngine
+from server.worker.history import ContextLimits
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner
 from server.worker.store import DatabaseAttemptStore
@@ -107,7 +109,9 @@ class Runtime:
                 retention_s=settings.retention_s,
                 max_unfinished_jobs=settings.max_unfinished_jobs,
                 page_tokens=page_tokens,
+                context_auto=settings.context_auto,
             ),
+            contexts=ContextService(store, page_tokens=page_tokens),
             system=SystemService(db, db_type=settings.db_type),
             access=AccessService(
                 store,
@@ -198,6 +202,7 @@ def build_runtime(
             queue,
             policy,
             token_interval_s=settings.token_event_interval_ms / 1000,
+            context_limits=ContextLimits(settings.context_max_turns, settings.context_max_chars),
         )
 
     executions = ExecutionEngine(

@@ -96,6 +96,14 @@ class Settings(BaseSettings):
     stream_keepalive_s: float = Field(default=15.0, gt=0)
     recovery_interval_s: float = Field(default=5.0, gt=0)
 
+    # Conversation contexts: an execution with a context_id sends its provider the newest
+    # earlier turns of that context, at most this many and at most this many characters
+    # of prompts and answers together (0 sends none).
+    context_max_turns: int = Field(default=20, ge=0)
+    context_max_chars: int = Field(default=32_000, ge=0)
+    # An execution without a context_id starts a context of its own (named at queue time).
+    context_auto: bool = False
+
     # Logging: the level of every logger, levels of named ones (`agentq.access=WARNING`
     # silences the access lines), and the format: text lines, or one JSON object a line.
     log_level: str = "INFO"

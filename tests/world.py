@@ -27,6 +27,7 @@ from server.providers.base import Completion, Provider
 from server.ratelimit import DEFAULT_TIERS
 from server.service.access import AccessService
 from server.service.agents import AgentService
+from server.service.contexts import ContextService
 from server.service.jobs import JobService
 from server.service.recovery import Recovery
 from server.store.connect import open_database
@@ -38,6 +39,7 @@ from server.store.sqlite import SqliteDatabase
 from server.store.store import Store
 from server.store.tables import agents, events, jobs
 from server.validation import AgentSpec, ExecutionSpec, agent_spec, execution_spec
+from server.worker.history import ContextLimits
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner, CancelSignal
 from server.worker.store import DatabaseAttemptStore
@@ -64,6 +66,17 @@ def execute_request(prompt: str = PROMPT) -> ExecutionSpec:
     return execution_spec(
         prompt=prompt,
         context_id=None,
+        enable_adversarial=False,
+        enable_self_correction=False,
+        max_debate_rounds=None,
+    )
+
+
+def context_request(context_id: str | None, prompt: str = PROMPT) -> ExecutionSpec:
+    """A valid execute request for `prompt` in the conversation `context_id` (None: none)."""
+    return execution_spec(
+        prompt=prompt,
+        context_id=context_id,
         enable_adversarial=False,
         enable_self_correction=False,
         max_debate_rounds=None,
@@ -125,6 +138,8 @@ class World:
     retention_s: float = 7 * 86400
     max_unfinished_jobs: int | None = None
     page_tokens: PageTokens = field(default_factory=PageTokens)
+    context_auto: bool = False
+    context_limits: ContextLimits = field(default_factory=ContextLimits)
 
     @cached_property
     def agents(self) -> AgentService:
@@ -139,7 +154,12 @@ class World:
             max_unfinished_jobs=self.max_unfinished_jobs,
             clock=self.clock,
             page_tokens=self.page_tokens,
+            context_auto=self.context_auto,
         )
+
+    @cached_property
+    def contexts(self) -> ContextService:
+        return ContextService(self.store, page_tokens=self.page_tokens)
 
     @cached_property
     def access(self) -> AccessService:
@@ -172,6 +192,7 @@ class World:
             policy or self.policy,
             clock=self.clock,
             token_interval_s=0,
+            context_limits=self.context_limits,
         )
 
     # Rows, written and read past the services.
@@ -295,6 +316,7 @@ __all__ = [
     "START",
     "World",
     "agent_request",
+    "context_request",
     "execute_request",
     "full_request",
     "job_row",

@@ -129,4 +129,7 @@ def _result_message(job: JobRecord) -> job_pb2.AgentJobResult:
         result.error = job.error
     if job.confidence is not None:
         result.confidence = job.confidence
+    if job.context_id is not None and job.status == JobStatus.COMPLETED:
+        # Its completion stored its turn there (server/store/transitions.py).
+        result.new_context_id = job.context_id
     return result

@@ -67,13 +67,16 @@ class JobService:
         max_unfinished_jobs: int | None = None,
         clock: Clock = utc_now,
         page_tokens: PageTokens | None = None,
+        context_auto: bool = False,
     ) -> None:
+        """With `context_auto`, an execution without a context_id starts a new context."""
         self._store = store
         self._sender = sender
         self._tokens = page_tokens or PageTokens()
         self._retention = timedelta(seconds=retention_s)
         self._max_unfinished_jobs = max_unfinished_jobs
         self._clock = clock
+        self._context_auto = context_auto
 
     async def execute(
         self,
@@ -146,12 +149,17 @@ class JobService:
 
     def _new_job(self, tenant: str, submission: Submission) -> NewJob:
         spec = submission.spec
+        context_id = spec.context_id
+        if context_id is None and self._context_auto:
+            # Named now and stored on the job, so whichever attempt completes it stores
+            # its turn in this one context; the result names it (new_context_id).
+            context_id = str(uuid.uuid4())
         return NewJob(
             id=str(uuid.uuid4()),
             tenant_id=tenant,
             agent_id=submission.agent_id,
             prompt=spec.prompt,
-            context_id=spec.context_id,
+            context_id=context_id,
             enable_adversarial=spec.enable_adversarial,
             enable_self_correction=spec.enable_self_correction,
             max_debate_rounds=spec.max_debate_rounds,

@@ -68,7 +68,8 @@ class Recovery:
         return recovered + await self._resend_overdue(now) + await self.expire()
 
     async def expire(self) -> int:
-        """Delete finished jobs past retention with their events and keys, a batch at a time."""
+        """Delete finished jobs past retention with their events, keys and context turns,
+        a batch at a time."""
         cutoff = self._clock() - self._retention
 
         async def delete_batch() -> int:
@@ -77,6 +78,7 @@ class Recovery:
                 if job_ids:
                     await tx.events.delete_for(job_ids)
                     await tx.keys.delete_for(job_ids)
+                    await tx.contexts.delete_for(job_ids)
                     await tx.jobs.delete(job_ids)
                 await tx.keys.delete_older_than(cutoff)
                 await tx.agents.purge_deleted(limit=BATCH)

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from server.sending import MessageSender
 from server.service.access import AccessService
 from server.service.agents import AgentService
+from server.service.contexts import ContextService
 from server.service.jobs import JobService
 from server.service.system import SystemService
 from server.store.store import Store
@@ -18,6 +19,7 @@ class Services:
 
     agents: AgentService
     jobs: JobService
+    contexts: ContextService
     system: SystemService
     access: AccessService
     store: Store

@@ -25,6 +25,7 @@ from server.store.models import JobStatus
 from server.store.transitions import Attempt
 from server.worker import job_log
 from server.worker.hashes import context_hash, merkle_root
+from server.worker.history import ContextLimits, load_history
 from server.worker.policy import RetryPolicy
 from server.worker.store import AttemptStore
 from server.worker.tokens import TokenBuffer
@@ -72,6 +73,7 @@ class AttemptRunner:
         *,
         clock: Clock = utc_now,
         token_interval_s: float = 0.1,
+        context_limits: ContextLimits | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -80,6 +82,7 @@ class AttemptRunner:
         self._clock = clock
         self._lease = timedelta(seconds=policy.lease_s)
         self._token_interval_s = token_interval_s
+        self._context_limits = context_limits or ContextLimits()
 
     async def claim(self, job_id: str) -> Attempt | None:
         """Start an attempt of the job; None when there is nothing to run now."""
@@ -124,6 +127,7 @@ class AttemptRunner:
         if attempt.role is None:
             await self._fail(attempt, "Agent not found", tokens=0)
             return
+        history = await load_history(self.store, attempt, self._context_limits)
         tokens = TokenBuffer(
             lambda text: self._delta(attempt, text), interval_s=self._token_interval_s
         )
@@ -133,7 +137,10 @@ class AttemptRunner:
             with signal.interruptible():
                 async with deadline:
                     completion = await self.provider.complete(
-                        system=attempt.role, prompt=attempt.prompt, on_delta=tokens.add
+                        system=attempt.role,
+                        prompt=attempt.prompt,
+                        history=history,
+                        on_delta=tokens.add,
                     )
         except TimeoutError:
             await tokens.discard()
@@ -191,6 +198,8 @@ class AttemptRunner:
                 "error": None,
             },
             EventSpec(EventType.COMPLETED),
+            # The job's turn of its context is committed with its completion.
+            turn=attempt.context_id is not None,
         )
 
     async def _after_error(
@@ -249,7 +258,9 @@ class AttemptRunner:
                 "job %s attempt %d lost its claim; outcome dropped", attempt.job_id, attempt.number
             )
 
-    async def _finish(self, attempt: Attempt, values: dict[str, Any], event: EventSpec) -> bool:
+    async def _finish(
+        self, attempt: Attempt, values: dict[str, Any], event: EventSpec, *, turn: bool = False
+    ) -> bool:
         """Record the attempt's outcome; a cancel requested meanwhile wins over it."""
         won = await self.store.apply(
             transitions.finish_attempt(
@@ -259,6 +270,7 @@ class AttemptRunner:
                 event=event,
                 at=self._clock(),
                 unless_cancelled=True,
+                turn=turn,
             )
         )
         if won:

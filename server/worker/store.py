@@ -6,6 +6,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Protocol
 
+from server.store.records import TurnRecord
 from server.store.store import Store
 from server.store.transitions import Attempt, Transition
 
@@ -40,6 +41,10 @@ class AttemptStore(Protocol):
         """Which of these jobs have a cancel request."""
         ...
 
+    async def history(self, job_id: str, *, limit: int) -> list[TurnRecord]:
+        """Up to `limit` turns of the job's context completed by its claim, newest first."""
+        ...
+
     async def aclose(self) -> None:
         """Release the store's connections."""
         ...
@@ -50,6 +55,7 @@ class DatabaseAttemptStore:
 
     def __init__(self, store: Store) -> None:
         self._jobs = store.jobs
+        self._contexts = store.contexts
         self._db = store.db
 
     async def claim(
@@ -70,6 +76,9 @@ class DatabaseAttemptStore:
         for batch in cancel_check_batches(job_ids):
             found |= await self._jobs.cancel_requested(batch)
         return found
+
+    async def history(self, job_id: str, *, limit: int) -> list[TurnRecord]:
+        return await self._contexts.history(job_id, limit=limit)
 
     async def aclose(self) -> None:
         await self._db.close()

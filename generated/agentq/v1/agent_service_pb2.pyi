@@ -248,7 +248,11 @@ class ExecuteRequest(_message.Message):
     prompt: _builtins.str
     """Required. 1 to 50,000 characters after trimming."""
     context_id: _builtins.str
-    """Opaque context reference, stored on the job, without NUL; unset for none."""
+    """The conversation context to run in: 1 to 128 characters of
+    `A-Za-z0-9._:-`, named by the client; unset for none. The execution sees
+    the context's earlier completed turns as chat history, and once it
+    completes its own turn is added (ContextService reads and deletes them).
+    """
     enable_adversarial: _builtins.bool
     """Whether to run adversarial verification; stored on the job."""
     enable_self_correction: _builtins.bool

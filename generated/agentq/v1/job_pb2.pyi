@@ -267,6 +267,7 @@ class AgentJobResult(_message.Message):
     MERKLE_ROOT_FIELD_NUMBER: _builtins.int
     VERIFIED_FIELD_NUMBER: _builtins.int
     CONFIDENCE_FIELD_NUMBER: _builtins.int
+    NEW_CONTEXT_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Output only. The id of the job this result belongs to."""
     agent_id: _builtins.str
@@ -297,6 +298,13 @@ class AgentJobResult(_message.Message):
     """Output only. Confidence from adversarial verification, 0.0 to 1.0; unset
     until verification runs.
     """
+    new_context_id: _builtins.str
+    """Output only. The conversation context the job's turn was stored in: the
+    request's context_id, or, when it had none and the server starts a context
+    for each such execution (AGENTQ_CONTEXT_AUTO), the new one. Pass it as the
+    next execution's context_id to continue the conversation. Unset when the
+    job has no context or did not complete.
+    """
     @_builtins.property
     def completed_at(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the job finished (UTC)."""
@@ -316,18 +324,23 @@ class AgentJobResult(_message.Message):
         merkle_root: _builtins.str = ...,
         verified: _builtins.bool = ...,
         confidence: _builtins.float | None = ...,
+        new_context_id: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_error", b"_error", "completed_at", b"completed_at", "confidence", b"confidence", "error", b"error"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_error", b"_error", "_new_context_id", b"_new_context_id", "completed_at", b"completed_at", "confidence", b"confidence", "error", b"error", "new_context_id", b"new_context_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_error", b"_error", "agent_id", b"agent_id", "completed_at", b"completed_at", "confidence", b"confidence", "context_hash", b"context_hash", "error", b"error", "job_id", b"job_id", "merkle_root", b"merkle_root", "prompt", b"prompt", "response", b"response", "success", b"success", "tokens_used", b"tokens_used", "verified", b"verified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_error", b"_error", "_new_context_id", b"_new_context_id", "agent_id", b"agent_id", "completed_at", b"completed_at", "confidence", b"confidence", "context_hash", b"context_hash", "error", b"error", "job_id", b"job_id", "merkle_root", b"merkle_root", "new_context_id", b"new_context_id", "prompt", b"prompt", "response", b"response", "success", b"success", "tokens_used", b"tokens_used", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__confidence: _TypeAlias = _typing.Literal["confidence"]  # noqa: Y015
     _WhichOneofArgType__confidence: _TypeAlias = _typing.Literal["_confidence", b"_confidence"]  # noqa: Y015
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
+    _WhichOneofReturnType__new_context_id: _TypeAlias = _typing.Literal["new_context_id"]  # noqa: Y015
+    _WhichOneofArgType__new_context_id: _TypeAlias = _typing.Literal["_new_context_id", b"_new_context_id"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__confidence) -> _WhichOneofReturnType__confidence | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__new_context_id) -> _WhichOneofReturnType__new_context_id | None: ...
 
 Global___AgentJobResult: _TypeAlias = AgentJobResult  # noqa: Y015
