@@ -12,6 +12,7 @@ from agentq.v1 import (
     admin_service_pb2,
     agent_pb2,
     agent_service_pb2,
+    context_service_pb2,
     job_pb2,
     job_service_pb2,
     system_service_pb2,
@@ -125,6 +126,20 @@ def job_page(reply: job_service_pb2.ListJobsResponse) -> dict[str, Any]:
     return page([job(j) for j in reply.jobs], reply.page_size, reply.next_page_token)
 
 
+def context_page(reply: context_service_pb2.GetContextResponse) -> dict[str, Any]:
+    """A page of a context's turns."""
+    turns = [
+        {
+            "job_id": turn.job_id,
+            "prompt": turn.prompt,
+            "response": turn.response,
+            "created_at": _time(turn.created_at),
+        }
+        for turn in reply.turns
+    ]
+    return {"context_id": reply.context_id, **page(turns, reply.page_size, reply.next_page_token)}
+
+
 _EVENT_NAMES = {
     job_pb2.JOB_EVENT_TYPE_QUEUED: "queued",
     job_pb2.JOB_EVENT_TYPE_STARTED: "started",
@@ -171,6 +186,7 @@ def _result(result: job_pb2.AgentJobResult) -> dict[str, Any]:
         "merkle_root": result.merkle_root or None,
         "verified": result.verified,
         "confidence": result.confidence if result.HasField("confidence") else None,
+        "new_context_id": result.new_context_id if result.HasField("new_context_id") else None,
     }
 
 

@@ -12,11 +12,12 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import Depends, Header, Query
+from fastapi import Depends, Header, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from agentq.v1 import agent_service_pb2 as agents_pb
+from agentq.v1 import context_service_pb2 as contexts_pb
 from agentq.v1 import job_pb2
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import system_service_pb2 as system_pb
@@ -25,6 +26,7 @@ from rest_shim.rules import documented
 from rest_shim.schemas import (
     AgentOut,
     AgentPage,
+    ContextPage,
     CreateAgentBody,
     ExecuteAck,
     ExecuteBody,
@@ -276,3 +278,45 @@ def stream_job(
     """The job's events as SSE (`id:` is the sequence); resumes after `Last-Event-ID`."""
     after = int64(max(0, last_event_id or 0))
     return jobs_pb.WatchJobRequest(job_id=str(job_id), after_sequence=after)
+
+
+# A context's name is the client's, any string of the rule; the server judges it (422).
+ContextId = Annotated[
+    str, documented(rules.context_id()), Path(description="1-128 characters of A-Za-z0-9._:-.")
+]
+
+
+@API.route(
+    "GET",
+    "/api/v1/contexts/{context_id}",
+    rpc="ContextService.GetContext",
+    render=render.context_page,
+    response_model=ContextPage,
+    errors=(*_AUTHED, 404, 422),
+    credentials=_SECURED,
+    tag="contexts",
+)
+def get_context(
+    context_id: ContextId, page_size: PageSize = None, page_token: PageToken = ""
+) -> contexts_pb.GetContextRequest:
+    """A conversation context's turns, oldest first; empty for a context without turns."""
+    size = None if page_size is None else int32(page_size)
+    return contexts_pb.GetContextRequest(
+        context_id=context_id, page_size=size, page_token=page_token
+    )
+
+
+@API.route(
+    "DELETE",
+    "/api/v1/contexts/{context_id}",
+    rpc="ContextService.DeleteContext",
+    status=204,
+    render=None,
+    response_class=Response,
+    errors=(*_AUTHED, 404, 422),
+    credentials=_SECURED,
+    tag="contexts",
+)
+def delete_context(context_id: ContextId) -> contexts_pb.DeleteContextRequest:
+    """Delete a context's turns; later executions on it start afresh. Empty: nothing to do."""
+    return contexts_pb.DeleteContextRequest(context_id=context_id)

@@ -127,6 +127,10 @@ class AgentJobResultOut(BaseModel):
     merkle_root: str | None
     verified: bool
     confidence: float | None
+    new_context_id: str | None = Field(
+        description="The context the job's turn was stored in; null without one, or when "
+        "the job did not complete."
+    )
 
 
 class JobOut(BaseModel):
@@ -163,6 +167,23 @@ class JobPage(BaseModel):
     """A page of jobs, newest first."""
 
     data: list[JobOut]
+    meta: PageMeta
+
+
+class ContextTurnOut(BaseModel):
+    """One turn of a conversation: a completed job's prompt and final answer."""
+
+    job_id: str
+    prompt: str
+    response: str
+    created_at: str = Field(description="When the job completed (RFC 3339, UTC).")
+
+
+class ContextPage(BaseModel):
+    """A page of a context's turns, oldest first; empty for a context without turns."""
+
+    context_id: str
+    data: list[ContextTurnOut]
     meta: PageMeta
 
 

@@ -6,10 +6,10 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from agentq.v1 import agent_pb2, job_pb2
+from agentq.v1 import agent_pb2, context_service_pb2, job_pb2
 from server.store.events import EventType
 from server.store.models import JobStatus
-from server.store.records import AgentRecord, EventRecord, JobRecord
+from server.store.records import AgentRecord, EventRecord, JobRecord, TurnRecord
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS = {
@@ -133,3 +133,13 @@ def _result_message(job: JobRecord) -> job_pb2.AgentJobResult:
         # Its completion stored its turn there (server/store/transitions.py).
         result.new_context_id = job.context_id
     return result
+
+
+def turn_message(turn: TurnRecord) -> context_service_pb2.ContextTurn:
+    """The ContextTurn message of a stored turn."""
+    return context_service_pb2.ContextTurn(
+        job_id=turn.job_id,
+        prompt=turn.prompt,
+        response=turn.response,
+        created_at=timestamp(turn.created_at),
+    )

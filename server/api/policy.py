@@ -49,6 +49,9 @@ ACCESS: dict[str, Access] = {
     "/agentq.v1.JobService/ListJobs": Access(_CALLERS, "jobs:read"),
     "/agentq.v1.JobService/CancelJob": Access(_CALLERS, "jobs:write"),
     "/agentq.v1.JobService/WatchJob": Access(_CALLERS, "jobs:read"),
+    # A context is made of jobs' turns: reading and deleting it are reading and changing jobs.
+    "/agentq.v1.ContextService/GetContext": Access(_CALLERS, "jobs:read"),
+    "/agentq.v1.ContextService/DeleteContext": Access(_CALLERS, "jobs:write"),
     "/agentq.v1.TokenService/CreateToken": Access(None, None),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access(None, None),
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access(None, None),

@@ -15,6 +15,8 @@ from agentq.v1 import (
     admin_service_pb2_grpc,
     agent_service_pb2,
     agent_service_pb2_grpc,
+    context_service_pb2,
+    context_service_pb2_grpc,
     job_service_pb2,
     job_service_pb2_grpc,
     system_service_pb2,
@@ -25,6 +27,7 @@ from agentq.v1 import (
 from server.api import policy
 from server.api.admin import AdminServicer
 from server.api.agents import AgentServicer
+from server.api.contexts import ContextServicer
 from server.api.credential_size import MAX_METADATA_BYTES
 from server.api.guard import Guard, GuardInterceptor, JwtSettings
 from server.api.jobs import JobServicer
@@ -39,6 +42,7 @@ from server.settings import Settings
 _FILES = (
     agent_service_pb2.DESCRIPTOR,
     job_service_pb2.DESCRIPTOR,
+    context_service_pb2.DESCRIPTOR,
     system_service_pb2.DESCRIPTOR,
     admin_service_pb2.DESCRIPTOR,
     token_service_pb2.DESCRIPTOR,
@@ -115,6 +119,7 @@ def _bind(
     job_service_pb2_grpc.add_JobServiceServicer_to_server(
         JobServicer(services, poll_s=settings.stream_poll_s), server
     )
+    context_service_pb2_grpc.add_ContextServiceServicer_to_server(ContextServicer(services), server)
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(services), server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(services.access), server

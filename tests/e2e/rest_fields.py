@@ -52,6 +52,8 @@ RESULT_FIELDS = {
     "merkle_root",
     "verified",
     "confidence",
+    # The conversation context the job's turn was stored in (vex-api's field).
+    "new_context_id",
 }
 # An API key's metadata (issue 5): never the key itself, except once when it is created.
 API_KEY_FIELDS = {

@@ -32,9 +32,10 @@ from tests.e2e.rest_fields import (
     VEX_JOB_FIELDS,
 )
 
-# Path parameters that are not resource ids but names chosen by the operator: any
-# string, and never a 404 (a tenant without limits of its own has the defaults).
-FREE_FORM_PATH_PARAMETERS = {"tenant_id"}
+# Path parameters that are not resource ids but names: a tenant is chosen by the operator
+# (any string), a context by the client (its rule's pattern). Neither is ever a 404: a
+# tenant without limits of its own has the defaults, a context without turns is empty.
+FREE_FORM_PATH_PARAMETERS = {"tenant_id", "context_id"}
 
 # The success status and body of each route of docs/contract.md §3 and of access control, with the
 # fields promised in that body (all of them always present, some maybe null).
@@ -49,6 +50,11 @@ SUCCESS = {
     ("get", "/admin/tenants/{tenant_id}/limits"): ("200", "TenantLimitsOut", LIMITS_FIELDS),
     ("post", "/api/v1/tokens"): ("200", "TokenOut", TOKEN_FIELDS),
     ("get", "/api/v1/jobs/{job_id}"): ("200", "JobOut", VEX_JOB_FIELDS),
+    ("get", "/api/v1/contexts/{context_id}"): (
+        "200",
+        "ContextPage",
+        {"context_id", "data", "meta"},
+    ),
 }
 
 # Request bodies of docs/contract.md §3: field → JSON type(s), and which fields are required.
@@ -280,3 +286,20 @@ def test_a_tenant_id_in_the_path_is_documented_as_a_required_string_not_a_uuid(
         or "format" in parameter["schema"]
     }
     assert not wrong, f"tenant_id path parameters documented wrongly: {wrong}"
+
+
+def test_a_context_id_in_the_path_is_documented_as_a_required_string_of_its_rule(
+    spec: dict[str, Any],
+) -> None:
+    # Contexts are named by the client; the server checks the rule and answers 422.
+    for method in ("get", "delete"):
+        parameter = next(
+            p
+            for p in operation_of(spec, method, "/api/v1/contexts/{context_id}")["parameters"]
+            if p["in"] == "path"
+        )
+        assert parameter["name"] == "context_id"
+        assert parameter["required"] is True
+        assert parameter["schema"]["pattern"] == "^[A-Za-z0-9._:-]{1,128}$"
+    turn = component(spec, "ContextTurnOut")
+    assert set(turn["required"]) == {"job_id", "prompt", "response", "created_at"}

@@ -65,3 +65,13 @@ async def test_a_method_in_no_table_is_denied_rather_than_let_through(guard: Gua
     error = await refusal(guard, "/agentq.v1.AgentService/Undeclared", bearer(role="admin"))
 
     assert isinstance(error, PermissionDenied)
+
+
+def test_a_context_is_read_and_deleted_with_the_job_scopes_by_any_role_that_runs_jobs() -> None:
+    # A context is made of jobs' turns: reading it is reading jobs, deleting it changing them.
+    execute = policy.ACCESS["/agentq.v1.AgentService/Execute"]
+    get = policy.ACCESS["/agentq.v1.ContextService/GetContext"]
+    delete = policy.ACCESS["/agentq.v1.ContextService/DeleteContext"]
+
+    assert (get.roles, get.scope) == (execute.roles, "jobs:read")
+    assert (delete.roles, delete.scope) == (execute.roles, "jobs:write")
