@@ -64,6 +64,24 @@ def test_lists_page_through_every_item_a_page_at_a_time(client: Client) -> None:
     assert len({job.id for job in jobs}) == 5
 
 
+def test_a_context_reads_its_turns_oldest_first_and_is_deleted(client: Client) -> None:
+    agent = client.agents.create(name="echo", role="You answer briefly.")
+    first = client.execute(agent.id, "Where to?", context_id="trip").wait(timeout=30)
+    second = client.execute(agent.id, "How long?", context_id="trip").wait(timeout=30)
+
+    turns = list(client.contexts.get("trip", page_size=1))
+    deleted = client.contexts.delete("trip")
+
+    assert first.result is not None and first.result.new_context_id == "trip"
+    assert [(turn.job_id, turn.prompt) for turn in turns] == [
+        (first.id, "Where to?"),
+        (second.id, "How long?"),
+    ]
+    assert second.result is not None and turns[1].response == second.result.response
+    assert deleted == 2
+    assert list(client.contexts.get("trip")) == []
+
+
 def test_a_pending_job_is_cancelled_and_its_handle_says_so(client: Client) -> None:
     agent = client.agents.create(name="echo", role="You answer briefly.")
     handle = client.execute(agent.id, "a long question")

@@ -36,7 +36,15 @@ if TYPE_CHECKING:
         Unavailable,
         ValidationError,
     )
-    from agentq.client.models import Agent, EventType, Job, JobEvent, JobResult, JobStatus
+    from agentq.client.models import (
+        Agent,
+        ContextTurn,
+        EventType,
+        Job,
+        JobEvent,
+        JobResult,
+        JobStatus,
+    )
     from agentq.client.policy import RetryPolicy
     from agentq.client.sync import Client, JobHandle
 
@@ -46,7 +54,9 @@ _HOMES = {
     "Client": "sync",
     "JobHandle": "sync",
     "RetryPolicy": "policy",
-    **dict.fromkeys(["Agent", "EventType", "Job", "JobEvent", "JobResult", "JobStatus"], "models"),
+    **dict.fromkeys(
+        ["Agent", "ContextTurn", "EventType", "Job", "JobEvent", "JobResult", "JobStatus"], "models"
+    ),
     **dict.fromkeys(
         [
             "AgentQError",
@@ -76,6 +86,7 @@ __all__ = [
     "Cancelled",
     "Client",
     "Conflict",
+    "ContextTurn",
     "CredentialsTooLarge",
     "DeadlineExceeded",
     "EventType",

@@ -17,7 +17,7 @@ import grpc
 from grpc import aio
 
 from agentq.client.errors import AgentQError, DeadlineExceeded, Unauthenticated, error_from_rpc
-from agentq.client.models import Agent, Job, JobEvent, JobStatus, Submission
+from agentq.client.models import Agent, ContextTurn, Job, JobEvent, JobStatus, Submission
 from agentq.client.policy import (
     CHANNEL_OPTIONS,
     DEFAULT_URL,
@@ -37,6 +37,8 @@ from agentq.client.requests import (
 )
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import agent_service_pb2_grpc as agents_grpc
+from agentq.v1 import context_service_pb2 as contexts_pb
+from agentq.v1 import context_service_pb2_grpc as contexts_grpc
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import job_service_pb2_grpc as jobs_grpc
 from agentq.v1 import token_service_pb2 as tokens_pb
@@ -84,8 +86,10 @@ class AsyncClient:
         self._agents_stub = agents_grpc.AgentServiceStub(self._channel)
         self._jobs_stub = jobs_grpc.JobServiceStub(self._channel)
         self._tokens_stub = tokens_grpc.TokenServiceStub(self._channel)
+        self._contexts_stub = contexts_grpc.ContextServiceStub(self._channel)
         self.agents = AsyncAgents(self)
         self.jobs = AsyncJobs(self)
+        self.contexts = AsyncContexts(self)
 
     @classmethod
     def from_env(cls, **options: Any) -> Self:
@@ -317,6 +321,33 @@ class AsyncJobs:
         request = jobs_pb.CancelJobRequest(job_id=job_id)
         reply = await self._client.call(self._stub.CancelJob, request, timeout=timeout)
         return Job.from_proto(reply.job)
+
+
+class AsyncContexts:
+    """The caller's conversation contexts: `client.contexts`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+        self._stub = client._contexts_stub
+
+    def get(
+        self, context_id: str, *, page_size: int | None = None, timeout: float | None = None
+    ) -> AsyncIterator[ContextTurn]:
+        """The context's turns, oldest first, fetched a page at a time as the iterator goes."""
+        return self._client.paged(
+            self._stub.GetContext,
+            lambda token: contexts_pb.GetContextRequest(
+                context_id=context_id, page_size=page_size, page_token=token
+            ),
+            lambda reply: map(ContextTurn.from_proto, reply.turns),
+            timeout=timeout,
+        )
+
+    async def delete(self, context_id: str, *, timeout: float | None = None) -> int:
+        """Delete the context's turns; how many there were (0 when a retry finds it empty)."""
+        request = contexts_pb.DeleteContextRequest(context_id=context_id)
+        reply = await self._client.call(self._stub.DeleteContext, request, timeout=timeout)
+        return reply.deleted_turns
 
 
 class AsyncJobHandle:

@@ -1,4 +1,5 @@
-"""What the client returns: agents, jobs, results and events as plain frozen dataclasses."""
+"""What the client returns: agents, jobs, results, events and context turns as plain frozen
+dataclasses."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 
-from agentq.v1 import agent_pb2, agent_service_pb2, job_pb2
+from agentq.v1 import agent_pb2, agent_service_pb2, context_service_pb2, job_pb2
 
 
 class JobStatus(enum.StrEnum):
@@ -113,6 +114,9 @@ class JobResult:
     error: str | None
     context_hash: str
     completed_at: datetime | None
+    # The conversation context the job's turn was stored in; pass it as the next
+    # execution's context_id to continue the conversation.
+    new_context_id: str | None = None
 
     @classmethod
     def from_proto(cls, result: job_pb2.AgentJobResult) -> JobResult:
@@ -125,6 +129,7 @@ class JobResult:
             error=_optional(result, "error"),
             context_hash=result.context_hash,
             completed_at=_time(result, "completed_at"),
+            new_context_id=_optional(result, "new_context_id"),
         )
 
 
@@ -195,6 +200,26 @@ class JobEvent(_Record):
             error=_optional(event, "error"),
             delay_seconds=_optional(event, "delay_seconds"),
             result=_result(event),
+        )
+
+
+@dataclass(frozen=True)
+class ContextTurn(_Record):
+    """One turn of a conversation context: a completed job's prompt and answer."""
+
+    job_id: str
+    prompt: str
+    response: str
+    created_at: datetime | None
+
+    @classmethod
+    def from_proto(cls, turn: context_service_pb2.ContextTurn) -> ContextTurn:
+        """The turn of a reply."""
+        return cls(
+            job_id=turn.job_id,
+            prompt=turn.prompt,
+            response=turn.response,
+            created_at=_time(turn, "created_at"),
         )
 
 

@@ -22,6 +22,7 @@ from agentq.client.aio import (
     DEFAULT_TIMEOUT_S,
     AsyncAgents,
     AsyncClient,
+    AsyncContexts,
     AsyncJobHandle,
     AsyncJobs,
 )
@@ -230,6 +231,7 @@ class Client(_Facade[AsyncClient]):
         self._closer = weakref.finalize(self, loop.stop, inner.close)
         self.agents = Agents(loop, inner.agents)
         self.jobs = Jobs(loop, inner.jobs)
+        self.contexts = Contexts(loop, inner.contexts)
 
     @classmethod
     def from_env(cls, **options: Any) -> Self:
@@ -274,6 +276,13 @@ class Jobs(_Facade[AsyncJobs]):
     get = _blocking(AsyncJobs.get)
     list = _iterating(AsyncJobs.list)
     cancel = _blocking(AsyncJobs.cancel)
+
+
+class Contexts(_Facade[AsyncContexts]):
+    """The caller's conversation contexts: `client.contexts`."""
+
+    get = _iterating(AsyncContexts.get)
+    delete = _blocking(AsyncContexts.delete)
 
 
 class JobHandle(_Facade[AsyncJobHandle]):
