@@ -97,8 +97,8 @@ class Settings(BaseSettings):
     recovery_interval_s: float = Field(default=5.0, gt=0)
 
     # Conversation contexts: an execution with a context_id sends its provider the newest
-    # earlier turns of that context, at most this many and at most this many characters
-    # of prompts and answers together (0 sends none).
+    # earlier turns of that context, at most this many turns (0: none) and at most this
+    # many characters of their prompts and answers together (server/worker/history.py).
     context_max_turns: int = Field(default=20, ge=0)
     context_max_chars: int = Field(default=32_000, ge=0)
     # An execution without a context_id starts a context of its own (named at queue time).

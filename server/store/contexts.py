@@ -95,8 +95,7 @@ class Contexts:
         self, tenant_id: str, context_id: str, *, after: Cursor | None, limit: int
     ) -> list[TurnRecord]:
         """Up to `limit` turns of the tenant's context, oldest first, strictly after `after`."""
-        params: dict[str, Any] = {"tenant_id": tenant_id, "context_id": context_id}
-        params["limit"] = limit
+        params: dict[str, Any] = {"tenant_id": tenant_id, "context_id": context_id, "limit": limit}
         if after is not None:
             params.update(after_at=after.at, after_id=after.id)
         return [TurnRecord.of(row) for row in await self._run.all(_page(after is not None), params)]
