@@ -18,10 +18,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from server.store.contexts import Contexts
-from server.store.jobs import Jobs, NewJob
+from server.store.jobs import NewJob
 from server.store.records import AgentRecord, JobRecord, TurnRecord
-from server.store.store import Store
+from server.store.store import Store, Tables
 from server.store.tables import context_turns, events, jobs
 from server.store.transitions import Attempt, Transition
 
@@ -40,13 +39,13 @@ class Backend:
         self.in_transaction = in_transaction
 
     @asynccontextmanager
-    async def _jobs(self) -> AsyncIterator[Jobs]:
-        """The job statements: the store's own, or those of a transaction committed after."""
+    async def _tables(self) -> AsyncIterator[Tables]:
+        """The statements: the store's own, or those of a transaction committed after."""
         if not self.in_transaction:
-            yield self.store.jobs
+            yield self.store
             return
         async with self.store.transaction() as tx:
-            yield tx.jobs
+            yield tx
 
     async def seed(
         self,
@@ -93,26 +92,18 @@ class Backend:
         self, job_id: str, *, now: datetime, token: str, lease_until: datetime
     ) -> Attempt | None:
         """Claim the job, committed when this returns."""
-        async with self._jobs() as store:
-            return await store.claim(job_id, now=now, token=token, lease_until=lease_until)
+        async with self._tables() as tables:
+            return await tables.jobs.claim(job_id, now=now, token=token, lease_until=lease_until)
 
     async def apply(self, change: Transition) -> bool:
         """Apply one transition, committed when this returns."""
-        async with self._jobs() as store:
-            return await store.apply(change)
+        async with self._tables() as tables:
+            return await tables.jobs.apply(change)
 
     async def history(self, job_id: str, *, limit: int) -> list[TurnRecord]:
         """The turns the job's attempt may see, read as the worker reads them."""
-        async with self._contexts() as contexts:
-            return await contexts.history(job_id, limit=limit)
-
-    @asynccontextmanager
-    async def _contexts(self) -> AsyncIterator[Contexts]:
-        if not self.in_transaction:
-            yield self.store.contexts
-            return
-        async with self.store.transaction() as tx:
-            yield tx.contexts
+        async with self._tables() as tables:
+            return await tables.contexts.history(job_id, limit=limit)
 
     async def turns(self, *job_ids: str) -> list[TurnRecord]:
         """The committed turns of these jobs, in the order they completed."""
