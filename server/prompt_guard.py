@@ -8,7 +8,6 @@ runs of whitespace change nothing; the error quotes the input as it was sent.
 
 from __future__ import annotations
 
-import functools
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -27,12 +26,13 @@ MAX_QUOTE_CHARS = 200
 
 # Cyrillic and Greek letters that pass for Latin ones, in lowercase (they are matched after
 # casefolding): the six vex-api folds (a e o p c x, U+0430 U+0435 U+043E U+0440 U+0441
-# U+0445) and the other common ones; then typographic quotes, read as the ASCII apostrophe.
+# U+0445) and 25 other common ones; then typographic quotes, read as the ASCII apostrophe.
+# (Accented look-alikes such as \u0451 need no entry: their accents are dropped first.)
 _LOOKALIKES = str.maketrans(
-    "\u0430\u0432\u0435\u0451\u0456\u0457\u0458\u043a\u043c\u043d\u043e\u0440\u0441\u0442"
-    "\u0443\u0445\u0455\u04bb\u0501\u051b\u051d\u04cf\u03b1\u03b2\u03b5\u03b9\u03ba\u03bd"
-    "\u03bf\u03c1\u03c4\u03c5\u03c7\u2018\u2019\u02bc\u2032",
-    "abeeiijkmhopctyxshdqwlabeikvoptux''''",
+    "\u0430\u0432\u0435\u0456\u0458\u043a\u043c\u043d\u043e\u0440\u0441\u0442\u0443\u0445"
+    "\u0455\u04bb\u0501\u051b\u051d\u04cf\u03b1\u03b2\u03b5\u03b9\u03ba\u03bd\u03bf\u03c1"
+    "\u03c4\u03c5\u03c7\u2018\u2019\u02bc\u2032",
+    "abeijkmhopctyxshdqwlabeikvoptux''''",
 )
 
 
@@ -49,37 +49,37 @@ class Normalised:
         return source[self.starts[start] : self.ends[end - 1]]
 
 
-_WHITESPACE = re.compile(r"\s+")
-
-
-def _ascii_normalised(text: str) -> str:
-    """normalise(text).text for ASCII text, where folding is lowercasing: most prompts."""
-    return _WHITESPACE.sub(" ", text.lower()).lstrip(" ")
-
-
-def _clusters(text: str) -> list[tuple[int, int]]:
-    """Spans of each character with the combining marks that follow it."""
-    spans: list[tuple[int, int]] = []
-    for index, char in enumerate(text):
-        if spans and unicodedata.combining(char):
-            spans[-1] = (spans[-1][0], index + 1)
-        else:
-            spans.append((index, index + 1))
-    return spans
-
-
-@functools.lru_cache(maxsize=4096)
-def _fold(cluster: str) -> str:
-    """One character (with its marks) as the rules read it; "" for an invisible one."""
-    if all(unicodedata.category(c) == "Cf" for c in cluster):
+def _fold(char: str) -> str:
+    """One character as the rules read it: "" for an invisible one, " " for any space."""
+    if unicodedata.category(char) == "Cf":
         return ""  # zero-width spaces and joiners, soft hyphens, direction marks
     # NFKD folds the compatibility forms NFKC folds (fullwidth, ligatures) and also splits
-    # accents off, so that "ïgnore" reads "ignore"; NFKC then recomposes what is left.
-    bare = "".join(
-        c for c in unicodedata.normalize("NFKD", cluster) if not unicodedata.combining(c)
-    )
+    # accents off, so that "ïgnore" reads "ignore"; a combining mark alone reads as nothing.
+    bare = "".join(c for c in unicodedata.normalize("NFKD", char) if not unicodedata.combining(c))
     folded = unicodedata.normalize("NFKC", bare).casefold().translate(_LOOKALIKES)
     return " " if folded.isspace() else folded
+
+
+class _Folds(dict[int, str]):
+    """Each character's fold, worked out when first met, for `str.translate`."""
+
+    def __missing__(self, code: int) -> str:
+        folded = _fold(chr(code))
+        if len(self) < _MAX_FOLDS_KEPT:
+            self[code] = folded
+        return folded
+
+
+# Enough for every script a deployment meets; a text of rare characters cannot grow it without
+# bound.
+_MAX_FOLDS_KEPT = 1 << 16
+_FOLDS = _Folds()
+_SPACES = re.compile(" {2,}")
+
+
+def _read(text: str) -> str:
+    """normalise(text).text, an order of magnitude quicker: `str.translate` folds in C."""
+    return _SPACES.sub(" ", text.translate(_FOLDS)).lstrip(" ")
 
 
 def normalise(text: str) -> Normalised:
@@ -87,15 +87,15 @@ def normalise(text: str) -> Normalised:
     chars: list[str] = []
     starts: list[int] = []
     ends: list[int] = []
-    for start, end in _clusters(text):
-        for char in _fold(text[start:end]):
-            if char == " " and (not chars or chars[-1] == " "):
+    for index, char in enumerate(text):
+        for folded in _FOLDS[ord(char)]:
+            if folded == " " and (not chars or chars[-1] == " "):
                 if chars:
-                    ends[-1] = end  # a run of whitespace reads as one space
+                    ends[-1] = index + 1  # a run of whitespace reads as one space
                 continue
-            chars.append(char)
-            starts.append(start)
-            ends.append(end)
+            chars.append(folded)
+            starts.append(index)
+            ends.append(index + 1)
     return Normalised("".join(chars), tuple(starts), tuple(ends))
 
 
@@ -107,7 +107,7 @@ def _quote(typed: str, normalised: str) -> str:
 
 def find_injection(text: str) -> str | None:
     """The leftmost injection attempt in `text`, quoted as it was typed; None if there is none."""
-    if text.isascii() and search(_ascii_normalised(text)) is None:
+    if search(_read(text)) is None:
         return None  # the common case, without keeping where each character came from
     normalised = normalise(text)
     found = search(normalised.text)
