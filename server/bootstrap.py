@@ -15,6 +15,7 @@ import dramatiq
 from server.configuration import ConfigurationError
 from server.dev_mode import shared_secret
 from server.paging import PageTokens
+from server.prompt_guard import PromptGuard
 from server.providers.base import Provider
 from server.providers.factory import build_provider
 from server.queue import DramatiqJobQueue, build_broker, declare_job_actor
@@ -99,14 +100,16 @@ class Runtime:
         store = Store(db)
         sender = MessageSender(self.queue)
         page_tokens = PageTokens(page_token_key(settings))
+        prompt_guard = PromptGuard(settings.prompt_guard)
         return Services(
-            agents=AgentService(store, page_tokens=page_tokens),
+            agents=AgentService(store, page_tokens=page_tokens, prompt_guard=prompt_guard),
             jobs=JobService(
                 store,
                 sender,
                 retention_s=settings.retention_s,
                 max_unfinished_jobs=settings.max_unfinished_jobs,
                 page_tokens=page_tokens,
+                prompt_guard=prompt_guard,
             ),
             system=SystemService(db, db_type=settings.db_type),
             access=AccessService(

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.prompt_guard import GuardMode
 from server.ratelimit import DEFAULT_TIERS, Tier
 
 # docs/contract.md §5 fixes these names; everything else is prefixed AGENTQ_.
@@ -101,6 +102,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_levels: str = ""
     log_format: Literal["text", "json"] = "text"
+
+    # Screens prompts, agent names and roles for injection attempts (server/prompt_guard.py):
+    # `off`, `patterns`, or `judge` (the patterns, then a model judges the prompt).
+    prompt_guard: GuardMode = "patterns"
 
     provider: Literal["builtin", "openai"] = "builtin"
     builtin_latency_ms: int = Field(default=50, ge=0)
