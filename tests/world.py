@@ -107,6 +107,7 @@ def job_row(agent_id: str, at: datetime, **values: Any) -> dict[str, Any]:
         "lease_expires_at": None,
         "tokens_used": 0,
         "verified": False,
+        "debate_rounds": 0,
         "depth": 0,
         "cancel_requested": False,
         "event_seq": 1,
