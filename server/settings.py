@@ -109,6 +109,21 @@ class Settings(BaseSettings):
     openai_model: str = "gpt-4o-mini"
     openai_timeout_s: float = Field(default=60.0, gt=0)
 
+    # Prompt guard: `patterns` screens prompts, names and roles against injection phrases
+    # in the API; `judge` also has the worker ask a safety judge about each prompt first.
+    prompt_guard: Literal["off", "patterns", "judge"] = "patterns"
+    # Adversarial verification (server/worker/verification.py): an answer is verified when
+    # the judge's confidence reaches this.
+    verify_threshold: float = Field(default=0.7, ge=0, le=1)
+    # The deployment's own system prompts of verification and of the safety judge, in
+    # place of server/worker/prompts.py's; an agent's own (its `verification`) win over
+    # the first four.
+    verify_critic_prompt: str | None = Field(default=None, min_length=1)
+    verify_defender_prompt: str | None = Field(default=None, min_length=1)
+    verify_judge_prompt: str | None = Field(default=None, min_length=1)
+    verify_reviser_prompt: str | None = Field(default=None, min_length=1)
+    safety_judge_prompt: str | None = Field(default=None, min_length=1)
+
     @field_validator("admin_token")
     @classmethod
     def _long_admin_token(cls, token: SecretStr | None) -> SecretStr | None:
