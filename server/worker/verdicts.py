@@ -89,8 +89,7 @@ def _object(text: str, *, keys: tuple[str, ...]) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise Unreadable("it is not a JSON object")
     if set(value) != set(keys):
-        expected = " and ".join(keys)
-        raise Unreadable(f"its keys are {sorted(value)}, not {expected}")
+        raise Unreadable(f"it has the keys {sorted(value)} instead of {list(keys)}")
     return value
 
 
