@@ -88,14 +88,9 @@ class AttemptRunner:
         try:
             await self._attempt(attempt, signal)
         except asyncio.CancelledError:
-            # Not a job cancel (that is handled below): the worker is shutting down.
-            # Give the job back at once rather than leave it to the lease.
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            await self._after_error(
-                attempt, "Attempt was interrupted: its worker shut down", True, 0, now=True
-            )
+            # Not a job cancel (that is JobCancelled): the worker is shutting down, and
+            # the attempt was cut outside its calls.
+            await self._give_back(attempt, tokens=0)
         except Exception:
             # Whatever broke, the claimed job must not sit in `running` until
             # its lease runs out: record the attempt as failed now.
@@ -142,8 +137,20 @@ class AttemptRunner:
             log.warning(
                 "job %s attempt %d lost its claim; outcome dropped", attempt.job_id, attempt.number
             )
+        except asyncio.CancelledError:
+            # Not a job cancel (that is JobCancelled): the worker is shutting down.
+            await tokens.discard()
+            await self._give_back(attempt, tokens=calls.spent)
         else:
             await self._complete(attempt, attempt.role, result)
+
+    async def _give_back(self, attempt: Attempt, *, tokens: int) -> None:
+        """A shutdown cut the attempt: the job goes back at once rather than wait for its lease."""
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        message = "Attempt was interrupted: its worker shut down"
+        await self._after_error(attempt, message, True, tokens, now=True)
 
     async def _record(self, attempt: Attempt, event: EventSpec) -> bool:
         """An event of the running attempt; False when it no longer holds its job."""

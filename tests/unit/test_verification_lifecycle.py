@@ -124,6 +124,28 @@ async def test_a_cancel_requested_between_two_calls_stops_the_next_before_it_sta
     assert len(provider.calls) == 1
 
 
+async def test_a_shutdown_during_a_step_gives_the_job_back_with_the_tokens_spent(
+    world: World,
+) -> None:
+    job = await debate(world, rounds=3)
+    runner = job.runner(ScriptedProvider(ANSWER, slowly(30, critique())))
+    attempt = await runner.claim(job.job.id)
+    assert attempt is not None
+    running = asyncio.get_running_loop().create_task(runner.run(attempt, CancelSignal()))
+    while len(await job.steps()) < 1:
+        await asyncio.sleep(0.01)
+
+    running.cancel()  # what the engine does to attempts still running at its close
+    await running
+
+    row = await job.row()
+    assert (row.status, row.last_error) == (
+        JobStatus.PENDING,
+        "Attempt was interrupted: its worker shut down",
+    )
+    assert row.tokens_used == 42
+
+
 # The time limit.
 
 
