@@ -75,8 +75,19 @@ class Plan:
     history: Sequence[Message] = ()
 
     @classmethod
-    def of(cls, attempt: Attempt, role: str, config: VerifyConfig) -> Plan:
-        """The plan of a claimed attempt (of a live agent, whose role is `role`)."""
+    def of(
+        cls,
+        attempt: Attempt,
+        role: str,
+        config: VerifyConfig,
+        *,
+        history: Sequence[Message] = (),
+    ) -> Plan:
+        """The plan of a claimed attempt (of a live agent, whose role is `role`).
+
+        `history` is the conversation before the prompt, oldest first: the answer and a
+        revision are made after it; the other calls judge the answer to this prompt alone.
+        """
         own = VerificationPrompts.from_json(attempt.verification)
         return cls(
             agent_id=attempt.agent_id,
@@ -88,6 +99,7 @@ class Plan:
             prompts=config.prompts.overridden_by(own),
             threshold=config.threshold,
             safety_judge=config.safety_judge,
+            history=history,
         )
 
     @property
