@@ -72,7 +72,10 @@ class _JobEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobEvent
     JOB_EVENT_TYPE_RETRYING: _JobEventType.ValueType  # 3
     """An attempt failed and another is queued after `delay_seconds`; `error` says why."""
     JOB_EVENT_TYPE_TOKEN: _JobEventType.ValueType  # 4
-    """A piece of the answer as the provider streamed it, in `delta`."""
+    """A piece of the answer as the provider streamed it, in `delta`. Only the
+    answer shown to the user streams: a completed job's deltas join into its
+    response (an answer held back until its verdict comes whole, once).
+    """
     JOB_EVENT_TYPE_COMPLETED: _JobEventType.ValueType  # 5
     """The job completed; `result` is its result. The last event of the job."""
     JOB_EVENT_TYPE_FAILED: _JobEventType.ValueType  # 6
@@ -97,7 +100,10 @@ JOB_EVENT_TYPE_STARTED: JobEventType.ValueType  # 2
 JOB_EVENT_TYPE_RETRYING: JobEventType.ValueType  # 3
 """An attempt failed and another is queued after `delay_seconds`; `error` says why."""
 JOB_EVENT_TYPE_TOKEN: JobEventType.ValueType  # 4
-"""A piece of the answer as the provider streamed it, in `delta`."""
+"""A piece of the answer as the provider streamed it, in `delta`. Only the
+answer shown to the user streams: a completed job's deltas join into its
+response (an answer held back until its verdict comes whole, once).
+"""
 JOB_EVENT_TYPE_COMPLETED: JobEventType.ValueType  # 5
 """The job completed; `result` is its result. The last event of the job."""
 JOB_EVENT_TYPE_FAILED: JobEventType.ValueType  # 6
