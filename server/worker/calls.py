@@ -110,8 +110,13 @@ class AttemptCalls:
         prompt: str,
         history: Sequence[Message] = (),
         shown: bool = False,
+        recorded: bool = True,
     ) -> StepSpec:
-        """One call as a step not yet recorded; `shown` streams its answer as token events."""
+        """One call as a step; `shown` streams its answer as token events.
+
+        Not `recorded`, the caller records the step itself once it has read the answer
+        (a verdict's confidence and evidence go with it).
+        """
         completion = await self._complete(system, prompt, history, shown=shown)
         self.spent += completion.tokens_used
         if shown:
@@ -122,30 +127,16 @@ class AttemptCalls:
         digest = context_hash(
             agent_id=self._attempt.agent_id, role=system, prompt=prompt, response=text
         )
-        return StepSpec(kind, round, completion.tokens_used, digest, text)
+        step = StepSpec(kind, round, completion.tokens_used, digest, text)
+        if recorded:
+            await self.record(step)
+        return step
 
     async def record(self, step: StepSpec) -> None:
         """Add the step to the run, and record its event when the run records steps."""
         self.steps.append(step)
         if self._record_steps and not await self._record(EventSpec(EventType.STEP, step=step)):
             raise ClaimLost
-
-    async def ask(
-        self,
-        kind: StepKind,
-        round: int,
-        *,
-        system: str,
-        prompt: str,
-        history: Sequence[Message] = (),
-        shown: bool = False,
-    ) -> StepSpec:
-        """One call, recorded as a step at once."""
-        step = await self.call(
-            kind, round, system=system, prompt=prompt, history=history, shown=shown
-        )
-        await self.record(step)
-        return step
 
     async def show(self, text: str) -> None:
         """Write an answer that was not streamed (it was held back) as its token event."""

@@ -129,7 +129,7 @@ async def run(plan: Plan, calls: AttemptCalls) -> RunResult:
     if plan.safety_judge:
         await _screen(plan, calls)
     held = plan.adversarial and plan.self_correction
-    answer = await calls.ask(
+    answer = await calls.call(
         StepKind.ANSWER,
         0,
         system=plan.role,
@@ -146,7 +146,7 @@ async def run(plan: Plan, calls: AttemptCalls) -> RunResult:
         if held:
             await calls.show(answer.text)
         return RunResult(answer.text, calls.steps, verdict.confidence, rounds, plan.threshold)
-    revision = await calls.ask(
+    revision = await calls.call(
         StepKind.REVISION,
         0,
         system=prompts.blue_role(plan.role, plan.prompts.reviser),
@@ -162,7 +162,7 @@ async def _debate(plan: Plan, calls: AttemptCalls, answer: str) -> list[Turn]:
     """The rounds of critique and defence, until the critic finds nothing or rounds run out."""
     debate: list[Turn] = []
     for round in range(1, plan.max_rounds + 1):
-        critique = await calls.ask(
+        critique = await calls.call(
             StepKind.CRITIQUE,
             round,
             system=plan.prompts.critic,
@@ -171,7 +171,7 @@ async def _debate(plan: Plan, calls: AttemptCalls, answer: str) -> list[Turn]:
         debate.append(Turn(StepKind.CRITIQUE, round, critique.text))
         if not is_material(critique.text):
             break
-        defence = await calls.ask(
+        defence = await calls.call(
             StepKind.DEFENCE,
             round,
             system=prompts.blue_role(plan.role, plan.prompts.defender),
@@ -195,7 +195,9 @@ async def _judge(
         message = prompts.verdict_message(
             plan.prompt, answer, debate, earlier_evidence=earlier_evidence, unreadable=unreadable
         )
-        step = await calls.call(StepKind.VERDICT, 0, system=plan.prompts.judge, prompt=message)
+        step = await calls.call(
+            StepKind.VERDICT, 0, system=plan.prompts.judge, prompt=message, recorded=False
+        )
         try:
             verdict = read_verdict(step.text)
         except Unreadable as exc:
@@ -217,13 +219,15 @@ async def _screen(plan: Plan, calls: AttemptCalls) -> None:
     for last in (False, True):
         message = prompts.safety_message(plan.prompt, unreadable=unreadable)
         step = await calls.call(
-            StepKind.SAFETY, 0, system=plan.prompts.safety_judge, prompt=message
+            StepKind.SAFETY, 0, system=plan.prompts.safety_judge, prompt=message, recorded=False
         )
         try:
             decision = read_safety(step.text)
         except Unreadable as exc:
             unreadable = str(exc)
-            await calls.record(replace(step, evidence=f"Unreadable: {unreadable}"))
+            await calls.record(
+                replace(step, evidence=f"The safety verdict could not be read: {unreadable}")
+            )
             if last:
                 raise SafetyRejected(f"its verdict could not be read ({unreadable})") from None
             continue
