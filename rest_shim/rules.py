@@ -21,6 +21,7 @@ MAX_DEPTH_LIMIT = 10
 MIN_PROMPT_CHARS, MAX_PROMPT_CHARS = 1, 50_000
 MIN_DEBATE_ROUNDS, MAX_DEBATE_ROUNDS = 1, 10
 MAX_REQUEST_KEY_CHARS = 255
+MIN_VERIFICATION_PROMPT_CHARS, MAX_VERIFICATION_PROMPT_CHARS = 1, 2000
 # Lists (server/paging.py).
 MAX_PAGE_SIZE = 100
 # Access control (server/auth/, server/service/access.py, server/ratelimit.py).

@@ -32,8 +32,10 @@ from server.store.migrate import create_db_engine, migrate
 from server.store.store import Store
 from server.worker.engine import ExecutionEngine
 from server.worker.policy import RetryPolicy
+from server.worker.prompts import PromptSet
 from server.worker.runner import AttemptRunner
 from server.worker.store import DatabaseAttemptStore
+from server.worker.verification import VerifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,23 @@ def retry_policy(settings: Settings) -> RetryPolicy:
         backoff_max_s=settings.retry_backoff_max_s,
         time_limit_s=settings.job_time_limit_s,
         lease_grace_s=settings.lease_grace_s,
+    )
+
+
+def verify_config(settings: Settings) -> VerifyConfig:
+    """Verification's prompts, threshold and safety judge, as the settings give them."""
+    overrides = {
+        "critic": settings.verify_critic_prompt,
+        "defender": settings.verify_defender_prompt,
+        "judge": settings.verify_judge_prompt,
+        "reviser": settings.verify_reviser_prompt,
+        "safety_judge": settings.safety_judge_prompt,
+    }
+    prompts = PromptSet(**{name: text for name, text in overrides.items() if text is not None})
+    return VerifyConfig(
+        prompts=prompts,
+        threshold=settings.verify_threshold,
+        safety_judge=settings.prompt_guard == "judge",
     )
 
 
@@ -190,6 +209,7 @@ def build_runtime(
         engine.dispose()
     broker = build_broker(settings)
     policy = retry_policy(settings)
+    verify = verify_config(settings)
     queue = DramatiqJobQueue(broker)
 
     async def open_runner() -> AttemptRunner:
@@ -201,6 +221,7 @@ def build_runtime(
             queue,
             policy,
             token_interval_s=settings.token_event_interval_ms / 1000,
+            verify=verify,
         )
 
     executions = ExecutionEngine(

@@ -41,6 +41,7 @@ from server.validation import AgentSpec, ExecutionSpec, agent_spec, execution_sp
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner, CancelSignal
 from server.worker.store import DatabaseAttemptStore
+from server.worker.verification import VerifyConfig
 from tests.fakes.clock import START, FakeClock
 from tests.fakes.queue import FakeQueue
 
@@ -107,6 +108,7 @@ def job_row(agent_id: str, at: datetime, **values: Any) -> dict[str, Any]:
         "lease_expires_at": None,
         "tokens_used": 0,
         "verified": False,
+        "debate_rounds": 0,
         "depth": 0,
         "cancel_requested": False,
         "event_seq": 1,
@@ -163,7 +165,13 @@ class World:
             clock=self.clock,
         )
 
-    def runner(self, provider: Provider, *, policy: RetryPolicy | None = None) -> AttemptRunner:
+    def runner(
+        self,
+        provider: Provider,
+        *,
+        policy: RetryPolicy | None = None,
+        verify: VerifyConfig | None = None,
+    ) -> AttemptRunner:
         """An AttemptRunner on this world's store; every token delta is its own event."""
         return AttemptRunner(
             DatabaseAttemptStore(self.store),
@@ -172,6 +180,7 @@ class World:
             policy or self.policy,
             clock=self.clock,
             token_interval_s=0,
+            verify=verify,
         )
 
     # Rows, written and read past the services.

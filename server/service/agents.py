@@ -45,6 +45,7 @@ class AgentService:
             fitness=0.0,
             created_at=self._clock(),
             deleted_at=None,
+            verification=spec.verification.to_json(),
         )
         await self._store.agents.add(agent)
         return agent

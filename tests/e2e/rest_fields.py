@@ -13,6 +13,8 @@ AGENT_FIELDS = {
     "generation",
     "fitness",
     "created_at",
+    # The agent's own verification prompts, null for none (issue 13).
+    "verification",
 }
 ACK_FIELDS = {
     "agent_id",
@@ -52,6 +54,8 @@ RESULT_FIELDS = {
     "merkle_root",
     "verified",
     "confidence",
+    # How many rounds adversarial verification debated (issue 13).
+    "debate_rounds",
 }
 # An API key's metadata (issue 5): never the key itself, except once when it is created.
 API_KEY_FIELDS = {

@@ -36,7 +36,15 @@ if TYPE_CHECKING:
         Unavailable,
         ValidationError,
     )
-    from agentq.client.models import Agent, EventType, Job, JobEvent, JobResult, JobStatus
+    from agentq.client.models import (
+        Agent,
+        EventType,
+        Job,
+        JobEvent,
+        JobResult,
+        JobStatus,
+        JobStep,
+    )
     from agentq.client.policy import RetryPolicy
     from agentq.client.sync import Client, JobHandle
 
@@ -46,7 +54,9 @@ _HOMES = {
     "Client": "sync",
     "JobHandle": "sync",
     "RetryPolicy": "policy",
-    **dict.fromkeys(["Agent", "EventType", "Job", "JobEvent", "JobResult", "JobStatus"], "models"),
+    **dict.fromkeys(
+        ["Agent", "EventType", "Job", "JobEvent", "JobResult", "JobStatus", "JobStep"], "models"
+    ),
     **dict.fromkeys(
         [
             "AgentQError",
@@ -86,6 +96,7 @@ __all__ = [
     "JobHandle",
     "JobResult",
     "JobStatus",
+    "JobStep",
     "NotFound",
     "PermissionDenied",
     "RateLimited",
