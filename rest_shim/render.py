@@ -76,6 +76,18 @@ def agent(message: agent_pb2.Agent) -> dict[str, Any]:
         "generation": message.generation,
         "fitness": message.fitness,
         "created_at": _time(message.created_at),
+        "verification": _verification(message.verification)
+        if message.HasField("verification")
+        else None,
+    }
+
+
+def _verification(prompts: agent_pb2.VerificationPrompts) -> dict[str, Any]:
+    return {
+        "critic": prompts.critic if prompts.HasField("critic") else None,
+        "defender": prompts.defender if prompts.HasField("defender") else None,
+        "judge": prompts.judge if prompts.HasField("judge") else None,
+        "reviser": prompts.reviser if prompts.HasField("reviser") else None,
     }
 
 
@@ -148,6 +160,15 @@ _EVENT_NAMES = {
     job_pb2.JOB_EVENT_TYPE_COMPLETED: "completed",
     job_pb2.JOB_EVENT_TYPE_FAILED: "failed",
     job_pb2.JOB_EVENT_TYPE_CANCELLED: "cancelled",
+    job_pb2.JOB_EVENT_TYPE_STEP: "step",
+}
+_STEP_KIND_NAMES = {
+    job_pb2.STEP_KIND_ANSWER: "answer",
+    job_pb2.STEP_KIND_CRITIQUE: "critique",
+    job_pb2.STEP_KIND_DEFENCE: "defence",
+    job_pb2.STEP_KIND_VERDICT: "verdict",
+    job_pb2.STEP_KIND_REVISION: "revision",
+    job_pb2.STEP_KIND_SAFETY: "safety",
 }
 
 
@@ -169,7 +190,21 @@ def event(message: job_pb2.JobEvent) -> tuple[str, dict[str, Any]]:
         data["delta"] = message.delta
     if message.HasField("result"):
         data["result"] = _result(message.result)
+    if message.HasField("step"):
+        data["step"] = _step(message.step)
     return name, data
+
+
+def _step(step: job_pb2.JobStep) -> dict[str, Any]:
+    return {
+        "kind": _STEP_KIND_NAMES[step.kind],
+        "round": step.round,
+        "tokens": step.tokens,
+        "hash": step.hash,
+        "text": step.text,
+        "confidence": step.confidence if step.HasField("confidence") else None,
+        "evidence": step.evidence if step.HasField("evidence") else None,
+    }
 
 
 def _result(result: job_pb2.AgentJobResult) -> dict[str, Any]:
@@ -186,6 +221,7 @@ def _result(result: job_pb2.AgentJobResult) -> dict[str, Any]:
         "merkle_root": result.merkle_root or None,
         "verified": result.verified,
         "confidence": result.confidence if result.HasField("confidence") else None,
+        "debate_rounds": result.debate_rounds,
         "new_context_id": result.new_context_id if result.HasField("new_context_id") else None,
     }
 

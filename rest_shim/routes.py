@@ -16,9 +16,9 @@ from fastapi import Depends, Header, Path, Query
 from fastapi.responses import Response, StreamingResponse
 from fastapi.security import APIKeyHeader, HTTPBearer
 
+from agentq.v1 import agent_pb2, job_pb2
 from agentq.v1 import agent_service_pb2 as agents_pb
 from agentq.v1 import context_service_pb2 as contexts_pb
-from agentq.v1 import job_pb2
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import system_service_pb2 as system_pb
 from rest_shim import render, rules, stream
@@ -34,6 +34,7 @@ from rest_shim.schemas import (
     JobOut,
     JobPage,
     JobStatusName,
+    VerificationPromptsBody,
 )
 from rest_shim.table import RouteTable
 
@@ -94,7 +95,15 @@ def create_agent(body: CreateAgentBody) -> agents_pb.CreateAgentRequest:
         role=body.role,
         max_depth=int32(body.max_depth),
         spawn_shadow=body.spawn_shadow,
+        verification=_verification(body.verification),
     )
+
+
+def _verification(body: VerificationPromptsBody | None) -> agent_pb2.VerificationPrompts | None:
+    """The prompts the body sets (null ones are left unset: the server's stay)."""
+    if body is None:
+        return None
+    return agent_pb2.VerificationPrompts(**body.model_dump(exclude_none=True))
 
 
 @API.route(

@@ -23,6 +23,7 @@ MIN_DEBATE_ROUNDS, MAX_DEBATE_ROUNDS = 1, 10
 MAX_REQUEST_KEY_CHARS = 255
 CONTEXT_ID_CHARACTERS = "A-Za-z0-9._:-"
 MAX_CONTEXT_ID_CHARS = 128
+MIN_VERIFICATION_PROMPT_CHARS, MAX_VERIFICATION_PROMPT_CHARS = 1, 2000
 # Lists (server/paging.py).
 MAX_PAGE_SIZE = 100
 # Access control (server/auth/, server/service/access.py, server/ratelimit.py).

@@ -38,6 +38,29 @@ def _whole(value: Any) -> Any:
 Integer = Annotated[StrictInt, BeforeValidator(_whole)]
 
 
+# One prompt of an agent's verification block, documented as the server checks it.
+VerificationPrompt = Annotated[
+    StrictStr | None,
+    documented(
+        rules.trimmed(rules.MIN_VERIFICATION_PROMPT_CHARS, rules.MAX_VERIFICATION_PROMPT_CHARS),
+        nullable=True,
+    ),
+]
+
+
+class VerificationPromptsBody(BaseModel):
+    """An agent's own system prompts for adversarial verification; null keeps the server's."""
+
+    critic: VerificationPrompt = Field(None, description="The critic's system prompt.")
+    defender: VerificationPrompt = Field(
+        None, description="Told to the agent, after its role, when it replies to a critique."
+    )
+    judge: VerificationPrompt = Field(None, description="The judge's system prompt.")
+    reviser: VerificationPrompt = Field(
+        None, description="Told to the agent, after its role, when it revises its answer."
+    )
+
+
 class CreateAgentBody(BaseModel):
     """POST /api/v1/agents. Range and character rules are the server's; see the errors."""
 
@@ -56,6 +79,11 @@ class CreateAgentBody(BaseModel):
         3, description="0-10; the deepest chain of sub-agent executions."
     )
     spawn_shadow: StrictBool = Field(False, description="Stored.")
+    verification: VerificationPromptsBody | None = Field(
+        None,
+        description="Prompts for adversarial verification, each 1-2,000 characters after "
+        "trimming; those left out or null keep the server's.",
+    )
 
 
 class ExecuteBody(BaseModel):
@@ -69,17 +97,31 @@ class ExecuteBody(BaseModel):
         description="A conversation to run in: 1-128 of A-Za-z0-9._:-. The execution sees "
         "its earlier turns, and adds its own once it completes.",
     )
-    enable_adversarial: StrictBool = Field(False, description="Stored on the job.")
-    enable_self_correction: StrictBool = Field(False, description="Stored on the job.")
+    enable_adversarial: StrictBool = Field(
+        False, description="Debate the answer (a critic, the agent's defence), then judge it."
+    )
+    enable_self_correction: StrictBool = Field(
+        False,
+        description="With enable_adversarial: revise an answer judged under the threshold once.",
+    )
     max_debate_rounds: Annotated[
         Integer, documented(rules.integer(rules.MIN_DEBATE_ROUNDS, rules.MAX_DEBATE_ROUNDS))
-    ] = Field(3, description="1-10.")
+    ] = Field(3, description="1-10; the debate ends sooner when the critic finds nothing.")
     parent_job_id: Annotated[StrictStr | None, documented(rules.uuid(), nullable=True)] = Field(
         None, description="Queue as a sub-agent execution of this job (same tenant)."
     )
     request_id: Annotated[StrictStr | None, documented(rules.request_key(), nullable=True)] = Field(
         None, description="Idempotency key; the `Idempotency-Key` header wins when both are sent."
     )
+
+
+class VerificationPromptsOut(BaseModel):
+    """An agent's own verification prompts; null where it keeps the server's."""
+
+    critic: str | None
+    defender: str | None
+    judge: str | None
+    reviser: str | None
 
 
 class AgentOut(BaseModel):
@@ -93,6 +135,9 @@ class AgentOut(BaseModel):
     generation: int
     fitness: float
     created_at: str = Field(description="RFC 3339, UTC.")
+    verification: VerificationPromptsOut | None = Field(
+        description="null when the agent has no prompts of its own."
+    )
 
 
 class ExecuteAck(BaseModel):
@@ -125,8 +170,11 @@ class AgentJobResultOut(BaseModel):
     prompt: str
     context_hash: str | None
     merkle_root: str | None
-    verified: bool
-    confidence: float | None
+    verified: bool = Field(description="The judge's confidence reached the server's threshold.")
+    confidence: float | None = Field(
+        description="The judge's confidence, 0-1; null without adversarial verification."
+    )
+    debate_rounds: int = Field(description="Debate rounds run; 0 without adversarial verification.")
     new_context_id: str | None = Field(
         description="The context the job's turn was stored in; null without one, or when "
         "the job did not complete."

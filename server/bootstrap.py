@@ -15,6 +15,7 @@ import dramatiq
 from server.configuration import ConfigurationError
 from server.dev_mode import shared_secret
 from server.paging import PageTokens
+from server.prompt_guard import PromptGuard
 from server.providers.base import Provider
 from server.providers.factory import build_provider
 from server.queue import DramatiqJobQueue, build_broker, declare_job_actor
@@ -33,8 +34,10 @@ from server.store.store import Store
 from server.worker.engine import ExecutionEngine
 from server.worker.history import ContextLimits
 from server.worker.policy import RetryPolicy
+from server.worker.prompts import PromptSet
 from server.worker.runner import AttemptRunner
 from server.worker.store import DatabaseAttemptStore
+from server.worker.verification import VerifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,23 @@ def retry_policy(settings: Settings) -> RetryPolicy:
         backoff_max_s=settings.retry_backoff_max_s,
         time_limit_s=settings.job_time_limit_s,
         lease_grace_s=settings.lease_grace_s,
+    )
+
+
+def verify_config(settings: Settings) -> VerifyConfig:
+    """Verification's prompts, threshold and safety judge, as the settings give them."""
+    overrides = {
+        "critic": settings.verify_critic_prompt,
+        "defender": settings.verify_defender_prompt,
+        "judge": settings.verify_judge_prompt,
+        "reviser": settings.verify_reviser_prompt,
+        "safety_judge": settings.safety_judge_prompt,
+    }
+    prompts = PromptSet(**{name: text for name, text in overrides.items() if text is not None})
+    return VerifyConfig(
+        prompts=prompts,
+        threshold=settings.verify_threshold,
+        safety_judge=settings.prompt_guard == "judge",
     )
 
 
@@ -101,8 +121,9 @@ class Runtime:
         store = Store(db)
         sender = MessageSender(self.queue)
         page_tokens = PageTokens(page_token_key(settings))
+        prompt_guard = PromptGuard(settings.prompt_guard)
         return Services(
-            agents=AgentService(store, page_tokens=page_tokens),
+            agents=AgentService(store, page_tokens=page_tokens, prompt_guard=prompt_guard),
             jobs=JobService(
                 store,
                 sender,
@@ -110,6 +131,7 @@ class Runtime:
                 max_unfinished_jobs=settings.max_unfinished_jobs,
                 page_tokens=page_tokens,
                 context_auto=settings.context_auto,
+                prompt_guard=prompt_guard,
             ),
             contexts=ContextService(store, page_tokens=page_tokens),
             system=SystemService(db, db_type=settings.db_type),
@@ -191,6 +213,7 @@ def build_runtime(
         engine.dispose()
     broker = build_broker(settings)
     policy = retry_policy(settings)
+    verify = verify_config(settings)
     queue = DramatiqJobQueue(broker)
 
     async def open_runner() -> AttemptRunner:
@@ -203,6 +226,7 @@ def build_runtime(
             policy,
             token_interval_s=settings.token_event_interval_ms / 1000,
             context_limits=ContextLimits(settings.context_max_turns, settings.context_max_chars),
+            verify=verify,
         )
 
     executions = ExecutionEngine(

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from server.prompt_guard import GuardMode
 from server.ratelimit import DEFAULT_TIERS, Tier
 
 # docs/contract.md §5 fixes these names; everything else is prefixed AGENTQ_.
@@ -110,12 +111,29 @@ class Settings(BaseSettings):
     log_levels: str = ""
     log_format: Literal["text", "json"] = "text"
 
+    # Screens prompts, agent names and roles for injection attempts (server/prompt_guard.py):
+    # `off`, `patterns`, or `judge` (the patterns in the API, then the worker has a safety
+    # judge read each prompt before anything else: server/worker/verification.py).
+    prompt_guard: GuardMode = "patterns"
+
     provider: Literal["builtin", "openai"] = "builtin"
     builtin_latency_ms: int = Field(default=50, ge=0)
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr | None = None
     openai_model: str = "gpt-4o-mini"
     openai_timeout_s: float = Field(default=60.0, gt=0)
+
+    # Adversarial verification (server/worker/verification.py): an answer is verified when
+    # the judge's confidence reaches this.
+    verify_threshold: float = Field(default=0.7, ge=0, le=1)
+    # The deployment's own system prompts of verification and of the safety judge, in
+    # place of server/worker/prompts.py's; an agent's own (its `verification`) win over
+    # the first four.
+    verify_critic_prompt: str | None = Field(default=None, min_length=1)
+    verify_defender_prompt: str | None = Field(default=None, min_length=1)
+    verify_judge_prompt: str | None = Field(default=None, min_length=1)
+    verify_reviser_prompt: str | None = Field(default=None, min_length=1)
+    safety_judge_prompt: str | None = Field(default=None, min_length=1)
 
     @field_validator("admin_token")
     @classmethod

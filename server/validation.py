@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from server.errors import FieldViolation, InvalidArgument
 
@@ -28,6 +29,37 @@ _CONTEXT_ID = re.compile(f"[{CONTEXT_ID_CHARACTERS}]{{1,{MAX_CONTEXT_ID_CHARS}}}
 CONTEXT_ID_MESSAGE = (
     f"Invalid context_id: must be 1 to {MAX_CONTEXT_ID_CHARS} characters of {CONTEXT_ID_CHARACTERS}"
 )
+MIN_VERIFICATION_PROMPT_CHARS, MAX_VERIFICATION_PROMPT_CHARS = 1, 2000
+
+
+@dataclass(frozen=True)
+class VerificationPrompts:
+    """An agent's own system prompts for adversarial verification; None keeps the server's."""
+
+    critic: str | None = None
+    defender: str | None = None
+    judge: str | None = None
+    reviser: str | None = None
+
+    def to_json(self) -> str | None:
+        """The prompts set, as the JSON object the agent's row keeps; None when none is."""
+        given = {name: value for name, value in self.items() if value is not None}
+        return json.dumps(given, sort_keys=True, ensure_ascii=False) if given else None
+
+    @classmethod
+    def from_json(cls, stored: str | None) -> VerificationPrompts:
+        """The prompts of an agent's row (checked when the agent was created)."""
+        if not stored:
+            return cls()
+        given = json.loads(stored)
+        return cls(**{name: given.get(name) for name in PROMPT_NAMES})
+
+    def items(self) -> list[tuple[str, str | None]]:
+        """(name, prompt) of each field, in order."""
+        return [(name, getattr(self, name)) for name in PROMPT_NAMES]
+
+
+PROMPT_NAMES = tuple(field.name for field in fields(VerificationPrompts))
 
 
 @dataclass(frozen=True)
@@ -38,6 +70,7 @@ class AgentSpec:
     role: str
     max_depth: int
     spawn_shadow: bool
+    verification: VerificationPrompts = VerificationPrompts()
 
 
 @dataclass(frozen=True)
@@ -97,7 +130,14 @@ def _context_id_violation(value: str) -> FieldViolation | None:
     return FieldViolation("context_id", CONTEXT_ID_MESSAGE)
 
 
-def agent_spec(*, name: str, role: str, max_depth: int | None, spawn_shadow: bool) -> AgentSpec:
+def agent_spec(
+    *,
+    name: str,
+    role: str,
+    max_depth: int | None,
+    spawn_shadow: bool,
+    verification: VerificationPrompts | None = None,
+) -> AgentSpec:
     """Check a create-agent request; every broken rule is reported at once."""
     violations: list[FieldViolation] = []
     name = name.strip()
@@ -120,9 +160,29 @@ def agent_spec(*, name: str, role: str, max_depth: int | None, spawn_shadow: boo
         )
     elif depth < 0:
         violations.append(FieldViolation("max_depth", "Invalid max_depth: must not be negative"))
+    prompts = _verification_prompts(verification or VerificationPrompts(), violations)
     if violations:
         raise InvalidArgument(violations)
-    return AgentSpec(name=name, role=role, max_depth=depth, spawn_shadow=spawn_shadow)
+    return AgentSpec(
+        name=name, role=role, max_depth=depth, spawn_shadow=spawn_shadow, verification=prompts
+    )
+
+
+def _verification_prompts(
+    prompts: VerificationPrompts, violations: list[FieldViolation]
+) -> VerificationPrompts:
+    """The prompts trimmed; each one given must be 1 to 2,000 characters, without NUL."""
+    trimmed: dict[str, str | None] = {}
+    for name, value in prompts.items():
+        if value is None:
+            trimmed[name] = None
+            continue
+        field = f"verification.{name}"
+        trimmed[name] = value = value.strip()
+        low, high = MIN_VERIFICATION_PROMPT_CHARS, MAX_VERIFICATION_PROMPT_CHARS
+        if _within(field, value, low, high, violations) and "\x00" in value:
+            violations.append(_nul(field))
+    return VerificationPrompts(**trimmed)
 
 
 def execution_spec(

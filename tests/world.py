@@ -43,6 +43,7 @@ from server.worker.history import ContextLimits
 from server.worker.policy import RetryPolicy
 from server.worker.runner import AttemptRunner, CancelSignal
 from server.worker.store import DatabaseAttemptStore
+from server.worker.verification import VerifyConfig
 from tests.fakes.clock import START, FakeClock
 from tests.fakes.queue import FakeQueue
 
@@ -120,6 +121,7 @@ def job_row(agent_id: str, at: datetime, **values: Any) -> dict[str, Any]:
         "lease_expires_at": None,
         "tokens_used": 0,
         "verified": False,
+        "debate_rounds": 0,
         "depth": 0,
         "cancel_requested": False,
         "event_seq": 1,
@@ -183,7 +185,13 @@ class World:
             clock=self.clock,
         )
 
-    def runner(self, provider: Provider, *, policy: RetryPolicy | None = None) -> AttemptRunner:
+    def runner(
+        self,
+        provider: Provider,
+        *,
+        policy: RetryPolicy | None = None,
+        verify: VerifyConfig | None = None,
+    ) -> AttemptRunner:
         """An AttemptRunner on this world's store; every token delta is its own event."""
         return AttemptRunner(
             DatabaseAttemptStore(self.store),
@@ -193,6 +201,7 @@ class World:
             clock=self.clock,
             token_interval_s=0,
             context_limits=self.context_limits,
+            verify=verify,
         )
 
     # Rows, written and read past the services.

@@ -8,7 +8,7 @@ from agentq.v1 import agent_service_pb2 as pb
 from agentq.v1 import agent_service_pb2_grpc as pb_grpc
 from agentq.v1 import job_pb2
 from server.api.context import Context, current_principal
-from server.api.convert import agent_message
+from server.api.convert import agent_message, verification_prompts
 from server.service.services import Services
 from server.validation import agent_spec, execution_spec, parse_id, request_key
 
@@ -27,6 +27,11 @@ class AgentServicer(pb_grpc.AgentServiceServicer):
             role=request.role,
             max_depth=request.max_depth if request.HasField("max_depth") else None,
             spawn_shadow=request.spawn_shadow,
+            verification=(
+                verification_prompts(request.verification)
+                if request.HasField("verification")
+                else None
+            ),
         )
         agent = await self._services.agents.create_agent(current_principal(), spec)
         return pb.CreateAgentResponse(agent=agent_message(agent))

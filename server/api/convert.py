@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from agentq.v1 import agent_pb2, context_service_pb2, job_pb2
-from server.store.events import EventType
+from server.store.events import EventType, StepKind
 from server.store.models import JobStatus
 from server.store.records import AgentRecord, EventRecord, JobRecord, TurnRecord
+from server.validation import VerificationPrompts
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _STATUS = {
@@ -44,7 +45,7 @@ def status_of(value: job_pb2.JobStatus.ValueType) -> JobStatus | None:
 
 def agent_message(agent: AgentRecord) -> agent_pb2.Agent:
     """The Agent message of a stored agent."""
-    return agent_pb2.Agent(
+    message = agent_pb2.Agent(
         id=agent.id,
         name=agent.name,
         role=agent.role,
@@ -53,6 +54,24 @@ def agent_message(agent: AgentRecord) -> agent_pb2.Agent:
         generation=agent.generation,
         fitness=agent.fitness,
         created_at=timestamp(agent.created_at),
+    )
+    if agent.verification is not None:
+        prompts = VerificationPrompts.from_json(agent.verification)
+        message.verification.CopyFrom(
+            agent_pb2.VerificationPrompts(
+                **{name: value for name, value in prompts.items() if value is not None}
+            )
+        )
+    return message
+
+
+def verification_prompts(message: agent_pb2.VerificationPrompts) -> VerificationPrompts:
+    """The prompts a message sets; an unset field keeps the server's."""
+    return VerificationPrompts(
+        critic=message.critic if message.HasField("critic") else None,
+        defender=message.defender if message.HasField("defender") else None,
+        judge=message.judge if message.HasField("judge") else None,
+        reviser=message.reviser if message.HasField("reviser") else None,
     )
 
 
@@ -88,6 +107,15 @@ _EVENT_TYPES = {
     EventType.COMPLETED: job_pb2.JOB_EVENT_TYPE_COMPLETED,
     EventType.FAILED: job_pb2.JOB_EVENT_TYPE_FAILED,
     EventType.CANCELLED: job_pb2.JOB_EVENT_TYPE_CANCELLED,
+    EventType.STEP: job_pb2.JOB_EVENT_TYPE_STEP,
+}
+_STEP_KINDS = {
+    StepKind.ANSWER: job_pb2.STEP_KIND_ANSWER,
+    StepKind.CRITIQUE: job_pb2.STEP_KIND_CRITIQUE,
+    StepKind.DEFENCE: job_pb2.STEP_KIND_DEFENCE,
+    StepKind.VERDICT: job_pb2.STEP_KIND_VERDICT,
+    StepKind.REVISION: job_pb2.STEP_KIND_REVISION,
+    StepKind.SAFETY: job_pb2.STEP_KIND_SAFETY,
 }
 
 
@@ -108,7 +136,25 @@ def event_message(event: EventRecord, job: JobRecord) -> job_pb2.JobEvent:
         message.delay_seconds = event.delay_s
     if kind in (EventType.COMPLETED, EventType.FAILED) and job.completed_at is not None:
         message.result.CopyFrom(_result_message(job))
+    if event.step_kind is not None:
+        message.step.CopyFrom(_step_message(event))
     return message
+
+
+def _step_message(event: EventRecord) -> job_pb2.JobStep:
+    assert event.step_kind is not None
+    step = job_pb2.JobStep(
+        kind=_STEP_KINDS[StepKind(event.step_kind)],
+        round=event.step_round or 0,
+        tokens=event.step_tokens or 0,
+        hash=event.step_hash or "",
+        text=event.step_text or "",
+    )
+    if event.step_confidence is not None:
+        step.confidence = event.step_confidence
+    if event.step_evidence is not None:
+        step.evidence = event.step_evidence
+    return step
 
 
 def _result_message(job: JobRecord) -> job_pb2.AgentJobResult:
@@ -124,6 +170,7 @@ def _result_message(job: JobRecord) -> job_pb2.AgentJobResult:
         context_hash=job.context_hash or "",
         merkle_root=job.merkle_root or "",
         verified=job.verified,
+        debate_rounds=job.debate_rounds,
     )
     if job.error is not None:
         result.error = job.error

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from server.providers.base import Completion, DeltaSink, Message
+from server.providers.builtin_debate import step_answer
 
 # How many leading words of the role and of the prompt the echo repeats.
 _ROLE_WORDS = 6
@@ -40,6 +41,9 @@ class BuiltinProvider:
     deltas); with none it answers at once. It has no timeout of its own: the engine's
     time limit and a cancel both stop it between pieces, by cancelling the call. It
     reads no `history`: an echo has no memory.
+
+    The calls of adversarial verification and of the safety judge are answered by rule
+    instead (server/providers/builtin_debate.py), so that a debate can be run offline.
     """
 
     def __init__(self, *, latency_ms: int) -> None:
@@ -54,8 +58,10 @@ class BuiltinProvider:
         on_delta: DeltaSink | None = None,
     ) -> Completion:
         """The echo, streamed over `latency_ms` when it is above zero."""
-        role = _head(system, _ROLE_WORDS) or "assistant"
-        text = f'As "{role}": {_head(prompt, _PROMPT_WORDS)}'.rstrip()
+        text = step_answer(prompt)
+        if text is None:
+            role = _head(system, _ROLE_WORDS) or "assistant"
+            text = f'As "{role}": {_head(prompt, _PROMPT_WORDS)}'.rstrip()
         tokens = len(system.split()) + len(prompt.split()) + len(text.split())
         if self.latency_ms > 0:
             pieces = _pieces(text)

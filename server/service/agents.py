@@ -8,6 +8,7 @@ from server.auth.principal import Principal
 from server.clock import Clock, utc_now
 from server.errors import NotFound
 from server.paging import Cursor, Page, PageTokens, page_size
+from server.prompt_guard import PromptGuard
 from server.service.jobs import AGENT_NOT_FOUND, cancel_tree
 from server.store.records import AgentRecord
 from server.store.store import Store
@@ -18,14 +19,21 @@ class AgentService:
     """Create, read, list and delete agents within the caller's tenant."""
 
     def __init__(
-        self, store: Store, *, clock: Clock = utc_now, page_tokens: PageTokens | None = None
+        self,
+        store: Store,
+        *,
+        clock: Clock = utc_now,
+        page_tokens: PageTokens | None = None,
+        prompt_guard: PromptGuard | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._tokens = page_tokens or PageTokens()
+        self._guard = prompt_guard or PromptGuard()
 
     async def create_agent(self, principal: Principal, spec: AgentSpec) -> AgentRecord:
-        """Store a new agent for the caller's tenant."""
+        """Store a new agent for the caller's tenant, once the prompt guard has read it."""
+        self._guard.check_agent(name=spec.name, role=spec.role)
         agent = AgentRecord(
             id=str(uuid.uuid4()),
             tenant_id=principal.tenant_id,
@@ -37,6 +45,7 @@ class AgentService:
             fitness=0.0,
             created_at=self._clock(),
             deleted_at=None,
+            verification=spec.verification.to_json(),
         )
         await self._store.agents.add(agent)
         return agent

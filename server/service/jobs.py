@@ -15,6 +15,7 @@ from server.auth.principal import Principal
 from server.clock import Clock, utc_now
 from server.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ResourceExhausted
 from server.paging import Cursor, Page, PageTokens, page_size
+from server.prompt_guard import PromptGuard
 from server.store.database import DuplicateKey
 from server.store.jobs import NewJob
 from server.store.models import JobStatus
@@ -68,10 +69,12 @@ class JobService:
         clock: Clock = utc_now,
         page_tokens: PageTokens | None = None,
         context_auto: bool = False,
+        prompt_guard: PromptGuard | None = None,
     ) -> None:
         """With `context_auto`, an execution without a context_id starts a new context."""
         self._store = store
         self._sender = sender
+        self._guard = prompt_guard or PromptGuard()
         self._tokens = page_tokens or PageTokens()
         self._retention = timedelta(seconds=retention_s)
         self._max_unfinished_jobs = max_unfinished_jobs
@@ -92,7 +95,10 @@ class JobService:
         With a request_id, a retry of the same request returns the original job, also
         when the retries race: the database's unique key picks one winner. Shielded:
         once the row is stored, its message is sent even if the caller has gone away.
+        The prompt guard reads the prompt first, so a refused prompt stores nothing and
+        is refused even for an agent that does not exist, as vex-api refuses it.
         """
+        self._guard.check_prompt(spec.prompt)
         submission = Submission(agent_id, spec, request_id, parent_job_id)
         return await asyncio.shield(self._execute(principal.tenant_id, submission))
 

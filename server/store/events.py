@@ -23,11 +23,40 @@ class EventType(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    STEP = "step"
 
     @property
     def terminal(self) -> bool:
         """True for the last event a job ever gets."""
         return self in (EventType.COMPLETED, EventType.FAILED, EventType.CANCELLED)
+
+
+class StepKind(enum.StrEnum):
+    """What one call of a run did (proto StepKind)."""
+
+    ANSWER = "answer"
+    CRITIQUE = "critique"
+    DEFENCE = "defence"
+    VERDICT = "verdict"
+    REVISION = "revision"
+    SAFETY = "safety"
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """The call a step event records: what it did, what it cost, its hash and answer.
+
+    `confidence` and `evidence` belong to verdicts (and the safety judge's reason is
+    its evidence).
+    """
+
+    kind: StepKind
+    round: int
+    tokens: int
+    hash: str
+    text: str
+    confidence: float | None = None
+    evidence: str | None = None
 
 
 @dataclass(frozen=True)
@@ -38,6 +67,7 @@ class EventSpec:
     error: str | None = None
     delay_s: float | None = None
     delta: str | None = None
+    step: StepSpec | None = None
 
 
 _AFTER = (

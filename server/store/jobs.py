@@ -41,7 +41,14 @@ from server.store.models import JobStatus
 from server.store.pages import newest_first
 from server.store.records import JobRecord
 from server.store.tables import agents, events, jobs, tenant_limits
-from server.store.transitions import DUE, Attempt, Transition, claim, claimed
+from server.store.transitions import (
+    DUE,
+    STEP_COLUMNS,
+    Attempt,
+    Transition,
+    claim,
+    claimed,
+)
 
 UNFINISHED = (JobStatus.PENDING, JobStatus.RUNNING)
 FINISHED = (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
@@ -92,6 +99,7 @@ _NEW_JOB: dict[str, ColumnElement[Any]] = {
     "enqueued_at": bindparam("queued_at", type_=jobs.c.queued_at.type),
     "tokens_used": literal(0),
     "verified": false(),
+    "debate_rounds": literal(0),
     "parent_job_id": _param("parent_job_id"),
     "depth": _param("depth"),
     "cancel_requested": false(),
@@ -367,7 +375,7 @@ class Jobs:
 def _event_row(change: Transition, row: Row) -> dict[str, Any]:
     """SQLite: the event of a row just changed, numbered by its new event_seq."""
     assert change.event is not None
-    return {
+    event = {
         "job_id": change.job_id,
         "sequence": row["event_seq"],
         "type": change.event.type.value,
@@ -377,3 +385,8 @@ def _event_row(change: Transition, row: Row) -> dict[str, Any]:
         "delay_s": change.event.delay_s,
         "delta": change.event.delta,
     }
+    if change.event.step is not None:
+        # The step's parameters are named after its columns.
+        params = change.params
+        event.update((name, params[name]) for name in STEP_COLUMNS)
+    return event

@@ -84,6 +84,9 @@ class Agent(Base):
     generation: Mapped[int] = mapped_column(Integer, default=0)
     fitness: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # The agent's own verification prompts as a JSON object of the ones it sets
+    # (server/validation.py, VerificationPrompts); NULL when it sets none.
+    verification: Mapped[str | None] = mapped_column(Text)
     # Set when the agent is deleted; its finished jobs stay readable until
     # retention removes them, and then the row goes too.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
@@ -144,6 +147,7 @@ class Job(Base):
     merkle_root: Mapped[str | None] = mapped_column(String(64))
     verified: Mapped[bool] = mapped_column(Boolean, default=False)
     confidence: Mapped[float | None] = mapped_column(Float)
+    debate_rounds: Mapped[int] = mapped_column(Integer, default=0)
 
     parent_job_id: Mapped[str | None] = mapped_column(String(36), index=True)
     depth: Mapped[int] = mapped_column(Integer, default=0)
@@ -166,6 +170,14 @@ class JobEvent(Base):
     error: Mapped[str | None] = mapped_column(Text)
     delay_s: Mapped[float | None] = mapped_column(Float)
     delta: Mapped[str | None] = mapped_column(Text)
+    # A step event's call (server/store/events.py, StepSpec); NULL for other events.
+    step_kind: Mapped[str | None] = mapped_column(String(16))
+    step_round: Mapped[int | None] = mapped_column(Integer)
+    step_tokens: Mapped[int | None] = mapped_column(Integer)
+    step_hash: Mapped[str | None] = mapped_column(String(64))
+    step_text: Mapped[str | None] = mapped_column(Text)
+    step_confidence: Mapped[float | None] = mapped_column(Float)
+    step_evidence: Mapped[str | None] = mapped_column(Text)
 
 
 class ContextTurn(Base):

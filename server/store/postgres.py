@@ -14,7 +14,7 @@ import functools
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import Any, cast
 
 import asyncpg
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
@@ -22,15 +22,9 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
 
-if TYPE_CHECKING:
-    from asyncpg.pool import PoolConnectionProxy
-
 from server.errors import DATABASE_UNAVAILABLE, Unavailable
 from server.store.database import DuplicateKey, Params, Row, Statements
-
-# A connection of the pool (a proxy of the driver's connection).
-Connection: TypeAlias = "PoolConnectionProxy[asyncpg.Record]"
-
+from server.store.pg_pool import Connection, ConnectionPool, still_usable
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -97,15 +91,6 @@ def asyncpg_dsn(database_url: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-async def _nothing_to_reset(connection: asyncpg.Connection[asyncpg.Record]) -> None:
-    """Stands in for the pool's reset query, which costs a round trip per release.
-
-    No statement changes session state (no SET, LISTEN, advisory lock or cursor outside a
-    transaction), so there is none to reset; asyncpg still rolls back a transaction left
-    open.
-    """
-
-
 class _Connection:
     """Statements on one acquired connection (inside a transaction)."""
 
@@ -138,6 +123,13 @@ async def _run(
         raise _translated(error) from error
 
 
+def _usable_after(connection: Connection, error: BaseException | None) -> bool:
+    """Whether a connection may serve again after a statement that ended with `error`."""
+    if isinstance(error, DuplicateKey):  # the server refused a duplicate: the session is fine
+        error = None
+    return still_usable(connection, error)
+
+
 def _translated(error: BaseException) -> Exception:
     """A unique key's refusal is DuplicateKey; a lost connection is Unavailable."""
     if isinstance(error, asyncpg.UniqueViolationError):
@@ -146,23 +138,19 @@ def _translated(error: BaseException) -> Exception:
 
 
 class PostgresDatabase:
-    """The database port on an asyncpg pool."""
+    """The database port on a pool of asyncpg connections (`pg_pool.py`)."""
 
     dialect = "postgresql"
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
 
     @classmethod
     async def open(cls, database_url: str, *, pool_size: int) -> PostgresDatabase:
         """A pool of up to `pool_size` connections, one opened now."""
         try:
-            pool = await asyncpg.create_pool(
-                asyncpg_dsn(database_url),
-                min_size=1,
-                max_size=pool_size,
-                command_timeout=30,
-                reset=_nothing_to_reset,
+            pool = await ConnectionPool.open(
+                asyncpg_dsn(database_url), size=pool_size, command_timeout_s=30
             )
         except _NO_CONNECTION as error:
             raise Unavailable(DATABASE_UNAVAILABLE) from error
@@ -176,10 +164,14 @@ class PostgresDatabase:
 
     async def _alone(self, method: str, statement: Executable, params: Params | None) -> Any:
         connection = await self._acquire()
+        error: BaseException | None = None
         try:
             return await _run(connection, method, statement, params)
+        except BaseException as failed:
+            error = failed
+            raise
         finally:
-            await self._pool.release(connection)
+            self._pool.release(connection, usable=_usable_after(connection, error))
 
     # A statement on its own is shielded: cancelled mid-statement (its caller went away),
     # it would cost the pool its connection; shielded, it ends and the connection goes back.
@@ -199,6 +191,8 @@ class PostgresDatabase:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Statements]:
         connection = await self._acquire()
+        # Usable again once the transaction ended cleanly, committed or rolled back.
+        ended = False
         try:
             transaction = connection.transaction()
             try:
@@ -211,26 +205,29 @@ class PostgresDatabase:
                 # The statement's own error is the one to report, not the rollback's.
                 with contextlib.suppress(Exception):
                     await transaction.rollback()
+                    ended = True
                 raise
             try:
                 await transaction.commit()
             except _FAILURES as error:
                 raise _translated(error) from error
+            ended = True
         finally:
-            await self._pool.release(connection)
+            self._pool.release(connection, usable=ended and still_usable(connection, None))
 
     async def ping(self) -> None:
         connection = await self._acquire()
+        error: BaseException | None = None
         try:
             await connection.fetchval("SELECT 1")
-        except _FAILURES as error:
-            raise _translated(error) from error
+        except BaseException as failed:
+            error = failed
+            if isinstance(failed, _FAILURES):
+                raise _translated(failed) from failed
+            raise
         finally:
-            await self._pool.release(connection)
+            self._pool.release(connection, usable=still_usable(connection, error))
 
     async def close(self, *, timeout_s: float = 10.0) -> None:
         """Close every connection once released; after `timeout_s`, drop them."""
-        try:
-            await asyncio.wait_for(self._pool.close(), timeout_s)
-        except TimeoutError:
-            self._pool.terminate()
+        await self._pool.close(timeout_s=timeout_s)

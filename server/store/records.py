@@ -60,6 +60,8 @@ class AgentRecord(Record):
     fitness: float
     created_at: datetime
     deleted_at: datetime | None
+    # JSON of the agent's own verification prompts; None when it has none.
+    verification: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +93,7 @@ class JobRecord(Record):
     merkle_root: str | None
     verified: bool
     confidence: float | None
+    debate_rounds: int
     parent_job_id: str | None
     depth: int
     cancel_requested: bool
@@ -114,6 +117,13 @@ class EventRecord(Record):
     error: str | None
     delay_s: float | None
     delta: str | None
+    step_kind: str | None
+    step_round: int | None
+    step_tokens: int | None
+    step_hash: str | None
+    step_text: str | None
+    step_confidence: float | None
+    step_evidence: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,12 @@ class Attempt:
     # The conversation the job belongs to, if any: its attempt sees the context's
     # earlier turns, and its completion adds one.
     context_id: str | None
+    # What the request asked of the run (docs/contract.md §3).
+    enable_adversarial: bool = False
+    enable_self_correction: bool = False
+    max_debate_rounds: int = 3
+    # JSON of the agent's own verification prompts; None when it has none.
+    verification: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,7 @@ class Transition:
             increment=self.increment,
             due=self.due_by is not None,
             event=self.event is not None,
+            step=self.event is not None and self.event.step is not None,
             starts_attempt=self.starts_attempt,
             turn=self.turn,
         )
@@ -118,6 +125,17 @@ class Transition:
                 event_delay_s=self.event.delay_s,
                 event_delta=self.event.delta,
             )
+            step = self.event.step
+            if step is not None:
+                params.update(
+                    step_kind=step.kind.value,
+                    step_round=step.round,
+                    step_tokens=step.tokens,
+                    step_hash=step.hash,
+                    step_text=step.text,
+                    step_confidence=step.confidence,
+                    step_evidence=step.evidence,
+                )
         return params
 
     def statement(self, postgres: bool) -> Executable:
@@ -205,6 +223,10 @@ def claimed(change: Transition, row: Any) -> Attempt:
         role=_field(row, "role"),
         tokens_used=_field(row, "tokens_used"),
         context_id=_field(row, "context_id"),
+        enable_adversarial=_field(row, "enable_adversarial"),
+        enable_self_correction=_field(row, "enable_self_correction"),
+        max_debate_rounds=_field(row, "max_debate_rounds"),
+        verification=_field(row, "verification"),
     )
 
 
@@ -225,6 +247,9 @@ class Shape:
     increment: tuple[str, ...]
     due: bool
     event: bool
+    # The event is a step event, with its columns (a separate shape: other events
+    # bind none of them).
+    step: bool
     starts_attempt: bool
     turn: bool
 
@@ -248,10 +273,22 @@ def _update(shape: Shape) -> Update:
     return update(jobs).where(*where).values(values)
 
 
-def _event_from(source: CTE) -> Insert:
+# The columns of a step event, each bound from the parameter of its name.
+STEP_COLUMNS = (
+    "step_kind",
+    "step_round",
+    "step_tokens",
+    "step_hash",
+    "step_text",
+    "step_confidence",
+    "step_evidence",
+)
+
+
+def _event_from(source: CTE, *, step: bool) -> Insert:
     """INSERT the event of each row the `source` CTE updated, numbered by its event_seq."""
     # Casts: in a SELECT list a NULL parameter would otherwise be typed text.
-    row = select(
+    values: list[ColumnElement[Any]] = [
         source.c.id,
         source.c.event_seq,
         bindparam("event_type", type_=events.c.type.type),
@@ -260,16 +297,19 @@ def _event_from(source: CTE) -> Insert:
         cast(bindparam("event_error"), Text),
         cast(bindparam("event_delay_s"), Float),
         cast(bindparam("event_delta"), Text),
-    )
+    ]
     columns = ["job_id", "sequence", "type", "created_at", "attempt", "error", "delay_s", "delta"]
-    return insert(events).from_select(columns, row)
+    if step:
+        values += [cast(bindparam(name), events.c[name].type) for name in STEP_COLUMNS]
+        columns += STEP_COLUMNS
+    return insert(events).from_select(columns, select(*values))
 
 
-def _agent_role() -> ColumnElement[Any]:
-    """The role of the job's agent, NULL when the agent is deleted or gone."""
+def _of_agent(column: str) -> ColumnElement[Any]:
+    """A column of the job's agent, NULL when the agent is deleted or gone."""
     live = agents.c.deleted_at.is_(None)
-    query = select(agents.c.role).where(agents.c.id == jobs.c.agent_id, live)
-    return query.scalar_subquery().label("role")
+    query = select(agents.c[column]).where(agents.c.id == jobs.c.agent_id, live)
+    return query.scalar_subquery().label(column)
 
 
 # What a completion's turn is made of, returned into the CTE it is inserted from.
@@ -283,8 +323,17 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
     if shape.event or shape.starts_attempt:
         returned += [jobs.c.event_seq, jobs.c.attempts]
     if shape.starts_attempt:
-        returned += [jobs.c.agent_id, jobs.c.prompt, jobs.c.tokens_used, jobs.c.context_id]
-        returned.append(_agent_role())
+        returned += [
+            jobs.c.agent_id,
+            jobs.c.prompt,
+            jobs.c.tokens_used,
+            jobs.c.context_id,
+            jobs.c.enable_adversarial,
+            jobs.c.enable_self_correction,
+            jobs.c.max_debate_rounds,
+            _of_agent("role"),
+            _of_agent("verification"),
+        ]
     if not (postgres and (shape.event or shape.turn)):
         # SQLite stores the event and the turn with statements of their own (jobs.py).
         return _update(shape).returning(*returned)
@@ -293,7 +342,7 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
     source = _update(shape).returning(*inside).cte("changed")
     written = []
     if shape.event:
-        written.append(_event_from(source).cte("recorded"))
+        written.append(_event_from(source, step=shape.step).cte("recorded"))
     if shape.turn:
         written.append(store_turn(source).cte("stored"))
     # Only the columns a caller reads come back, not the turn's texts.

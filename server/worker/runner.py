@@ -1,64 +1,46 @@
-"""One job attempt on the engine's loop: claim, call the provider, record the outcome.
+"""One job attempt on the engine's loop: claim, run its calls, record the outcome.
 
 The attempt's clock starts at its claim, which the engine makes only once it has a free
 slot, so the time limit and the lease measure the attempt itself, never a wait inside
-the worker. The time limit and a cancel both stop the provider call by cancelling its
-coroutine, which closes its connection at once.
+the worker. What the attempt runs (the answer, the safety judge, verification) is
+server/worker/verification.py; its calls are server/worker/calls.py, where the time
+limit and a cancel both stop a provider call by cancelling its coroutine, which closes
+its connection at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
 from server.clock import Clock, utc_now
-from server.providers.base import Completion, Provider, ProviderError
+from server.providers.base import Provider, ProviderError
 from server.queue import JobQueue
 from server.store import transitions
 from server.store.events import EventSpec, EventType
 from server.store.models import JobStatus
 from server.store.transitions import Attempt
-from server.worker import job_log
+from server.worker import job_log, verification
+from server.worker.calls import (
+    AttemptCalls,
+    CancelSignal,
+    ClaimLost,
+    JobCancelled,
+    TimeLimitExceeded,
+)
 from server.worker.hashes import context_hash, merkle_root
 from server.worker.history import ContextLimits, load_history
 from server.worker.policy import RetryPolicy
 from server.worker.store import AttemptStore
 from server.worker.tokens import TokenBuffer
+from server.worker.verification import Plan, RunResult, SafetyRejected, VerifyConfig
+
+__all__ = ["AttemptRunner", "CancelSignal"]
 
 log = logging.getLogger(__name__)
-
-
-class CancelSignal:
-    """Tells a running attempt that its job was cancelled.
-
-    Only the provider call is interrupted: while the attempt records an outcome, a
-    cancel request is left to the database, where the outcome's compare-and-set
-    yields to it (`unless_cancelled`).
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._calling: asyncio.Task[Any] | None = None
-
-    @contextlib.contextmanager
-    def interruptible(self) -> Iterator[None]:
-        """The span in which a cancel stops the current task."""
-        self._calling = asyncio.current_task()
-        try:
-            yield
-        finally:
-            self._calling = None
-
-    def cancel(self) -> None:
-        """Record the request, and interrupt the provider call if one is under way."""
-        self.requested = True
-        if self._calling is not None:
-            self._calling.cancel()
 
 
 class AttemptRunner:
@@ -74,6 +56,7 @@ class AttemptRunner:
         clock: Clock = utc_now,
         token_interval_s: float = 0.1,
         context_limits: ContextLimits | None = None,
+        verify: VerifyConfig | None = None,
     ) -> None:
         self.store = store
         self.provider = provider
@@ -83,6 +66,7 @@ class AttemptRunner:
         self._lease = timedelta(seconds=policy.lease_s)
         self._token_interval_s = token_interval_s
         self._context_limits = context_limits or ContextLimits()
+        self._verify = verify or VerifyConfig()
 
     async def claim(self, job_id: str) -> Attempt | None:
         """Start an attempt of the job; None when there is nothing to run now."""
@@ -107,14 +91,9 @@ class AttemptRunner:
         try:
             await self._attempt(attempt, signal)
         except asyncio.CancelledError:
-            # Not a job cancel (that is handled below): the worker is shutting down.
-            # Give the job back at once rather than leave it to the lease.
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            await self._after_error(
-                attempt, "Attempt was interrupted: its worker shut down", True, 0, now=True
-            )
+            # Not a job cancel (that is JobCancelled): the worker is shutting down, and
+            # the attempt was cut outside its calls.
+            await self._give_back(attempt, tokens=0)
         except Exception:
             # Whatever broke, the claimed job must not sit in `running` until
             # its lease runs out: record the attempt as failed now.
@@ -128,73 +107,79 @@ class AttemptRunner:
             await self._fail(attempt, "Agent not found", tokens=0)
             return
         history = await load_history(self.store, attempt, self._context_limits)
+        plan = Plan.of(attempt, attempt.role, self._verify, history=history)
         tokens = TokenBuffer(
-            lambda text: self._delta(attempt, text), interval_s=self._token_interval_s
+            lambda text: self._record(attempt, EventSpec(EventType.TOKEN, delta=text)),
+            interval_s=self._token_interval_s,
         )
         limit = self._policy.time_limit_s
-        deadline = asyncio.timeout(limit)
+        calls = AttemptCalls(
+            self.provider,
+            attempt,
+            signal=signal,
+            deadline=asyncio.get_running_loop().time() + limit,
+            tokens=tokens,
+            record=lambda event: self._record(attempt, event),
+            record_steps=not plan.calls_once,
+        )
         try:
-            with signal.interruptible():
-                async with deadline:
-                    completion = await self.provider.complete(
-                        system=attempt.role,
-                        prompt=attempt.prompt,
-                        history=history,
-                        on_delta=tokens.add,
-                    )
-        except TimeoutError:
+            result = await verification.run(plan, calls)
+        except TimeLimitExceeded:
             await tokens.discard()
-            if deadline.expired():
-                message = f"Job exceeded its time limit of {limit:g}s"
-            else:
-                # A provider's own TimeoutError escaped it: a bug there, not the limit.
-                log.exception("provider raised unexpectedly on job %s", attempt.job_id)
-                message = "Provider failed unexpectedly"
-            await self._after_error(attempt, message, True, 0)
-            return
-        except asyncio.CancelledError:
-            if not signal.requested:
-                raise
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
+            message = f"Job exceeded its time limit of {limit:g}s"
+            await self._after_error(attempt, message, True, calls.spent)
+        except JobCancelled:
             await tokens.discard()
             await self._cancelled(attempt)
-            return
         except ProviderError as error:
             await tokens.discard()
-            await self._after_error(attempt, error.message, error.retryable, error.tokens_used)
-            return
-        except Exception:
-            log.exception("provider raised unexpectedly on job %s", attempt.job_id)
+            await self._after_error(attempt, error.message, error.retryable, calls.spent)
+        except SafetyRejected as rejected:
+            await self._fail(attempt, rejected.message, tokens=calls.spent)
+        except ClaimLost:
             await tokens.discard()
-            await self._after_error(attempt, "Provider failed unexpectedly", True, 0)
-            return
-        await tokens.finish()
-        await self._complete(attempt, attempt.role, completion)
+            log.warning(
+                "job %s attempt %d lost its claim; outcome dropped", attempt.job_id, attempt.number
+            )
+        except asyncio.CancelledError:
+            # Not a job cancel (that is JobCancelled): the worker is shutting down.
+            await tokens.discard()
+            await self._give_back(attempt, tokens=calls.spent)
+        else:
+            await self._complete(attempt, attempt.role, result)
 
-    async def _delta(self, attempt: Attempt, delta: str) -> None:
-        event = EventSpec(EventType.TOKEN, delta=delta)
-        await self.store.apply(
+    async def _give_back(self, attempt: Attempt, *, tokens: int) -> None:
+        """A shutdown cut the attempt: the job goes back at once rather than wait for its lease."""
+        current = asyncio.current_task()
+        if current is not None:
+            current.uncancel()
+        message = "Attempt was interrupted: its worker shut down"
+        await self._after_error(attempt, message, True, tokens, now=True)
+
+    async def _record(self, attempt: Attempt, event: EventSpec) -> bool:
+        """An event of the running attempt; False when it no longer holds its job."""
+        return await self.store.apply(
             transitions.record(attempt.job_id, token=attempt.token, event=event, at=self._clock())
         )
 
-    async def _complete(self, attempt: Attempt, role: str, completion: Completion) -> None:
-        # A model may cut a character in half (a lone surrogate), which neither
-        # the hash nor the database can encode; store the readable rest.
-        text = completion.text.encode("utf-8", "replace").decode("utf-8")
+    async def _complete(self, attempt: Attempt, role: str, result: RunResult) -> None:
         digest = context_hash(
-            agent_id=attempt.agent_id, role=role, prompt=attempt.prompt, response=text
+            agent_id=attempt.agent_id, role=role, prompt=attempt.prompt, response=result.text
         )
         await self._finish(
             attempt,
             {
                 "status": JobStatus.COMPLETED,
                 "completed_at": self._clock(),
-                "response": text,
-                "tokens_used": attempt.tokens_used + completion.tokens_used,
+                "response": result.text,
+                # Every call of the run is a step: their tokens are what it spent.
+                "tokens_used": attempt.tokens_used + sum(step.tokens for step in result.steps),
                 "context_hash": digest,
-                "merkle_root": merkle_root([digest]),
+                # One step (the answer alone): its hash is the digest, and so is the root.
+                "merkle_root": merkle_root([step.hash for step in result.steps]),
+                "verified": result.verified,
+                "confidence": result.confidence,
+                "debate_rounds": result.debate_rounds,
                 "error": None,
             },
             EventSpec(EventType.COMPLETED),

@@ -13,6 +13,8 @@ AGENT_FIELDS = {
     "generation",
     "fitness",
     "created_at",
+    # The agent's own verification prompts, null for none (issue 13).
+    "verification",
 }
 ACK_FIELDS = {
     "agent_id",
@@ -52,6 +54,8 @@ RESULT_FIELDS = {
     "merkle_root",
     "verified",
     "confidence",
+    # How many rounds adversarial verification debated (issue 13).
+    "debate_rounds",
     # The conversation context the job's turn was stored in (vex-api's field).
     "new_context_id",
 }

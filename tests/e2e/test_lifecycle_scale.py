@@ -56,6 +56,7 @@ def _row(
         "enqueued_at": queued_at,
         "tokens_used": 0,
         "verified": False,
+        "debate_rounds": 0,
         "depth": 0,
         "cancel_requested": False,
         "event_seq": 0,

@@ -57,6 +57,10 @@ def test_the_documented_limits_are_the_ones_the_server_checks(spec: dict[str, An
         validation.CONTEXT_ID_CHARACTERS,
         validation.MAX_CONTEXT_ID_CHARS,
     )
+    assert (rules.MIN_VERIFICATION_PROMPT_CHARS, rules.MAX_VERIFICATION_PROMPT_CHARS) == (
+        validation.MIN_VERIFICATION_PROMPT_CHARS,
+        validation.MAX_VERIFICATION_PROMPT_CHARS,
+    )
     assert rules.MAX_TENANT_CHARS == auth.MAX_TENANT_CHARS
     assert rules.ROLES == auth.ROLES
     assert tuple(DEFAULT_TIERS) == rules.DEFAULT_TIERS
@@ -128,6 +132,20 @@ def _texts(low: int, high: int, fill: str) -> list[str]:
             validation.MIN_ROLE_CHARS,
             validation.MAX_ROLE_CHARS,
             id="agent-role",
+        ),
+        pytest.param(
+            "VerificationPromptsBody",
+            "critic",
+            lambda v: validation.agent_spec(
+                name="a",
+                role="abc",
+                max_depth=None,
+                spawn_shadow=False,
+                verification=validation.VerificationPrompts(critic=v),
+            ),
+            validation.MIN_VERIFICATION_PROMPT_CHARS,
+            validation.MAX_VERIFICATION_PROMPT_CHARS,
+            id="verification-prompt",
         ),
         pytest.param(
             "ExecuteBody",

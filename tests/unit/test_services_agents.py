@@ -18,7 +18,7 @@ from server.store.records import AgentRecord
 from server.validation import agent_spec
 from server.worker.runner import CancelSignal
 from tests.fakes.provider import ScriptedProvider
-from tests.world import ALICE, BOB, World, agent_request, full_request
+from tests.world import ALICE, BOB, World, agent_request, execute_request, full_request
 
 
 async def _stored(world: World, agent_id: str) -> AgentRecord:
@@ -109,11 +109,11 @@ async def test_a_deleted_agent_can_no_longer_be_read_run_or_deleted(
 async def test_deleting_an_agent_cancels_its_pending_jobs_and_keeps_finished_ones_readable(
     world: World, agent: AgentRecord
 ) -> None:
-    done = await world.jobs.execute(ALICE, agent.id, full_request("Already answered."))
+    done = await world.jobs.execute(ALICE, agent.id, execute_request("Already answered."))
     provider = ScriptedProvider(Completion(text="42", tokens_used=1))
     runner = world.runner(provider)
     await world.run_job(runner, done)
-    waiting = await world.jobs.execute(ALICE, agent.id, full_request("Still waiting."))
+    waiting = await world.jobs.execute(ALICE, agent.id, execute_request("Still waiting."))
 
     await world.agents.delete_agent(ALICE, agent.id)
 

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentq/v1/agent.proto\x12\tagentq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdd\x01\n\x05\x41gent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x12\n\x04role\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12\x17\n\tmax_depth\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x05\x12\x1a\n\x0cspawn_shadow\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x05\x12\x18\n\ngeneration\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07\x66itness\x18\x07 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x42\x30\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x61gentq/v1/agent.proto\x12\tagentq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x02\n\x05\x41gent\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x12\n\x04role\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12\x17\n\tmax_depth\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x05\x12\x1a\n\x0cspawn_shadow\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x05\x12\x18\n\ngeneration\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x15\n\x07\x66itness\x18\x07 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12:\n\x0cverification\x18\t \x01(\x0b\x32\x1e.agentq.v1.VerificationPromptsB\x04\xe2\x41\x01\x05\"\xb1\x01\n\x13VerificationPrompts\x12\x19\n\x06\x63ritic\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x1b\n\x08\x64\x65\x66\x65nder\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x12\x18\n\x05judge\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01H\x02\x88\x01\x01\x12\x1a\n\x07reviser\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01H\x03\x88\x01\x01\x42\t\n\x07_criticB\x0b\n\t_defenderB\x08\n\x06_judgeB\n\n\x08_reviserB0\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -50,6 +50,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENT'].fields_by_name['fitness']._serialized_options = b'\342A\001\003'
   _globals['_AGENT'].fields_by_name['created_at']._loaded_options = None
   _globals['_AGENT'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
+  _globals['_AGENT'].fields_by_name['verification']._loaded_options = None
+  _globals['_AGENT'].fields_by_name['verification']._serialized_options = b'\342A\001\005'
+  _globals['_VERIFICATIONPROMPTS'].fields_by_name['critic']._loaded_options = None
+  _globals['_VERIFICATIONPROMPTS'].fields_by_name['critic']._serialized_options = b'\342A\001\001'
+  _globals['_VERIFICATIONPROMPTS'].fields_by_name['defender']._loaded_options = None
+  _globals['_VERIFICATIONPROMPTS'].fields_by_name['defender']._serialized_options = b'\342A\001\001'
+  _globals['_VERIFICATIONPROMPTS'].fields_by_name['judge']._loaded_options = None
+  _globals['_VERIFICATIONPROMPTS'].fields_by_name['judge']._serialized_options = b'\342A\001\001'
+  _globals['_VERIFICATIONPROMPTS'].fields_by_name['reviser']._loaded_options = None
+  _globals['_VERIFICATIONPROMPTS'].fields_by_name['reviser']._serialized_options = b'\342A\001\001'
   _globals['_AGENT']._serialized_start=103
-  _globals['_AGENT']._serialized_end=324
+  _globals['_AGENT']._serialized_end=384
+  _globals['_VERIFICATIONPROMPTS']._serialized_start=387
+  _globals['_VERIFICATIONPROMPTS']._serialized_end=564
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,7 @@ class Agent(_message.Message):
     GENERATION_FIELD_NUMBER: _builtins.int
     FITNESS_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    VERIFICATION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. The agent's id, a lowercase hyphenated UUID."""
     name: _builtins.str
@@ -56,6 +57,12 @@ class Agent(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """Output only. When the agent was created (UTC)."""
 
+    @_builtins.property
+    def verification(self) -> Global___VerificationPrompts:
+        """Immutable. The agent's own system prompts for adversarial verification,
+        each replacing the server's for this agent; unset when it has none.
+        """
+
     def __init__(
         self,
         *,
@@ -67,11 +74,69 @@ class Agent(_message.Message):
         generation: _builtins.int = ...,
         fitness: _builtins.float = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        verification: Global___VerificationPrompts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "fitness", b"fitness", "generation", b"generation", "id", b"id", "max_depth", b"max_depth", "name", b"name", "role", b"role", "spawn_shadow", b"spawn_shadow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "fitness", b"fitness", "generation", b"generation", "id", b"id", "max_depth", b"max_depth", "name", b"name", "role", b"role", "spawn_shadow", b"spawn_shadow", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Agent: _TypeAlias = Agent  # noqa: Y015
+
+@_typing.final
+class VerificationPrompts(_message.Message):
+    """System prompts of the calls of adversarial verification. Each is the system
+    message of its call; the question, the answer and the output format the
+    server reads are always sent in the user message, so no prompt can change
+    how a verdict is read. An unset field keeps the server's prompt.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CRITIC_FIELD_NUMBER: _builtins.int
+    DEFENDER_FIELD_NUMBER: _builtins.int
+    JUDGE_FIELD_NUMBER: _builtins.int
+    REVISER_FIELD_NUMBER: _builtins.int
+    critic: _builtins.str
+    """The critic's ("red") system prompt: 1 to 2,000 characters after trimming."""
+    defender: _builtins.str
+    """What the agent is told when it replies to a critique ("blue"), after its
+    role: 1 to 2,000 characters after trimming.
+    """
+    judge: _builtins.str
+    """The judge's system prompt: 1 to 2,000 characters after trimming."""
+    reviser: _builtins.str
+    """What the agent is told when it revises its answer after a low verdict
+    (self-correction), after its role: 1 to 2,000 characters after trimming.
+    """
+    def __init__(
+        self,
+        *,
+        critic: _builtins.str | None = ...,
+        defender: _builtins.str | None = ...,
+        judge: _builtins.str | None = ...,
+        reviser: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_critic", b"_critic", "_defender", b"_defender", "_judge", b"_judge", "_reviser", b"_reviser", "critic", b"critic", "defender", b"defender", "judge", b"judge", "reviser", b"reviser"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_critic", b"_critic", "_defender", b"_defender", "_judge", b"_judge", "_reviser", b"_reviser", "critic", b"critic", "defender", b"defender", "judge", b"judge", "reviser", b"reviser"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__critic: _TypeAlias = _typing.Literal["critic"]  # noqa: Y015
+    _WhichOneofArgType__critic: _TypeAlias = _typing.Literal["_critic", b"_critic"]  # noqa: Y015
+    _WhichOneofReturnType__defender: _TypeAlias = _typing.Literal["defender"]  # noqa: Y015
+    _WhichOneofArgType__defender: _TypeAlias = _typing.Literal["_defender", b"_defender"]  # noqa: Y015
+    _WhichOneofReturnType__judge: _TypeAlias = _typing.Literal["judge"]  # noqa: Y015
+    _WhichOneofArgType__judge: _TypeAlias = _typing.Literal["_judge", b"_judge"]  # noqa: Y015
+    _WhichOneofReturnType__reviser: _TypeAlias = _typing.Literal["reviser"]  # noqa: Y015
+    _WhichOneofArgType__reviser: _TypeAlias = _typing.Literal["_reviser", b"_reviser"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__critic) -> _WhichOneofReturnType__critic | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__defender) -> _WhichOneofReturnType__defender | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__judge) -> _WhichOneofReturnType__judge | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__reviser) -> _WhichOneofReturnType__reviser | None: ...
+
+Global___VerificationPrompts: _TypeAlias = VerificationPrompts  # noqa: Y015

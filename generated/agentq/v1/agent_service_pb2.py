@@ -28,7 +28,7 @@ from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentq/v1/agent_service.proto\x12\tagentq.v1\x1a\x15\x61gentq/v1/agent.proto\x1a\x13\x61gentq/v1/job.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\x84\x01\n\x12\x43reateAgentRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04role\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\tmax_depth\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x1a\n\x0cspawn_shadow\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x42\x0c\n\n_max_depth\"<\n\x13\x43reateAgentResponse\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.agentq.v1.AgentB\x04\xe2\x41\x01\x03\")\n\x0fGetAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x10GetAgentResponse\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.agentq.v1.AgentB\x04\xe2\x41\x01\x03\"Y\n\x11ListAgentsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x42\x0c\n\n_page_size\"t\n\x12ListAgentsResponse\x12&\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x10.agentq.v1.AgentB\x04\xe2\x41\x01\x03\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\",\n\x12\x44\x65leteAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13\x44\x65leteAgentResponse\"\xd2\x02\n\x0e\x45xecuteRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06prompt\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\ncontext_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12 \n\x12\x65nable_adversarial\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12$\n\x16\x65nable_self_correction\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12$\n\x11max_debate_rounds\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x12\x1d\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01H\x02\x88\x01\x01\x12 \n\rparent_job_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01H\x03\x88\x01\x01\x42\r\n\x0b_context_idB\x14\n\x12_max_debate_roundsB\r\n\x0b_request_idB\x10\n\x0e_parent_job_id\"\x9b\x02\n\x0f\x45xecuteResponse\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06job_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x14.agentq.v1.JobStatusB\x04\xe2\x41\x01\x03\x12\x16\n\x08response\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08verified\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x18\n\nconfidence\x18\x06 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontext_hash\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x0bmerkle_root\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x18\n\nlatency_ms\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x42\x0e\n\x0c_merkle_root2\xb1\x04\n\x0c\x41gentService\x12n\n\x0b\x43reateAgent\x12\x1d.agentq.v1.CreateAgentRequest\x1a\x1e.agentq.v1.CreateAgentResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x0e/api/v1/agents:\x01*b\x05\x61gent\x12m\n\x08GetAgent\x12\x1a.agentq.v1.GetAgentRequest\x1a\x1b.agentq.v1.GetAgentResponse\"(\x82\xd3\xe4\x93\x02\"\x12\x19/api/v1/agents/{agent_id}b\x05\x61gent\x12\x61\n\nListAgents\x12\x1c.agentq.v1.ListAgentsRequest\x1a\x1d.agentq.v1.ListAgentsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/agents\x12o\n\x0b\x44\x65leteAgent\x12\x1d.agentq.v1.DeleteAgentRequest\x1a\x1e.agentq.v1.DeleteAgentResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/api/v1/agents/{agent_id}\x12n\n\x07\x45xecute\x12\x19.agentq.v1.ExecuteRequest\x1a\x1a.agentq.v1.ExecuteResponse\",\x82\xd3\xe4\x93\x02&\"!/api/v1/agents/{agent_id}/execute:\x01*B0\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentq/v1/agent_service.proto\x12\tagentq.v1\x1a\x15\x61gentq/v1/agent.proto\x1a\x13\x61gentq/v1/job.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\"\xc0\x01\n\x12\x43reateAgentRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04role\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\tmax_depth\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x1a\n\x0cspawn_shadow\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12:\n\x0cverification\x18\x05 \x01(\x0b\x32\x1e.agentq.v1.VerificationPromptsB\x04\xe2\x41\x01\x01\x42\x0c\n\n_max_depth\"<\n\x13\x43reateAgentResponse\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.agentq.v1.AgentB\x04\xe2\x41\x01\x03\")\n\x0fGetAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"9\n\x10GetAgentResponse\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x10.agentq.v1.AgentB\x04\xe2\x41\x01\x03\"Y\n\x11ListAgentsRequest\x12\x1c\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x18\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x42\x0c\n\n_page_size\"t\n\x12ListAgentsResponse\x12&\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x10.agentq.v1.AgentB\x04\xe2\x41\x01\x03\x12\x17\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1d\n\x0fnext_page_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03\",\n\x12\x44\x65leteAgentRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x15\n\x13\x44\x65leteAgentResponse\"\xd2\x02\n\x0e\x45xecuteRequest\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06prompt\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1d\n\ncontext_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12 \n\x12\x65nable_adversarial\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12$\n\x16\x65nable_self_correction\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x01\x12$\n\x11max_debate_rounds\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x12\x1d\n\nrequest_id\x18\x07 \x01(\tB\x04\xe2\x41\x01\x01H\x02\x88\x01\x01\x12 \n\rparent_job_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01H\x03\x88\x01\x01\x42\r\n\x0b_context_idB\x14\n\x12_max_debate_roundsB\r\n\x0b_request_idB\x10\n\x0e_parent_job_id\"\x9b\x02\n\x0f\x45xecuteResponse\x12\x16\n\x08\x61gent_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x14\n\x06job_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x14.agentq.v1.JobStatusB\x04\xe2\x41\x01\x03\x12\x16\n\x08response\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08verified\x18\x05 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x18\n\nconfidence\x18\x06 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontext_hash\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1e\n\x0bmerkle_root\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x18\n\nlatency_ms\x18\t \x01(\x03\x42\x04\xe2\x41\x01\x03\x42\x0e\n\x0c_merkle_root2\xb1\x04\n\x0c\x41gentService\x12n\n\x0b\x43reateAgent\x12\x1d.agentq.v1.CreateAgentRequest\x1a\x1e.agentq.v1.CreateAgentResponse\" \x82\xd3\xe4\x93\x02\x1a\"\x0e/api/v1/agents:\x01*b\x05\x61gent\x12m\n\x08GetAgent\x12\x1a.agentq.v1.GetAgentRequest\x1a\x1b.agentq.v1.GetAgentResponse\"(\x82\xd3\xe4\x93\x02\"\x12\x19/api/v1/agents/{agent_id}b\x05\x61gent\x12\x61\n\nListAgents\x12\x1c.agentq.v1.ListAgentsRequest\x1a\x1d.agentq.v1.ListAgentsResponse\"\x16\x82\xd3\xe4\x93\x02\x10\x12\x0e/api/v1/agents\x12o\n\x0b\x44\x65leteAgent\x12\x1d.agentq.v1.DeleteAgentRequest\x1a\x1e.agentq.v1.DeleteAgentResponse\"!\x82\xd3\xe4\x93\x02\x1b*\x19/api/v1/agents/{agent_id}\x12n\n\x07\x45xecute\x12\x19.agentq.v1.ExecuteRequest\x1a\x1a.agentq.v1.ExecuteResponse\",\x82\xd3\xe4\x93\x02&\"!/api/v1/agents/{agent_id}/execute:\x01*B0\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,6 +44,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAGENTREQUEST'].fields_by_name['max_depth']._serialized_options = b'\342A\001\001'
   _globals['_CREATEAGENTREQUEST'].fields_by_name['spawn_shadow']._loaded_options = None
   _globals['_CREATEAGENTREQUEST'].fields_by_name['spawn_shadow']._serialized_options = b'\342A\001\001'
+  _globals['_CREATEAGENTREQUEST'].fields_by_name['verification']._loaded_options = None
+  _globals['_CREATEAGENTREQUEST'].fields_by_name['verification']._serialized_options = b'\342A\001\001'
   _globals['_CREATEAGENTRESPONSE'].fields_by_name['agent']._loaded_options = None
   _globals['_CREATEAGENTRESPONSE'].fields_by_name['agent']._serialized_options = b'\342A\001\003'
   _globals['_GETAGENTREQUEST'].fields_by_name['agent_id']._loaded_options = None
@@ -107,25 +109,25 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTSERVICE'].methods_by_name['Execute']._loaded_options = None
   _globals['_AGENTSERVICE'].methods_by_name['Execute']._serialized_options = b'\202\323\344\223\002&\"!/api/v1/agents/{agent_id}/execute:\001*'
   _globals['_CREATEAGENTREQUEST']._serialized_start=152
-  _globals['_CREATEAGENTREQUEST']._serialized_end=284
-  _globals['_CREATEAGENTRESPONSE']._serialized_start=286
-  _globals['_CREATEAGENTRESPONSE']._serialized_end=346
-  _globals['_GETAGENTREQUEST']._serialized_start=348
-  _globals['_GETAGENTREQUEST']._serialized_end=389
-  _globals['_GETAGENTRESPONSE']._serialized_start=391
-  _globals['_GETAGENTRESPONSE']._serialized_end=448
-  _globals['_LISTAGENTSREQUEST']._serialized_start=450
-  _globals['_LISTAGENTSREQUEST']._serialized_end=539
-  _globals['_LISTAGENTSRESPONSE']._serialized_start=541
-  _globals['_LISTAGENTSRESPONSE']._serialized_end=657
-  _globals['_DELETEAGENTREQUEST']._serialized_start=659
-  _globals['_DELETEAGENTREQUEST']._serialized_end=703
-  _globals['_DELETEAGENTRESPONSE']._serialized_start=705
-  _globals['_DELETEAGENTRESPONSE']._serialized_end=726
-  _globals['_EXECUTEREQUEST']._serialized_start=729
-  _globals['_EXECUTEREQUEST']._serialized_end=1067
-  _globals['_EXECUTERESPONSE']._serialized_start=1070
-  _globals['_EXECUTERESPONSE']._serialized_end=1353
-  _globals['_AGENTSERVICE']._serialized_start=1356
-  _globals['_AGENTSERVICE']._serialized_end=1917
+  _globals['_CREATEAGENTREQUEST']._serialized_end=344
+  _globals['_CREATEAGENTRESPONSE']._serialized_start=346
+  _globals['_CREATEAGENTRESPONSE']._serialized_end=406
+  _globals['_GETAGENTREQUEST']._serialized_start=408
+  _globals['_GETAGENTREQUEST']._serialized_end=449
+  _globals['_GETAGENTRESPONSE']._serialized_start=451
+  _globals['_GETAGENTRESPONSE']._serialized_end=508
+  _globals['_LISTAGENTSREQUEST']._serialized_start=510
+  _globals['_LISTAGENTSREQUEST']._serialized_end=599
+  _globals['_LISTAGENTSRESPONSE']._serialized_start=601
+  _globals['_LISTAGENTSRESPONSE']._serialized_end=717
+  _globals['_DELETEAGENTREQUEST']._serialized_start=719
+  _globals['_DELETEAGENTREQUEST']._serialized_end=763
+  _globals['_DELETEAGENTRESPONSE']._serialized_start=765
+  _globals['_DELETEAGENTRESPONSE']._serialized_end=786
+  _globals['_EXECUTEREQUEST']._serialized_start=789
+  _globals['_EXECUTEREQUEST']._serialized_end=1127
+  _globals['_EXECUTERESPONSE']._serialized_start=1130
+  _globals['_EXECUTERESPONSE']._serialized_end=1413
+  _globals['_AGENTSERVICE']._serialized_start=1416
+  _globals['_AGENTSERVICE']._serialized_end=1977
 # @@protoc_insertion_point(module_scope)

@@ -30,6 +30,7 @@ class CreateAgentRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     MAX_DEPTH_FIELD_NUMBER: _builtins.int
     SPAWN_SHADOW_FIELD_NUMBER: _builtins.int
+    VERIFICATION_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Required. 1 to 100 characters after trimming; letters, digits, spaces,
     '-' and '_' only.
@@ -40,6 +41,13 @@ class CreateAgentRequest(_message.Message):
     """The deepest chain of sub-agent executions allowed, 0 to 10; 3 when unset."""
     spawn_shadow: _builtins.bool
     """Whether a shadow agent should be spawned; false when unset."""
+    @_builtins.property
+    def verification(self) -> _agent_pb2.VerificationPrompts:
+        """The agent's own system prompts for adversarial verification; unset for
+        the server's. Each prompt set must be 1 to 2,000 characters after
+        trimming, without NUL.
+        """
+
     def __init__(
         self,
         *,
@@ -47,10 +55,11 @@ class CreateAgentRequest(_message.Message):
         role: _builtins.str = ...,
         max_depth: _builtins.int | None = ...,
         spawn_shadow: _builtins.bool = ...,
+        verification: _agent_pb2.VerificationPrompts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_depth", b"_max_depth", "max_depth", b"max_depth"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_depth", b"_max_depth", "max_depth", b"max_depth", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_depth", b"_max_depth", "max_depth", b"max_depth", "name", b"name", "role", b"role", "spawn_shadow", b"spawn_shadow"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_depth", b"_max_depth", "max_depth", b"max_depth", "name", b"name", "role", b"role", "spawn_shadow", b"spawn_shadow", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_depth: _TypeAlias = _typing.Literal["max_depth"]  # noqa: Y015
     _WhichOneofArgType__max_depth: _TypeAlias = _typing.Literal["_max_depth", b"_max_depth"]  # noqa: Y015
@@ -254,11 +263,18 @@ class ExecuteRequest(_message.Message):
     completes its own turn is added (ContextService reads and deletes them).
     """
     enable_adversarial: _builtins.bool
-    """Whether to run adversarial verification; stored on the job."""
+    """Whether to run adversarial verification: a critic challenges the answer
+    for up to max_debate_rounds rounds, then a judge scores it.
+    """
     enable_self_correction: _builtins.bool
-    """Whether to run self-correction; stored on the job."""
+    """With enable_adversarial: when the judge's confidence is under the
+    server's threshold, the agent revises its answer once and the judge
+    scores the revision, which becomes the result.
+    """
     max_debate_rounds: _builtins.int
-    """Debate rounds for adversarial verification, 1 to 10; 3 when unset."""
+    """The most debate rounds of adversarial verification, 1 to 10; 3 when
+    unset. The debate ends sooner when the critic finds nothing material.
+    """
     request_id: _builtins.str
     """An idempotency key, 1 to 255 printable ASCII characters. The same key with
     the same request, from the same tenant within the retention period,

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61gentq/v1/job.proto\x12\tagentq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x03\n\x03Job\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61gent_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x14.agentq.v1.JobStatusB\x04\xe2\x41\x01\x03\x12/\n\x06result\x18\x04 \x01(\x0b\x32\x19.agentq.v1.AgentJobResultB\x04\xe2\x41\x01\x03\x12\x18\n\x05\x65rror\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x33\n\tqueued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63ompleted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\t \x01(\x05\x42\x04\xe2\x41\x01\x03\x12 \n\rparent_job_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x13\n\x05\x64\x65pth\x18\x0b \x01(\x05\x42\x04\xe2\x41\x01\x03\x42\x08\n\x06_errorB\x10\n\x0e_parent_job_id\"\xd0\x02\n\x08JobEvent\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12+\n\x04type\x18\x03 \x01(\x0e\x32\x17.agentq.v1.JobEventTypeB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\x05\x65rror\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12 \n\rdelay_seconds\x18\x07 \x01(\x01\x42\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x13\n\x05\x64\x65lta\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x06result\x18\t \x01(\x0b\x32\x19.agentq.v1.AgentJobResultB\x04\xe2\x41\x01\x03\x42\x08\n\x06_errorB\x10\n\x0e_delay_seconds\"\xad\x03\n\x0e\x41gentJobResult\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61gent_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07success\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08response\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0btokens_used\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\x05\x65rror\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x14\n\x06prompt\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontext_hash\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bmerkle_root\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08verified\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1d\n\nconfidence\x18\x0c \x01(\x01\x42\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12!\n\x0enew_context_id\x18\r \x01(\tB\x04\xe2\x41\x01\x03H\x02\x88\x01\x01\x42\x08\n\x06_errorB\r\n\x0b_confidenceB\x11\n\x0f_new_context_id*\xa2\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*\xf3\x01\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15JOB_EVENT_TYPE_QUEUED\x10\x01\x12\x1a\n\x16JOB_EVENT_TYPE_STARTED\x10\x02\x12\x1b\n\x17JOB_EVENT_TYPE_RETRYING\x10\x03\x12\x18\n\x14JOB_EVENT_TYPE_TOKEN\x10\x04\x12\x1c\n\x18JOB_EVENT_TYPE_COMPLETED\x10\x05\x12\x19\n\x15JOB_EVENT_TYPE_FAILED\x10\x06\x12\x1c\n\x18JOB_EVENT_TYPE_CANCELLED\x10\x07\x42\x30\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x13\x61gentq/v1/job.proto\x12\tagentq.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x03\n\x03Job\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61gent_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x14.agentq.v1.JobStatusB\x04\xe2\x41\x01\x03\x12/\n\x06result\x18\x04 \x01(\x0b\x32\x19.agentq.v1.AgentJobResultB\x04\xe2\x41\x01\x03\x12\x18\n\x05\x65rror\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x33\n\tqueued_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nstarted_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63ompleted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61ttempts\x18\t \x01(\x05\x42\x04\xe2\x41\x01\x03\x12 \n\rparent_job_id\x18\n \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x13\n\x05\x64\x65pth\x18\x0b \x01(\x05\x42\x04\xe2\x41\x01\x03\x42\x08\n\x06_errorB\x10\n\x0e_parent_job_id\"\xdd\x01\n\x07JobStep\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x13.agentq.v1.StepKindB\x04\xe2\x41\x01\x03\x12\x13\n\x05round\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x14\n\x06tokens\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x12\n\x04hash\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04text\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1d\n\nconfidence\x18\x06 \x01(\x01\x42\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x1b\n\x08\x65vidence\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x42\r\n\x0b_confidenceB\x0b\n\t_evidence\"\xf8\x02\n\x08JobEvent\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x03\x12+\n\x04type\x18\x03 \x01(\x0e\x32\x17.agentq.v1.JobEventTypeB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x15\n\x07\x61ttempt\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x18\n\x05\x65rror\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12 \n\rdelay_seconds\x18\x07 \x01(\x01\x42\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x13\n\x05\x64\x65lta\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12/\n\x06result\x18\t \x01(\x0b\x32\x19.agentq.v1.AgentJobResultB\x04\xe2\x41\x01\x03\x12&\n\x04step\x18\n \x01(\x0b\x32\x12.agentq.v1.JobStepB\x04\xe2\x41\x01\x03\x42\x08\n\x06_errorB\x10\n\x0e_delay_seconds\"\xca\x03\n\x0e\x41gentJobResult\x12\x14\n\x06job_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08\x61gent_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\x12\x15\n\x07success\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x16\n\x08response\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0btokens_used\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x36\n\x0c\x63ompleted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x18\n\x05\x65rror\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x14\n\x06prompt\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03\x12\x1a\n\x0c\x63ontext_hash\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12\x19\n\x0bmerkle_root\x18\n \x01(\tB\x04\xe2\x41\x01\x03\x12\x16\n\x08verified\x18\x0b \x01(\x08\x42\x04\xe2\x41\x01\x03\x12\x1d\n\nconfidence\x18\x0c \x01(\x01\x42\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x12\x1b\n\rdebate_rounds\x18\r \x01(\x05\x42\x04\xe2\x41\x01\x03\x12!\n\x0enew_context_id\x18\x0e \x01(\tB\x04\xe2\x41\x01\x03H\x02\x88\x01\x01\x42\x08\n\x06_errorB\r\n\x0b_confidenceB\x11\n\x0f_new_context_id*\xa2\x01\n\tJobStatus\x12\x1a\n\x16JOB_STATUS_UNSPECIFIED\x10\x00\x12\x16\n\x12JOB_STATUS_PENDING\x10\x01\x12\x16\n\x12JOB_STATUS_RUNNING\x10\x02\x12\x18\n\x14JOB_STATUS_COMPLETED\x10\x03\x12\x15\n\x11JOB_STATUS_FAILED\x10\x04\x12\x18\n\x14JOB_STATUS_CANCELLED\x10\x05*\x8c\x02\n\x0cJobEventType\x12\x1e\n\x1aJOB_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15JOB_EVENT_TYPE_QUEUED\x10\x01\x12\x1a\n\x16JOB_EVENT_TYPE_STARTED\x10\x02\x12\x1b\n\x17JOB_EVENT_TYPE_RETRYING\x10\x03\x12\x18\n\x14JOB_EVENT_TYPE_TOKEN\x10\x04\x12\x1c\n\x18JOB_EVENT_TYPE_COMPLETED\x10\x05\x12\x19\n\x15JOB_EVENT_TYPE_FAILED\x10\x06\x12\x1c\n\x18JOB_EVENT_TYPE_CANCELLED\x10\x07\x12\x17\n\x13JOB_EVENT_TYPE_STEP\x10\x08*\xaf\x01\n\x08StepKind\x12\x19\n\x15STEP_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10STEP_KIND_ANSWER\x10\x01\x12\x16\n\x12STEP_KIND_CRITIQUE\x10\x02\x12\x15\n\x11STEP_KIND_DEFENCE\x10\x03\x12\x15\n\x11STEP_KIND_VERDICT\x10\x04\x12\x16\n\x12STEP_KIND_REVISION\x10\x05\x12\x14\n\x10STEP_KIND_SAFETY\x10\x06\x42\x30\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,6 +56,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOB'].fields_by_name['parent_job_id']._serialized_options = b'\342A\001\003'
   _globals['_JOB'].fields_by_name['depth']._loaded_options = None
   _globals['_JOB'].fields_by_name['depth']._serialized_options = b'\342A\001\003'
+  _globals['_JOBSTEP'].fields_by_name['kind']._loaded_options = None
+  _globals['_JOBSTEP'].fields_by_name['kind']._serialized_options = b'\342A\001\003'
+  _globals['_JOBSTEP'].fields_by_name['round']._loaded_options = None
+  _globals['_JOBSTEP'].fields_by_name['round']._serialized_options = b'\342A\001\003'
+  _globals['_JOBSTEP'].fields_by_name['tokens']._loaded_options = None
+  _globals['_JOBSTEP'].fields_by_name['tokens']._serialized_options = b'\342A\001\003'
+  _globals['_JOBSTEP'].fields_by_name['hash']._loaded_options = None
+  _globals['_JOBSTEP'].fields_by_name['hash']._serialized_options = b'\342A\001\003'
+  _globals['_JOBSTEP'].fields_by_name['text']._loaded_options = None
+  _globals['_JOBSTEP'].fields_by_name['text']._serialized_options = b'\342A\001\003'
+  _globals['_JOBSTEP'].fields_by_name['confidence']._loaded_options = None
+  _globals['_JOBSTEP'].fields_by_name['confidence']._serialized_options = b'\342A\001\003'
+  _globals['_JOBSTEP'].fields_by_name['evidence']._loaded_options = None
+  _globals['_JOBSTEP'].fields_by_name['evidence']._serialized_options = b'\342A\001\003'
   _globals['_JOBEVENT'].fields_by_name['job_id']._loaded_options = None
   _globals['_JOBEVENT'].fields_by_name['job_id']._serialized_options = b'\342A\001\003'
   _globals['_JOBEVENT'].fields_by_name['sequence']._loaded_options = None
@@ -74,6 +88,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_JOBEVENT'].fields_by_name['delta']._serialized_options = b'\342A\001\003'
   _globals['_JOBEVENT'].fields_by_name['result']._loaded_options = None
   _globals['_JOBEVENT'].fields_by_name['result']._serialized_options = b'\342A\001\003'
+  _globals['_JOBEVENT'].fields_by_name['step']._loaded_options = None
+  _globals['_JOBEVENT'].fields_by_name['step']._serialized_options = b'\342A\001\003'
   _globals['_AGENTJOBRESULT'].fields_by_name['job_id']._loaded_options = None
   _globals['_AGENTJOBRESULT'].fields_by_name['job_id']._serialized_options = b'\342A\001\003'
   _globals['_AGENTJOBRESULT'].fields_by_name['agent_id']._loaded_options = None
@@ -98,16 +114,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTJOBRESULT'].fields_by_name['verified']._serialized_options = b'\342A\001\003'
   _globals['_AGENTJOBRESULT'].fields_by_name['confidence']._loaded_options = None
   _globals['_AGENTJOBRESULT'].fields_by_name['confidence']._serialized_options = b'\342A\001\003'
+  _globals['_AGENTJOBRESULT'].fields_by_name['debate_rounds']._loaded_options = None
+  _globals['_AGENTJOBRESULT'].fields_by_name['debate_rounds']._serialized_options = b'\342A\001\003'
   _globals['_AGENTJOBRESULT'].fields_by_name['new_context_id']._loaded_options = None
   _globals['_AGENTJOBRESULT'].fields_by_name['new_context_id']._serialized_options = b'\342A\001\003'
-  _globals['_JOBSTATUS']._serialized_start=1315
-  _globals['_JOBSTATUS']._serialized_end=1477
-  _globals['_JOBEVENTTYPE']._serialized_start=1480
-  _globals['_JOBEVENTTYPE']._serialized_end=1723
+  _globals['_JOBSTATUS']._serialized_start=1608
+  _globals['_JOBSTATUS']._serialized_end=1770
+  _globals['_JOBEVENTTYPE']._serialized_start=1773
+  _globals['_JOBEVENTTYPE']._serialized_end=2041
+  _globals['_STEPKIND']._serialized_start=2044
+  _globals['_STEPKIND']._serialized_end=2219
   _globals['_JOB']._serialized_start=101
   _globals['_JOB']._serialized_end=541
-  _globals['_JOBEVENT']._serialized_start=544
-  _globals['_JOBEVENT']._serialized_end=880
-  _globals['_AGENTJOBRESULT']._serialized_start=883
-  _globals['_AGENTJOBRESULT']._serialized_end=1312
+  _globals['_JOBSTEP']._serialized_start=544
+  _globals['_JOBSTEP']._serialized_end=765
+  _globals['_JOBEVENT']._serialized_start=768
+  _globals['_JOBEVENT']._serialized_end=1144
+  _globals['_AGENTJOBRESULT']._serialized_start=1147
+  _globals['_AGENTJOBRESULT']._serialized_end=1605
 # @@protoc_insertion_point(module_scope)

@@ -72,13 +72,21 @@ class _JobEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_JobEvent
     JOB_EVENT_TYPE_RETRYING: _JobEventType.ValueType  # 3
     """An attempt failed and another is queued after `delay_seconds`; `error` says why."""
     JOB_EVENT_TYPE_TOKEN: _JobEventType.ValueType  # 4
-    """A piece of the answer as the provider streamed it, in `delta`."""
+    """A piece of the answer as the provider streamed it, in `delta`. Only the
+    answer shown to the user streams: a completed job's deltas join into its
+    response (an answer held back until its verdict comes whole, once).
+    """
     JOB_EVENT_TYPE_COMPLETED: _JobEventType.ValueType  # 5
     """The job completed; `result` is its result. The last event of the job."""
     JOB_EVENT_TYPE_FAILED: _JobEventType.ValueType  # 6
     """The job failed; `error` and `result` say how. The last event of the job."""
     JOB_EVENT_TYPE_CANCELLED: _JobEventType.ValueType  # 7
     """The job was cancelled. The last event of the job."""
+    JOB_EVENT_TYPE_STEP: _JobEventType.ValueType  # 8
+    """A call of an attempt ended; `step` says which and what it gave. Recorded
+    when an attempt makes more than one call (adversarial verification, the
+    safety judge); a run of one call has none.
+    """
 
 class JobEventType(_JobEventType, metaclass=_JobEventTypeEnumTypeWrapper):
     """What happened to a job. Each job's events are numbered from 1 without gaps."""
@@ -92,14 +100,62 @@ JOB_EVENT_TYPE_STARTED: JobEventType.ValueType  # 2
 JOB_EVENT_TYPE_RETRYING: JobEventType.ValueType  # 3
 """An attempt failed and another is queued after `delay_seconds`; `error` says why."""
 JOB_EVENT_TYPE_TOKEN: JobEventType.ValueType  # 4
-"""A piece of the answer as the provider streamed it, in `delta`."""
+"""A piece of the answer as the provider streamed it, in `delta`. Only the
+answer shown to the user streams: a completed job's deltas join into its
+response (an answer held back until its verdict comes whole, once).
+"""
 JOB_EVENT_TYPE_COMPLETED: JobEventType.ValueType  # 5
 """The job completed; `result` is its result. The last event of the job."""
 JOB_EVENT_TYPE_FAILED: JobEventType.ValueType  # 6
 """The job failed; `error` and `result` say how. The last event of the job."""
 JOB_EVENT_TYPE_CANCELLED: JobEventType.ValueType  # 7
 """The job was cancelled. The last event of the job."""
+JOB_EVENT_TYPE_STEP: JobEventType.ValueType  # 8
+"""A call of an attempt ended; `step` says which and what it gave. Recorded
+when an attempt makes more than one call (adversarial verification, the
+safety judge); a run of one call has none.
+"""
 Global___JobEventType: _TypeAlias = JobEventType  # noqa: Y015
+
+class _StepKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StepKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StepKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    STEP_KIND_UNSPECIFIED: _StepKind.ValueType  # 0
+    """Never sent."""
+    STEP_KIND_ANSWER: _StepKind.ValueType  # 1
+    """The agent's first answer to the prompt."""
+    STEP_KIND_CRITIQUE: _StepKind.ValueType  # 2
+    """The critic's challenge of the answer, in a debate round."""
+    STEP_KIND_DEFENCE: _StepKind.ValueType  # 3
+    """The agent's reply to a critique, in the same round."""
+    STEP_KIND_VERDICT: _StepKind.ValueType  # 4
+    """The judge's verdict on an answer: a confidence and its evidence."""
+    STEP_KIND_REVISION: _StepKind.ValueType  # 5
+    """The agent's revised answer after a verdict under the threshold."""
+    STEP_KIND_SAFETY: _StepKind.ValueType  # 6
+    """The safety judge's screening of the prompt, before the answer."""
+
+class StepKind(_StepKind, metaclass=_StepKindEnumTypeWrapper):
+    """What one call of a run did."""
+
+STEP_KIND_UNSPECIFIED: StepKind.ValueType  # 0
+"""Never sent."""
+STEP_KIND_ANSWER: StepKind.ValueType  # 1
+"""The agent's first answer to the prompt."""
+STEP_KIND_CRITIQUE: StepKind.ValueType  # 2
+"""The critic's challenge of the answer, in a debate round."""
+STEP_KIND_DEFENCE: StepKind.ValueType  # 3
+"""The agent's reply to a critique, in the same round."""
+STEP_KIND_VERDICT: StepKind.ValueType  # 4
+"""The judge's verdict on an answer: a confidence and its evidence."""
+STEP_KIND_REVISION: StepKind.ValueType  # 5
+"""The agent's revised answer after a verdict under the threshold."""
+STEP_KIND_SAFETY: StepKind.ValueType  # 6
+"""The safety judge's screening of the prompt, before the answer."""
+Global___StepKind: _TypeAlias = StepKind  # noqa: Y015
 
 @_typing.final
 class Job(_message.Message):
@@ -183,6 +239,70 @@ class Job(_message.Message):
 Global___Job: _TypeAlias = Job  # noqa: Y015
 
 @_typing.final
+class JobStep(_message.Message):
+    """One call of a run, as a step event records it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    ROUND_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    TEXT_FIELD_NUMBER: _builtins.int
+    CONFIDENCE_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
+    kind: Global___StepKind.ValueType
+    """Output only. What the call did."""
+    round: _builtins.int
+    """Output only. The debate round of a critique or defence, from 1; 0 for
+    every other kind.
+    """
+    tokens: _builtins.int
+    """Output only. Tokens the provider reported for this call."""
+    hash: _builtins.str
+    """Output only. SHA-256 (64 lowercase hex digits) of the canonical JSON of
+    agent id, the call's system message (role), its user message (prompt)
+    and its answer (response), as context_hash is made. The result's
+    merkle_root is the Merkle root over the hashes of the attempt's steps.
+    """
+    text: _builtins.str
+    """Output only. The call's answer as the model gave it."""
+    confidence: _builtins.float
+    """Output only. A verdict's confidence, 0.0 to 1.0: the one that counts
+    (0.0 when the judge's answer could not be read twice). Unset for other
+    kinds, and for a verdict that could not be read and was asked again.
+    """
+    evidence: _builtins.str
+    """Output only. A verdict's evidence, or why the verdict could not be read.
+    Unset for other kinds.
+    """
+    def __init__(
+        self,
+        *,
+        kind: Global___StepKind.ValueType = ...,
+        round: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+        hash: _builtins.str = ...,
+        text: _builtins.str = ...,
+        confidence: _builtins.float | None = ...,
+        evidence: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_evidence", b"_evidence", "confidence", b"confidence", "evidence", b"evidence"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_evidence", b"_evidence", "confidence", b"confidence", "evidence", b"evidence", "hash", b"hash", "kind", b"kind", "round", b"round", "text", b"text", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__confidence: _TypeAlias = _typing.Literal["confidence"]  # noqa: Y015
+    _WhichOneofArgType__confidence: _TypeAlias = _typing.Literal["_confidence", b"_confidence"]  # noqa: Y015
+    _WhichOneofReturnType__evidence: _TypeAlias = _typing.Literal["evidence"]  # noqa: Y015
+    _WhichOneofArgType__evidence: _TypeAlias = _typing.Literal["_evidence", b"_evidence"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__confidence) -> _WhichOneofReturnType__confidence | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__evidence) -> _WhichOneofReturnType__evidence | None: ...
+
+Global___JobStep: _TypeAlias = JobStep  # noqa: Y015
+
+@_typing.final
 class JobEvent(_message.Message):
     """One event in a job's history, stored durably and replayable by sequence."""
 
@@ -197,6 +317,7 @@ class JobEvent(_message.Message):
     DELAY_SECONDS_FIELD_NUMBER: _builtins.int
     DELTA_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
+    STEP_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Output only. The job the event belongs to."""
     sequence: _builtins.int
@@ -221,6 +342,10 @@ class JobEvent(_message.Message):
     def result(self) -> Global___AgentJobResult:
         """Output only. The result of a completed or failed event."""
 
+    @_builtins.property
+    def step(self) -> Global___JobStep:
+        """Output only. The call of a step event; unset for other events."""
+
     def __init__(
         self,
         *,
@@ -233,10 +358,11 @@ class JobEvent(_message.Message):
         delay_seconds: _builtins.float | None = ...,
         delta: _builtins.str = ...,
         result: Global___AgentJobResult | None = ...,
+        step: Global___JobStep | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_error", b"_error", "created_at", b"created_at", "delay_seconds", b"delay_seconds", "error", b"error", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_error", b"_error", "created_at", b"created_at", "delay_seconds", b"delay_seconds", "error", b"error", "result", b"result", "step", b"step"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_error", b"_error", "attempt", b"attempt", "created_at", b"created_at", "delay_seconds", b"delay_seconds", "delta", b"delta", "error", b"error", "job_id", b"job_id", "result", b"result", "sequence", b"sequence", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds", "_error", b"_error", "attempt", b"attempt", "created_at", b"created_at", "delay_seconds", b"delay_seconds", "delta", b"delta", "error", b"error", "job_id", b"job_id", "result", b"result", "sequence", b"sequence", "step", b"step", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__delay_seconds: _TypeAlias = _typing.Literal["delay_seconds"]  # noqa: Y015
     _WhichOneofArgType__delay_seconds: _TypeAlias = _typing.Literal["_delay_seconds", b"_delay_seconds"]  # noqa: Y015
@@ -267,6 +393,7 @@ class AgentJobResult(_message.Message):
     MERKLE_ROOT_FIELD_NUMBER: _builtins.int
     VERIFIED_FIELD_NUMBER: _builtins.int
     CONFIDENCE_FIELD_NUMBER: _builtins.int
+    DEBATE_ROUNDS_FIELD_NUMBER: _builtins.int
     NEW_CONTEXT_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Output only. The id of the job this result belongs to."""
@@ -277,7 +404,9 @@ class AgentJobResult(_message.Message):
     response: _builtins.str
     """Output only. The agent's answer; empty when the job failed."""
     tokens_used: _builtins.int
-    """Output only. Tokens the provider reported as used, summed over attempts."""
+    """Output only. Tokens the provider reported as used, summed over every call
+    of every attempt.
+    """
     error: _builtins.str
     """Output only. Why the job failed; unset when it succeeded."""
     prompt: _builtins.str
@@ -291,12 +420,16 @@ class AgentJobResult(_message.Message):
     run's steps; equal to context_hash for a single step. Empty when failed.
     """
     verified: _builtins.bool
-    """Output only. Whether adversarial verification confirmed the answer;
-    false until verification runs.
+    """Output only. Whether adversarial verification confirmed the answer: its
+    confidence reached the server's threshold. False without verification.
     """
     confidence: _builtins.float
-    """Output only. Confidence from adversarial verification, 0.0 to 1.0; unset
-    until verification runs.
+    """Output only. The judge's confidence in the response, 0.0 to 1.0; unset
+    when the job ran without adversarial verification.
+    """
+    debate_rounds: _builtins.int
+    """Output only. How many debate rounds ran (each a critique, and a defence
+    when the critique was material); 0 without adversarial verification.
     """
     new_context_id: _builtins.str
     """Output only. The conversation context the job's turn was stored in: the
@@ -324,11 +457,12 @@ class AgentJobResult(_message.Message):
         merkle_root: _builtins.str = ...,
         verified: _builtins.bool = ...,
         confidence: _builtins.float | None = ...,
+        debate_rounds: _builtins.int = ...,
         new_context_id: _builtins.str | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_error", b"_error", "_new_context_id", b"_new_context_id", "completed_at", b"completed_at", "confidence", b"confidence", "error", b"error", "new_context_id", b"new_context_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_error", b"_error", "_new_context_id", b"_new_context_id", "agent_id", b"agent_id", "completed_at", b"completed_at", "confidence", b"confidence", "context_hash", b"context_hash", "error", b"error", "job_id", b"job_id", "merkle_root", b"merkle_root", "new_context_id", b"new_context_id", "prompt", b"prompt", "response", b"response", "success", b"success", "tokens_used", b"tokens_used", "verified", b"verified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_confidence", b"_confidence", "_error", b"_error", "_new_context_id", b"_new_context_id", "agent_id", b"agent_id", "completed_at", b"completed_at", "confidence", b"confidence", "context_hash", b"context_hash", "debate_rounds", b"debate_rounds", "error", b"error", "job_id", b"job_id", "merkle_root", b"merkle_root", "new_context_id", b"new_context_id", "prompt", b"prompt", "response", b"response", "success", b"success", "tokens_used", b"tokens_used", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__confidence: _TypeAlias = _typing.Literal["confidence"]  # noqa: Y015
     _WhichOneofArgType__confidence: _TypeAlias = _typing.Literal["_confidence", b"_confidence"]  # noqa: Y015

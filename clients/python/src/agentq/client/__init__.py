@@ -44,6 +44,7 @@ if TYPE_CHECKING:
         JobEvent,
         JobResult,
         JobStatus,
+        JobStep,
     )
     from agentq.client.policy import RetryPolicy
     from agentq.client.sync import Client, JobHandle
@@ -55,7 +56,17 @@ _HOMES = {
     "JobHandle": "sync",
     "RetryPolicy": "policy",
     **dict.fromkeys(
-        ["Agent", "ContextTurn", "EventType", "Job", "JobEvent", "JobResult", "JobStatus"], "models"
+        [
+            "Agent",
+            "ContextTurn",
+            "EventType",
+            "Job",
+            "JobEvent",
+            "JobResult",
+            "JobStatus",
+            "JobStep",
+        ],
+        "models",
     ),
     **dict.fromkeys(
         [
@@ -97,6 +108,7 @@ __all__ = [
     "JobHandle",
     "JobResult",
     "JobStatus",
+    "JobStep",
     "NotFound",
     "PermissionDenied",
     "RateLimited",

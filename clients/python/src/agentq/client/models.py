@@ -43,6 +43,8 @@ class EventType(enum.StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # A call of a run with several (adversarial verification, the safety judge).
+    STEP = "step"
 
     @property
     def final(self) -> bool:
@@ -114,6 +116,12 @@ class JobResult:
     error: str | None
     context_hash: str
     completed_at: datetime | None
+    # Adversarial verification: the judge's confidence (None without it), whether it
+    # reached the server's threshold, and how many debate rounds ran.
+    merkle_root: str = ""
+    verified: bool = False
+    confidence: float | None = None
+    debate_rounds: int = 0
     # The conversation context the job's turn was stored in; pass it as the next
     # execution's context_id to continue the conversation.
     new_context_id: str | None = None
@@ -129,6 +137,10 @@ class JobResult:
             error=_optional(result, "error"),
             context_hash=result.context_hash,
             completed_at=_time(result, "completed_at"),
+            merkle_root=result.merkle_root,
+            verified=result.verified,
+            confidence=_optional(result, "confidence"),
+            debate_rounds=result.debate_rounds,
             new_context_id=_optional(result, "new_context_id"),
         )
 
@@ -173,6 +185,32 @@ class Job(_Record):
 
 
 @dataclass(frozen=True)
+class JobStep:
+    """One call of a run: its kind (answer, critique, defence, verdict, revision, safety)."""
+
+    kind: str
+    round: int
+    tokens: int
+    hash: str
+    text: str
+    confidence: float | None
+    evidence: str | None
+
+    @classmethod
+    def from_proto(cls, step: job_pb2.JobStep) -> JobStep:
+        """The step of an event."""
+        return cls(
+            kind=job_pb2.StepKind.Name(step.kind).removeprefix("STEP_KIND_").lower(),
+            round=step.round,
+            tokens=step.tokens,
+            hash=step.hash,
+            text=step.text,
+            confidence=_optional(step, "confidence"),
+            evidence=_optional(step, "evidence"),
+        )
+
+
+@dataclass(frozen=True)
 class JobEvent(_Record):
     """One event of a job, numbered from 1 without gaps by `sequence`."""
 
@@ -185,6 +223,7 @@ class JobEvent(_Record):
     error: str | None
     delay_seconds: float | None
     result: JobResult | None
+    step: JobStep | None = None
 
     @classmethod
     def from_proto(cls, event: job_pb2.JobEvent) -> JobEvent:
@@ -200,6 +239,7 @@ class JobEvent(_Record):
             error=_optional(event, "error"),
             delay_seconds=_optional(event, "delay_seconds"),
             result=_result(event),
+            step=JobStep.from_proto(event.step) if event.HasField("step") else None,
         )
 
 

@@ -68,6 +68,11 @@ def _step(event: JobEvent) -> str:
         return (
             f"failed: {event.error or (event.result and event.result.error) or 'no reason given'}"
         )
+    if event.type is EventType.STEP and event.step is not None:
+        step = event.step
+        round = f" round {step.round}" if step.round else ""
+        score = f", confidence {step.confidence:g}" if step.confidence is not None else ""
+        return f"step: {step.kind}{round} ({step.tokens} tokens{score})"
     return event.type.value
 
 
