@@ -1,5 +1,6 @@
 """The seed flow with adversarial verification, over REST and gRPC, on real servers and workers:
-the events show each step in order, and the result's proof is recomputed from them."""
+the events show each step in order, and the result's proof is recomputed from them; run in a
+conversation context, the next execution sends the provider the first turn's final answer."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from agentq.v1 import job_pb2
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import job_service_pb2_grpc as jobs_grpc
 from server.settings import Settings
+from tests.e2e.fake_llm import Reply, fake_llm
 from tests.e2e.harness import running_server, settings_for, token
 from tests.e2e.rest_helpers import (
     FINISHED,
@@ -202,3 +204,123 @@ def test_the_steps_stream_over_grpc_and_prove_the_result(tmp_path: Path) -> None
     assert result.merkle_root == _merkle_root([step.hash for step in steps])
     assert [s.confidence for s in steps if s.HasField("confidence")] == [0.2, 0.9]
     assert events[-1].result.merkle_root == result.merkle_root
+
+
+# The issue's check of both features at once, over the OpenAI-compatible provider (a fake
+# server) so the messages each call sent can be read: a verified run in a context, whose
+# revision is the turn the next execution sees.
+CONTEXT = "seed-flow:1"
+FIRST, SECOND = "Where should we go in May?", "And for how long?"
+REVISED = "Lisbon, for the jacaranda bloom."
+VERDICT = '{{"confidence": {}, "evidence": "{}"}}'
+CONTEXT_SCRIPT = [
+    # The first execution: a debate of two rounds, a low verdict, then a revision.
+    Reply.answer("Lisbon.", 7),
+    Reply.answer("Lisbon is crowded in May: say why it is still the choice.", 11),
+    Reply.answer("The jacaranda bloom is worth the crowds.", 13),
+    Reply.answer("NO MATERIAL ISSUES", 3),
+    Reply.answer(VERDICT.format(0.4, "It gives no reason."), 5),
+    Reply.answer(REVISED, 17),
+    Reply.answer(VERDICT.format(0.9, "Specific and reasoned."), 5),
+    # The second, on the same context: accepted at once.
+    Reply.answer("Five days.", 9),
+    Reply.answer("NO MATERIAL ISSUES", 3),
+    Reply.answer(VERDICT.format(0.8, "It fits the trip."), 5),
+]
+# The critic finds nothing material in round 2, so that round has no defence.
+FIRST_STEPS = [*DEBATED[:4], *DEBATED[5:]]
+SECOND_STEPS = [("answer", 0), ("critique", 1), ("verdict", 0)]
+# The second answer's call: the role, the first turn (its prompt and the revision), the prompt.
+SECOND_ANSWER_SENT = [
+    {"role": "system", "content": ROLE},
+    {"role": "user", "content": FIRST},
+    {"role": "assistant", "content": REVISED},
+    {"role": "user", "content": SECOND},
+]
+OPENAI = {"provider": "openai", "openai_model": "test-model"}
+
+
+def _assert_context_reached_only_the_answer(requests: list[dict[str, Any]]) -> None:
+    """The second answer carries the first turn; no other call carries any history."""
+    sent = [request["messages"] for request in requests]
+    assert len(sent) == len(CONTEXT_SCRIPT)
+    assert sent[7] == SECOND_ANSWER_SENT
+    assert [len(messages) for index, messages in enumerate(sent) if index != 7] == [2] * 9
+
+
+def test_a_verified_run_in_a_context_gives_the_next_execution_its_final_answer_over_rest(
+    tmp_path: Path,
+) -> None:
+    with (
+        fake_llm(CONTEXT_SCRIPT) as (llm, url),
+        embedded_rest(tmp_path, openai_base_url=url, **OPENAI) as (_, rest),
+        http_client(rest.url, token()) as http,
+    ):
+        agent = create_agent(http, name="integration-agent", role=ROLE)
+        jobs, steps = [], []
+        for prompt in (FIRST, SECOND):
+            job_id = submit(http, agent["id"], prompt, context_id=CONTEXT, **VERIFIED)
+            jobs.append(wait_for(http, job_id, FINISHED))
+            events = read_stream(http, job_id)
+            steps.append([event.data["step"] for event in events if event.name == "step"])
+        turns = http.get(f"/api/v1/contexts/{CONTEXT}").json()["data"]
+
+    assert [job["status"] for job in jobs] == ["completed"] * 2, jobs
+    assert [[(s["kind"], s["round"]) for s in run] for run in steps] == [FIRST_STEPS, SECOND_STEPS]
+    first, second = (job["result"] for job in jobs)
+    assert (first["response"], first["verified"], first["confidence"]) == (REVISED, True, 0.9)
+    assert (second["response"], second["verified"], second["confidence"]) == (
+        "Five days.",
+        True,
+        0.8,
+    )
+    assert (first["debate_rounds"], second["debate_rounds"]) == (2, 1)
+    assert (first["tokens_used"], second["tokens_used"]) == (61, 17)
+    for result, run in zip((first, second), steps, strict=True):
+        _assert_proven(result, run, agent["id"])
+        assert result["new_context_id"] == CONTEXT
+    # The answer step's hash is over this prompt alone, not the history sent with it.
+    assert steps[1][0]["hash"] == _digest(
+        {"agent_id": agent["id"], "prompt": SECOND, "response": "Five days.", "role": ROLE}
+    )
+    _assert_context_reached_only_the_answer(llm.requests)
+    assert [(t["prompt"], t["response"]) for t in turns] == [
+        (FIRST, REVISED),
+        (SECOND, "Five days."),
+    ]
+
+
+def test_a_verified_run_in_a_context_gives_the_next_execution_its_final_answer_over_grpc(
+    tmp_path: Path,
+) -> None:
+    with fake_llm(CONTEXT_SCRIPT) as (llm, url):
+        settings = settings_for(
+            database_url=f"sqlite:///{tmp_path / 'agentq.db'}", openai_base_url=url, **OPENAI
+        )
+        with (
+            running_server(settings, in_process_workers=True) as server,
+            server.client(token()) as alice,
+        ):
+            agent = alice.create_agent(role=ROLE)
+            stub = jobs_grpc.JobServiceStub(alice.channel)
+            jobs, steps = [], []
+            for prompt in (FIRST, SECOND):
+                ack = alice.execute(agent.id, prompt, context_id=CONTEXT, **VERIFIED)
+                jobs.append(alice.wait_finished(ack.job_id))
+                watch = jobs_pb.WatchJobRequest(job_id=ack.job_id)
+                replies = stub.WatchJob(watch, metadata=alice.metadata, timeout=20)
+                steps.append([r.event.step for r in replies if r.event.HasField("step")])
+
+    kinds = [
+        [(job_pb2.StepKind.Name(s.kind).removeprefix("STEP_KIND_").lower(), s.round) for s in run]
+        for run in steps
+    ]
+    assert kinds == [FIRST_STEPS, SECOND_STEPS]
+    assert [job.status for job in jobs] == [job_pb2.JOB_STATUS_COMPLETED] * 2
+    first, second = (job.result for job in jobs)
+    assert (first.response, first.verified, first.confidence) == (REVISED, True, 0.9)
+    assert (second.debate_rounds, second.confidence, second.new_context_id) == (1, 0.8, CONTEXT)
+    for result, run in zip((first, second), steps, strict=True):
+        assert result.tokens_used == sum(step.tokens for step in run)
+        assert result.merkle_root == _merkle_root([step.hash for step in run])
+    _assert_context_reached_only_the_answer(llm.requests)
