@@ -96,15 +96,11 @@ def typescript_client(tmp_path_factory: pytest.TempPathFactory) -> Path:
         what="buf generate",
     )
     generated = workdir / "build" / "gen" / "ts" / "agentq" / "v1"
-    assert sorted(path.name for path in generated.glob("*_pb.ts")) == [
-        "admin_service_pb.ts",
-        "agent_pb.ts",
-        "agent_service_pb.ts",
-        "job_pb.ts",
-        "job_service_pb.ts",
-        "system_service_pb.ts",
-        "token_service_pb.ts",
-    ]
+    # One module per .proto file of the package, none missing and none left over.
+    protos = (REPO_ROOT / "proto" / "agentq" / "v1").glob("*.proto")
+    assert sorted(path.name for path in generated.glob("*_pb.ts")) == sorted(
+        f"{proto.stem}_pb.ts" for proto in protos
+    )
     # Made by the plugin npm installed, not by some other version npx fetched.
     plugin = _pinned()["@bufbuild/protoc-gen-es"]
     header = (generated / "job_pb.ts").read_text(encoding="utf-8").splitlines()[0]
