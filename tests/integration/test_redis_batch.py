@@ -78,3 +78,32 @@ def test_a_dramatiq_worker_runs_every_message_of_a_batch(broker: RedisBroker) ->
         worker.stop()
 
     assert sorted(seen) == sorted(ids)
+
+
+def _calls(broker: RedisBroker, command: str) -> int:
+    """How many times Redis has run `command` (its INFO commandstats)."""
+    stats = broker.client.info("commandstats")
+    entry = stats.get(f"cmdstat_{command}")
+    return int(entry["calls"]) if isinstance(entry, dict) else 0
+
+
+def test_a_batch_is_one_round_trip_once_redis_has_the_script(broker: RedisBroker) -> None:
+    enqueue_many(broker, QUEUE, ACTOR, ["warm"])  # Redis has the script from here on
+    scripts, evalshas = _calls(broker, "script|exists"), _calls(broker, "evalsha")
+
+    enqueue_many(broker, QUEUE, ACTOR, ["a", "b", "c"])
+
+    # No SCRIPT EXISTS before the batch (a round trip of its own): the three calls alone.
+    assert _calls(broker, "script|exists") == scripts
+    assert _calls(broker, "evalsha") == evalshas + 3
+
+
+def test_a_batch_after_redis_lost_its_scripts_stores_each_message_once(
+    broker: RedisBroker,
+) -> None:
+    enqueue_many(broker, QUEUE, ACTOR, ["before"])
+    broker.client.script_flush()  # as a restarted Redis, which keeps no scripts
+
+    enqueue_many(broker, QUEUE, ACTOR, ["a", "b"])
+
+    assert [list(m.args) for m in _stored(broker)] == [["before"], ["a"], ["b"]]
