@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import asyncpg
+from sqlalchemy import Select, literal_column, select
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -25,6 +26,9 @@ from sqlalchemy.sql.expression import Executable
 from server.errors import DATABASE_UNAVAILABLE, Unavailable
 from server.store.database import DuplicateKey, Params, Row, Statements
 from server.store.pg_pool import Connection, ConnectionPool, still_usable
+
+# A health check: one trip to the server, as every statement makes it.
+_PING: Select[Any] = select(literal_column("1"))
 
 _DIALECT = asyncpg_dialect()  # type: ignore[no-untyped-call]
 
@@ -216,17 +220,7 @@ class PostgresDatabase:
             self._pool.release(connection, usable=ended and still_usable(connection, None))
 
     async def ping(self) -> None:
-        connection = await self._acquire()
-        error: BaseException | None = None
-        try:
-            await connection.fetchval("SELECT 1")
-        except BaseException as failed:
-            error = failed
-            if isinstance(failed, _FAILURES):
-                raise _translated(failed) from failed
-            raise
-        finally:
-            self._pool.release(connection, usable=still_usable(connection, error))
+        await self.one(_PING)
 
     async def close(self, *, timeout_s: float = 10.0) -> None:
         """Close every connection once released; after `timeout_s`, drop them."""
