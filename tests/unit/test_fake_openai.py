@@ -107,7 +107,7 @@ def test_a_delay_directive_holds_the_answer_back(fake: FakeOpenAI) -> None:
     response = _post(fake, "slow [delay=0.3]")
 
     assert response.status_code == 200
-    assert 0.3 <= time.monotonic() - started < 2
+    assert time.monotonic() - started >= 0.3
 
 
 def test_concurrent_requests_are_all_in_flight_at_once_and_counted(fake: FakeOpenAI) -> None:
@@ -115,13 +115,11 @@ def test_concurrent_requests_are_all_in_flight_at_once_and_counted(fake: FakeOpe
         limits = httpx.Limits(max_connections=50)
         async with httpx.AsyncClient(limits=limits, timeout=10) as client:
             url = f"{fake.base_url}/chat/completions"
-            calls = [client.post(url, json=_body(f"p{i % 5} [delay=0.5]")) for i in range(50)]
+            calls = [client.post(url, json=_body(f"p{i % 5} [delay=2]")) for i in range(50)]
             return await asyncio.gather(*calls)
 
-    started = time.monotonic()
     responses = asyncio.run(send_all())
 
-    assert time.monotonic() - started < 2.5
     assert {r.status_code for r in responses} == {200}
     stats = fake.stats()
     assert stats["calls"] == 50
@@ -129,7 +127,7 @@ def test_concurrent_requests_are_all_in_flight_at_once_and_counted(fake: FakeOpe
     assert stats["in_flight"] == 0
     assert stats["completed"] == 50
     assert stats["disconnects"] == 0
-    assert stats["calls_per_prompt"] == {f"p{i} [delay=0.5]": 10 for i in range(5)}
+    assert stats["calls_per_prompt"] == {f"p{i} [delay=2]": 10 for i in range(5)}
 
 
 def _allow_open_files(count: int) -> None:
@@ -145,29 +143,39 @@ def _allow_open_files(count: int) -> None:
 def test_a_thousand_slow_requests_are_served_at_once(fake: FakeOpenAI) -> None:
     # Each request holds a client and a server socket in this one process.
     _allow_open_files(2500)
-    payload = json.dumps(_body("many [delay=1]")).encode()
+    # The delay outlasts any stall of a busy machine: every request is still waiting for
+    # its answer when the last one arrives, so the peak proves they are held at once.
+    payload = json.dumps(_body("many [delay=60]")).encode()
     request = b"POST /v1/chat/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (
         len(payload),
         payload,
     )
 
-    async def one() -> bytes:
+    async def hold_all() -> None:
         # Plain sockets: the point is the server's cost, not an HTTP client's.
-        reader, writer = await asyncio.open_connection("127.0.0.1", fake.port)
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        writer.close()
-        return head
+        writers = []
+        for connecting in asyncio.as_completed(
+            [asyncio.open_connection("127.0.0.1", fake.port) for _ in range(1000)]
+        ):
+            _, writer = await connecting
+            writer.write(request)
+            writers.append(writer)
+        deadline = time.monotonic() + 60
+        while fake.stats()["in_flight"] < 1000 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for writer in writers:
+            writer.close()
 
-    async def send_all() -> list[bytes]:
-        return await asyncio.gather(*(one() for _ in range(1000)))
+    asyncio.run(hold_all())
 
-    started = time.monotonic()
-    heads = asyncio.run(send_all())
-
-    assert time.monotonic() - started < 4
-    assert all(head.startswith(b"HTTP/1.1 200 OK") for head in heads)
     assert fake.stats()["peak_in_flight"] == 1000
+    deadline = time.monotonic() + 60
+    while fake.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stats = fake.stats()
+    assert stats["in_flight"] == 0
+    assert stats["disconnects"] == 1000
+    assert stats["completed"] == 0
 
 
 def test_a_client_that_gives_up_mid_delay_is_counted_as_a_disconnect_at_once(
