@@ -8,7 +8,8 @@ from agentq.v1 import event_service_pb2 as pb
 from agentq.v1 import event_service_pb2_grpc as pb_grpc
 from server.api.context import Context, current_principal
 from server.api.convert import timestamp
-from server.service.event_log import EventQuery, LogEvent
+from server.errors import InvalidArgument
+from server.service.event_log import DATA_NUMBER_MESSAGE, EventQuery, LogEvent
 from server.service.services import Services
 
 
@@ -64,6 +65,9 @@ class EventServicer(pb_grpc.EventServiceServicer):
     async def CreateEvent(
         self, request: pb.CreateEventRequest, context: Context
     ) -> pb.CreateEventResponse:
-        data = json_format.MessageToDict(request.data)
+        try:
+            data = json_format.MessageToDict(request.data)
+        except ValueError:  # NaN or an infinity, which JSON has no word for
+            raise InvalidArgument.field("data", DATA_NUMBER_MESSAGE) from None
         event = await self._events.emit(current_principal(), request.type, data)
         return pb.CreateEventResponse(event=event_message(event))
