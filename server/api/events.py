@@ -46,16 +46,13 @@ class EventServicer(pb_grpc.EventServiceServicer):
             agent_id=_optional(request, "agent_id"),
             since=_optional(request, "since"),
         )
+        size = request.page_size if request.HasField("page_size") else None
         page = await self._events.list_events(
-            current_principal(),
-            query,
-            size=request.page_size if request.HasField("page_size") else None,
-            token=request.page_token,
+            current_principal(), query, size=size, token=request.page_token
         )
+        events = [event_message(e) for e in page.items]
         return pb.ListEventsResponse(
-            events=[event_message(e) for e in page.items],
-            page_size=page.size,
-            next_page_token=page.next_token or "",
+            events=events, page_size=page.size, next_page_token=page.next_token or ""
         )
 
     async def GetEvent(self, request: pb.GetEventRequest, context: Context) -> pb.GetEventResponse:

@@ -24,6 +24,7 @@ from server.store.event_log import (
     LogEventRecord,
     LogFilter,
 )
+from server.store.records import EventRecord
 from server.store.store import Store
 from server.validation import parse_id
 
@@ -106,26 +107,34 @@ class LogEvent:
 
 
 def _event(record: LogEventRecord) -> LogEvent:
-    data = json.loads(record.data) if record.data is not None else _job_data(record)
-    return LogEvent(record.id, record.type, record.created_at, record.job_id, record.agent_id, data)
+    job = record.job_event
+    data = _job_data(job) if job is not None else json.loads(record.data or "{}")
+    return LogEvent(
+        record.id,
+        record.type,
+        record.created_at,
+        None if job is None else job.job_id,
+        record.agent_id,
+        data,
+    )
 
 
-def _job_data(record: LogEventRecord) -> dict[str, Any]:
+def _job_data(event: EventRecord) -> dict[str, Any]:
     """A job event's stored fields, as its job's stream names them (README, API)."""
-    data: dict[str, Any] = {"sequence": record.sequence, "attempt": record.attempt}
-    if record.error is not None:
-        data["error"] = record.error
-    if record.delay_s is not None:
-        data["delay_seconds"] = record.delay_s
-    if record.step_kind is not None:
+    data: dict[str, Any] = {"sequence": event.sequence, "attempt": event.attempt}
+    if event.error is not None:
+        data["error"] = event.error
+    if event.delay_s is not None:
+        data["delay_seconds"] = event.delay_s
+    if event.step_kind is not None:
         data["step"] = {
-            "kind": record.step_kind,
-            "round": record.step_round,
-            "tokens": record.step_tokens,
-            "hash": record.step_hash,
-            "text": record.step_text,
-            "confidence": record.step_confidence,
-            "evidence": record.step_evidence,
+            "kind": event.step_kind,
+            "round": event.step_round,
+            "tokens": event.step_tokens,
+            "hash": event.step_hash,
+            "text": event.step_text,
+            "confidence": event.step_confidence,
+            "evidence": event.step_evidence,
         }
     return data
 

@@ -19,8 +19,6 @@ from typing import cast as typed
 from sqlalchemy import (
     Column,
     ColumnElement,
-    Float,
-    Integer,
     Select,
     String,
     Text,
@@ -38,9 +36,9 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.functions import FunctionElement
 
 from server.paging import Cursor
-from server.store.database import Statements
+from server.store.database import Row, Statements
 from server.store.pages import newest_first
-from server.store.records import Record
+from server.store.records import EventRecord
 from server.store.tables import client_events, events, jobs
 
 JOB_TYPE_PREFIX = "job."
@@ -67,40 +65,36 @@ def _padded_sqlite(element: _Padded, compiler: SQLCompiler, **kw: Any) -> str:
     return f"printf('%0{SEQUENCE_DIGITS}d', {compiler.process(element.clauses, **kw)})"
 
 
-def job_event_id(job_id: str, sequence: int) -> str:
-    """The log's id of a job's event, as the log's statement makes it."""
-    return f"{JOB_ID_PREFIX}{job_id}_{sequence:0{SEQUENCE_DIGITS}d}"
-
-
 @dataclass(frozen=True, slots=True)
-class LogEventRecord(Record):
-    """One event of the log: a job event's stored fields, or an emitted event's data."""
+class LogEventRecord:
+    """One event of the log: an emitted event's data, or a job event as its job stores it."""
 
     id: str
     type: str
     created_at: datetime
-    job_id: str | None
     agent_id: str | None
-    sequence: int | None
-    attempt: int | None
-    error: str | None
-    delay_s: float | None
-    step_kind: str | None
-    step_round: int | None
-    step_tokens: int | None
-    step_hash: str | None
-    step_text: str | None
-    step_confidence: float | None
-    step_evidence: str | None
     # The emitted data as compact JSON; None for a job event.
     data: str | None
+    job_event: EventRecord | None
+
+    @classmethod
+    def of(cls, row: Row) -> LogEventRecord:
+        """The record of a row of the log's statements: its own columns, then the job's."""
+        values = tuple(row.values())
+        id_, type_, at, agent_id, data = values[:_OWN_COLUMNS]
+        job = EventRecord(*values[_OWN_COLUMNS:]) if data is None else None
+        return cls(id_, type_, at, agent_id, data, job)
+
+
+_OWN_COLUMNS = 5
+_JOB_COLUMNS = EventRecord.columns(events)
 
 
 def _text(value: str) -> ColumnElement[str]:
     return literal_column(f"'{value}'", String())
 
 
-# A job event's id, as `job_event_id` makes it.
+# A job event's id: `job_`, the job's id, `_` and its sequence as SEQUENCE_DIGITS digits.
 _JOB_EVENT_ID = _text(JOB_ID_PREFIX) + events.c.job_id + _text("_") + _Padded(events.c.sequence)
 
 
@@ -110,21 +104,10 @@ def _job_events(*where: ColumnElement[bool]) -> Select[Any]:
         select(
             _JOB_EVENT_ID.label("id"),
             (_text(JOB_TYPE_PREFIX) + events.c.type).label("type"),
-            events.c.created_at,
-            events.c.job_id,
+            events.c.created_at.label("created_at"),
             jobs.c.agent_id,
-            events.c.sequence,
-            events.c.attempt,
-            events.c.error,
-            events.c.delay_s,
-            events.c.step_kind,
-            events.c.step_round,
-            events.c.step_tokens,
-            events.c.step_hash,
-            events.c.step_text,
-            events.c.step_confidence,
-            events.c.step_evidence,
             cast(null(), Text).label("data"),
+            *[column.label(f"job_{column.name}") for column in _JOB_COLUMNS],
         )
         .select_from(events.join(jobs, jobs.c.id == events.c.job_id))
         .where(jobs.c.tenant_id == _TENANT, events.c.type != "token", *where)
@@ -132,25 +115,14 @@ def _job_events(*where: ColumnElement[bool]) -> Select[Any]:
 
 
 def _emitted(*where: ColumnElement[bool]) -> Select[Any]:
-    """The tenant's emitted events as log rows."""
+    """The tenant's emitted events as log rows, NULL where a job event has its fields."""
     return select(
         client_events.c.id,
         client_events.c.type,
         client_events.c.created_at,
-        cast(null(), String).label("job_id"),
         cast(null(), String).label("agent_id"),
-        cast(null(), Integer).label("sequence"),
-        cast(null(), Integer).label("attempt"),
-        cast(null(), Text).label("error"),
-        cast(null(), Float).label("delay_s"),
-        cast(null(), String).label("step_kind"),
-        cast(null(), Integer).label("step_round"),
-        cast(null(), Integer).label("step_tokens"),
-        cast(null(), String).label("step_hash"),
-        cast(null(), Text).label("step_text"),
-        cast(null(), Float).label("step_confidence"),
-        cast(null(), Text).label("step_evidence"),
         client_events.c.data,
+        *[cast(null(), column.type).label(f"job_{column.name}") for column in _JOB_COLUMNS],
     ).where(client_events.c.tenant_id == _TENANT, *where)
 
 

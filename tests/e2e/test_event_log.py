@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -53,26 +54,30 @@ class Caller:
         return body
 
 
-@pytest.fixture
-def caller(server: ServerThread, shim: RestThread) -> Iterator[Caller]:
-    """A user of a new tenant, so tests on the module's server never see each other's events."""
-    bearer = token("alice", tenant=f"t-{uuid.uuid4()}")
+@contextmanager
+def _user_of_a_new_tenant(server: ServerThread, shim: RestThread, sub: str) -> Iterator[Caller]:
+    # Each test logs under tenants of its own, so tests on the module's server never see
+    # each other's events.
+    bearer = token(sub, tenant=f"t-{uuid.uuid4()}")
     with (
         http_client(shim.url, bearer) as http,
         grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
     ):
         yield Caller(http, pb_grpc.EventServiceStub(channel), bearer)
+
+
+@pytest.fixture
+def caller(server: ServerThread, shim: RestThread) -> Iterator[Caller]:
+    """A user of a new tenant."""
+    with _user_of_a_new_tenant(server, shim, "alice") as user:
+        yield user
 
 
 @pytest.fixture
 def other(server: ServerThread, shim: RestThread) -> Iterator[Caller]:
     """A user of another new tenant."""
-    bearer = token("bob", tenant=f"t-{uuid.uuid4()}")
-    with (
-        http_client(shim.url, bearer) as http,
-        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
-    ):
-        yield Caller(http, pb_grpc.EventServiceStub(channel), bearer)
+    with _user_of_a_new_tenant(server, shim, "bob") as user:
+        yield user
 
 
 def _stored(server: ServerThread) -> int:
