@@ -11,6 +11,7 @@ import pytest
 
 from server.auth.principal import Principal
 from server.errors import InvalidArgument, NotFound
+from server.providers.base import ProviderError
 from server.service.event_log import EventQuery, LogEvent
 from server.store.store import Store
 from tests.fakes.provider import ScriptedProvider, Stream
@@ -51,6 +52,37 @@ async def test_a_jobs_run_shows_in_the_log_newest_first_without_its_token_deltas
     assert log[0].id == f"job_{job_id}_0000000005"
     assert log[1].data == {"sequence": 2, "attempt": 1}
     assert await world.event_log.get_event(alice, log[0].id) == log[0]
+
+
+async def test_a_retry_and_a_failure_show_with_their_errors(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    agent = await world.add_agent(tenant_id=alice.tenant_id)
+    job_id = await world.jobs.execute(alice, agent.id, execute_request())
+    unavailable = ProviderError("Provider returned HTTP 503", retryable=True)
+    refused = ProviderError("Provider returned HTTP 400", retryable=False)
+    runner = world.runner(ScriptedProvider(unavailable, refused))
+    assert await world.run_job(runner, job_id)
+    world.clock.advance(60)
+    assert await world.run_job(runner, job_id)
+
+    log = await _all(world, alice, EventQuery(job_id=job_id))
+
+    assert [(e.type, e.data) for e in log] == [
+        ("job.failed", {"sequence": 5, "attempt": 2, "error": "Provider returned HTTP 400"}),
+        ("job.started", {"sequence": 4, "attempt": 2}),
+        (
+            "job.retrying",
+            {
+                "sequence": 3,
+                "attempt": 1,
+                "error": "Provider returned HTTP 503",
+                "delay_seconds": log[2].data.get("delay_seconds"),
+            },
+        ),
+        ("job.started", {"sequence": 2, "attempt": 1}),
+        ("job.queued", {"sequence": 1, "attempt": 0}),
+    ]
+    assert log[2].data["delay_seconds"] > 0
 
 
 async def test_emitted_events_share_the_log_and_its_order_with_job_events(store: Store) -> None:
