@@ -65,8 +65,9 @@ def parse_since(value: str) -> datetime:
         if match is None:
             raise ValueError(value)
         # Python reads at most microseconds: finer digits are cut, never rounded up.
-        fraction = match.group(1)
-        text = value if fraction is None else value.replace(fraction, fraction[:6], 1)
+        text = value
+        if match.group(1) is not None:
+            text = value[: match.start(1)] + match.group(1)[:6] + value[match.end(1) :]
         return datetime.fromisoformat(text.upper().replace(" ", "T")).astimezone(UTC)
     except ValueError:
         raise InvalidArgument.field("since", SINCE_MESSAGE) from None
