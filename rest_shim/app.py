@@ -14,6 +14,7 @@ from rest_shim import handlers
 from rest_shim.admin_routes import ADMIN
 from rest_shim.backend import Backend
 from rest_shim.credential_size import CredentialSizeMiddleware
+from rest_shim.event_routes import EVENTS
 from rest_shim.hot_routes import HotRoutesMiddleware
 from rest_shim.middleware import RequestContextMiddleware
 from rest_shim.routes import API
@@ -22,7 +23,7 @@ from rest_shim.settings import RestSettings
 from rest_shim.table import fastapi_router
 
 # The route table: every route, declared once, for FastAPI and the fast lane alike.
-ROUTES = (*API, *ADMIN)
+ROUTES = (*API, *EVENTS, *ADMIN)
 # Where the files of the interactive docs (Swagger UI, ReDoc) are served.
 DOCS_ASSETS = "/docs/assets"
 

@@ -23,6 +23,7 @@ from server.sending import MessageSender
 from server.service.access import AccessService
 from server.service.agents import AgentService
 from server.service.contexts import ContextService
+from server.service.event_log import EventLogService
 from server.service.jobs import JobService
 from server.service.recovery import Recovery, RecoveryThread
 from server.service.services import Services
@@ -134,6 +135,7 @@ class Runtime:
                 prompt_guard=prompt_guard,
             ),
             contexts=ContextService(store, page_tokens=page_tokens),
+            events=EventLogService(store, page_tokens=page_tokens),
             system=SystemService(db, db_type=settings.db_type),
             access=AccessService(
                 store,

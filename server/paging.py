@@ -82,8 +82,14 @@ class PageTokens:
         payload = json.dumps(body, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(self._tag(payload) + payload).decode().rstrip("=")
 
-    def decode(self, token: str, *, scope: str) -> Cursor | None:
-        """The cursor of a token (None for the first page), or INVALID_ARGUMENT."""
+    def decode(
+        self, token: str, *, scope: str, valid_id: Callable[[str], bool] | None = None
+    ) -> Cursor | None:
+        """The cursor of a token (None for the first page), or INVALID_ARGUMENT.
+
+        The cursor's id must be a canonical UUID, or pass `valid_id` for lists keyed
+        otherwise (the event log).
+        """
         if not token:
             return None
         if len(token) > MAX_TOKEN_CHARS:
@@ -96,7 +102,7 @@ class PageTokens:
         # The tag is checked before the payload is parsed: nothing forged reaches the parser.
         if len(tag) != TAG_BYTES or not hmac.compare_digest(tag, self._tag(payload)):
             raise _invalid()
-        cursor = _cursor_of(payload, scope=scope)
+        cursor = _cursor_of(payload, scope=scope, valid_id=valid_id or _is_uuid)
         if cursor is None:
             raise _invalid()
         return cursor
@@ -111,9 +117,16 @@ class PageTokens:
         return Page(items=items, size=limit, next_token=next_token)
 
 
-def _cursor_of(payload: bytes, *, scope: str) -> Cursor | None:
+def _is_uuid(value: str) -> bool:
+    try:
+        return str(uuid.UUID(value)) == value
+    except ValueError:
+        return False
+
+
+def _cursor_of(payload: bytes, *, scope: str, valid_id: Callable[[str], bool]) -> Cursor | None:
     # A valid tag vouches for the key holder, yet the payload is still checked in full:
-    # a time any database can store, in UTC, and an id that is a canonical UUID.
+    # a time any database can store, in UTC, and an id of the list's form.
     try:
         body = json.loads(payload)
         if not isinstance(body, dict) or body.get("s") != _fingerprint(scope):
@@ -125,7 +138,7 @@ def _cursor_of(payload: bytes, *, scope: str) -> Cursor | None:
         if parsed.tzinfo is None:
             return None
         utc = parsed.astimezone(UTC)
-        if str(uuid.UUID(id_)) != id_:
+        if not valid_id(id_):
             return None
     except (ValueError, TypeError, OverflowError, RecursionError):
         return None

@@ -28,6 +28,7 @@ from server.ratelimit import DEFAULT_TIERS
 from server.service.access import AccessService
 from server.service.agents import AgentService
 from server.service.contexts import ContextService
+from server.service.event_log import EventLogService
 from server.service.jobs import JobService
 from server.service.recovery import Recovery
 from server.store.connect import open_database
@@ -162,6 +163,10 @@ class World:
     @cached_property
     def contexts(self) -> ContextService:
         return ContextService(self.store, page_tokens=self.page_tokens)
+
+    @cached_property
+    def event_log(self) -> EventLogService:
+        return EventLogService(self.store, clock=self.clock, page_tokens=self.page_tokens)
 
     @cached_property
     def access(self) -> AccessService:

@@ -52,6 +52,11 @@ ACCESS: dict[str, Access] = {
     # A context is made of jobs' turns: reading and deleting it are reading and changing jobs.
     "/agentq.v1.ContextService/GetContext": Access(_CALLERS, "jobs:read"),
     "/agentq.v1.ContextService/DeleteContext": Access(_CALLERS, "jobs:write"),
+    # The log is mostly the jobs' events; emitting one is a write like queueing a job
+    # (README, Event log).
+    "/agentq.v1.EventService/ListEvents": Access(_CALLERS, "jobs:read"),
+    "/agentq.v1.EventService/GetEvent": Access(_CALLERS, "jobs:read"),
+    "/agentq.v1.EventService/CreateEvent": Access(_CALLERS, "jobs:write"),
     "/agentq.v1.TokenService/CreateToken": Access(None, None),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access(None, None),
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access(None, None),

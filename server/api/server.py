@@ -17,6 +17,8 @@ from agentq.v1 import (
     agent_service_pb2_grpc,
     context_service_pb2,
     context_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
     job_service_pb2,
     job_service_pb2_grpc,
     system_service_pb2,
@@ -29,6 +31,7 @@ from server.api.admin import AdminServicer
 from server.api.agents import AgentServicer
 from server.api.contexts import ContextServicer
 from server.api.credential_size import MAX_METADATA_BYTES
+from server.api.events import EventServicer
 from server.api.guard import Guard, GuardInterceptor, JwtSettings
 from server.api.jobs import JobServicer
 from server.api.system import SystemServicer
@@ -43,6 +46,7 @@ _FILES = (
     agent_service_pb2.DESCRIPTOR,
     job_service_pb2.DESCRIPTOR,
     context_service_pb2.DESCRIPTOR,
+    event_service_pb2.DESCRIPTOR,
     system_service_pb2.DESCRIPTOR,
     admin_service_pb2.DESCRIPTOR,
     token_service_pb2.DESCRIPTOR,
@@ -120,6 +124,7 @@ def _bind(
         JobServicer(services, poll_s=settings.stream_poll_s), server
     )
     context_service_pb2_grpc.add_ContextServiceServicer_to_server(ContextServicer(services), server)
+    event_service_pb2_grpc.add_EventServiceServicer_to_server(EventServicer(services), server)
     system_service_pb2_grpc.add_SystemServiceServicer_to_server(SystemServicer(services), server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(services.access), server

@@ -69,7 +69,7 @@ class Recovery:
 
     async def expire(self) -> int:
         """Delete finished jobs past retention with their events, keys and context turns,
-        a batch at a time."""
+        and emitted events as old, a batch at a time; how many jobs and events went."""
         cutoff = self._clock() - self._retention
 
         async def delete_batch() -> int:
@@ -87,7 +87,13 @@ class Recovery:
         deleted = await _in_batches(delete_batch)
         if deleted:
             log.info("retention removed %d finished jobs", deleted)
-        return deleted
+        # Emitted events are kept as long as jobs are (README, Event log).
+        emitted = await _in_batches(
+            lambda: self._store.event_log.delete_older_than(cutoff, limit=BATCH)
+        )
+        if emitted:
+            log.info("retention removed %d emitted events", emitted)
+        return deleted + emitted
 
     async def _recover_lost_runs(self, now: datetime) -> int:
         recovered = 0

@@ -8,6 +8,7 @@ from server.sending import MessageSender
 from server.service.access import AccessService
 from server.service.agents import AgentService
 from server.service.contexts import ContextService
+from server.service.event_log import EventLogService
 from server.service.jobs import JobService
 from server.service.system import SystemService
 from server.store.store import Store
@@ -20,6 +21,7 @@ class Services:
     agents: AgentService
     jobs: JobService
     contexts: ContextService
+    events: EventLogService
     system: SystemService
     access: AccessService
     store: Store

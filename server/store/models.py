@@ -6,6 +6,7 @@ import enum
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -209,6 +210,43 @@ class ContextTurn(Base):
     prompt: Mapped[str] = mapped_column(Text)
     response: Mapped[str] = mapped_column(Text)
     # When the job completed.
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ClientEvent(Base):
+    """An event a tenant's client emitted (POST /api/v1/events): a type and a JSON object.
+
+    The tenant-wide event log reads these beside the job events of `job_events`
+    (`server/store/event_log.py`); retention removes them by age, as it removes jobs.
+    """
+
+    __tablename__ = "client_events"
+    __table_args__ = (
+        # The log pages newest first by (created_at, id) within a tenant, optionally by type.
+        Index("ix_client_events_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+        Index(
+            "ix_client_events_tenant_id_type_created_at_id",
+            "tenant_id",
+            "type",
+            "created_at",
+            "id",
+        ),
+        # The retention sweeper removes old events by age.
+        Index("ix_client_events_created_at", "created_at"),
+    )
+
+    # The order events were stored in, increasing: what a dispatcher of emitted events
+    # (workflows, webhooks) follows, each event once. BIGINT on PostgreSQL; SQLite's
+    # INTEGER PRIMARY KEY is its rowid, which only an INTEGER column becomes.
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    # The event's public id, `evt_` and a UUID (README, Event log).
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    tenant_id: Mapped[str] = mapped_column(String(255))
+    type: Mapped[str] = mapped_column(String(100))
+    # The data object as compact JSON.
+    data: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 

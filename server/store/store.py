@@ -9,6 +9,7 @@ from server.store.access import ApiKeys, Limits
 from server.store.agents import Agents
 from server.store.contexts import Contexts
 from server.store.database import Database, Statements
+from server.store.event_log import EventLog
 from server.store.events import Events
 from server.store.jobs import Jobs
 from server.store.keys import IdempotencyKeys
@@ -25,6 +26,7 @@ class Tables:
         self.api_keys = ApiKeys(run)
         self.limits = Limits(run)
         self.contexts = Contexts(run)
+        self.event_log = EventLog(run)
 
 
 class Store(Tables):

@@ -8,6 +8,7 @@ from server.store.models import (
     Agent,
     ApiKey,
     Base,
+    ClientEvent,
     ContextTurn,
     IdempotencyKey,
     Job,
@@ -29,3 +30,4 @@ idempotency_keys = _table(IdempotencyKey)
 api_keys = _table(ApiKey)
 tenant_limits = _table(TenantLimit)
 context_turns = _table(ContextTurn)
+client_events = _table(ClientEvent)

@@ -32,10 +32,14 @@ from tests.e2e.rest_fields import (
     VEX_JOB_FIELDS,
 )
 
+EVENT_FIELDS = {"id", "type", "created_at", "job_id", "agent_id", "data"}
+
 # Path parameters that are not resource ids but names: a tenant is chosen by the operator
 # (any string), a context by the client (its rule's pattern). Neither is ever a 404: a
 # tenant without limits of its own has the defaults, a context without turns is empty.
 FREE_FORM_PATH_PARAMETERS = {"tenant_id", "context_id"}
+# Resource ids that are opaque strings of the server's own forms, not UUIDs: an event's.
+OPAQUE_PATH_IDS = {"event_id"}
 
 # The success status and body of each route of docs/contract.md §3 and of access control, with the
 # fields promised in that body (all of them always present, some maybe null).
@@ -55,6 +59,9 @@ SUCCESS = {
         "ContextPage",
         {"context_id", "data", "meta"},
     ),
+    ("get", "/api/v1/events"): ("200", "EventPage", {"data", "meta"}),
+    ("get", "/api/v1/events/{event_id}"): ("200", "EventOut", EVENT_FIELDS),
+    ("post", "/api/v1/events"): ("201", "EventOut", EVENT_FIELDS),
 }
 
 # Request bodies of docs/contract.md §3: field → JSON type(s), and which fields are required.
@@ -250,7 +257,8 @@ def test_every_path_id_is_documented_as_a_uuid(spec: dict[str, Any]) -> None:
         f"{method.upper()} {path} {parameter['name']}": parameter
         for method, path, operation in all_operations(spec)
         for parameter in operation.get("parameters", [])
-        if parameter["in"] == "path" and parameter["name"] not in FREE_FORM_PATH_PARAMETERS
+        if parameter["in"] == "path"
+        and parameter["name"] not in FREE_FORM_PATH_PARAMETERS | OPAQUE_PATH_IDS
     }
     assert len(path_parameters) >= 4, path_parameters
     assert "DELETE /admin/api-keys/{key_id} key_id" in path_parameters, sorted(path_parameters)

@@ -75,3 +75,13 @@ def test_a_context_is_read_and_deleted_with_the_job_scopes_by_any_role_that_runs
 
     assert (get.roles, get.scope) == (execute.roles, "jobs:read")
     assert (delete.roles, delete.scope) == (execute.roles, "jobs:write")
+
+
+def test_the_event_log_is_read_and_written_with_the_job_scopes_by_any_role_that_runs_jobs() -> None:
+    # The log is mostly jobs' events; emitting one is a write like queueing a job.
+    execute = policy.ACCESS["/agentq.v1.AgentService/Execute"]
+    reads = [policy.ACCESS[f"/agentq.v1.EventService/{m}"] for m in ("ListEvents", "GetEvent")]
+    emit = policy.ACCESS["/agentq.v1.EventService/CreateEvent"]
+
+    assert {(a.roles, a.scope) for a in reads} == {(execute.roles, "jobs:read")}
+    assert (emit.roles, emit.scope) == (execute.roles, "jobs:write")
