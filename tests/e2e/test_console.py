@@ -29,6 +29,16 @@ README_SCREENSHOT = ROOT / "docs" / "console.png"
 LIVE_TIMEOUT_MS = 30_000
 # Marks the page's window; still set after a step means the step did not reload the page.
 MARKER = "window.__agentqConsoleMarker"
+# Notes every text the streamed answer shows, however briefly, in window.__agentqStreamed.
+WATCH_THE_STREAM = """
+window.__agentqStreamed = [];
+new MutationObserver(() => {
+  const shown = document.querySelector("[data-answer=stream] pre");
+  const text = shown ? shown.textContent : "";
+  const seen = window.__agentqStreamed;
+  if (text && seen[seen.length - 1] !== text) seen.push(text);
+}).observe(document.body, { childList: true, subtree: true, characterData: true });
+"""
 # A browser and a server for some 20 s: a step of its own in scripts/test.sh.
 pytestmark = pytest.mark.gate
 
@@ -86,10 +96,10 @@ def sign_in(page: Page, shim: RestThread, credential: str) -> Problems:
     return problems
 
 
-def save(page: Page, name: str) -> Path:
+def save(page: Page, name: str, *, full_page: bool = True) -> Path:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=path, full_page=True)
+    page.screenshot(path=path, full_page=full_page)
     return path
 
 
@@ -108,6 +118,7 @@ def test_sign_in_create_an_agent_run_it_and_watch_it_complete_live(
     agent_id = agent.get_attribute("data-agent")
     expect(page.locator("#execute [name=agent]")).to_have_value(agent_id or "")
 
+    page.evaluate(WATCH_THE_STREAM)
     page.fill("#execute [name=prompt]", "Summarize the benefits of queue-based agent execution.")
     page.click("#execute button")
 
@@ -117,6 +128,10 @@ def test_sign_in_create_an_agent_run_it_and_watch_it_complete_live(
     expect(page.locator("section.job [data-status]")).to_have_text("completed")
     answer = call(shim, token("console-user"), "GET", f"/api/v1/jobs/{job_id}")["result"]
     expect(page.locator("[data-answer=result] pre")).to_have_text(answer["response"])
+    # Before the result, the answer grew on the page as its tokens arrived.
+    streamed: list[str] = page.evaluate("window.__agentqStreamed")
+    assert streamed, "no token was shown before the result"
+    assert all(answer["response"].startswith(text) for text in streamed), streamed
     events = page.locator(".timeline [data-event]")
     expect(events.first).to_have_attribute("data-event", "queued")
     expect(events.last).to_have_attribute("data-event", "completed")
@@ -139,12 +154,26 @@ def test_sign_in_create_an_agent_run_it_and_watch_it_complete_live(
 
     regenerating = bool(os.environ.get("UPDATE_CONSOLE_SCREENSHOT"))
     if regenerating:
-        # The charts gain a sample every 5 s: give the picture a few.
-        page.wait_for_timeout(12_000)
-    overview = save(page, "overview")
+        _busy_minute(shim, page, f"/api/v1/agents/{agent_id}/execute")
+    overview = save(page, "overview", full_page=False)  # what a screen shows
     if regenerating:
         shutil.copyfile(overview, README_SCREENSHOT)
     assert problems.seen == []
+
+
+def _busy_minute(shim: RestThread, page: Page, execute: str) -> None:
+    """Bursts of jobs, one cancelled, for README.md's picture: the two execution slots
+    leave each burst pending a while, and the charts sample every 5 s."""
+    credential = token("console-user")
+    for burst in range(4):
+        acks = [
+            call(shim, credential, "POST", execute, prompt=f"Question {burst}.{n}")
+            for n in range(6)
+        ]
+        if burst == 1:
+            call(shim, credential, "POST", f"/api/v1/jobs/{acks[-1]['job_id']}/cancel")
+        page.wait_for_timeout(5_000)
+    page.wait_for_timeout(6_000)
 
 
 def test_filters_pick_jobs_by_status_and_agent(shim: RestThread, context: BrowserContext) -> None:

@@ -174,6 +174,7 @@ export function JobPage({ jobId }) {
         </p>
         <${Timings} job=${job} />`}
       ${error && html`<p class="problem" data-error>${error}</p>`}
+      ${job?.result?.prompt && html`<h3>Prompt</h3><pre class="prompt">${job.result.prompt}</pre>`}
       <h3>Answer</h3>
       <${Answer} job=${job} events=${events} />
     </section>
