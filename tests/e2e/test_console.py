@@ -196,6 +196,10 @@ def test_filters_pick_jobs_by_status_and_agent(shim: RestThread, context: Browse
     expect(page.locator("tr[data-job]")).to_have_count(0)
     page.select_option("select[name=status]", "completed")
     expect(page.locator("tr[data-job]")).to_have_count(1)
+
+    page.click("button:has-text('Sign out')")
+    expect(page.locator("#credential")).to_be_visible()
+    assert page.evaluate("sessionStorage.length") == 0
     assert problems.seen == []
 
 
@@ -226,7 +230,7 @@ def test_another_tenants_agents_and_jobs_never_appear(
     assert all("status of 404" in problem for problem in problems.seen), problems.seen
 
 
-def test_sign_in_with_an_api_key_keeps_it_in_session_storage_only(
+def test_an_api_key_is_kept_in_session_storage_only_and_its_revocation_signs_out(
     shim: RestThread, context: BrowserContext
 ) -> None:
     body = {"tenant_id": "console-keys", "name": "console", "scopes": ALL_SCOPES}
@@ -247,10 +251,16 @@ def test_sign_in_with_an_api_key_keeps_it_in_session_storage_only(
     assert page.evaluate("document.cookie") == ""
     assert context.cookies() == []
 
-    page.click("button:has-text('Sign out')")
-    expect(page.locator("#credential")).to_be_visible()
+    # Revoked, the key is refused from the next call on, and the page signs out.
+    revoked = httpx.delete(
+        f"{shim.url}/admin/api-keys/{created.json()['id']}", headers=admin_header(), timeout=15
+    )
+    assert revoked.status_code == 204, revoked.text
+    expect(page.locator(".signin .problem")).to_have_text(
+        "Signed out: the server refused the credential (Invalid API key)."
+    )
     assert page.evaluate("sessionStorage.length") == 0
-    assert problems.seen == []
+    assert all("status of 401" in problem for problem in problems.seen), problems.seen
 
 
 def test_a_refused_credential_is_not_kept(shim: RestThread, context: BrowserContext) -> None:
