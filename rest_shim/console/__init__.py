@@ -10,10 +10,12 @@ only, with no inline script, and talk to no other host.
 
 from __future__ import annotations
 
+import hashlib
+from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
@@ -34,7 +36,7 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "default-src 'none'",
         "script-src 'self'",
         "style-src 'self'",
-        "img-src 'self' data:",
+        "img-src 'self'",
         "connect-src 'self'",
         "base-uri 'none'",
         "form-action 'none'",
@@ -46,15 +48,32 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
-    # The files change with the installed version only; revalidating keeps an upgrade's
-    # page from mixing with the old one's scripts.
+    # The files change with the installed version only: the browser keeps them, and asks
+    # each time whether its copy is still the one (ETag), so an upgrade's page never runs
+    # with the old one's scripts.
     "Cache-Control": "no-cache",
 }
 
 
-def read_files(root: Traversable) -> dict[str, tuple[bytes, str]]:
-    """Every servable file under `root`, by its path relative to it: (content, media type)."""
-    found: dict[str, tuple[bytes, str]] = {}
+@dataclass(frozen=True)
+class ConsoleFile:
+    """A file as served: its bytes, media type and entity tag."""
+
+    content: bytes
+    media_type: str
+    etag: str
+
+    def answer(self, request: Request) -> Response:
+        """The file, or 304 when the browser's copy is this one."""
+        headers = {**HEADERS, "ETag": self.etag}
+        if request.headers.get("if-none-match") == self.etag:
+            return Response(status_code=304, headers=headers)
+        return Response(self.content, media_type=self.media_type, headers=headers)
+
+
+def read_files(root: Traversable) -> dict[str, ConsoleFile]:
+    """Every servable file under `root`, by its path relative to it."""
+    found: dict[str, ConsoleFile] = {}
 
     def walk(folder: Traversable, prefix: str) -> None:
         for entry in folder.iterdir():
@@ -63,7 +82,9 @@ def read_files(root: Traversable) -> dict[str, tuple[bytes, str]]:
                 continue
             suffix = entry.name[entry.name.rfind(".") :] if "." in entry.name else ""
             if suffix in MEDIA_TYPES:
-                found[prefix + entry.name] = (entry.read_bytes(), MEDIA_TYPES[suffix])
+                content = entry.read_bytes()
+                etag = '"' + hashlib.sha256(content).hexdigest()[:32] + '"'
+                found[prefix + entry.name] = ConsoleFile(content, MEDIA_TYPES[suffix], etag)
 
     walk(root, "")
     return found
@@ -74,14 +95,14 @@ def install(app: FastAPI) -> None:
     files = read_files(resources.files(__name__) / "static")
     page = files["index.html"]
 
-    async def console_page() -> Response:
-        return Response(page[0], media_type=page[1], headers=HEADERS)
+    async def console_page(request: Request) -> Response:
+        return page.answer(request)
 
-    async def console_file(path: str) -> Response:
+    async def console_file(request: Request, path: str) -> Response:
         found = files.get(path) if path else page
         if found is None:
             raise HTTPException(status_code=404)  # the contract's 404 body (handlers.py)
-        return Response(found[0], media_type=found[1], headers=HEADERS)
+        return found.answer(request)
 
     app.add_api_route(PATH, console_page, methods=["GET"], include_in_schema=False)
     app.add_api_route(

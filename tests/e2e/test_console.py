@@ -178,7 +178,9 @@ def _busy_minute(shim: RestThread, page: Page, execute: str) -> None:
 
 def test_filters_pick_jobs_by_status_and_agent(shim: RestThread, context: BrowserContext) -> None:
     credential = token("console-filters")
-    first = call(shim, credential, "POST", "/api/v1/agents", name="first", role="You answer.")
+    # Markup in a value is shown as text, never made into elements.
+    markup = '<img src="x" onerror="window.__agentqInjected = true">You answer.'
+    first = call(shim, credential, "POST", "/api/v1/agents", name="first", role=markup)
     second = call(shim, credential, "POST", "/api/v1/agents", name="second", role="You answer.")
     mine = call(shim, credential, "POST", f"/api/v1/agents/{first['id']}/execute", prompt="One?")
     theirs = call(shim, credential, "POST", f"/api/v1/agents/{second['id']}/execute", prompt="Two")
@@ -188,6 +190,10 @@ def test_filters_pick_jobs_by_status_and_agent(shim: RestThread, context: Browse
         expect(page.locator(f"tr[data-job='{ack['job_id']}'] [data-status]")).to_have_text(
             "completed"
         )
+
+    expect(page.locator(f"[data-agent='{first['id']}'] .role")).to_have_text(markup)
+    expect(page.locator("main img")).to_have_count(0)
+    assert page.evaluate("window.__agentqInjected") is None
 
     page.select_option("select[name=agent_id]", first["id"])
     expect(page.locator("tr[data-job]")).to_have_count(1)

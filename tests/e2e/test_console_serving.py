@@ -20,7 +20,7 @@ from tests.e2e.harness import RestThread, running_rest
 ROOT = Path(__file__).resolve().parents[2]
 CONSOLE = ROOT / "rest_shim" / "console"
 POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 )
 _REFERENCED = re.compile(r"""(?:src|href)\s*=\s*["']([^"']+)["']""")
@@ -89,6 +89,24 @@ def test_the_page_has_no_inline_script_or_style_and_names_no_other_host(
         # An SVG names its XML namespace with a URL, which is never fetched.
         text = text.replace('xmlns="http://www.w3.org/2000/svg"', "")
         assert not re.search(r"https?:|//[a-z0-9-]+\.[a-z]", text, re.IGNORECASE)
+
+
+def test_a_browser_asks_again_and_keeps_its_copy_while_the_file_is_the_same(
+    shim: RestThread,
+) -> None:
+    first = httpx.get(shim.url + "/console/app.js", timeout=10)
+    etag = first.headers["etag"]
+
+    again = httpx.get(shim.url + "/console/app.js", headers={"If-None-Match": etag}, timeout=10)
+    other = httpx.get(shim.url + "/console/api.js", headers={"If-None-Match": etag}, timeout=10)
+
+    assert first.headers["cache-control"] == "no-cache"
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    assert again.headers["content-security-policy"] == POLICY
+    assert other.status_code == 200
+    assert other.headers["etag"] != etag
 
 
 def test_a_file_that_is_not_the_consoles_is_the_contract_404(shim: RestThread) -> None:
