@@ -209,6 +209,45 @@ def test_filters_pick_jobs_by_status_and_agent(shim: RestThread, context: Browse
     assert problems.seen == []
 
 
+def test_a_jobs_page_shows_each_step_of_a_debate_with_its_timings(
+    shim: RestThread, context: BrowserContext
+) -> None:
+    credential = token("console-steps")
+    agent = call(shim, credential, "POST", "/api/v1/agents", name="debater", role="You argue.")
+    # "[wrong]" makes the built-in provider's critic object and its judge score the answer
+    # low, so the answer is revised (README.md, Adversarial verification).
+    ack = call(
+        shim,
+        credential,
+        "POST",
+        f"/api/v1/agents/{agent['id']}/execute",
+        prompt="Explain [wrong] why queues smooth out load.",
+        enable_adversarial=True,
+        max_debate_rounds=1,
+        enable_self_correction=True,
+    )
+    page = context.new_page()
+    problems = sign_in(page, shim, credential)
+
+    page.goto(f"{shim.url}/console#/jobs/{ack['job_id']}")
+
+    expect(page.locator("section.job [data-status]")).to_have_text("completed")
+    steps = page.locator(".timeline [data-event=step] summary")
+    expect(steps).to_have_count(6)
+    kinds = [text.split(",")[0] for text in steps.all_inner_texts()]
+    assert kinds == ["answer", "critique", "defence", "verdict", "revision", "verdict"]
+    timings = dict(
+        zip(
+            page.locator(".timings dt").all_inner_texts(),
+            page.locator(".timings dd").all_inner_texts(),
+            strict=True,
+        )
+    )
+    assert timings["attempts"] == "1"
+    assert all(timings[name] != "—" for name in ("queued", "started", "finished", "ran"))
+    assert problems.seen == []
+
+
 def test_another_tenants_agents_and_jobs_never_appear(
     shim: RestThread, context: BrowserContext
 ) -> None:
