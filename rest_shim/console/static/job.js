@@ -22,6 +22,7 @@ function sleep(ms, signal) {
 async function follow(jobId, signal, { onEvent, onLive, onProblem }) {
   let after = 0;
   while (!signal.aborted) {
+    let waitMs = RETRY_MS;
     try {
       onLive(true);
       for await (const { name, data } of jobEvents(jobId, after, signal)) {
@@ -40,9 +41,10 @@ async function follow(jobId, signal, { onEvent, onLive, onProblem }) {
         onLive(false);
         return;
       }
+      waitMs = Math.max(waitMs, (error.retryAfterS || 0) * 1000); // a 429's Retry-After
     }
     onLive(false);
-    await sleep(RETRY_MS, signal);
+    await sleep(waitMs, signal);
   }
 }
 
@@ -115,7 +117,7 @@ function Answer({ job, events }) {
       </p>
     </div>`;
   }
-  const attempt = Math.max(0, ...events.map((event) => event.attempt));
+  const attempt = events.reduce((latest, event) => Math.max(latest, event.attempt), 0);
   const streamed = events
     .filter((event) => event.type === "token" && event.attempt === attempt)
     .map((event) => event.delta)
