@@ -72,8 +72,8 @@ function SignIn({ notice, onSignedIn }) {
         <button type="submit" disabled=${busy}>Sign in</button>
         <p class="hint">
           Mint a token with <code>agentq token --sub you --role user</code>, or use an API key.
-          It is kept in this tab's session storage only, and sent to this server's REST API as
-          <code>Authorization: Bearer</code>.
+          It is kept in this tab's session storage only, and sent to this server's REST API
+          as <code>Authorization: Bearer</code>.
         </p>
       </form>
     </div>
