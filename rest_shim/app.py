@@ -10,7 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from rest_shim import handlers
+from rest_shim import console, handlers
 from rest_shim.admin_routes import ADMIN
 from rest_shim.backend import Backend
 from rest_shim.credential_size import CredentialSizeMiddleware
@@ -72,6 +72,8 @@ def create_app(settings: RestSettings) -> FastAPI:
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     handlers.install(app, routes=ROUTES)
     app.include_router(fastapi_router(ROUTES))
+    if settings.console:
+        console.install(app)
     _finish_document(app.openapi(), tiers=settings.tier_names)
     return app
 

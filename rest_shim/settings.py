@@ -30,6 +30,8 @@ class RestSettings(BaseSettings):
     # The server's rate tiers (AGENTQ_RATE_TIERS), read for their names only: the OpenAPI
     # document lists them as the values a tenant's tier may take.
     rate_tiers: dict[str, Any] = Field(default_factory=lambda: dict.fromkeys(DEFAULT_TIERS))
+    # The web console at /console (README.md, Console); AGENTQ_CONSOLE=off makes it a 404.
+    console: bool = True
 
     @property
     def tier_names(self) -> tuple[str, ...]:

@@ -8,6 +8,8 @@
 #   polyglot  the Node.js client through npm (tests/e2e/test_polyglot_client.py)
 #   ts-stubs  a TypeScript client on the stubs of `buf generate`, through npm
 #             (tests/e2e/test_typescript_client.py)
+#   console   the web console in Debian's Chromium through Playwright
+#             (tests/e2e/test_console.py; .ci/run installs Chromium)
 #   client    the Python client installed alone into a fresh venv from the registry
 #             (tests/client/test_fresh_install.py; the rest of tests/client runs in `tests`)
 #   bench     the quick benchmark run (tests/test_bench_smoke.py)
@@ -35,6 +37,7 @@ STEPS=(
   "proto    6m  tests/test_proto_lint.py"
   "polyglot 5m  tests/e2e/test_polyglot_client.py"
   "ts-stubs 5m  tests/e2e/test_typescript_client.py"
+  "console  5m  tests/e2e/test_console.py"
   "client   5m  tests/client/test_fresh_install.py"
   "bench    6m  tests/test_bench_smoke.py"
 )

@@ -111,6 +111,8 @@ async def _start_rest(settings: Settings, grpc_port: int) -> tuple[Any, asyncio.
     url = rest_url(settings.http_addr, port)
     logs.flush()  # the lines logged so far come before it
     print(f"agentq REST listening on port {port}: {url} (API docs at {url}/docs)", flush=True)
+    if rest_settings.console:
+        print(f"agentq web console at {url}/console", flush=True)
     return http, task
 
 

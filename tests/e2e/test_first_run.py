@@ -105,6 +105,7 @@ def test_dev_mode_says_so_names_things_as_they_are_and_prints_the_next_commands(
     assert "admin token" not in output.lower()
     assert f"agentq REST listening on port {dev_servers.http_port}: {rest} " in output
     assert f"(API docs at {rest}/docs)" in output
+    assert f"agentq web console at {rest}/console\n" in output
     assert 'export VEX_JWT_SECRET="$(cat agentq.db.dev-secret)"' in output
     assert "token --sub you --role user)" in output
     assert f'curl -H "Authorization: Bearer $TOKEN" {rest}/api/v1/agents' in output
