@@ -124,6 +124,19 @@ def test_a_job_queued_over_grpc_names_its_trace_there_too(traced: Traced) -> Non
     ]
 
 
+def test_with_tracing_off_the_job_body_has_no_trace_id(rest: RestThread) -> None:
+    # The default: vex-api's job body, and no span anywhere (no exporter to keep one).
+    assert not tracing.enabled()
+    with http_client(rest.url, token()) as http:
+        agent = create_agent(http)
+        job_id = submit(http, agent["id"])
+        body = wait_for(http, job_id, ("completed",))
+        listed = http.get("/api/v1/jobs").json()["data"]
+    assert "trace_id" not in body
+    assert [job["job_id"] for job in listed] == [job_id]
+    assert "trace_id" not in listed[0]
+
+
 def test_reads_and_polls_are_traces_of_their_own(traced: Traced) -> None:
     with http_client(traced.rest.url, token()) as http:
         agent = create_agent(http)
