@@ -16,14 +16,8 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from server import tracing
-from tests.e2e.harness import (
-    RestThread,
-    ServerThread,
-    running_rest,
-    running_server,
-    settings_for,
-    token,
-)
+from tests.e2e import harness
+from tests.e2e.harness import RestThread, ServerThread, token
 from tests.e2e.rest_helpers import create_agent, get_job, http_client, submit, wait_for
 from tests.e2e.trace_helpers import Span, Tree, from_sdk, wait_spans
 
@@ -49,10 +43,12 @@ def traced(tmp_path: Path) -> Iterator[Traced]:
     installed = tracing.install("serve", exporter=exporter)
     assert installed is not None
     try:
-        settings = settings_for(database_url=f"sqlite:///{tmp_path / 'agentq.db'}")
+        settings = harness.settings_for(database_url=f"sqlite:///{tmp_path / 'agentq.db'}")
         with (
-            running_server(settings, in_process_workers=True) as server,
-            running_rest(f"127.0.0.1:{server.port}", tracer_provider=installed.provider) as rest,
+            harness.running_server(settings, in_process_workers=True) as server,
+            harness.running_rest(
+                f"127.0.0.1:{server.port}", tracer_provider=installed.provider
+            ) as rest,
         ):
             yield Traced(exporter, server, rest)
     finally:
