@@ -24,23 +24,21 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.propagate import extract, inject
 
-# Variables that turn tracing on: an OTLP endpoint (all signals or traces alone), or
-# agentq's own switch, which exports to the OTLP default (localhost:4317).
+# Variables that turn tracing on: an OTLP endpoint (all signals or traces alone), besides
+# agentq's own switch (AGENTQ_TRACING, the settings' `tracing`), which exports to the OTLP
+# default (localhost:4317).
 ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-SWITCH = "AGENTQ_TRACING"
 # The instrumentation scope of agentq's own spans.
 TRACER_NAME = "agentq"
 
 _installed: Installed | None = None
 
 
-def wanted(environ: Mapping[str, str] = os.environ) -> bool:
-    """Whether the environment asks for tracing (OTEL_SDK_DISABLED=true always wins)."""
+def wanted(switch: bool, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether the switch or an endpoint asks for tracing (OTEL_SDK_DISABLED=true wins)."""
     if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
-    if environ.get(SWITCH, "").strip().lower() == "on":
-        return True
-    return any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
+    return switch or any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
 
 
 def enabled() -> bool:
@@ -73,8 +71,9 @@ class Installed:
             _installed = None
 
 
-def install(process: str, *, exporter: Any = None) -> Installed | None:
-    """Install tracing for a process of kind `process` (serve, rest, worker) if wanted.
+def install(process: str, *, switch: bool = False, exporter: Any = None) -> Installed | None:
+    """Install tracing for a process of kind `process` (serve, rest, worker) if wanted:
+    by `switch` (AGENTQ_TRACING) or an OTLP endpoint in the environment.
 
     `exporter` replaces the OTLP exporter and is called on each span as it ends (tests
     pass the SDK's in-memory exporter); given, tracing is on whatever the environment
@@ -83,7 +82,7 @@ def install(process: str, *, exporter: Any = None) -> Installed | None:
     global _installed
     if _installed is not None:
         return _installed
-    if exporter is None and not wanted():
+    if exporter is None and not wanted(switch):
         return None
     # Imported only when tracing is on: the SDK and the exporter cost a process that
     # does not trace nothing at all.

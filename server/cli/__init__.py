@@ -230,7 +230,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     if args.command in ("serve", "rest", "worker"):
         # Before any server or channel is made: the gRPC instrumentation wraps their
         # constructors. Off unless the OTEL_* variables ask for it (README.md, Tracing).
-        tracing.install(args.command)
+        tracing.install(args.command, switch=settings.tracing)
 
     if args.command == "serve":
         import asyncio

@@ -156,7 +156,7 @@ def _work_one(settings: Settings, parent_pid: int | None) -> None:
             settings.log_level, format=settings.log_format, levels=settings.logger_levels
         )
         orphans.stop_with_parent(parent_pid, stop)
-        tracing.install("worker")  # a spawned child starts without it, too
+        tracing.install("worker", switch=settings.tracing)  # a spawned child starts without
     runtime = build_runtime(settings, engine_loop=event_loop_factory())
     watch = _watch_redis(settings)
     grace_s: float | None = None

@@ -7,12 +7,14 @@ from datetime import timedelta
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from pydantic import ValidationError
 
 from agentq.v1 import job_pb2
 from rest_shim import render
 from server import tracing
 from server.api.convert import job_message
 from server.service.recovery import Recovery
+from server.settings import Settings
 from server.store.models import JobStatus
 from server.worker.policy import RetryPolicy
 from tests.fakes.provider import ScriptedProvider
@@ -23,28 +25,42 @@ TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
 
 
 @pytest.mark.parametrize(
-    ("environ", "wanted"),
+    ("switch", "environ", "wanted"),
     [
-        ({}, False),
-        ({"OTEL_SERVICE_NAME": "agentq"}, False),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, True),
-        ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4317"}, True),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": " "}, False),
-        ({"AGENTQ_TRACING": "on"}, True),
-        ({"AGENTQ_TRACING": "ON"}, True),
-        ({"AGENTQ_TRACING": "off"}, False),
-        ({"AGENTQ_TRACING": "on", "OTEL_SDK_DISABLED": "true"}, False),
-        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_SDK_DISABLED": "true"}, False),
+        (False, {}, False),
+        (False, {"OTEL_SERVICE_NAME": "agentq"}, False),
+        (False, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317"}, True),
+        (False, {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://collector:4317"}, True),
+        (False, {"OTEL_EXPORTER_OTLP_ENDPOINT": " "}, False),
+        (True, {}, True),
+        (True, {"OTEL_SDK_DISABLED": "true"}, False),
+        (
+            False,
+            {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_SDK_DISABLED": "TRUE"},
+            False,
+        ),
     ],
 )
 def test_tracing_is_on_only_when_an_endpoint_or_the_switch_asks(
-    environ: dict[str, str], wanted: bool
+    switch: bool, environ: dict[str, str], wanted: bool
 ) -> None:
-    assert tracing.wanted(environ) is wanted
+    assert tracing.wanted(switch, environ) is wanted
+
+
+@pytest.mark.parametrize(("value", "on"), [("on", True), ("ON", True), ("off", False), ("", None)])
+def test_the_switch_is_the_setting_agentq_tracing(
+    monkeypatch: pytest.MonkeyPatch, value: str, on: bool | None
+) -> None:
+    monkeypatch.setenv("AGENTQ_TRACING", value)
+    if on is None:
+        with pytest.raises(ValidationError):
+            Settings()
+    else:
+        assert Settings().tracing is on
 
 
 def test_off_nothing_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*tracing.ENDPOINT_VARIABLES, tracing.SWITCH):
+    for name in tracing.ENDPOINT_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     assert tracing.install("serve") is None
     assert not tracing.enabled()
