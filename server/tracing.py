@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -122,22 +122,23 @@ def provider() -> Any:
     return None if _installed is None else _installed.provider
 
 
-@contextlib.contextmanager
+# What every span helper returns when tracing is off: one shared block that does nothing.
+OFF: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+
+
 def span(
     name: str,
     *,
     kind: trace.SpanKind = trace.SpanKind.INTERNAL,
     attributes: Mapping[str, str | int | float | bool] | None = None,
     parent: otel_context.Context | None = None,
-) -> Iterator[trace.Span | None]:
+) -> contextlib.AbstractContextManager[trace.Span | None]:
     """A span of agentq's, current inside the block (under `parent` if given); off, None."""
     if _installed is None:
-        yield None
-        return
-    with _installed.tracer.start_as_current_span(
+        return OFF
+    return _installed.tracer.start_as_current_span(
         name, context=parent, kind=kind, attributes=attributes
-    ) as current:
-        yield current
+    )
 
 
 def message_span(job_id: str) -> contextlib.AbstractContextManager[trace.Span | None]:

@@ -8,7 +8,6 @@ joins that one trace. Off, each helper returns at once.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 from opentelemetry import trace
 
@@ -20,16 +19,16 @@ def _attributes(attempt: Attempt) -> dict[str, str | int]:
     return {"agentq.job_id": attempt.job_id, "agentq.attempt": attempt.number}
 
 
-@contextlib.contextmanager
-def attempt_span(attempt: Attempt, *, claim_started_ns: int) -> Iterator[None]:
+def attempt_span(
+    attempt: Attempt, *, claim_started_ns: int
+) -> contextlib.AbstractContextManager[trace.Span | None]:
     """`job.claim` (from `claim_started_ns` to now), then `job.attempt` around the block.
 
     The claim is a span of its own made after the fact: the traceparent it joins comes
     back with the claim itself.
     """
     if not tracing.enabled():
-        yield
-        return
+        return tracing.OFF
     parent = tracing.context_of(attempt.traceparent)
     attributes = _attributes(attempt)
     tracing.tracer().start_span(
@@ -39,10 +38,9 @@ def attempt_span(attempt: Attempt, *, claim_started_ns: int) -> Iterator[None]:
         attributes=attributes,
         start_time=claim_started_ns,
     ).end()
-    with tracing.span(
+    return tracing.span(
         "job.attempt", kind=trace.SpanKind.CONSUMER, attributes=attributes, parent=parent
-    ):
-        yield
+    )
 
 
 def outcome_span(

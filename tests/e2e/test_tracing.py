@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from agentq.client.models import Job
 from server import tracing
 from tests.e2e import harness
 from tests.e2e.harness import RestThread, ServerThread, token
@@ -109,6 +110,7 @@ def test_a_job_queued_over_grpc_names_its_trace_there_too(traced: Traced) -> Non
         job_id = client.execute(agent.id).job_id
         job = client.wait_finished(job_id)
     assert job.HasField("trace_id")
+    assert Job.from_proto(job).trace_id == job.trace_id  # the SDK's job names it too
     tree = _of_trace(wait_spans(traced.spans, _finished), job.trace_id)
     # No shim: the server's span is the root, and the attempt is under it.
     root = tree.one(GRPC_EXECUTE)
