@@ -94,12 +94,11 @@ def install(process: str, *, switch: bool = False, exporter: Any = None) -> Inst
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
-    resource = Resource.create(
-        {
-            "service.name": os.environ.get("OTEL_SERVICE_NAME") or "agentq",
-            "agentq.process": process,
-        }
-    )
+    # OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES are read here; without a service
+    # name from either, the SDK's `unknown_service` becomes `agentq`.
+    resource = Resource.create({"agentq.process": process})
+    if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": "agentq"}))
     # The sampler comes from OTEL_TRACES_SAMPLER (default: parent-based, always on).
     provider = TracerProvider(resource=resource)
     if exporter is not None:

@@ -158,3 +158,27 @@ async def test_a_recovered_job_is_claimed_again_with_its_traceparent(world: Worl
     attempt = await world.runner(ScriptedProvider()).claim(job.id)
     assert attempt is not None
     assert (attempt.number, attempt.traceparent) == (2, TRACEPARENT)
+
+
+@pytest.mark.parametrize(
+    ("environ", "name"),
+    [
+        ({}, "agentq"),
+        ({"OTEL_SERVICE_NAME": "queue-east"}, "queue-east"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=queue-west,team=ml"}, "queue-west"),
+    ],
+)
+def test_the_service_is_named_agentq_unless_the_otel_variables_name_it(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], name: str
+) -> None:
+    for variable in ("OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES"):
+        monkeypatch.delenv(variable, raising=False)
+    for variable, value in environ.items():
+        monkeypatch.setenv(variable, value)
+    installed = tracing.install("worker", exporter=InMemorySpanExporter())
+    assert installed is not None
+    try:
+        attributes = installed.provider.resource.attributes
+        assert (attributes["service.name"], attributes["agentq.process"]) == (name, "worker")
+    finally:
+        installed.uninstall()
