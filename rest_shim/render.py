@@ -108,7 +108,7 @@ def execute_ack(reply: agent_service_pb2.ExecuteResponse) -> dict[str, Any]:
 
 def job(message: job_pb2.Job) -> dict[str, Any]:
     """A job body, with its result once finished."""
-    return {
+    body = {
         "job_id": message.job_id,
         "agent_id": message.agent_id,
         "status": status_name(message.status),
@@ -121,6 +121,10 @@ def job(message: job_pb2.Job) -> dict[str, Any]:
         "parent_job_id": message.parent_job_id if message.HasField("parent_job_id") else None,
         "depth": message.depth,
     }
+    # Only with tracing on: a vex-api client sees the body it knows.
+    if message.HasField("trace_id"):
+        body["trace_id"] = message.trace_id
+    return body
 
 
 def page(items: list[dict[str, Any]], size: int, next_token: str) -> dict[str, Any]:

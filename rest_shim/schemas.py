@@ -195,6 +195,11 @@ class JobOut(BaseModel):
     attempts: int
     parent_job_id: str | None = Field(description="The job that queued this one, if any.")
     depth: int = Field(description="0 for a top-level job, the parent's depth + 1 for a child.")
+    trace_id: str | None = Field(
+        None,
+        description="The OpenTelemetry trace id of the execution (32 hex digits); present "
+        "only when the server traces.",
+    )
 
 
 class PageMeta(BaseModel):

@@ -8,8 +8,10 @@ import os
 import signal
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from rest_shim.app import create_app
 from rest_shim.loop import event_loop_factory
@@ -53,11 +55,18 @@ class EmbeddedHttpServer(uvicorn.Server):
         return int(self.servers[0].sockets[0].getsockname()[1])
 
 
-def http_server(settings: RestSettings, *, embedded: bool) -> uvicorn.Server:
-    """A uvicorn server for the shim app at AGENTQ_HTTP_ADDR."""
+def http_server(
+    settings: RestSettings, *, embedded: bool, tracer_provider: Any = None
+) -> uvicorn.Server:
+    """A uvicorn server for the shim app at AGENTQ_HTTP_ADDR; traced given a provider."""
     host, port = settings.http_host_port
+    app: ASGIApp = create_app(settings)
+    if tracer_provider is not None:
+        from rest_shim.tracing import traced
+
+        app = traced(app, tracer_provider)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_config=None,
@@ -72,18 +81,18 @@ def http_server(settings: RestSettings, *, embedded: bool) -> uvicorn.Server:
     return EmbeddedHttpServer(config) if embedded else uvicorn.Server(config)
 
 
-def run_rest(settings: RestSettings) -> None:
+def run_rest(settings: RestSettings, *, tracer_provider: Any = None) -> None:
     """Serve the shim until SIGINT/SIGTERM, then stop cleanly (exit status 0).
 
     Raises ListenError when AGENTQ_HTTP_ADDR cannot be listened on.
     """
     with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
-        runner.run(_serve_until_signalled(settings))
+        runner.run(_serve_until_signalled(settings, tracer_provider))
 
 
-async def _serve_until_signalled(settings: RestSettings) -> None:
+async def _serve_until_signalled(settings: RestSettings, tracer_provider: Any) -> None:
     sock = listen_socket(settings)
-    server = http_server(settings, embedded=True)
+    server = http_server(settings, embedded=True, tracer_provider=tracer_provider)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, setattr, server, "should_exit", True)

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_levels: str = ""
     log_format: Literal["text", "json"] = "text"
+    # OpenTelemetry tracing to the OTLP default endpoint; an OTEL_EXPORTER_OTLP_ENDPOINT
+    # turns it on too (server/tracing.py, README.md Tracing).
+    tracing: bool = False
 
     # Screens prompts, agent names and roles for injection attempts (server/prompt_guard.py):
     # `off`, `patterns`, or `judge` (the patterns in the API, then the worker has a safety

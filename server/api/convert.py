@@ -10,6 +10,7 @@ from agentq.v1 import agent_pb2, context_service_pb2, job_pb2
 from server.store.events import EventType, StepKind
 from server.store.models import JobStatus
 from server.store.records import AgentRecord, EventRecord, JobRecord, TurnRecord
+from server.tracing import trace_id_of
 from server.validation import VerificationPrompts
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -96,6 +97,9 @@ def job_message(job: JobRecord) -> job_pb2.Job:
     if job.parent_job_id is not None:
         message.parent_job_id = job.parent_job_id
     message.depth = job.depth
+    trace_id = trace_id_of(job.traceparent)
+    if trace_id is not None:
+        message.trace_id = trace_id
     return message
 
 

@@ -23,6 +23,8 @@ _VERIFY_ENV = (
     "AGENTQ_VERIFY_DEFENDER_PROMPT AGENTQ_VERIFY_JUDGE_PROMPT AGENTQ_VERIFY_REVISER_PROMPT "
     "AGENTQ_SAFETY_JUDGE_PROMPT "
 )
+# Every long-running command reads these (server/tracing.py; README.md, Tracing).
+_TRACE_ENV = "AGENTQ_TRACING OTEL_EXPORTER_OTLP_ENDPOINT (and the SDK's other OTEL_* variables) "
 # Every command that runs jobs reads these (server/worker/history.py).
 _CONTEXT_ENV = "AGENTQ_CONTEXT_MAX_TURNS AGENTQ_CONTEXT_MAX_CHARS "
 _SERVE_ENV = (
@@ -39,13 +41,17 @@ _SERVE_ENV = (
     "AGENTQ_STREAM_POLL_S AGENTQ_STREAM_KEEPALIVE_S AGENTQ_RECOVERY_INTERVAL_S AGENTQ_PROVIDER "
     "AGENTQ_BUILTIN_LATENCY_MS AGENTQ_OPENAI_BASE_URL AGENTQ_OPENAI_API_KEY AGENTQ_OPENAI_MODEL "
     "AGENTQ_OPENAI_TIMEOUT_S AGENTQ_REST_TIMEOUT_S AGENTQ_MAX_BODY_BYTES AGENTQ_CONTEXT_AUTO "
-    "AGENTQ_CONSOLE " + _CONTEXT_ENV + _VERIFY_ENV + _LOG_ENV
+    "AGENTQ_CONSOLE "
+    + _CONTEXT_ENV
+    + _VERIFY_ENV
+    + _TRACE_ENV
+    + _LOG_ENV
 )
 _REST_ENV = (
     "AGENTQ_HTTP_ADDR AGENTQ_GRPC_TARGET AGENTQ_GRPC_ADDR (dialled when AGENTQ_GRPC_TARGET "
     "is unset) AGENTQ_REST_TIMEOUT_S AGENTQ_MAX_BODY_BYTES AGENTQ_STREAM_KEEPALIVE_S "
     "AGENTQ_RATE_TIERS (the tiers the OpenAPI document lists) AGENTQ_CONSOLE (off: no web "
-    "console at /console) " + _LOG_ENV
+    "console at /console) " + _TRACE_ENV + _LOG_ENV
 )
 _WORKER_ENV = (
     "AGENTQ_REDIS_URL (required) AGENTQ_REDIS_NAMESPACE AGENTQ_DATABASE_URL "
@@ -55,7 +61,7 @@ _WORKER_ENV = (
     "AGENTQ_BROKER_HEARTBEAT_TIMEOUT_S AGENTQ_RETENTION_S AGENTQ_CANCEL_POLL_S "
     "AGENTQ_TOKEN_EVENT_INTERVAL_MS AGENTQ_RECOVERY_INTERVAL_S AGENTQ_PROVIDER "
     "AGENTQ_BUILTIN_LATENCY_MS AGENTQ_OPENAI_BASE_URL AGENTQ_OPENAI_API_KEY AGENTQ_OPENAI_MODEL "
-    "AGENTQ_OPENAI_TIMEOUT_S " + _CONTEXT_ENV + _VERIFY_ENV + _LOG_ENV
+    "AGENTQ_OPENAI_TIMEOUT_S " + _CONTEXT_ENV + _VERIFY_ENV + _TRACE_ENV + _LOG_ENV
 )
 _TOKEN_ENV = "VEX_JWT_SECRET (required) AGENTQ_JWT_ISSUER AGENTQ_JWT_AUDIENCE"
 _MIGRATE_ENV = "AGENTQ_DATABASE_URL"
@@ -219,8 +225,14 @@ def _settings_problems(error: Any) -> str:
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
+    from server import tracing
     from server.bootstrap import jwt_secret
     from server.configuration import ConfigurationError
+
+    if args.command in ("serve", "rest", "worker"):
+        # Before any server or channel is made: the gRPC instrumentation wraps their
+        # constructors. Off unless the OTEL_* variables ask for it (README.md, Tracing).
+        tracing.install(args.command, switch=settings.tracing)
 
     if args.command == "serve":
         import asyncio
@@ -237,7 +249,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
         from rest_shim.settings import RestSettings
 
         try:
-            run_rest(RestSettings())
+            run_rest(RestSettings(), tracer_provider=tracing.provider())
         except ListenError as error:
             raise ConfigurationError(str(error)) from None
     elif args.command == "worker":

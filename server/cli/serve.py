@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from rest_shim.loop import event_loop_factory
-from server import logs, orphans
+from server import logs, orphans, tracing
 from server.api.server import start_grpc_server
 from server.banner import dev_banner, interfaces, rest_url
 from server.bootstrap import build_runtime, jwt_secret
@@ -100,7 +100,7 @@ async def _start_rest(settings: Settings, grpc_port: int) -> tuple[Any, asyncio.
         sock = listen_socket(rest_settings)
     except ListenError as error:
         raise ConfigurationError(str(error)) from None
-    http = http_server(rest_settings, embedded=True)
+    http = http_server(rest_settings, embedded=True, tracer_provider=tracing.provider())
     task = asyncio.create_task(http.serve(sockets=[sock]))
     while not http.started:
         if task.done():
@@ -158,6 +158,7 @@ def _work_one(settings: Settings, parent_pid: int | None) -> None:
             settings.log_level, format=settings.log_format, levels=settings.logger_levels
         )
         orphans.stop_with_parent(parent_pid, stop)
+        tracing.install("worker", switch=settings.tracing)  # a spawned child starts without
     runtime = build_runtime(settings, engine_loop=event_loop_factory())
     watch = _watch_redis(settings)
     grace_s: float | None = None

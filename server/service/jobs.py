@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from server import tracing
 from server.auth.principal import Principal
 from server.clock import Clock, utc_now
 from server.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ResourceExhausted
@@ -109,7 +110,8 @@ class JobService:
             # A concurrent twin with the same key committed first: answer with its job.
             job_id, created = await self._queue(tenant, submission)
         if created:
-            self._sender.send(job_id)
+            with tracing.message_span(job_id):
+                self._sender.send(job_id)
         return job_id
 
     async def _queue(self, tenant: str, submission: Submission) -> tuple[str, bool]:
@@ -171,6 +173,8 @@ class JobService:
             max_debate_rounds=spec.max_debate_rounds,
             queued_at=self._clock(),
             parent_job_id=submission.parent_job_id,
+            # The worker's spans join this request's trace (README.md, Tracing).
+            traceparent=tracing.current_traceparent(),
         )
 
     async def _replay(self, tx: Tables, tenant: str, submission: Submission) -> str | None:

@@ -74,6 +74,8 @@ class NewJob:
     queued_at: datetime
     parent_job_id: str | None = None
     depth: int = 0
+    # The submitter's W3C traceparent, when tracing is on (README.md, Tracing).
+    traceparent: str | None = None
 
     @property
     def params(self) -> dict[str, Any]:
@@ -104,6 +106,7 @@ _NEW_JOB: dict[str, ColumnElement[Any]] = {
     "depth": _param("depth"),
     "cancel_requested": false(),
     "event_seq": literal(1),
+    "traceparent": _param("traceparent"),
 }
 
 

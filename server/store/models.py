@@ -156,6 +156,9 @@ class Job(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     # The sequence number of the job's newest event.
     event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    # The W3C traceparent of the request that queued the job, when tracing was on: every
+    # attempt's spans join that trace (README.md, Tracing).
+    traceparent: Mapped[str | None] = mapped_column(String(64))
 
 
 class JobEvent(Base):

@@ -98,6 +98,7 @@ class JobRecord(Record):
     depth: int
     cancel_requested: bool
     event_seq: int
+    traceparent: str | None = None
 
     @property
     def job_status(self) -> JobStatus:

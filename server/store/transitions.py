@@ -65,6 +65,8 @@ class Attempt:
     max_debate_rounds: int = 3
     # JSON of the agent's own verification prompts; None when it has none.
     verification: str | None = None
+    # The submitter's W3C traceparent: the attempt's spans join its trace.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +229,7 @@ def claimed(change: Transition, row: Any) -> Attempt:
         enable_self_correction=_field(row, "enable_self_correction"),
         max_debate_rounds=_field(row, "max_debate_rounds"),
         verification=_field(row, "verification"),
+        traceparent=_field(row, "traceparent"),
     )
 
 
@@ -331,6 +334,7 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
             jobs.c.enable_adversarial,
             jobs.c.enable_self_correction,
             jobs.c.max_debate_rounds,
+            jobs.c.traceparent,
             _of_agent("role"),
             _of_agent("verification"),
         ]

@@ -26,6 +26,7 @@ from server.store.events import EventSpec, EventType, StepKind, StepSpec
 from server.store.transitions import Attempt
 from server.worker.hashes import context_hash
 from server.worker.tokens import TokenBuffer
+from server.worker.traces import call_span
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,10 @@ class AttemptCalls:
         Not `recorded`, the caller records the step itself once it has read the answer
         (a verdict's confidence and evidence go with it).
         """
-        completion = await self._complete(system, prompt, history, shown=shown)
+        with call_span(kind.value, round) as span:
+            completion = await self._complete(system, prompt, history, shown=shown)
+            if span is not None:
+                span.set_attribute("agentq.step.tokens", completion.tokens_used)
         self.spent += completion.tokens_used
         if shown:
             await self._tokens.finish()

@@ -21,9 +21,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
 from server.worker.runner import AttemptRunner, CancelSignal
+from server.worker.traces import attempt_span
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +106,13 @@ class ExecutionEngine:
             if self._closing:
                 await asyncio.to_thread(self._send, job_id)
                 return
+            claim_started_ns = time.time_ns()
             attempt = await self._runner.claim(job_id)
             if attempt is None:
                 return  # a duplicate message: the job runs elsewhere, or here already
             signal = self._running[job_id] = CancelSignal()
-            await self._runner.run(attempt, signal)
+            with attempt_span(attempt, claim_started_ns=claim_started_ns):
+                await self._runner.run(attempt, signal)
         except Exception:
             # The job is still pending (or its attempt recorded): the sweeper has it.
             log.exception("could not run job %s", job_id)

@@ -16,6 +16,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from server import tracing
 from server.clock import Clock, utc_now
 from server.providers.base import Provider, ProviderError
 from server.queue import JobQueue
@@ -36,6 +37,7 @@ from server.worker.history import ContextLimits, load_history
 from server.worker.policy import RetryPolicy
 from server.worker.store import AttemptStore
 from server.worker.tokens import TokenBuffer
+from server.worker.traces import outcome_span
 from server.worker.verification import Plan, RunResult, SafetyRejected, VerifyConfig
 
 __all__ = ["AttemptRunner", "CancelSignal"]
@@ -211,7 +213,8 @@ class AttemptRunner:
                 message,
                 delay,
             )
-            await self._send(attempt.job_id, delay)
+            with tracing.message_span(attempt.job_id):
+                await self._send(attempt.job_id, delay)
 
     async def _fail(self, attempt: Attempt, message: str, *, tokens: int) -> None:
         values = {
@@ -227,15 +230,16 @@ class AttemptRunner:
     async def _cancelled(self, attempt: Attempt) -> None:
         now = self._clock()
         values = {"status": JobStatus.CANCELLED, "completed_at": now}
-        won = await self.store.apply(
-            transitions.finish_attempt(
-                attempt.job_id,
-                token=attempt.token,
-                values=values,
-                event=EventSpec(EventType.CANCELLED),
-                at=now,
+        with outcome_span(attempt, JobStatus.CANCELLED):
+            won = await self.store.apply(
+                transitions.finish_attempt(
+                    attempt.job_id,
+                    token=attempt.token,
+                    values=values,
+                    event=EventSpec(EventType.CANCELLED),
+                    at=now,
+                )
             )
-        )
         if won:
             job_log.log_outcome(attempt, "cancelled")
         else:
@@ -247,20 +251,21 @@ class AttemptRunner:
         self, attempt: Attempt, values: dict[str, Any], event: EventSpec, *, turn: bool = False
     ) -> bool:
         """Record the attempt's outcome; a cancel requested meanwhile wins over it."""
-        won = await self.store.apply(
-            transitions.finish_attempt(
-                attempt.job_id,
-                token=attempt.token,
-                values=values,
-                event=event,
-                at=self._clock(),
-                unless_cancelled=True,
-                turn=turn,
+        # A job given back to the queue (pending again) is being retried.
+        outcome = "retrying" if values["status"] == JobStatus.PENDING else values["status"]
+        with outcome_span(attempt, str(outcome)):
+            won = await self.store.apply(
+                transitions.finish_attempt(
+                    attempt.job_id,
+                    token=attempt.token,
+                    values=values,
+                    event=event,
+                    at=self._clock(),
+                    unless_cancelled=True,
+                    turn=turn,
+                )
             )
-        )
         if won:
-            # A job given back to the queue (pending again) is being retried.
-            outcome = "retrying" if values["status"] == JobStatus.PENDING else values["status"]
             job_log.log_outcome(attempt, str(outcome), error=values.get("last_error"))
             return True
         await self._cancelled(attempt)  # records nothing when the claim itself was lost

@@ -257,12 +257,12 @@ def fake_llm_process(*, delay_s: float, chunks: int = 4) -> Iterator[FakeLLMProc
 class RestThread:
     """The REST shim under uvicorn on a free port, in its own thread, calling `grpc_target`."""
 
-    def __init__(self, grpc_target: str, **overrides: Any) -> None:
+    def __init__(self, grpc_target: str, *, tracer_provider: Any = None, **overrides: Any) -> None:
         from rest_shim.serving import http_server
         from rest_shim.settings import RestSettings
 
         settings = RestSettings(http_addr="127.0.0.1:0", grpc_target=grpc_target, **overrides)
-        self._server = http_server(settings, embedded=True)
+        self._server = http_server(settings, embedded=True, tracer_provider=tracer_provider)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def start(self) -> RestThread:

@@ -174,6 +174,7 @@ class Job(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     PARENT_JOB_ID_FIELD_NUMBER: _builtins.int
     DEPTH_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     """Output only. The job's id, a lowercase hyphenated UUID."""
     agent_id: _builtins.str
@@ -192,6 +193,11 @@ class Job(_message.Message):
     """
     depth: _builtins.int
     """Output only. 0 for a top-level job, the parent's depth + 1 for a child."""
+    trace_id: _builtins.str
+    """Output only. The OpenTelemetry trace id (32 lowercase hex digits) of the
+    execution's trace, from its submit to its final transition; unset when the
+    server that queued the job had tracing off.
+    """
     @_builtins.property
     def result(self) -> Global___AgentJobResult:
         """Output only. The outcome, set once the job is completed or failed."""
@@ -222,19 +228,24 @@ class Job(_message.Message):
         attempts: _builtins.int = ...,
         parent_job_id: _builtins.str | None = ...,
         depth: _builtins.int = ...,
+        trace_id: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_parent_job_id", b"_parent_job_id", "completed_at", b"completed_at", "error", b"error", "parent_job_id", b"parent_job_id", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_parent_job_id", b"_parent_job_id", "_trace_id", b"_trace_id", "completed_at", b"completed_at", "error", b"error", "parent_job_id", b"parent_job_id", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "trace_id", b"trace_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_parent_job_id", b"_parent_job_id", "agent_id", b"agent_id", "attempts", b"attempts", "completed_at", b"completed_at", "depth", b"depth", "error", b"error", "job_id", b"job_id", "parent_job_id", b"parent_job_id", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_error", b"_error", "_parent_job_id", b"_parent_job_id", "_trace_id", b"_trace_id", "agent_id", b"agent_id", "attempts", b"attempts", "completed_at", b"completed_at", "depth", b"depth", "error", b"error", "job_id", b"job_id", "parent_job_id", b"parent_job_id", "queued_at", b"queued_at", "result", b"result", "started_at", b"started_at", "status", b"status", "trace_id", b"trace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__error: _TypeAlias = _typing.Literal["error"]  # noqa: Y015
     _WhichOneofArgType__error: _TypeAlias = _typing.Literal["_error", b"_error"]  # noqa: Y015
     _WhichOneofReturnType__parent_job_id: _TypeAlias = _typing.Literal["parent_job_id"]  # noqa: Y015
     _WhichOneofArgType__parent_job_id: _TypeAlias = _typing.Literal["_parent_job_id", b"_parent_job_id"]  # noqa: Y015
+    _WhichOneofReturnType__trace_id: _TypeAlias = _typing.Literal["trace_id"]  # noqa: Y015
+    _WhichOneofArgType__trace_id: _TypeAlias = _typing.Literal["_trace_id", b"_trace_id"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__error) -> _WhichOneofReturnType__error | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__parent_job_id) -> _WhichOneofReturnType__parent_job_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__trace_id) -> _WhichOneofReturnType__trace_id | None: ...
 
 Global___Job: _TypeAlias = Job  # noqa: Y015
 

@@ -160,6 +160,8 @@ class Job(_Record):
     completed_at: datetime | None
     parent_job_id: str | None
     depth: int
+    # The OpenTelemetry trace of the execution, when the server traces (README.md, Tracing).
+    trace_id: str | None = None
 
     @classmethod
     def from_proto(cls, job: job_pb2.Job) -> Job:
@@ -176,6 +178,7 @@ class Job(_Record):
             completed_at=_time(job, "completed_at"),
             parent_job_id=_optional(job, "parent_job_id"),
             depth=job.depth,
+            trace_id=_optional(job, "trace_id"),
         )
 
     @property
