@@ -52,6 +52,11 @@ ACCESS: dict[str, Access] = {
     # A context is made of jobs' turns: reading and deleting it are reading and changing jobs.
     "/agentq.v1.ContextService/GetContext": Access(_CALLERS, "jobs:read"),
     "/agentq.v1.ContextService/DeleteContext": Access(_CALLERS, "jobs:write"),
+    # Self-service keys (README, Self-service API keys): what may mint keys may do more
+    # than its scope says, so an `agent` may not, whatever its scopes.
+    "/agentq.v1.ApiKeyService/CreateKey": Access(_WRITERS, "keys:write"),
+    "/agentq.v1.ApiKeyService/ListKeys": Access(_WRITERS, "keys:write"),
+    "/agentq.v1.ApiKeyService/DeleteKey": Access(_WRITERS, "keys:write"),
     "/agentq.v1.TokenService/CreateToken": Access(None, None),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access(None, None),
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access(None, None),

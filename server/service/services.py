@@ -9,6 +9,7 @@ from server.service.access import AccessService
 from server.service.agents import AgentService
 from server.service.contexts import ContextService
 from server.service.jobs import JobService
+from server.service.own_keys import OwnKeys
 from server.service.system import SystemService
 from server.store.store import Store
 
@@ -22,6 +23,7 @@ class Services:
     contexts: ContextService
     system: SystemService
     access: AccessService
+    own_keys: OwnKeys
     store: Store
     sender: MessageSender
 
