@@ -100,7 +100,8 @@ def _readings(owner: Owner, level: Level, now: float, extra: int) -> list[_Readi
         if size is not None:
             end = (math.floor(now / window) + 1) * window
             left = size - count + extra
-            readings.append(_Reading(size, left, end, f"{size} requests per {name}", who))
+            what = f"{size} request{'' if size == 1 else 's'} per {name}"
+            readings.append(_Reading(size, left, end, what, who))
     return readings
 
 
