@@ -12,13 +12,15 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 from pydantic import SecretStr
 
 from agentq.v1 import job_service_pb2 as jobs_pb
 from agentq.v1 import job_service_pb2_grpc as jobs_grpc
 from server.settings import Settings
 from tests.e2e import own_keys_helpers
-from tests.e2e.access_helpers import ADMIN_TOKEN, INVALID_KEY, create_key, parse_time
+from tests.e2e.access_helpers import ADMIN_TOKEN, INVALID_KEY, admin_header, create_key, parse_time
 from tests.e2e.harness import ServerThread, token
 from tests.e2e.own_keys_helpers import (
     TIERS,
@@ -197,6 +199,16 @@ def test_a_key_of_its_own_tier_is_held_to_it_and_the_headers_report_that_limit(
         ("3", "1"),
         ("3", "0"),
     ]
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.ListJobs(jobs_pb.ListJobsRequest(), metadata=(("x-api-key", for_grpc.body["key"]),))
+    status = rpc_status.from_call(raised.value)  # type: ignore[arg-type]
+    assert status is not None and raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    [quota] = [d for d in status.details if d.Is(error_details_pb2.QuotaFailure.DESCRIPTOR)]
+    failure = error_details_pb2.QuotaFailure()
+    quota.Unpack(failure)
+    [violation] = failure.violations
+    assert violation.subject == f"apikey:{for_grpc.body['id']}"
+    assert violation.description == "3 requests per minute"
     # The tenant's other callers are not held back by the key's tier.
     assert _use(http, manager).status_code == 200
 
@@ -220,3 +232,26 @@ def test_across_servers_on_redis_a_keys_minute_is_shared(scaled_settings: Settin
             for i in range(6)
         ]
     assert statuses == [200, 200, 200, 429, 429, 429]
+
+
+def test_the_admin_api_gives_a_key_a_tier_and_shows_a_tiers_windows(http: httpx.Client) -> None:
+    made = create_key(http, "planned", ["jobs:read"], tier="three-a-minute")
+    assert made["tier"] == "three-a-minute"
+    unknown = http.post(
+        "/admin/api-keys",
+        json={"tenant_id": "planned", "name": "x", "scopes": ["jobs:read"], "tier": "gold"},
+        headers=admin_header(),
+    )
+    assert unknown.status_code == 422
+    assert unknown.json()["error"]["message"] == f"Invalid tier: 'gold'. Valid: {sorted(TIERS)}"
+
+    limits = http.put(
+        "/admin/tenants/planned/limits", json={"tier": "starter"}, headers=admin_header()
+    )
+
+    assert limits.status_code == 200, limits.text
+    body = limits.json()
+    assert (body["tier"], body["per_minute"], body["per_day"]) == ("starter", 60, 10_000)
+    assert (body["rate_per_second"], body["burst"]) == (1.0, 60)
+    plain = http.get("/admin/tenants/other/limits", headers=admin_header()).json()
+    assert (plain["per_minute"], plain["per_day"]) == (None, None)
