@@ -165,7 +165,7 @@ def unknown_id() -> str:
     return str(uuid.uuid4())
 
 
-def clear_of_a_minute_end(margin_s: float = 6) -> None:
+def clear_of_a_minute_end(margin_s: float = 10) -> None:
     """Wait, if need be, until a new clock minute has begun, so that a test of a minute's
     window does not see the window roll over halfway through.
     """
