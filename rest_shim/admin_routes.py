@@ -53,6 +53,7 @@ def create_api_key(body: CreateApiKeyBody) -> admin_pb.CreateApiKeyRequest:
         role=body.role,
         scopes=body.scopes,
         lifetime_seconds=None if lifetime is None else int64(lifetime),
+        tier=body.tier,
     )
 
 

@@ -16,6 +16,7 @@ from rest_shim.backend import Backend
 from rest_shim.credential_size import CredentialSizeMiddleware
 from rest_shim.event_routes import EVENTS
 from rest_shim.hot_routes import HotRoutesMiddleware
+from rest_shim.key_routes import KEYS
 from rest_shim.middleware import RequestContextMiddleware
 from rest_shim.routes import API
 from rest_shim.rules import documented, one_of
@@ -23,7 +24,7 @@ from rest_shim.settings import RestSettings
 from rest_shim.table import fastapi_router
 
 # The route table: every route, declared once, for FastAPI and the fast lane alike.
-ROUTES = (*API, *EVENTS, *ADMIN)
+ROUTES = (*API, *EVENTS, *KEYS, *ADMIN)
 # Where the files of the interactive docs (Swagger UI, ReDoc) are served.
 DOCS_ASSETS = "/docs/assets"
 
@@ -82,8 +83,9 @@ def _finish_document(document: dict[str, Any], *, tiers: tuple[str, ...]) -> Non
     """Complete the OpenAPI document FastAPI built (and caches) before it is first served."""
     # The tiers are configuration, not a type: the configured ones are the values a
     # tenant's tier may take.
-    properties = document["components"]["schemas"]["TenantLimitsBody"]["properties"]
-    properties["tier"] |= documented(one_of(tiers), nullable=True).json_schema or {}
+    for body in ("TenantLimitsBody", "CreateApiKeyBody", "CreateKeyBody"):
+        properties = document["components"]["schemas"][body]["properties"]
+        properties["tier"] |= documented(one_of(tiers), nullable=True).json_schema or {}
     _integer_bounds(document)
 
 

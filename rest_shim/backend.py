@@ -13,6 +13,7 @@ from starlette.responses import Response
 from agentq.v1 import (
     admin_service_pb2_grpc,
     agent_service_pb2_grpc,
+    api_key_service_pb2_grpc,
     context_service_pb2_grpc,
     event_service_pb2_grpc,
     job_service_pb2_grpc,
@@ -69,6 +70,7 @@ class Backend:
         self._timeout_s = timeout_s
         self._stubs: dict[str, Any] = {
             "AgentService": agent_service_pb2_grpc.AgentServiceStub(self._channel),
+            "ApiKeyService": api_key_service_pb2_grpc.ApiKeyServiceStub(self._channel),
             "JobService": job_service_pb2_grpc.JobServiceStub(self._channel),
             "ContextService": context_service_pb2_grpc.ContextServiceStub(self._channel),
             "EventService": event_service_pb2_grpc.EventServiceStub(self._channel),

@@ -12,6 +12,7 @@ from agentq.v1 import (
     admin_service_pb2,
     agent_pb2,
     agent_service_pb2,
+    api_key_service_pb2,
     context_service_pb2,
     job_pb2,
     job_service_pb2,
@@ -243,6 +244,7 @@ def api_key(message: admin_service_pb2.ApiKey) -> dict[str, Any]:
         "last_used_at": _time_or_none(message, "last_used_at"),
         "expires_at": _time_or_none(message, "expires_at"),
         "revoked_at": _time_or_none(message, "revoked_at"),
+        "tier": message.tier if message.HasField("tier") else None,
     }
 
 
@@ -256,6 +258,11 @@ def api_keys(reply: admin_service_pb2.ListApiKeysResponse) -> dict[str, Any]:
     return {"data": [api_key(k) for k in reply.api_keys]}
 
 
+def api_key_page(reply: api_key_service_pb2.ListKeysResponse) -> dict[str, Any]:
+    """A page of the caller's tenant's API keys' metadata."""
+    return page([api_key(k) for k in reply.api_keys], reply.page_size, reply.next_page_token)
+
+
 def limits(message: admin_service_pb2.TenantLimits) -> dict[str, Any]:
     """A tenant's limits; a negative cap on the wire means none."""
     cap = message.max_unfinished_jobs
@@ -265,6 +272,8 @@ def limits(message: admin_service_pb2.TenantLimits) -> dict[str, Any]:
         "rate_per_second": message.rate_per_second,
         "burst": message.burst,
         "max_unfinished_jobs": cap if cap >= 0 else None,
+        "per_minute": message.per_minute if message.HasField("per_minute") else None,
+        "per_day": message.per_day if message.HasField("per_day") else None,
     }
 
 

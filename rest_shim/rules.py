@@ -31,9 +31,9 @@ MAX_TENANT_CHARS = 255
 MAX_KEY_NAME_CHARS = 100
 ROLES = ("admin", "user", "agent")
 INVALID_ROLE = f"Invalid role: must be one of {', '.join(ROLES)}"
-SCOPES = ("agents:read", "agents:write", "jobs:read", "jobs:write")
+SCOPES = ("agents:read", "agents:write", "jobs:read", "jobs:write", "keys:write")
 MAX_LIFETIME_S = 10 * 365 * 86400
-DEFAULT_TIERS = ("free", "standard", "unlimited")
+DEFAULT_TIERS = ("free", "standard", "unlimited", "starter", "pro")
 
 _NO_NUL = "^[^\\x00]*$"
 

@@ -290,6 +290,9 @@ class CreateApiKeyBody(BaseModel):
     lifetime_seconds: Annotated[
         Integer | None, documented(rules.integer(1, rules.MAX_LIFETIME_S), nullable=True)
     ] = Field(None, description="Unset for a key that never expires.")
+    tier: Annotated[
+        StrictStr | None, documented(rules.one_of(rules.DEFAULT_TIERS), nullable=True)
+    ] = Field(None, description="A rate-limit tier of the key's own, besides its tenant's.")
 
 
 class ApiKeyOut(BaseModel):
@@ -305,6 +308,7 @@ class ApiKeyOut(BaseModel):
     last_used_at: str | None
     expires_at: str | None
     revoked_at: str | None
+    tier: str | None = Field(description="The key's own rate-limit tier; null for none.")
 
 
 class CreatedApiKeyOut(ApiKeyOut):
@@ -317,6 +321,13 @@ class ApiKeyList(BaseModel):
     """API keys, newest first."""
 
     data: list[ApiKeyOut]
+
+
+class ApiKeyPage(BaseModel):
+    """A page of the caller's tenant's API keys, newest first."""
+
+    data: list[ApiKeyOut]
+    meta: PageMeta
 
 
 class TenantLimitsBody(BaseModel):
@@ -339,6 +350,8 @@ class TenantLimitsOut(BaseModel):
     rate_per_second: float
     burst: int
     max_unfinished_jobs: int | None = Field(description="null when no cap applies.")
+    per_minute: int | None = Field(description="Requests per clock minute; null: none.")
+    per_day: int | None = Field(description="Requests per day (UTC); null: none.")
 
 
 class TokenOut(BaseModel):

@@ -25,6 +25,7 @@ from server.service.agents import AgentService
 from server.service.contexts import ContextService
 from server.service.event_log import EventLogService
 from server.service.jobs import JobService
+from server.service.own_keys import OwnKeys
 from server.service.recovery import Recovery, RecoveryThread
 from server.service.services import Services
 from server.service.system import SystemService
@@ -123,6 +124,14 @@ class Runtime:
         sender = MessageSender(self.queue)
         page_tokens = PageTokens(page_token_key(settings))
         prompt_guard = PromptGuard(settings.prompt_guard)
+        access = AccessService(
+            store,
+            pepper=api_key_pepper(settings),
+            tiers=settings.rate_tiers,
+            default_tier=settings.default_tier,
+            max_unfinished_jobs=settings.max_unfinished_jobs,
+            token_lifetime_s=settings.token_ttl_s,
+        )
         return Services(
             agents=AgentService(store, page_tokens=page_tokens, prompt_guard=prompt_guard),
             jobs=JobService(
@@ -137,14 +146,8 @@ class Runtime:
             contexts=ContextService(store, page_tokens=page_tokens),
             events=EventLogService(store, page_tokens=page_tokens),
             system=SystemService(db, db_type=settings.db_type),
-            access=AccessService(
-                store,
-                pepper=api_key_pepper(settings),
-                tiers=settings.rate_tiers,
-                default_tier=settings.default_tier,
-                max_unfinished_jobs=settings.max_unfinished_jobs,
-                token_lifetime_s=settings.token_ttl_s,
-            ),
+            access=access,
+            own_keys=OwnKeys(access, store, page_tokens),
             store=store,
             sender=sender,
         )

@@ -69,12 +69,19 @@ class ResourceExhausted(AgentQError):
     """A rate limit or a cap was hit; the client may retry after `retry_after_s`."""
 
     def __init__(
-        self, message: str, *, retry_after_s: int, subject: str = "", limit: str = ""
+        self,
+        message: str,
+        *,
+        retry_after_s: int,
+        subject: str = "",
+        limit: str = "",
+        tenant_id: str | None = None,
     ) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
-        self.subject = subject  # who hit the quota, e.g. "tenant:acme"
+        self.subject = subject  # who hit the quota, e.g. "tenant:acme" or "apikey:<id>"
         self.limit = limit  # which quota, in words
+        self.tenant_id = tenant_id  # the caller's tenant, for the access log
 
 
 class Unavailable(AgentQError):

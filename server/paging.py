@@ -9,7 +9,7 @@ import hmac
 import json
 import secrets
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
@@ -106,6 +106,22 @@ class PageTokens:
         if cursor is None:
             raise _invalid()
         return cursor
+
+    async def fetch_page(
+        self,
+        *,
+        size: int | None,
+        token: str,
+        scope: str,
+        fetch: Callable[[Cursor | None, int], Awaitable[Sequence[Row]]],
+        cursor: Callable[[Row], Cursor],
+    ) -> Page[Row]:
+        """The page a request asks for: its size checked, its token read, `fetch(after,
+        limit)` asked for one row more than the page holds.
+        """
+        limit = page_size(size)
+        rows = await fetch(self.decode(token, scope=scope), limit + 1)
+        return self.page_of(rows, limit=limit, scope=scope, cursor=cursor)
 
     def page_of(
         self, rows: Sequence[Row], *, limit: int, scope: str, cursor: Callable[[Row], Cursor]

@@ -21,6 +21,7 @@ def key_message(row: ApiKeyRecord) -> pb.ApiKey:
         scopes=row.scopes.split(),
         prefix=row.prefix,
         created_at=timestamp(row.created_at),
+        tier=row.tier,
     )
     for field in ("last_used_at", "expires_at", "revoked_at"):
         value = getattr(row, field)
@@ -39,6 +40,8 @@ def limits_message(limits: Limits) -> pb.TenantLimits:
         max_unfinished_jobs=-1
         if limits.max_unfinished_jobs is None
         else limits.max_unfinished_jobs,
+        per_minute=limits.tier.per_minute,
+        per_day=limits.tier.per_day,
     )
 
 
@@ -57,6 +60,7 @@ class AdminServicer(pb_grpc.AdminServiceServicer):
             role=request.role or "user",
             scopes=list(request.scopes),
             lifetime_s=request.lifetime_seconds if request.HasField("lifetime_seconds") else None,
+            tier=request.tier if request.HasField("tier") else None,
         )
         row, key = await self._access.create_key(new)
         return pb.CreateApiKeyResponse(api_key=key_message(row), key=key)

@@ -130,7 +130,9 @@ class Guard:
         tier = self._access.cached_tier(principal.tenant_id)
         if tier is None:
             tier = await self._access.tier_of(principal.tenant_id)
-        decision = await self._limiter.take(principal.tenant_id, tier)
+        key = await self._access.key_limits(principal.api_key_id)
+        decision = await self._limiter.take(principal.tenant_id, tier, key)
+        # The headers report the tightest limit in force (README, Access control).
         admission.trailers += [
             ("x-ratelimit-limit", str(decision.limit)),
             ("x-ratelimit-remaining", str(decision.remaining)),
@@ -140,8 +142,9 @@ class Guard:
             raise ResourceExhausted(
                 TOO_MANY,
                 retry_after_s=decision.retry_after_s,
-                subject=f"tenant:{principal.tenant_id}",
-                limit=f"{tier.burst} requests at once, refilled at {tier.rate:g} per second",
+                subject=decision.subject,
+                limit=decision.description,
+                tenant_id=principal.tenant_id,
             )
         admission.principal = principal
 
@@ -384,8 +387,8 @@ def _tenant(admission: Admission, error: Exception | None) -> str | None:
     """The caller's tenant, once known: admitted, or refused by its tenant's rate limit."""
     if admission.principal is not None:
         return admission.principal.tenant_id
-    if isinstance(error, ResourceExhausted) and error.subject.startswith("tenant:"):
-        return error.subject.removeprefix("tenant:")
+    if isinstance(error, ResourceExhausted) and error.tenant_id is not None:
+        return error.tenant_id
     return None
 
 

@@ -57,6 +57,11 @@ ACCESS: dict[str, Access] = {
     "/agentq.v1.EventService/ListEvents": Access(_CALLERS, "jobs:read"),
     "/agentq.v1.EventService/GetEvent": Access(_CALLERS, "jobs:read"),
     "/agentq.v1.EventService/CreateEvent": Access(_CALLERS, "jobs:write"),
+    # Self-service keys (README, Self-service API keys): what may mint keys may do more
+    # than its scope says, so an `agent` may not, whatever its scopes.
+    "/agentq.v1.ApiKeyService/CreateKey": Access(_WRITERS, "keys:write"),
+    "/agentq.v1.ApiKeyService/ListKeys": Access(_WRITERS, "keys:write"),
+    "/agentq.v1.ApiKeyService/DeleteKey": Access(_WRITERS, "keys:write"),
     "/agentq.v1.TokenService/CreateToken": Access(None, None),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access(None, None),
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access(None, None),

@@ -15,6 +15,8 @@ from agentq.v1 import (
     admin_service_pb2_grpc,
     agent_service_pb2,
     agent_service_pb2_grpc,
+    api_key_service_pb2,
+    api_key_service_pb2_grpc,
     context_service_pb2,
     context_service_pb2_grpc,
     event_service_pb2,
@@ -29,6 +31,7 @@ from agentq.v1 import (
 from server.api import policy
 from server.api.admin import AdminServicer
 from server.api.agents import AgentServicer
+from server.api.api_keys import ApiKeyServicer
 from server.api.contexts import ContextServicer
 from server.api.credential_size import MAX_METADATA_BYTES
 from server.api.events import EventServicer
@@ -50,6 +53,7 @@ _FILES = (
     system_service_pb2.DESCRIPTOR,
     admin_service_pb2.DESCRIPTOR,
     token_service_pb2.DESCRIPTOR,
+    api_key_service_pb2.DESCRIPTOR,
 )
 SERVICE_NAMES = tuple(
     service.full_name for file in _FILES for service in file.services_by_name.values()
@@ -129,6 +133,7 @@ def _bind(
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(services.access), server
     )
+    api_key_service_pb2_grpc.add_ApiKeyServiceServicer_to_server(ApiKeyServicer(services), server)
     issuer = TokenIssuer(secret=secret, issuer=settings.jwt_issuer, lifetime_s=settings.token_ttl_s)
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(issuer), server)
 

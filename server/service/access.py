@@ -16,20 +16,30 @@ from datetime import UTC, datetime, timedelta
 from server.auth.principal import ROLES, Principal, is_tenant_id
 from server.auth.tokens import LEEWAY_S, mint_token
 from server.clock import Clock, utc_now
-from server.errors import FieldViolation, InvalidArgument, NotFound, Unauthenticated
+from server.errors import (
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+)
 from server.ratelimit import Tier
 from server.store.records import ApiKeyRecord, LimitRecord
 from server.store.store import Store
 
-SCOPES = ("agents:read", "agents:write", "jobs:read", "jobs:write")
+# `keys:write` manages the tenant's own keys (ApiKeyService); see README, Self-service API keys.
+SCOPES = ("agents:read", "agents:write", "jobs:read", "jobs:write", "keys:write")
 KEY_PREFIX = "agq_"
 INVALID_KEY = "Invalid API key"
+SCOPE_NOT_HELD = "Cannot grant scope(s) the caller does not hold"
 MAX_LIFETIME_S = 10 * 365 * 86400
 # How stale the set of revoked keys may be: a token exchanged for a key is refused
 # this soon after the key's revocation, on every replica.
 REVOCATION_REFRESH_S = 0.5
 # last_used_at is written at most this often per key, not on every request.
 TOUCH_EVERY = timedelta(seconds=60)
+# Keys whose own tier (immutable) a replica remembers; forgotten all at once past this.
+KEY_TIER_CACHE = 10_000
 
 
 @dataclass(frozen=True)
@@ -37,10 +47,14 @@ class NewKey:
     """An API key to create."""
 
     tenant_id: str
-    name: str
+    name: str | None  # None: the key's prefix names it
     role: str
     scopes: Sequence[str]
     lifetime_s: int | None
+    # When it expires, for callers that name the time rather than a lifetime.
+    expires_at: datetime | None = None
+    # The key's own rate-limit tier, besides its tenant's; None for none.
+    tier: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,12 +77,17 @@ def check_tenant(tenant_id: str) -> str:
     return tenant_id
 
 
-def _check_key_request(new: NewKey) -> list[str]:
+def tier_violation(tier: str, tiers: Mapping[str, Tier]) -> FieldViolation:
+    """The error of a tier that is not configured."""
+    return FieldViolation("tier", f"Invalid tier: {tier!r}. Valid: {sorted(tiers)}")
+
+
+def _check_key_request(new: NewKey, tiers: Mapping[str, Tier], now: datetime) -> list[str]:
     violations: list[tuple[str, str]] = []
     if not is_tenant_id(new.tenant_id):
         violations.append(("tenant_id", _BAD_TENANT))
-    name = new.name.strip()
-    if not 1 <= len(name) <= 100 or "\x00" in name:
+    name = None if new.name is None else new.name.strip()
+    if name is not None and (not 1 <= len(name) <= 100 or "\x00" in name):
         message = "Invalid name: must be 1 to 100 characters after trimming, without NUL"
         violations.append(("name", message))
     if new.role not in ROLES:
@@ -79,8 +98,16 @@ def _check_key_request(new: NewKey) -> list[str]:
     if new.lifetime_s is not None and not 1 <= new.lifetime_s <= MAX_LIFETIME_S:
         message = f"Invalid lifetime_seconds: must be between 1 and {MAX_LIFETIME_S}"
         violations.append(("lifetime_seconds", message))
-    if violations:
-        raise InvalidArgument([FieldViolation(f, d) for f, d in violations])
+    if new.expires_at is not None and new.expires_at <= now:
+        violations.append(("expires_at", "Invalid expires_at: must be in the future"))
+    elif new.expires_at is not None and new.expires_at > now + timedelta(seconds=MAX_LIFETIME_S):
+        message = f"Invalid expires_at: must be at most {MAX_LIFETIME_S} seconds ahead"
+        violations.append(("expires_at", message))
+    found = [FieldViolation(f, d) for f, d in violations]
+    if new.tier is not None and new.tier not in tiers:
+        found.append(tier_violation(new.tier, tiers))
+    if found:
+        raise InvalidArgument(found)
     return list(dict.fromkeys(new.scopes))
 
 
@@ -112,29 +139,41 @@ class AccessService:
         self._ended: set[str] = set()
         self._ended_read_at = -math.inf
         self._ended_lock = asyncio.Lock()
+        self._key_tiers: dict[str, str | None] = {}
 
     def digest(self, key: str) -> str:
         """HMAC-SHA256 of a key with the pepper: what is stored instead of the key."""
         return hmac.new(self._pepper, key.encode("utf-8"), hashlib.sha256).hexdigest()
 
-    async def create_key(self, new: NewKey) -> tuple[ApiKeyRecord, str]:
-        """Store a new key's digest and return its row and the key, shown this once."""
-        scopes = _check_key_request(new)
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
+    async def create_key(
+        self, new: NewKey, *, held: frozenset[str] | None = None
+    ) -> tuple[ApiKeyRecord, str]:
+        """Store a new key's digest and return its row and the key, shown this once.
+
+        `held`: the scopes of a caller that may grant only those (self-service), checked
+        after the field rules; None for the operator, who may grant any.
+        """
         now = self._clock()
-        expires = now + timedelta(seconds=new.lifetime_s) if new.lifetime_s else None
+        scopes = _check_key_request(new, self._tiers, now)
+        wider = [scope for scope in scopes if held is not None and scope not in held]
+        if wider:
+            raise PermissionDenied(f"{SCOPE_NOT_HELD}: {wider}")
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        expires = now + timedelta(seconds=new.lifetime_s) if new.lifetime_s else new.expires_at
+        prefix = key[: len(KEY_PREFIX) + 4]
         row = ApiKeyRecord(
             id=str(uuid.uuid4()),
             tenant_id=new.tenant_id,
-            name=new.name.strip(),
+            name=prefix if new.name is None else new.name.strip(),
             role=new.role,
             scopes=" ".join(scopes),
             digest=self.digest(key),
-            prefix=key[: len(KEY_PREFIX) + 4],
+            prefix=prefix,
             created_at=now,
             last_used_at=None,
             expires_at=expires,
             revoked_at=None,
+            tier=new.tier,
         )
         await self._store.api_keys.add(row)
         return row, key
@@ -145,14 +184,16 @@ class AccessService:
             check_tenant(tenant_id)
         return await self._store.api_keys.all(tenant_id=tenant_id)
 
-    async def revoke_key(self, key_id: str) -> None:
-        """Revoke a key; checked on every request, so every replica refuses it at once.
+    async def revoke_key(self, key_id: str, *, tenant_id: str | None = None) -> None:
+        """Revoke a key (of `tenant_id` only, when given: another's is not found); checked
+        on every request, so every replica refuses it at once.
 
         Tokens exchanged for it are refused too: at once here, and within
         REVOCATION_REFRESH_S on other replicas (`has_ended`).
         """
         async with self._store.transaction() as tx:
-            if await tx.api_keys.get(key_id) is None:
+            row = await tx.api_keys.get(key_id)
+            if row is None or tenant_id not in (None, row.tenant_id):
                 raise NotFound("API key not found")
             await tx.api_keys.revoke(key_id, at=self._clock())
         self._ended.add(key_id)
@@ -189,6 +230,7 @@ class AccessService:
         )
         if not live or row is None:
             raise Unauthenticated(INVALID_KEY)
+        self._remember_tier(row.id, row.tier)
         if row.last_used_at is None or row.last_used_at < now - TOUCH_EVERY:
             await self._store.api_keys.touch(row.id, now=now, older_than=now - TOUCH_EVERY)
         return Principal(
@@ -199,6 +241,24 @@ class AccessService:
             api_key_id=row.id,
             key_expires_at=row.expires_at,
         )
+
+    def _remember_tier(self, key_id: str, tier: str | None) -> None:
+        if len(self._key_tiers) >= KEY_TIER_CACHE:
+            self._key_tiers.clear()
+        self._key_tiers[key_id] = tier
+
+    async def key_limits(self, key_id: str | None) -> tuple[str, Tier] | None:
+        """The key's id and own tier, when the caller used a key (or a token made from
+        one) that has a tier; a key's tier never changes, so it is read once per replica.
+        """
+        if key_id is None:
+            return None
+        if key_id not in self._key_tiers:
+            row = await self._store.api_keys.get(key_id)
+            self._remember_tier(key_id, None if row is None else row.tier)
+        tier = self._key_tiers[key_id]
+        # A tier the operator has since removed from the configuration limits nothing.
+        return None if tier is None or tier not in self._tiers else (key_id, self._tiers[tier])
 
     async def limits(self, tenant_id: str) -> Limits:
         """The limits in force for a tenant: its overrides, else the defaults."""
@@ -211,8 +271,7 @@ class AccessService:
         """Change a tenant's tier and/or cap; the rest stays."""
         check_tenant(tenant_id)
         if tier is not None and tier not in self._tiers:
-            message = f"Invalid tier: {tier!r}. Valid: {sorted(self._tiers)}"
-            raise InvalidArgument.field("tier", message)
+            raise InvalidArgument([tier_violation(tier, self._tiers)])
         if max_unfinished is not None and max_unfinished < 0:
             message = "Invalid max_unfinished_jobs: must be 0 or more"
             raise InvalidArgument.field("max_unfinished_jobs", message)

@@ -10,6 +10,7 @@ from server.service.agents import AgentService
 from server.service.contexts import ContextService
 from server.service.event_log import EventLogService
 from server.service.jobs import JobService
+from server.service.own_keys import OwnKeys
 from server.service.system import SystemService
 from server.store.store import Store
 
@@ -24,6 +25,7 @@ class Services:
     events: EventLogService
     system: SystemService
     access: AccessService
+    own_keys: OwnKeys
     store: Store
     sender: MessageSender
 

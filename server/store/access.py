@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import Select, bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from server.paging import Cursor
 from server.store.database import Statements
+from server.store.pages import newest_first
 from server.store.records import ApiKeyRecord, LimitRecord
 from server.store.tables import api_keys, tenant_limits
 
@@ -18,6 +22,14 @@ _KEY_BY_ID = select(*_KEY_COLUMNS).where(api_keys.c.id == bindparam("id"))
 _NEWEST_FIRST = (api_keys.c.created_at.desc(), api_keys.c.id.desc())
 _ALL_KEYS = select(*_KEY_COLUMNS).order_by(*_NEWEST_FIRST)
 _TENANT_KEYS = _ALL_KEYS.where(api_keys.c.tenant_id == bindparam("tenant_id"))
+
+
+@functools.cache
+def _tenant_page(after: bool) -> Select[Any]:
+    of_tenant = select(*_KEY_COLUMNS).where(api_keys.c.tenant_id == bindparam("tenant_id"))
+    return newest_first(of_tenant, api_keys.c.created_at, api_keys.c.id, after=after)
+
+
 _ENDED_SINCE = select(api_keys.c.id).where(
     or_(
         api_keys.c.revoked_at >= bindparam("since", type_=api_keys.c.revoked_at.type),
@@ -94,6 +106,14 @@ class ApiKeys:
             rows = await self._run.all(_ALL_KEYS)
         else:
             rows = await self._run.all(_TENANT_KEYS, {"tenant_id": tenant_id})
+        return [ApiKeyRecord.of(row) for row in rows]
+
+    async def page(self, tenant_id: str, *, after: Cursor | None, limit: int) -> list[ApiKeyRecord]:
+        """Up to `limit` keys of the tenant, newest first, strictly after `after`."""
+        params: dict[str, Any] = {"tenant_id": tenant_id, "limit": limit}
+        if after is not None:
+            params.update(after_at=after.at, after_id=after.id)
+        rows = await self._run.all(_tenant_page(after is not None), params)
         return [ApiKeyRecord.of(row) for row in rows]
 
     async def revoke(self, key_id: str, *, at: datetime) -> None:

@@ -284,6 +284,8 @@ class ApiKey(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The key's own rate-limit tier, applied besides its tenant's; NULL for none.
+    tier: Mapped[str | None] = mapped_column(String(64))
 
 
 class TenantLimit(Base):

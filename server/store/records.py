@@ -165,6 +165,7 @@ class ApiKeyRecord(Record):
     last_used_at: datetime | None
     expires_at: datetime | None
     revoked_at: datetime | None
+    tier: str | None  # the key's own rate-limit tier, besides its tenant's
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,6 +71,15 @@ API_KEY_FIELDS = {
     "last_used_at",
     "expires_at",
     "revoked_at",
+    "tier",
 }
-LIMITS_FIELDS = {"tenant_id", "tier", "rate_per_second", "burst", "max_unfinished_jobs"}
+LIMITS_FIELDS = {
+    "tenant_id",
+    "tier",
+    "rate_per_second",
+    "burst",
+    "max_unfinished_jobs",
+    "per_minute",
+    "per_day",
+}
 TOKEN_FIELDS = {"access_token", "token_type", "expires_in", "expires_at"}

@@ -124,7 +124,7 @@ def test_an_unknown_scope_is_a_422_naming_it_and_the_valid_ones(
 ) -> None:
     message = (
         "Invalid scope(s): ['foo']. Valid: ['agents:read', 'agents:write', 'jobs:read', "
-        "'jobs:write']"
+        "'jobs:write', 'keys:write']"
     )
     for scopes in (["foo"], ["jobs:read", "foo"]):
         body = {"tenant_id": "acme", "name": "bad", "scopes": scopes}

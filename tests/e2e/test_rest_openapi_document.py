@@ -50,6 +50,8 @@ SUCCESS = {
     ("post", "/api/v1/agents/{agent_id}/execute"): ("202", "ExecuteAck", ACK_FIELDS),
     ("post", "/admin/api-keys"): ("201", "CreatedApiKeyOut", API_KEY_FIELDS | {"key"}),
     ("get", "/admin/api-keys"): ("200", "ApiKeyList", {"data"}),
+    ("post", "/api/v1/api-keys"): ("201", "CreatedApiKeyOut", API_KEY_FIELDS | {"key"}),
+    ("get", "/api/v1/api-keys"): ("200", "ApiKeyPage", {"data", "meta"}),
     ("put", "/admin/tenants/{tenant_id}/limits"): ("200", "TenantLimitsOut", LIMITS_FIELDS),
     ("get", "/admin/tenants/{tenant_id}/limits"): ("200", "TenantLimitsOut", LIMITS_FIELDS),
     ("post", "/api/v1/tokens"): ("200", "TokenOut", TOKEN_FIELDS),

@@ -94,7 +94,9 @@ async def new_key(
 class UnreachableLimiter:
     """A limiter whose store does not answer."""
 
-    async def take(self, tenant_id: str, tier: Tier) -> Decision:
+    async def take(
+        self, tenant_id: str, tier: Tier, key: tuple[str, Tier] | None = None
+    ) -> Decision:
         raise Unavailable("Rate limiter unavailable")
 
     async def close(self) -> None:
@@ -108,6 +110,8 @@ class CountingLimiter(MemoryRateLimiter):
         super().__init__()
         self.takes = 0
 
-    async def take(self, tenant_id: str, tier: Tier) -> Decision:
+    async def take(
+        self, tenant_id: str, tier: Tier, key: tuple[str, Tier] | None = None
+    ) -> Decision:
         self.takes += 1
-        return await super().take(tenant_id, tier)
+        return await super().take(tenant_id, tier, key)

@@ -24,7 +24,7 @@ from tests.world import START, World
 
 PEPPER = b"unit-test-pepper-0123456789abcdef"
 TIERS = {"free": Tier(rate=2, burst=20), "standard": Tier(rate=100, burst=200)}
-VALID_SCOPES = "['agents:read', 'agents:write', 'jobs:read', 'jobs:write']"
+VALID_SCOPES = "['agents:read', 'agents:write', 'jobs:read', 'jobs:write', 'keys:write']"
 INVALID_KEY = "Invalid API key"
 KEY_FORMAT = re.compile(r"agq_[A-Za-z0-9_-]{43}")
 

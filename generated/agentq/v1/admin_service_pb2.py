@@ -27,7 +27,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentq/v1/admin_service.proto\x12\tagentq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe1\x02\n\x06\x41piKey\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12\x12\n\x04role\x18\x04 \x01(\tB\x04\xe2\x41\x01\x05\x12\x14\n\x06scopes\x18\x05 \x03(\tB\x04\xe2\x41\x01\x05\x12\x14\n\x06prefix\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0clast_used_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nrevoked_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xa6\x01\n\x13\x43reateApiKeyRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04role\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06scopes\x18\x04 \x03(\tB\x04\xe2\x41\x01\x02\x12#\n\x10lifetime_seconds\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x42\x13\n\x11_lifetime_seconds\"S\n\x14\x43reateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x11.agentq.v1.ApiKeyB\x04\xe2\x41\x01\x03\x12\x11\n\x03key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"@\n\x12ListApiKeysRequest\x12\x1c\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x42\x0c\n\n_tenant_id\"@\n\x13ListApiKeysResponse\x12)\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x11.agentq.v1.ApiKeyB\x04\xe2\x41\x01\x03\"+\n\x13RevokeApiKeyRequest\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14RevokeApiKeyResponse\"\x92\x01\n\x0cTenantLimits\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x05\x12\x12\n\x04tier\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0frate_per_second\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05\x62urst\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12!\n\x13max_unfinished_jobs\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x01\"\x93\x01\n\x16SetTenantLimitsRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x04tier\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12&\n\x13max_unfinished_jobs\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x42\x07\n\x05_tierB\x16\n\x14_max_unfinished_jobs\"H\n\x17SetTenantLimitsResponse\x12-\n\x06limits\x18\x01 \x01(\x0b\x32\x17.agentq.v1.TenantLimitsB\x04\xe2\x41\x01\x03\"1\n\x16GetTenantLimitsRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x17GetTenantLimitsResponse\x12-\n\x06limits\x18\x01 \x01(\x0b\x32\x17.agentq.v1.TenantLimitsB\x04\xe2\x41\x01\x03\x32\xe4\x04\n\x0c\x41\x64minService\x12k\n\x0c\x43reateApiKey\x12\x1e.agentq.v1.CreateApiKeyRequest\x1a\x1f.agentq.v1.CreateApiKeyResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/admin/api-keys:\x01*\x12\x65\n\x0bListApiKeys\x12\x1d.agentq.v1.ListApiKeysRequest\x1a\x1e.agentq.v1.ListApiKeysResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/api-keys\x12q\n\x0cRevokeApiKey\x12\x1e.agentq.v1.RevokeApiKeyRequest\x1a\x1f.agentq.v1.RevokeApiKeyResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/admin/api-keys/{key_id}\x12\x86\x01\n\x0fSetTenantLimits\x12!.agentq.v1.SetTenantLimitsRequest\x1a\".agentq.v1.SetTenantLimitsResponse\",\x82\xd3\xe4\x93\x02&\x1a!/admin/tenants/{tenant_id}/limits:\x01*\x12\x83\x01\n\x0fGetTenantLimits\x12!.agentq.v1.GetTenantLimitsRequest\x1a\".agentq.v1.GetTenantLimitsResponse\")\x82\xd3\xe4\x93\x02#\x12!/admin/tenants/{tenant_id}/limitsB0\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61gentq/v1/admin_service.proto\x12\tagentq.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x83\x03\n\x06\x41piKey\x12\x10\n\x02id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x17\n\ttenant_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x05\x12\x12\n\x04name\x18\x03 \x01(\tB\x04\xe2\x41\x01\x05\x12\x12\n\x04role\x18\x04 \x01(\tB\x04\xe2\x41\x01\x05\x12\x14\n\x06scopes\x18\x05 \x03(\tB\x04\xe2\x41\x01\x05\x12\x14\n\x06prefix\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03\x12\x34\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x36\n\x0clast_used_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nrevoked_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x17\n\x04tier\x18\x0b \x01(\tB\x04\xe2\x41\x01\x05H\x00\x88\x01\x01\x42\x07\n\x05_tier\"\xc8\x01\n\x13\x43reateApiKeyRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x12\n\x04role\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06scopes\x18\x04 \x03(\tB\x04\xe2\x41\x01\x02\x12#\n\x10lifetime_seconds\x18\x05 \x01(\x03\x42\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12\x17\n\x04tier\x18\x06 \x01(\tB\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x42\x13\n\x11_lifetime_secondsB\x07\n\x05_tier\"S\n\x14\x43reateApiKeyResponse\x12(\n\x07\x61pi_key\x18\x01 \x01(\x0b\x32\x11.agentq.v1.ApiKeyB\x04\xe2\x41\x01\x03\x12\x11\n\x03key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03\"@\n\x12ListApiKeysRequest\x12\x1c\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x42\x0c\n\n_tenant_id\"@\n\x13ListApiKeysResponse\x12)\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x11.agentq.v1.ApiKeyB\x04\xe2\x41\x01\x03\"+\n\x13RevokeApiKeyRequest\x12\x14\n\x06key_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\x16\n\x14RevokeApiKeyResponse\"\xe8\x01\n\x0cTenantLimits\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x05\x12\x12\n\x04tier\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x1d\n\x0frate_per_second\x18\x03 \x01(\x01\x42\x04\xe2\x41\x01\x03\x12\x13\n\x05\x62urst\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12!\n\x13max_unfinished_jobs\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x01\x12\x1d\n\nper_minute\x18\x06 \x01(\x03\x42\x04\xe2\x41\x01\x03H\x00\x88\x01\x01\x12\x1a\n\x07per_day\x18\x07 \x01(\x03\x42\x04\xe2\x41\x01\x03H\x01\x88\x01\x01\x42\r\n\x0b_per_minuteB\n\n\x08_per_day\"\x93\x01\n\x16SetTenantLimitsRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x17\n\x04tier\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01H\x00\x88\x01\x01\x12&\n\x13max_unfinished_jobs\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x01H\x01\x88\x01\x01\x42\x07\n\x05_tierB\x16\n\x14_max_unfinished_jobs\"H\n\x17SetTenantLimitsResponse\x12-\n\x06limits\x18\x01 \x01(\x0b\x32\x17.agentq.v1.TenantLimitsB\x04\xe2\x41\x01\x03\"1\n\x16GetTenantLimitsRequest\x12\x17\n\ttenant_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"H\n\x17GetTenantLimitsResponse\x12-\n\x06limits\x18\x01 \x01(\x0b\x32\x17.agentq.v1.TenantLimitsB\x04\xe2\x41\x01\x03\x32\xe4\x04\n\x0c\x41\x64minService\x12k\n\x0c\x43reateApiKey\x12\x1e.agentq.v1.CreateApiKeyRequest\x1a\x1f.agentq.v1.CreateApiKeyResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\"\x0f/admin/api-keys:\x01*\x12\x65\n\x0bListApiKeys\x12\x1d.agentq.v1.ListApiKeysRequest\x1a\x1e.agentq.v1.ListApiKeysResponse\"\x17\x82\xd3\xe4\x93\x02\x11\x12\x0f/admin/api-keys\x12q\n\x0cRevokeApiKey\x12\x1e.agentq.v1.RevokeApiKeyRequest\x1a\x1f.agentq.v1.RevokeApiKeyResponse\" \x82\xd3\xe4\x93\x02\x1a*\x18/admin/api-keys/{key_id}\x12\x86\x01\n\x0fSetTenantLimits\x12!.agentq.v1.SetTenantLimitsRequest\x1a\".agentq.v1.SetTenantLimitsResponse\",\x82\xd3\xe4\x93\x02&\x1a!/admin/tenants/{tenant_id}/limits:\x01*\x12\x83\x01\n\x0fGetTenantLimits\x12!.agentq.v1.GetTenantLimitsRequest\x1a\".agentq.v1.GetTenantLimitsResponse\")\x82\xd3\xe4\x93\x02#\x12!/admin/tenants/{tenant_id}/limitsB0\n\rdev.agentq.v1P\x01Z\x1d\x61gentq/gen/agentq/v1;agentqv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,6 +55,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_APIKEY'].fields_by_name['expires_at']._serialized_options = b'\342A\001\003'
   _globals['_APIKEY'].fields_by_name['revoked_at']._loaded_options = None
   _globals['_APIKEY'].fields_by_name['revoked_at']._serialized_options = b'\342A\001\003'
+  _globals['_APIKEY'].fields_by_name['tier']._loaded_options = None
+  _globals['_APIKEY'].fields_by_name['tier']._serialized_options = b'\342A\001\005'
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['tenant_id']._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002'
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['name']._loaded_options = None
@@ -65,6 +67,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['scopes']._serialized_options = b'\342A\001\002'
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['lifetime_seconds']._loaded_options = None
   _globals['_CREATEAPIKEYREQUEST'].fields_by_name['lifetime_seconds']._serialized_options = b'\342A\001\001'
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['tier']._loaded_options = None
+  _globals['_CREATEAPIKEYREQUEST'].fields_by_name['tier']._serialized_options = b'\342A\001\001'
   _globals['_CREATEAPIKEYRESPONSE'].fields_by_name['api_key']._loaded_options = None
   _globals['_CREATEAPIKEYRESPONSE'].fields_by_name['api_key']._serialized_options = b'\342A\001\003'
   _globals['_CREATEAPIKEYRESPONSE'].fields_by_name['key']._loaded_options = None
@@ -85,6 +89,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TENANTLIMITS'].fields_by_name['burst']._serialized_options = b'\342A\001\003'
   _globals['_TENANTLIMITS'].fields_by_name['max_unfinished_jobs']._loaded_options = None
   _globals['_TENANTLIMITS'].fields_by_name['max_unfinished_jobs']._serialized_options = b'\342A\001\001'
+  _globals['_TENANTLIMITS'].fields_by_name['per_minute']._loaded_options = None
+  _globals['_TENANTLIMITS'].fields_by_name['per_minute']._serialized_options = b'\342A\001\003'
+  _globals['_TENANTLIMITS'].fields_by_name['per_day']._loaded_options = None
+  _globals['_TENANTLIMITS'].fields_by_name['per_day']._serialized_options = b'\342A\001\003'
   _globals['_SETTENANTLIMITSREQUEST'].fields_by_name['tenant_id']._loaded_options = None
   _globals['_SETTENANTLIMITSREQUEST'].fields_by_name['tenant_id']._serialized_options = b'\342A\001\002'
   _globals['_SETTENANTLIMITSREQUEST'].fields_by_name['tier']._loaded_options = None
@@ -108,29 +116,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADMINSERVICE'].methods_by_name['GetTenantLimits']._loaded_options = None
   _globals['_ADMINSERVICE'].methods_by_name['GetTenantLimits']._serialized_options = b'\202\323\344\223\002#\022!/admin/tenants/{tenant_id}/limits'
   _globals['_APIKEY']._serialized_start=141
-  _globals['_APIKEY']._serialized_end=494
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=497
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=663
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=665
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=748
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=750
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=814
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=816
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=880
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=882
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=925
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=927
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=949
-  _globals['_TENANTLIMITS']._serialized_start=952
-  _globals['_TENANTLIMITS']._serialized_end=1098
-  _globals['_SETTENANTLIMITSREQUEST']._serialized_start=1101
-  _globals['_SETTENANTLIMITSREQUEST']._serialized_end=1248
-  _globals['_SETTENANTLIMITSRESPONSE']._serialized_start=1250
-  _globals['_SETTENANTLIMITSRESPONSE']._serialized_end=1322
-  _globals['_GETTENANTLIMITSREQUEST']._serialized_start=1324
-  _globals['_GETTENANTLIMITSREQUEST']._serialized_end=1373
-  _globals['_GETTENANTLIMITSRESPONSE']._serialized_start=1375
-  _globals['_GETTENANTLIMITSRESPONSE']._serialized_end=1447
-  _globals['_ADMINSERVICE']._serialized_start=1450
-  _globals['_ADMINSERVICE']._serialized_end=2062
+  _globals['_APIKEY']._serialized_end=528
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=531
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=731
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=733
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=816
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=818
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=882
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=884
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=948
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=950
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=993
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=995
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=1017
+  _globals['_TENANTLIMITS']._serialized_start=1020
+  _globals['_TENANTLIMITS']._serialized_end=1252
+  _globals['_SETTENANTLIMITSREQUEST']._serialized_start=1255
+  _globals['_SETTENANTLIMITSREQUEST']._serialized_end=1402
+  _globals['_SETTENANTLIMITSRESPONSE']._serialized_start=1404
+  _globals['_SETTENANTLIMITSRESPONSE']._serialized_end=1476
+  _globals['_GETTENANTLIMITSREQUEST']._serialized_start=1478
+  _globals['_GETTENANTLIMITSREQUEST']._serialized_end=1527
+  _globals['_GETTENANTLIMITSRESPONSE']._serialized_start=1529
+  _globals['_GETTENANTLIMITSRESPONSE']._serialized_end=1601
+  _globals['_ADMINSERVICE']._serialized_start=1604
+  _globals['_ADMINSERVICE']._serialized_end=2216
 # @@protoc_insertion_point(module_scope)

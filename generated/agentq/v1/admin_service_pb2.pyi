@@ -37,6 +37,7 @@ class ApiKey(_message.Message):
     LAST_USED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     REVOKED_AT_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. The key's id, a UUID; revoke it by this id."""
     tenant_id: _builtins.str
@@ -47,6 +48,10 @@ class ApiKey(_message.Message):
     """Immutable. The role the key acts with: `user`, `agent` or `admin`."""
     prefix: _builtins.str
     """Output only. The key's first characters, to recognise it, e.g. "agq_AbCd"."""
+    tier: _builtins.str
+    """Immutable. The key's own rate-limit tier, applied to its requests besides
+    its tenant's; unset when the key has none.
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Immutable. The scopes the key grants, e.g. `jobs:write`, without duplicates."""
@@ -84,12 +89,15 @@ class ApiKey(_message.Message):
         last_used_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         revoked_at: _timestamp_pb2.Timestamp | None = ...,
+        tier: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "last_used_at", b"last_used_at", "revoked_at", b"revoked_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_tier", b"_tier", "created_at", b"created_at", "expires_at", b"expires_at", "last_used_at", b"last_used_at", "revoked_at", b"revoked_at", "tier", b"tier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "id", b"id", "last_used_at", b"last_used_at", "name", b"name", "prefix", b"prefix", "revoked_at", b"revoked_at", "role", b"role", "scopes", b"scopes", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tier", b"_tier", "created_at", b"created_at", "expires_at", b"expires_at", "id", b"id", "last_used_at", b"last_used_at", "name", b"name", "prefix", b"prefix", "revoked_at", b"revoked_at", "role", b"role", "scopes", b"scopes", "tenant_id", b"tenant_id", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__tier: _TypeAlias = _typing.Literal["tier"]  # noqa: Y015
+    _WhichOneofArgType__tier: _TypeAlias = _typing.Literal["_tier", b"_tier"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tier) -> _WhichOneofReturnType__tier | None: ...
 
 Global___ApiKey: _TypeAlias = ApiKey  # noqa: Y015
 
@@ -104,6 +112,7 @@ class CreateApiKeyRequest(_message.Message):
     ROLE_FIELD_NUMBER: _builtins.int
     SCOPES_FIELD_NUMBER: _builtins.int
     LIFETIME_SECONDS_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """Required. The tenant the key belongs to, 1 to 255 characters, without NUL."""
     name: _builtins.str
@@ -112,10 +121,14 @@ class CreateApiKeyRequest(_message.Message):
     """The role the key acts with: `user` (when empty), `agent` or `admin`."""
     lifetime_seconds: _builtins.int
     """Seconds until the key expires, 1 to 315,360,000 (ten years); unset for never."""
+    tier: _builtins.str
+    """A rate-limit tier of the key's own, one of the configured tiers, applied
+    to its requests besides its tenant's tier; unset for none.
+    """
     @_builtins.property
     def scopes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. One or more of `agents:read`, `agents:write`, `jobs:read`,
-        `jobs:write`; an empty list is INVALID_ARGUMENT.
+        `jobs:write`, `keys:write`; an empty list is INVALID_ARGUMENT.
         """
 
     def __init__(
@@ -126,14 +139,20 @@ class CreateApiKeyRequest(_message.Message):
         role: _builtins.str = ...,
         scopes: _abc.Iterable[_builtins.str] | None = ...,
         lifetime_seconds: _builtins.int | None = ...,
+        tier: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_lifetime_seconds", b"_lifetime_seconds", "lifetime_seconds", b"lifetime_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_lifetime_seconds", b"_lifetime_seconds", "_tier", b"_tier", "lifetime_seconds", b"lifetime_seconds", "tier", b"tier"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_lifetime_seconds", b"_lifetime_seconds", "lifetime_seconds", b"lifetime_seconds", "name", b"name", "role", b"role", "scopes", b"scopes", "tenant_id", b"tenant_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_lifetime_seconds", b"_lifetime_seconds", "_tier", b"_tier", "lifetime_seconds", b"lifetime_seconds", "name", b"name", "role", b"role", "scopes", b"scopes", "tenant_id", b"tenant_id", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__lifetime_seconds: _TypeAlias = _typing.Literal["lifetime_seconds"]  # noqa: Y015
     _WhichOneofArgType__lifetime_seconds: _TypeAlias = _typing.Literal["_lifetime_seconds", b"_lifetime_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__tier: _TypeAlias = _typing.Literal["tier"]  # noqa: Y015
+    _WhichOneofArgType__tier: _TypeAlias = _typing.Literal["_tier", b"_tier"]  # noqa: Y015
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__lifetime_seconds) -> _WhichOneofReturnType__lifetime_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tier) -> _WhichOneofReturnType__tier | None: ...
 
 Global___CreateApiKeyRequest: _TypeAlias = CreateApiKeyRequest  # noqa: Y015
 
@@ -267,6 +286,8 @@ class TenantLimits(_message.Message):
     RATE_PER_SECOND_FIELD_NUMBER: _builtins.int
     BURST_FIELD_NUMBER: _builtins.int
     MAX_UNFINISHED_JOBS_FIELD_NUMBER: _builtins.int
+    PER_MINUTE_FIELD_NUMBER: _builtins.int
+    PER_DAY_FIELD_NUMBER: _builtins.int
     tenant_id: _builtins.str
     """Immutable. The tenant the limits apply to."""
     tier: _builtins.str
@@ -281,6 +302,14 @@ class TenantLimits(_message.Message):
     """The most unfinished (pending or running) jobs the tenant may have; 0 admits
     none, -1 means no cap applies.
     """
+    per_minute: _builtins.int
+    """Output only. Requests the tier allows per clock minute (UTC); unset for no
+    such limit.
+    """
+    per_day: _builtins.int
+    """Output only. Requests the tier allows per day (UTC); unset for no such
+    limit.
+    """
     def __init__(
         self,
         *,
@@ -289,12 +318,21 @@ class TenantLimits(_message.Message):
         rate_per_second: _builtins.float = ...,
         burst: _builtins.int = ...,
         max_unfinished_jobs: _builtins.int = ...,
+        per_minute: _builtins.int | None = ...,
+        per_day: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_per_day", b"_per_day", "_per_minute", b"_per_minute", "per_day", b"per_day", "per_minute", b"per_minute"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["burst", b"burst", "max_unfinished_jobs", b"max_unfinished_jobs", "rate_per_second", b"rate_per_second", "tenant_id", b"tenant_id", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_per_day", b"_per_day", "_per_minute", b"_per_minute", "burst", b"burst", "max_unfinished_jobs", b"max_unfinished_jobs", "per_day", b"per_day", "per_minute", b"per_minute", "rate_per_second", b"rate_per_second", "tenant_id", b"tenant_id", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__per_day: _TypeAlias = _typing.Literal["per_day"]  # noqa: Y015
+    _WhichOneofArgType__per_day: _TypeAlias = _typing.Literal["_per_day", b"_per_day"]  # noqa: Y015
+    _WhichOneofReturnType__per_minute: _TypeAlias = _typing.Literal["per_minute"]  # noqa: Y015
+    _WhichOneofArgType__per_minute: _TypeAlias = _typing.Literal["_per_minute", b"_per_minute"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__per_day) -> _WhichOneofReturnType__per_day | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__per_minute) -> _WhichOneofReturnType__per_minute | None: ...
 
 Global___TenantLimits: _TypeAlias = TenantLimits  # noqa: Y015
 
