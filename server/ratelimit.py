@@ -12,6 +12,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 from redis import RedisError
 
+from server import metrics
 from server.errors import Unavailable
 from server.redis_client import asyncio_client
 
@@ -168,6 +169,7 @@ class RedisRateLimiter:
         try:
             granted, tokens, at = await self._take(keys=[key], args=[tier.rate, tier.burst, want])
         except (RedisError, OSError) as error:
+            metrics.redis_error("rate_limit")
             raise Unavailable(RATE_LIMITER_DOWN) from error
         bucket = float(tokens)
         if not granted:

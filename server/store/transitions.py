@@ -65,6 +65,10 @@ class Attempt:
     max_debate_rounds: int = 3
     # JSON of the agent's own verification prompts; None when it has none.
     verification: str | None = None
+    # Whose job it is, and since when it could run (queued, or its retry due): the
+    # metrics count the attempt for its tenant and the wait before its claim.
+    tenant_id: str = ""
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +231,8 @@ def claimed(change: Transition, row: Any) -> Attempt:
         enable_self_correction=_field(row, "enable_self_correction"),
         max_debate_rounds=_field(row, "max_debate_rounds"),
         verification=_field(row, "verification"),
+        tenant_id=_field(row, "tenant_id"),
+        due_at=_field(row, "next_run_at"),
     )
 
 
@@ -333,6 +339,8 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
             jobs.c.max_debate_rounds,
             _of_agent("role"),
             _of_agent("verification"),
+            jobs.c.tenant_id,
+            jobs.c.next_run_at,
         ]
     if not (postgres and (shape.event or shape.turn)):
         # SQLite stores the event and the turn with statements of their own (jobs.py).
