@@ -75,37 +75,11 @@ _VERIFICATIONS = Counter(
     ["verified"],
 )
 _DEBATE_ROUNDS = Counter("agentq_debate_rounds", "Debate rounds of completed adversarial runs.")
-_AGENTS_CREATED = Counter("agentq_agents_created", "Agents created (vex_agents_created_total).")
-_REFUSALS = Counter(
-    "agentq_refusals",
-    "Calls refused by a limit: reason rate_limit, cap (unfinished jobs) or auth_throttle.",
-    ["reason"],
-)
-_RECOVERED = Counter(
-    "agentq_sweeper_recovered",
-    "Running jobs whose worker was lost, recovered by the sweeper: outcome retried, failed "
-    "or cancelled.",
-    ["outcome"],
-)
-_RESENT = Counter(
-    "agentq_sweeper_resent", "Pending jobs whose message was overdue, sent again by the sweeper."
-)
-_DATABASE_ERRORS = Counter(
-    "agentq_database_errors", "Statements and connections the database did not answer."
-)
-_REDIS_ERRORS = Counter(
-    "agentq_redis_errors",
-    "Redis calls that failed: operation rate_limit, send (a job message) or ping.",
-    ["operation"],
-)
 _SLOTS_IN_USE = Gauge("agentq_worker_slots_in_use", "Execution slots holding a job now.")
 _SLOTS = Gauge("agentq_worker_slots", "Execution slots of this process (its concurrency).")
 
 # The label values of each counter, bound once (see the module's docstring).
-_refusal = {reason: _REFUSALS.labels(reason) for reason in ("rate_limit", "cap", "auth_throttle")}
-_recovered = {outcome: _RECOVERED.labels(outcome) for outcome in ("retried", "failed", "cancelled")}
 _verified = {True: _VERIFICATIONS.labels("true"), False: _VERIFICATIONS.labels("false")}
-_redis = {op: _REDIS_ERRORS.labels(op) for op in ("rate_limit", "send", "ping")}
 _calls: dict[tuple[str, str], tuple[Any, Any]] = {}
 _run_time: dict[str, Any] = {}
 
@@ -228,35 +202,49 @@ def verification(*, verified: bool, rounds: int) -> None:
         _DEBATE_ROUNDS.inc(rounds)
 
 
-def agent_created() -> None:
-    """An agent was created."""
-    _AGENTS_CREATED.inc()
+class _Count:
+    """A counter with at most one label, each of its values bound once: `count(value)`."""
+
+    def __init__(self, name: str, doc: str, label: str = "", values: tuple[str, ...] = ()):
+        counter = Counter(name, doc, [label] if label else [])
+        self._bound = {value: counter.labels(value) for value in values} if label else None
+        self._counter = counter
+
+    def __call__(self, value: str = "", amount: int = 1) -> None:
+        if amount:
+            (self._counter if self._bound is None else self._bound[value]).inc(amount)
 
 
-def refused(reason: str) -> None:
-    """A call was refused by a limit: `rate_limit`, `cap` or `auth_throttle`."""
-    _refusal[reason].inc()
-
-
-def sweeper_recovered(outcome: str) -> None:
-    """The sweeper gave back a lost run: `retried`, `failed` or `cancelled`."""
-    _recovered[outcome].inc()
-
-
-def sweeper_resent(count: int) -> None:
-    """The sweeper sent `count` overdue messages again."""
-    if count:
-        _RESENT.inc(count)
-
-
-def database_error() -> None:
-    """The database did not answer a statement or a connection."""
-    _DATABASE_ERRORS.inc()
-
-
-def redis_error(operation: str) -> None:
-    """A Redis call failed: `rate_limit`, `send` or `ping`."""
-    _redis[operation].inc()
+agent_created = _Count("agentq_agents_created", "Agents created (vex_agents_created_total).")
+# A call refused by a limit: rate_limit, cap (unfinished jobs) or auth_throttle.
+refused = _Count(
+    "agentq_refusals",
+    "Calls refused by a limit: reason rate_limit, cap (unfinished jobs) or auth_throttle.",
+    "reason",
+    ("rate_limit", "cap", "auth_throttle"),
+)
+# A lost run the sweeper gave back: retried, failed or cancelled.
+sweeper_recovered = _Count(
+    "agentq_sweeper_recovered",
+    "Running jobs whose worker was lost, recovered by the sweeper: outcome retried, failed "
+    "or cancelled.",
+    "outcome",
+    ("retried", "failed", "cancelled"),
+)
+# sweeper_resent(amount=n): n overdue messages sent again.
+sweeper_resent = _Count(
+    "agentq_sweeper_resent", "Pending jobs whose message was overdue, sent again by the sweeper."
+)
+database_error = _Count(
+    "agentq_database_errors", "Statements and connections the database did not answer."
+)
+# A Redis call that failed: rate_limit, send or ping.
+redis_error = _Count(
+    "agentq_redis_errors",
+    "Redis calls that failed: operation rate_limit, send (a job message) or ping.",
+    "operation",
+    ("rate_limit", "send", "ping"),
+)
 
 
 def watch_slots(in_use: Callable[[], int], slots: int) -> None:

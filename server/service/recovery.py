@@ -156,7 +156,7 @@ class Recovery:
             return len(job_ids) if await self._send(job_ids, requeued_at=now) else None
 
         sent = await _in_batches(resend_batch)
-        metrics.sweeper_resent(sent)
+        metrics.sweeper_resent(amount=sent)
         if sent:
             log.warning("re-sent %d pending jobs whose message was overdue", sent)
         return sent
