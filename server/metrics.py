@@ -18,12 +18,17 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
+
+# The server's metrics, apart from prometheus-client's default registry: `agentq serve`
+# and `agentq worker` serve both, `agentq rest` (which loads this module with the
+# settings) the default one alone, where the shim's metrics and the process's are.
+REGISTRY = CollectorRegistry()
 
 # Calls answered from memory take a millisecond; a stream may stay open for minutes.
 FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -31,52 +36,71 @@ FAST_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 SLOW_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 
 _GRPC_REQUESTS = Counter(
-    "agentq_grpc_requests", "gRPC calls answered, by method and status code.", ["rpc", "code"]
+    "agentq_grpc_requests",
+    "gRPC calls answered, by method and status code.",
+    ["rpc", "code"],
+    registry=REGISTRY,
 )
 _GRPC_DURATION = Histogram(
     "agentq_grpc_request_duration_seconds",
     "Time from a gRPC call's start to its answer, by method and status code.",
     ["rpc", "code"],
     buckets=FAST_BUCKETS,
+    registry=REGISTRY,
 )
 _QUEUE_WAIT = Histogram(
     "agentq_job_queue_wait_seconds",
     "Time from when an attempt could start (the job queued, or its retry due) to its start.",
     buckets=SLOW_BUCKETS,
+    registry=REGISTRY,
 )
 _RUN_TIME = Histogram(
     "agentq_job_run_seconds",
     "Time from an attempt's start (its claim) to its recorded outcome, by outcome.",
     ["outcome"],
     buckets=SLOW_BUCKETS,
+    registry=REGISTRY,
 )
 _PROVIDER_CALLS = Counter(
-    "agentq_provider_calls", "Provider calls made (vex_llm_calls_total).", ["provider", "model"]
+    "agentq_provider_calls",
+    "Provider calls made (vex_llm_calls_total).",
+    ["provider", "model"],
+    registry=REGISTRY,
 )
 _PROVIDER_ERRORS = Counter(
     "agentq_provider_errors",
     "Provider calls that failed (vex_llm_errors_total): kind retryable, fatal or time_limit.",
     ["provider", "model", "kind"],
+    registry=REGISTRY,
 )
 _PROVIDER_DURATION = Histogram(
     "agentq_provider_call_duration_seconds",
     "Time a provider call took, whatever its outcome.",
     ["provider", "model"],
     buckets=SLOW_BUCKETS,
+    registry=REGISTRY,
 )
 _PROVIDER_TOKENS = Counter(
     "agentq_provider_tokens",
     "Tokens the provider reported for its calls (vex_tokens_used_total).",
     ["provider", "model"],
+    registry=REGISTRY,
 )
 _VERIFICATIONS = Counter(
     "agentq_verifications",
     "Completed adversarial runs, by whether the judge verified the answer.",
     ["verified"],
+    registry=REGISTRY,
 )
-_DEBATE_ROUNDS = Counter("agentq_debate_rounds", "Debate rounds of completed adversarial runs.")
-_SLOTS_IN_USE = Gauge("agentq_worker_slots_in_use", "Execution slots holding a job now.")
-_SLOTS = Gauge("agentq_worker_slots", "Execution slots of this process (its concurrency).")
+_DEBATE_ROUNDS = Counter(
+    "agentq_debate_rounds", "Debate rounds of completed adversarial runs.", registry=REGISTRY
+)
+_SLOTS_IN_USE = Gauge(
+    "agentq_worker_slots_in_use", "Execution slots holding a job now.", registry=REGISTRY
+)
+_SLOTS = Gauge(
+    "agentq_worker_slots", "Execution slots of this process (its concurrency).", registry=REGISTRY
+)
 
 # The label values of each counter, bound once (see the module's docstring).
 _verified = {True: _VERIFICATIONS.labels("true"), False: _VERIFICATIONS.labels("false")}
@@ -104,7 +128,7 @@ class _JobCounters:
         self.by_tenant = by_tenant
         labels = ["tenant"] if by_tenant else []
         self.counters = {
-            event: Counter(f"agentq_jobs_{event}", _JOB_HELP[event], labels)
+            event: Counter(f"agentq_jobs_{event}", _JOB_HELP[event], labels, registry=REGISTRY)
             for event in self.EVENTS
         }
         self._bound: dict[tuple[str, str], Any] = {}
@@ -206,7 +230,7 @@ class _Count:
     """A counter with at most one label, each of its values bound once: `count(value)`."""
 
     def __init__(self, name: str, doc: str, label: str = "", values: tuple[str, ...] = ()):
-        counter = Counter(name, doc, [label] if label else [])
+        counter = Counter(name, doc, [label] if label else [], registry=REGISTRY)
         self._bound = {value: counter.labels(value) for value in values} if label else None
         self._counter = counter
 

@@ -13,6 +13,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from server import metrics
+
 # A sample: its name and its labels, sorted.
 Key = tuple[str, tuple[tuple[str, str], ...]]
 # What a histogram's buckets and sum hold is timing, never a count a test can know.
@@ -35,8 +37,8 @@ def samples(families: Iterable[Metric]) -> dict[Key, float]:
 
 
 def in_process() -> dict[Key, float]:
-    """The samples of this process's registry now."""
-    return samples(REGISTRY.collect())
+    """The samples of this process's registries now: the server's, the shim's."""
+    return samples([*metrics.REGISTRY.collect(), *REGISTRY.collect()])
 
 
 def parsed(text: str) -> dict[Key, float]:

@@ -13,7 +13,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import REGISTRY, disable_created_metrics, start_http_server
+from prometheus_client import (
+    REGISTRY,
+    CollectorRegistry,
+    disable_created_metrics,
+    start_http_server,
+)
 from sqlalchemy import Engine, func, select
 
 from server import logs, metrics
@@ -49,9 +54,9 @@ def metrics_address(settings: Settings, command: str, index: int = 0) -> tuple[s
 class MetricsServer:
     """A started metrics endpoint, and what it needs stopped."""
 
-    def __init__(self, server: WSGIServer, collector: metrics.JobCounts | None) -> None:
+    def __init__(self, server: WSGIServer) -> None:
         self._server = server
-        self._collector = collector
+        self._collector: metrics.JobCounts | None = None
         self._engine: Engine | None = None
 
     @property
@@ -68,14 +73,14 @@ class MetricsServer:
                 return {row[0]: int(row[1]) for row in connection.execute(UNFINISHED_BY_STATUS)}
 
         self._collector = metrics.JobCounts(count)
-        REGISTRY.register(self._collector)
+        metrics.REGISTRY.register(self._collector)
 
     def stop(self) -> None:
         """Stop answering scrapes."""
         self._server.shutdown()
         self._server.server_close()
         if self._collector is not None:
-            REGISTRY.unregister(self._collector)
+            metrics.REGISTRY.unregister(self._collector)
         if self._engine is not None:
             self._engine.dispose()
 
@@ -96,16 +101,26 @@ def serve_metrics(
     host, port = address
     # A `_created` series beside each counter would double what every scrape carries.
     disable_created_metrics()  # type: ignore[no-untyped-call]  # unannotated upstream
+    # prometheus-client's own registry holds the process's metrics and the REST shim's;
+    # the server's are apart (server/metrics.py), served by the processes that run it.
+    exposed = CollectorRegistry()
+    exposed.register(REGISTRY)
+    if command != "rest":
+        exposed.register(metrics.REGISTRY)
+    # Made first: a database URL agentq cannot use stops the command before it listens.
+    engine = create_db_engine(settings.database_url, pool_size=1) if count_jobs else None
     try:
-        server, _ = start_http_server(port, addr=host)
+        server, _ = start_http_server(port, addr=host, registry=exposed)
     except OSError as error:
+        if engine is not None:
+            engine.dispose()
         reason = (error.strerror or str(error)).lower()
         raise ConfigurationError(
             f"cannot listen on {host}:{port} (AGENTQ_METRICS_ADDR): {reason}"
         ) from None
-    started = MetricsServer(server, None)
-    if count_jobs:
-        started.count_jobs(create_db_engine(settings.database_url, pool_size=1))
+    started = MetricsServer(server)
+    if engine is not None:
+        started.count_jobs(engine)
     logs.flush()  # the lines logged so far come before it
     where = host or "all interfaces"
     print(f"agentq metrics listening on port {started.port} of {where}", flush=True)

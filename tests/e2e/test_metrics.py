@@ -146,8 +146,10 @@ def test_each_process_counts_exactly_what_a_scaled_out_flow_did(deployment: Depl
         worked = workers.scrape()
     served, rested = deployment.serve.scrape(), deployment.rest.scrape()
 
-    # The shim counted each request the client sent, and nothing else.
+    # The shim counted each request the client sent, and nothing else; the server's metrics
+    # are not in its process at all.
     assert named(rested, "agentq_") == tally.http_counts()
+    assert {name for name, _ in rested if not name.startswith("agentq_http_")} == set()
     # Behind each, the server answered one call, under the code of the shim's status.
     assert named(served, "agentq_grpc_") == tally.grpc_counts()
     assert named(served, "agentq_jobs_", "agentq_refusals", "agentq_agents") == {

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from prometheus_client import REGISTRY
 
 from server import metrics
 from server.errors import ResourceExhausted
@@ -55,7 +54,7 @@ def by_tenant() -> Iterator[None]:
 async def test_a_flow_counts_each_job_transition_and_provider_call_once(any_world: World) -> None:
     world = any_world
     runner = world.runner(ScriptedProvider(ANSWER, ProviderError("Bad request", retryable=False)))
-    before, waited_before = in_process(), REGISTRY.get_sample_value(QUEUE_WAIT_SUM) or 0.0
+    before, waited_before = in_process(), metrics.REGISTRY.get_sample_value(QUEUE_WAIT_SUM) or 0.0
 
     agent = await world.agents.create_agent(ALICE, agent_request())
     done, failed, dropped = [
@@ -73,7 +72,7 @@ async def test_a_flow_counts_each_job_transition_and_provider_call_once(any_worl
         **provider_counts(UNNAMED, calls=2, tokens=ANSWER.tokens_used, fatal=1),
     }
     # Both waited the 7 s from their queueing to their claim, by the database's times.
-    assert (REGISTRY.get_sample_value(QUEUE_WAIT_SUM) or 0.0) - waited_before == 14
+    assert (metrics.REGISTRY.get_sample_value(QUEUE_WAIT_SUM) or 0.0) - waited_before == 14
 
 
 async def test_a_retried_attempt_counts_as_retried_and_its_error_as_retryable(
