@@ -46,7 +46,6 @@ OPENAI = {"provider": "openai", "model": "gpt-4o-mini"}
 ADMIN = {"X-Admin-API-Key": ADMIN_TOKEN}
 ALICE = tenant_bearer("alice")
 EXECUTE = "/api/v1/agents/{agent_id}/execute"
-JOB = "/api/v1/jobs/{job_id}"
 CANCEL = "/api/v1/jobs/{job_id}/cancel"
 AGENT = {"name": "counted", "role": "You answer briefly."}
 # The fake provider's directives (bench/fake_openai.py): an answer, a refusal that is not
@@ -103,6 +102,14 @@ def _pending_gauge(process: MetricsProcess, expected: float) -> None:
         time.sleep(0.5)
 
 
+def _wait_in_flight(fake: FakeLLMProcess) -> None:
+    """Wait for the fake provider to hold a call."""
+    deadline = time.monotonic() + 30
+    while fake.stats()["in_flight"] < 1:
+        assert time.monotonic() < deadline, fake.stats()
+        time.sleep(0.05)
+
+
 def test_each_process_counts_exactly_what_a_scaled_out_flow_did(deployment: Deployment) -> None:
     tally = deployment.tally
     for tenant, limits in (("limited", {"tier": "tiny"}), ("capped", {"max_unfinished_jobs": 0})):
@@ -137,10 +144,12 @@ def test_each_process_counts_exactly_what_a_scaled_out_flow_did(deployment: Depl
     with working(deployment.settings, processes=2) as workers:
         prompts = (*ANSWERED, REFUSED, UNAVAILABLE)
         job_ids = [waiting, *(_execute(tally, agent_id, prompt) for prompt in prompts)]
+        jobs = [tally.wait_status(job_id, ALICE) for job_id in job_ids]
+        # Cancelled once its provider call is under way, so that the call is one to count.
         slow = _execute(tally, agent_id, SLOW)
-        tally.wait_status(slow, ALICE, "running")
+        _wait_in_flight(deployment.fake)
         assert tally.call("POST", CANCEL, ALICE, job_id=slow).status_code == 200
-        jobs = [tally.wait_status(job_id, ALICE) for job_id in [*job_ids, slow]]
+        jobs.append(tally.wait_status(slow, ALICE))
         assert [job["status"] for job in jobs] == ["completed"] * 4 + ["failed"] * 2 + ["cancelled"]
         _pending_gauge(deployment.serve, 0)
         worked = workers.scrape()
