@@ -155,7 +155,7 @@ def work(settings: Settings) -> None:
     for child in children:
         child.start()
     try:
-        _work_one(settings, None, 0, exported)
+        _work_one(settings, None, 0)
     finally:
         for child in children:
             child.terminate()
@@ -164,11 +164,10 @@ def work(settings: Settings) -> None:
         _stop_metrics(exported)
 
 
-def _work_one(
-    settings: Settings, parent_pid: int | None, index: int, exported: MetricsServer | None = None
-) -> None:
-    """Worker process `index` (0 is the command's own); `exported` its started metrics."""
+def _work_one(settings: Settings, parent_pid: int | None, index: int) -> None:
+    """Worker process `index`: 0 is the command's own, whose metrics `work` serves."""
     stop = threading.Event()
+    exported: MetricsServer | None = None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if parent_pid is not None:
@@ -196,8 +195,7 @@ def _work_one(
         if watch is not None:
             watch.stop()
         runtime.close(grace_s=grace_s)
-        if parent_pid is not None:
-            _stop_metrics(exported)
+        _stop_metrics(exported)
 
 
 def _child_metrics(settings: Settings, index: int) -> MetricsServer | None:
