@@ -66,6 +66,8 @@ class Deployment:
             # The benchmark measures capacity, so its tenant gets the tier without a
             # limit (the limiter still runs); the default tier would refuse most calls.
             "AGENTQ_DEFAULT_TIER": "unlimited",
+            # Measured as deployed, with metrics on: each process on a free port of its own.
+            "AGENTQ_METRICS_ADDR": "127.0.0.1:0",
         }
         if self.kind == "postgres":
             settings["AGENTQ_REDIS_URL"] = self.config.redis_url

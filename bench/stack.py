@@ -42,12 +42,17 @@ START_TIMEOUT_S = 120.0
 
 
 def agentq_env(settings: Mapping[str, str]) -> dict[str, str]:
-    """This process's environment without any agentq setting, plus `settings`."""
+    """This process's environment without any agentq setting, plus `settings`.
+
+    Metrics are off unless `settings` ask for them: processes started side by side would
+    otherwise all want the default metrics port.
+    """
     env = {
         key: value
         for key, value in os.environ.items()
         if not key.startswith("AGENTQ_") and key != "VEX_JWT_SECRET"
     }
+    env["AGENTQ_METRICS_ADDR"] = ""
     env.update(settings)
     return env
 

@@ -1,4 +1,5 @@
-"""One access line per REST request, on the `agentq.access` logger.
+"""One access line per REST request, on the `agentq.access` logger, and its count in the
+metrics (rest_shim/metrics.py).
 
 The line's fields are also attached to the log record, so the JSON log format
 (AGENTQ_LOG_FORMAT=json) writes each as its own key. Operators silence these lines by
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
+
+from rest_shim import metrics
 
 ACCESS_LOGGER = "agentq.access"
 # The trailer in which the gRPC server names the tenant it admitted the call for
@@ -52,22 +55,37 @@ def tenant_from(trailers: Iterable[tuple[str, Any]] | None) -> str | None:
     return None
 
 
-def route_of(scope: Mapping[str, Any]) -> str:
-    """The route template that served a request, else its path as sent (without query)."""
+def route_template(scope: Mapping[str, Any]) -> str | None:
+    """The route template that served a request; None when no route matched."""
     template = scope.get("state", {}).get("route")
     if template is None:
         template = getattr(scope.get("route"), "path", None)
+    return None if template is None else str(template)
+
+
+def route_of(scope: Mapping[str, Any]) -> str:
+    """The route template that served a request, else its path as sent (without query)."""
+    template = route_template(scope)
     if template is not None:
-        return str(template)
+        return template
     # The raw path: still percent-encoded, so it holds no space or line break.
     raw = scope.get("raw_path") or scope.get("path", "").encode()
     return bytes(raw).decode("latin-1")[:_MAX_PATH]
 
 
 def log_request(
-    *, method: str, route: str, status: int, duration_s: float, request_id: str, tenant: str
+    *,
+    method: str,
+    route: str,
+    status: int,
+    duration_s: float,
+    request_id: str,
+    tenant: str,
+    matched: bool = True,
 ) -> None:
-    """Log one finished request: `http GET /api/v1/jobs/{job_id} 200 1.2ms tenant=t`."""
+    """Log one finished request: `http GET /api/v1/jobs/{job_id} 200 1.2ms tenant=t`, and
+    count it in the metrics (`matched`: `route` is a route template, not a path as sent)."""
+    metrics.request(method, route if matched else None, status, duration_s)
     _write(log, logging.INFO, _line, method, route, status, duration_s, request_id, tenant)
 
 

@@ -10,7 +10,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from rest_shim.access_log import log_request, route_of
+from rest_shim.access_log import log_request, route_of, route_template
 from rest_shim.errors import error_response
 
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -50,13 +50,15 @@ class RequestContextMiddleware:
             await self._serve(scope, receive, send_noting_status)
         finally:
             state = scope.get("state", {})
+            template = route_template(scope)
             log_request(
                 method=scope["method"],
-                route=route_of(scope),
+                route=route_of(scope) if template is None else template,
                 status=status,
                 duration_s=time.perf_counter() - began,
                 request_id=state.get("request_id", "-"),
                 tenant=state.get("tenant") or "-",
+                matched=template is not None,
             )
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -42,5 +42,11 @@ class ContractHttpProtocol(HttpToolsProtocol):
         self.transport.close()
         # No method or route could be read; the line still says a request was refused.
         log_request(
-            method="-", route="-", status=400, duration_s=0.0, request_id=request_id, tenant="-"
+            method="-",
+            route="-",
+            status=400,
+            duration_s=0.0,
+            request_id=request_id,
+            tenant="-",
+            matched=False,
         )

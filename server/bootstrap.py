@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import dramatiq
 
+from server import metrics
 from server.configuration import ConfigurationError
 from server.dev_mode import shared_secret
 from server.paging import PageTokens
@@ -58,6 +59,13 @@ def jwt_secret(settings: Settings) -> str:
         f"{MIN_SECRET_BYTES} bytes, or start with --dev for development mode (on this "
         "machine only, with a secret kept beside the SQLite database)."
     )
+
+
+def provider_meter(settings: Settings) -> metrics.ProviderMeter:
+    """The provider metrics under the name and model of the provider the settings choose."""
+    if settings.provider == "openai":
+        return metrics.ProviderMeter("openai", settings.openai_model)
+    return metrics.ProviderMeter("builtin", "builtin")
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
@@ -232,6 +240,7 @@ def build_runtime(
             token_interval_s=settings.token_event_interval_ms / 1000,
             context_limits=ContextLimits(settings.context_max_turns, settings.context_max_chars),
             verify=verify,
+            meter=provider_meter(settings),
         )
 
     executions = ExecutionEngine(

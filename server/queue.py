@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.brokers.stub import StubBroker
 
+from server import metrics
 from server.redis_batch import enqueue_many
 from server.redis_client import blocking_client
 from server.settings import Settings
@@ -99,12 +101,25 @@ class DramatiqJobQueue:
             queue_name=QUEUE_NAME, actor_name=ACTOR_NAME, args=(job_id,), kwargs={}, options={}
         )
         delay_ms = int(delay_s * 1000)
-        self._broker.enqueue(message, delay=delay_ms if delay_ms > 0 else None)
+        with _counted_failure():
+            self._broker.enqueue(message, delay=delay_ms if delay_ms > 0 else None)
 
     def enqueue_many(self, job_ids: Sequence[str]) -> None:
         """Send one message per job, at once; on Redis in one round trip."""
         if isinstance(self._broker, RedisBroker):
-            enqueue_many(self._broker, QUEUE_NAME, ACTOR_NAME, job_ids)
+            with _counted_failure():
+                enqueue_many(self._broker, QUEUE_NAME, ACTOR_NAME, job_ids)
             return
         for job_id in job_ids:
             self.enqueue(job_id)
+
+
+@contextlib.contextmanager
+def _counted_failure() -> Iterator[None]:
+    """A send the broker refused counts in the metrics as a Redis error (the in-process
+    broker of the embedded default does not fail), and is raised on to the sender."""
+    try:
+        yield
+    except Exception:
+        metrics.redis_error("send")
+        raise

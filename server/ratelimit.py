@@ -13,6 +13,7 @@ from typing import Protocol
 from pydantic import BaseModel, Field
 from redis import RedisError
 
+from server import metrics
 from server.errors import Unavailable
 from server.redis_client import asyncio_client
 
@@ -328,6 +329,7 @@ class RedisRateLimiter:
         try:
             reply = await self._take(keys=[self._key(o.subject) for o in owners], args=args)
         except (RedisError, OSError) as error:
+            metrics.redis_error("rate_limit")
             raise Unavailable(RATE_LIMITER_DOWN) from error
         granted, at = int(reply[0]), float(reply[1])
         levels = [

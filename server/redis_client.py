@@ -23,6 +23,8 @@ from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from server import metrics
+
 # One retry: a second failure in a row is an outage, not a stale connection.
 RETRIES = 1
 # Seconds a connection may sit idle before it is PINGed ahead of its next command.
@@ -105,6 +107,7 @@ class RedisWatch:
         try:
             self._client.ping()
         except exceptions.RedisError as error:
+            metrics.redis_error("ping")
             if self._answering:
                 log.error(
                     "Redis at %s is unreachable (%s); jobs wait until it answers, "

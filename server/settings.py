@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     # turns it on too (server/tracing.py, README.md Tracing).
     tracing: bool = False
 
+    # Where the process serves its Prometheus metrics (README.md, Metrics): unset, each
+    # command's own default address; empty, none. Job counters are labelled by tenant only
+    # when asked, as every tenant adds a series to each.
+    metrics_addr: str | None = None
+    metrics_tenant_labels: bool = False
+
     # Screens prompts, agent names and roles for injection attempts (server/prompt_guard.py):
     # `off`, `patterns`, or `judge` (the patterns in the API, then the worker has a safety
     # judge read each prompt before anything else: server/worker/verification.py).
@@ -152,6 +158,18 @@ class Settings(BaseSettings):
                 f"(it has {length})"
             )
         return token
+
+    @field_validator("metrics_addr")
+    @classmethod
+    def _metrics_address(cls, address: str | None) -> str | None:
+        if address:
+            host, colon, port = address.rpartition(":")
+            if not colon or not host or not port.isdigit() or int(port) > 65535:
+                raise ValueError(
+                    "AGENTQ_METRICS_ADDR must be HOST:PORT (a port of 0 to 65535), "
+                    "or empty for no metrics"
+                )
+        return address
 
     @field_validator("log_level")
     @classmethod

@@ -1,4 +1,5 @@
-"""One access line per gRPC call, on the `agentq.access` logger beside the REST lines.
+"""One access line per gRPC call, on the `agentq.access` logger beside the REST lines,
+and the call counted in the metrics (server/metrics.py).
 
 The fields are attached to the record too, so the JSON log format writes each as a key.
 Raising the logger's level (AGENTQ_LOG_LEVELS=agentq.access=WARNING) silences them.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from server import logs
+from server import logs, metrics
 from server.api.context import request_id_var
 
 ACCESS_LOGGER = "agentq.access"
@@ -24,10 +25,12 @@ log = logging.getLogger(ACCESS_LOGGER)
 
 
 def log_call(method: str, *, code: str, duration_s: float, tenant: str | None) -> None:
-    """Log one finished call: `grpc /agentq.v1.JobService/GetJob OK 0.8ms tenant=t`.
+    """Log one finished call: `grpc /agentq.v1.JobService/GetJob OK 0.8ms tenant=t`, and
+    count it in the metrics.
 
     Only the values are taken here; the writer thread spells out the line (`logs.later`).
     """
+    metrics.grpc_call(method, code, duration_s)
     logs.later(log, logging.INFO, _line, method, code, duration_s, tenant, request_id_var.get())
 
 

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
+from server import metrics
 from server.errors import ResourceExhausted
 
 FAILURE_RATE = 0.5
@@ -74,6 +75,7 @@ class FailureThrottle:
             return
         tokens = self._tokens(address)
         if tokens < 1:
+            metrics.refused("auth_throttle")
             raise ResourceExhausted(
                 TOO_MANY_FAILURES,
                 retry_after_s=math.ceil((1 - tokens) / FAILURE_RATE),

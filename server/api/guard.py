@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from google.protobuf import message
 
+from server import metrics
 from server.api import policy
 from server.api.call_log import TENANT_TRAILER, TENANT_WANTED, log_call
 from server.api.context import Context, principal_var, request_id_var
@@ -139,6 +140,7 @@ class Guard:
             ("x-ratelimit-reset", str(decision.reset_at)),
         ]
         if not decision.allowed:
+            metrics.refused("rate_limit")
             raise ResourceExhausted(
                 TOO_MANY,
                 retry_after_s=decision.retry_after_s,

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 # Every command logs, so every command reads these.
 _LOG_ENV = "AGENTQ_LOG_LEVEL AGENTQ_LOG_LEVELS AGENTQ_LOG_FORMAT"
+# Every long-running command serves its metrics (server/cli/metrics.py).
+_METRICS_ENV = "AGENTQ_METRICS_ADDR AGENTQ_METRICS_TENANT_LABELS "
 # Every command that runs jobs reads these (server/worker/verification.py).
 _VERIFY_ENV = (
     "AGENTQ_PROMPT_GUARD AGENTQ_VERIFY_THRESHOLD AGENTQ_VERIFY_CRITIC_PROMPT "
@@ -41,13 +43,13 @@ _SERVE_ENV = (
     "AGENTQ_STREAM_POLL_S AGENTQ_STREAM_KEEPALIVE_S AGENTQ_RECOVERY_INTERVAL_S AGENTQ_PROVIDER "
     "AGENTQ_BUILTIN_LATENCY_MS AGENTQ_OPENAI_BASE_URL AGENTQ_OPENAI_API_KEY AGENTQ_OPENAI_MODEL "
     "AGENTQ_OPENAI_TIMEOUT_S AGENTQ_REST_TIMEOUT_S AGENTQ_MAX_BODY_BYTES AGENTQ_CONTEXT_AUTO "
-    "AGENTQ_CONSOLE " + _CONTEXT_ENV + _VERIFY_ENV + _TRACE_ENV + _LOG_ENV
+    "AGENTQ_CONSOLE " + _CONTEXT_ENV + _VERIFY_ENV + _TRACE_ENV + _METRICS_ENV + _LOG_ENV
 )
 _REST_ENV = (
     "AGENTQ_HTTP_ADDR AGENTQ_GRPC_TARGET AGENTQ_GRPC_ADDR (dialled when AGENTQ_GRPC_TARGET "
     "is unset) AGENTQ_REST_TIMEOUT_S AGENTQ_MAX_BODY_BYTES AGENTQ_STREAM_KEEPALIVE_S "
     "AGENTQ_RATE_TIERS (the tiers the OpenAPI document lists) AGENTQ_CONSOLE (off: no web "
-    "console at /console) " + _TRACE_ENV + _LOG_ENV
+    "console at /console) " + _TRACE_ENV + _METRICS_ENV + _LOG_ENV
 )
 _WORKER_ENV = (
     "AGENTQ_REDIS_URL (required) AGENTQ_REDIS_NAMESPACE AGENTQ_DATABASE_URL "
@@ -57,7 +59,7 @@ _WORKER_ENV = (
     "AGENTQ_BROKER_HEARTBEAT_TIMEOUT_S AGENTQ_RETENTION_S AGENTQ_CANCEL_POLL_S "
     "AGENTQ_TOKEN_EVENT_INTERVAL_MS AGENTQ_RECOVERY_INTERVAL_S AGENTQ_PROVIDER "
     "AGENTQ_BUILTIN_LATENCY_MS AGENTQ_OPENAI_BASE_URL AGENTQ_OPENAI_API_KEY AGENTQ_OPENAI_MODEL "
-    "AGENTQ_OPENAI_TIMEOUT_S " + _CONTEXT_ENV + _VERIFY_ENV + _TRACE_ENV + _LOG_ENV
+    "AGENTQ_OPENAI_TIMEOUT_S " + _CONTEXT_ENV + _VERIFY_ENV + _TRACE_ENV + _METRICS_ENV + _LOG_ENV
 )
 _TOKEN_ENV = "VEX_JWT_SECRET (required) AGENTQ_JWT_ISSUER AGENTQ_JWT_AUDIENCE"
 _MIGRATE_ENV = "AGENTQ_DATABASE_URL"
@@ -243,11 +245,16 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
     elif args.command == "rest":
         from rest_shim.serving import ListenError, run_rest
         from rest_shim.settings import RestSettings
+        from server.cli.metrics import serve_metrics
 
+        exported = serve_metrics(settings, "rest")
         try:
             run_rest(RestSettings(), tracer_provider=tracing.provider())
         except ListenError as error:
             raise ConfigurationError(str(error)) from None
+        finally:
+            if exported is not None:
+                exported.stop()
     elif args.command == "worker":
         from server.cli.serve import work
         from server.settings import Settings

@@ -16,6 +16,7 @@ from server import logs, orphans, tracing
 from server.api.server import start_grpc_server
 from server.banner import dev_banner, interfaces, rest_url
 from server.bootstrap import build_runtime, jwt_secret
+from server.cli.metrics import MetricsServer, serve_metrics
 from server.configuration import ConfigurationError
 from server.redis_client import RedisWatch
 from server.settings import Settings
@@ -33,6 +34,16 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
     # once it has started, instead of killing it halfway.
     stop = _stop_on_signals()
     secret = jwt_secret(settings)
+    exported = serve_metrics(settings, "serve", count_jobs=True)
+    try:
+        await _serve_runtime(settings, secret, stop, rest=rest)
+    finally:
+        _stop_metrics(exported)
+
+
+async def _serve_runtime(
+    settings: Settings, secret: str, stop: asyncio.Event, *, rest: bool
+) -> None:
     runtime = build_runtime(settings, engine_loop=event_loop_factory())
     watch = _watch_redis(settings)
     try:
@@ -51,6 +62,11 @@ async def serve(settings: Settings, *, rest: bool = True) -> None:
         if watch is not None:
             watch.stop()
         runtime.close()
+
+
+def _stop_metrics(exported: MetricsServer | None) -> None:
+    if exported is not None:
+        exported.stop()
 
 
 def _watch_redis(settings: Settings) -> RedisWatch | None:
@@ -133,22 +149,27 @@ def work(settings: Settings) -> None:
         )
     spawn = multiprocessing.get_context("spawn")
     children = [
-        spawn.Process(target=_work_one, args=(settings, os.getpid()))
-        for _ in range(settings.worker_processes - 1)
+        spawn.Process(target=_work_one, args=(settings, os.getpid(), index))
+        for index in range(1, settings.worker_processes)
     ]
+    # This process's endpoint first: an address in use stops the command before any child.
+    exported = serve_metrics(settings, "worker")
     for child in children:
         child.start()
     try:
-        _work_one(settings, None)
+        _work_one(settings, None, 0)
     finally:
         for child in children:
             child.terminate()
         for child in children:
             child.join(timeout=settings.shutdown_grace_s + 15)
+        _stop_metrics(exported)
 
 
-def _work_one(settings: Settings, parent_pid: int | None) -> None:
+def _work_one(settings: Settings, parent_pid: int | None, index: int) -> None:
+    """Worker process `index`: 0 is the command's own, whose metrics `work` serves."""
     stop = threading.Event()
+    exported: MetricsServer | None = None
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     if parent_pid is not None:
@@ -158,7 +179,9 @@ def _work_one(settings: Settings, parent_pid: int | None) -> None:
             settings.log_level, format=settings.log_format, levels=settings.logger_levels
         )
         orphans.stop_with_parent(parent_pid, stop)
-        tracing.install("worker", switch=settings.tracing)  # a spawned child starts without
+        # A spawned child starts without the parent's tracer provider: install its own.
+        tracing.install("worker", switch=settings.tracing)
+        exported = _child_metrics(settings, index)
     runtime = build_runtime(settings, engine_loop=event_loop_factory())
     watch = _watch_redis(settings)
     grace_s: float | None = None
@@ -176,3 +199,14 @@ def _work_one(settings: Settings, parent_pid: int | None) -> None:
         if watch is not None:
             watch.stop()
         runtime.close(grace_s=grace_s)
+        _stop_metrics(exported)
+
+
+def _child_metrics(settings: Settings, index: int) -> MetricsServer | None:
+    """A child's own metrics endpoint; without one (its port taken since the parent
+    started) it still works, and says so."""
+    try:
+        return serve_metrics(settings, "worker", index=index)
+    except ConfigurationError as error:
+        log.error("worker process %d serves no metrics: %s", index, error)
+        return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from server import metrics
 from server.auth.principal import Principal
 from server.clock import Clock, utc_now
 from server.errors import NotFound
@@ -48,6 +49,7 @@ class AgentService:
             verification=spec.verification.to_json(),
         )
         await self._store.agents.add(agent)
+        metrics.agent_created()
         return agent
 
     async def get_agent(self, principal: Principal, agent_id: str) -> AgentRecord:
@@ -75,4 +77,6 @@ class AgentService:
         async with self._store.transaction() as tx:
             if not await tx.agents.delete(agent_id, tenant_id=principal.tenant_id, at=now):
                 raise NotFound(AGENT_NOT_FOUND)
-            await cancel_tree(tx, await tx.jobs.unfinished_of_agent(agent_id), at=now)
+            unfinished = await tx.jobs.unfinished_of_agent(agent_id)
+            cancelled = await cancel_tree(tx, unfinished, at=now)
+        metrics.jobs_counted("cancelled", principal.tenant_id, cancelled)

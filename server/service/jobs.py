@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from server import tracing
+from server import metrics, tracing
 from server.auth.principal import Principal
 from server.clock import Clock, utc_now
 from server.errors import AlreadyExists, Conflict, InvalidArgument, NotFound, ResourceExhausted
@@ -112,6 +112,7 @@ class JobService:
         if created:
             with tracing.message_span(job_id):
                 self._sender.send(job_id)
+            metrics.jobs_counted("submitted", tenant)
         return job_id
 
     async def _queue(self, tenant: str, submission: Submission) -> tuple[str, bool]:
@@ -224,6 +225,7 @@ class JobService:
 
     async def _check_cap(self, tx: Tables, tenant: str, cap: int) -> None:
         if await tx.jobs.unfinished_count(tenant) >= cap:
+            metrics.refused("cap")
             raise ResourceExhausted(
                 f"Too many unfinished jobs: the limit is {cap} per tenant",
                 retry_after_s=CAP_RETRY_AFTER_S,
@@ -266,7 +268,8 @@ class JobService:
                 raise not_found(job_id)
             if job.job_status in (JobStatus.COMPLETED, JobStatus.FAILED):
                 raise Conflict(f"Job {job_id} is already {job.status}")
-            await cancel_tree(tx, [job], at=self._clock())
+            cancelled = await cancel_tree(tx, [job], at=self._clock())
+        metrics.jobs_counted("cancelled", principal.tenant_id, cancelled)
         return await self.get_job(principal, job_id)
 
     async def events_after(
@@ -282,20 +285,24 @@ class JobService:
         return job, events
 
 
-async def cancel_tree(tx: Tables, roots: Sequence[JobRecord], *, at: datetime) -> None:
-    """Cancel these jobs and every unfinished job below them.
+async def cancel_tree(tx: Tables, roots: Sequence[JobRecord], *, at: datetime) -> int:
+    """Cancel these jobs and every unfinished job below them; the pending ones cancelled.
 
     A pending job is cancelled at once; a running one gets a cancel request that its
-    worker acts on. The walk goes on below finished jobs too, as a finished child may
+    worker acts on (and counts). The walk goes on below finished jobs too, as a finished child may
     have left unfinished children of its own. A job that just changed state under us is
     read again by its conditional update, so a claim racing the cancel still ends up
     asked to stop.
     """
     level = [job.id for job in roots]
     seen: set[str] = set()
+    cancelled = 0
     while level:
         for job_id in level:  # both updates do nothing to a finished job
-            if not await tx.jobs.apply(cancel_pending(job_id, at=at)):
+            if await tx.jobs.apply(cancel_pending(job_id, at=at)):
+                cancelled += 1
+            else:
                 await tx.jobs.apply(request_cancel(job_id))
         seen.update(level)
         level = [child.id for child in await tx.jobs.children(level) if child.id not in seen]
+    return cancelled

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
+from server import metrics
 from server.clock import Clock, utc_now
 from server.queue import BatchQueue
 from server.store.events import EventSpec, EventType
@@ -96,32 +97,41 @@ class Recovery:
         return deleted + emitted
 
     async def _recover_lost_runs(self, now: datetime) -> int:
-        recovered = 0
+        outcomes: list[tuple[JobRecord, str]] = []
         async with self._store.transaction() as tx:
             # Locked by this sweep, so each compare-and-set below finds its row free.
             lost = await tx.jobs.lost_runs(now=now, limit=BATCH)
-            retry: list[str] = []
             for job in lost:
-                if await self._give_back(tx, job, now):
-                    recovered += 1
-                    if job.attempts < self._policy.max_attempts and not job.cancel_requested:
-                        retry.append(job.id)
-        if recovered:
-            log.warning("recovered %d jobs whose worker was lost", recovered)
+                outcome = self._outcome(job)
+                if await self._give_back(tx, job, now, outcome):
+                    outcomes.append((job, outcome))
+        # Counted once committed, as the jobs counters count the workers' outcomes.
+        for job, outcome in outcomes:
+            metrics.sweeper_recovered(outcome)
+            metrics.jobs_counted(outcome, job.tenant_id)
+        if outcomes:
+            log.warning("recovered %d jobs whose worker was lost", len(outcomes))
+        retry = [job.id for job, outcome in outcomes if outcome == "retried"]
         await self._send(retry, requeued_at=now)
-        return recovered
+        return len(outcomes)
 
-    async def _give_back(self, tx: Tables, job: JobRecord, now: datetime) -> bool:
+    def _outcome(self, job: JobRecord) -> str:
+        """What becomes of a lost run: `cancelled`, `failed` (its last attempt) or `retried`."""
+        if job.cancel_requested:
+            return "cancelled"
+        return "failed" if job.attempts >= self._policy.max_attempts else "retried"
+
+    async def _give_back(self, tx: Tables, job: JobRecord, now: datetime, outcome: str) -> bool:
         assert job.run_token is not None
         message = (
             f"Attempt {job.attempts} was lost: its worker stopped or it ran past "
             f"the time limit of {self._policy.time_limit_s:g}s"
         )
         values: dict[str, object]
-        if job.cancel_requested:
+        if outcome == "cancelled":
             values = {"status": JobStatus.CANCELLED, "completed_at": now}
             event = EventSpec(EventType.CANCELLED)
-        elif job.attempts >= self._policy.max_attempts:
+        elif outcome == "failed":
             values = {
                 "status": JobStatus.FAILED,
                 "completed_at": now,
@@ -152,6 +162,7 @@ class Recovery:
             return len(job_ids) if await self._send(job_ids, requeued_at=now) else None
 
         sent = await _in_batches(resend_batch)
+        metrics.sweeper_resent(amount=sent)
         if sent:
             log.warning("re-sent %d pending jobs whose message was overdue", sent)
         return sent

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import Executable
 
+from server import metrics
 from server.errors import DATABASE_UNAVAILABLE, Unavailable
 from server.store.database import DuplicateKey, Params, Row, Statements
 from server.store.pg_pool import Connection, ConnectionPool, still_usable
@@ -138,6 +139,12 @@ def _translated(error: BaseException) -> Exception:
     """A unique key's refusal is DuplicateKey; a lost connection is Unavailable."""
     if isinstance(error, asyncpg.UniqueViolationError):
         return DuplicateKey(str(error))
+    return _unavailable()
+
+
+def _unavailable() -> Unavailable:
+    """The database did not answer: counted in the metrics, and told as unavailable."""
+    metrics.database_error()
     return Unavailable(DATABASE_UNAVAILABLE)
 
 
@@ -157,14 +164,14 @@ class PostgresDatabase:
                 asyncpg_dsn(database_url), size=pool_size, command_timeout_s=30
             )
         except _NO_CONNECTION as error:
-            raise Unavailable(DATABASE_UNAVAILABLE) from error
+            raise _unavailable() from error
         return cls(pool)
 
     async def _acquire(self) -> Connection:
         try:
             return await self._pool.acquire()
         except _NO_CONNECTION as error:
-            raise Unavailable(DATABASE_UNAVAILABLE) from error
+            raise _unavailable() from error
 
     async def _alone(self, method: str, statement: Executable, params: Params | None) -> Any:
         connection = await self._acquire()

@@ -24,6 +24,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 from sqlalchemy.sql.expression import Executable
 
+from server import metrics
 from server.errors import DATABASE_UNAVAILABLE, Unavailable
 from server.store.database import DuplicateKey, Params, Row, Statements
 
@@ -50,6 +51,7 @@ def _errors() -> Iterator[None]:
             raise
         raise DuplicateKey(str(error.orig)) from error
     except (sa_exc.OperationalError, sa_exc.InterfaceError) as error:
+        metrics.database_error()
         raise Unavailable(DATABASE_UNAVAILABLE) from error
 
 

@@ -67,6 +67,10 @@ class Attempt:
     verification: str | None = None
     # The submitter's W3C traceparent: the attempt's spans join its trace.
     traceparent: str | None = None
+    # Whose job it is, and since when it could run (queued, or its retry due): the
+    # metrics count the attempt for its tenant and the wait before its claim.
+    tenant_id: str = ""
+    due_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +234,8 @@ def claimed(change: Transition, row: Any) -> Attempt:
         max_debate_rounds=_field(row, "max_debate_rounds"),
         verification=_field(row, "verification"),
         traceparent=_field(row, "traceparent"),
+        tenant_id=_field(row, "tenant_id"),
+        due_at=_field(row, "next_run_at"),
     )
 
 
@@ -337,6 +343,8 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
             jobs.c.traceparent,
             _of_agent("role"),
             _of_agent("verification"),
+            jobs.c.tenant_id,
+            jobs.c.next_run_at,
         ]
     if not (postgres and (shape.event or shape.turn)):
         # SQLite stores the event and the turn with statements of their own (jobs.py).

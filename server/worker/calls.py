@@ -18,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
+from server.metrics import ProviderMeter
 from server.providers.base import Completion, Message, Provider, ProviderError
 from server.store.events import EventSpec, EventType, StepKind, StepSpec
 from server.store.transitions import Attempt
@@ -91,8 +93,10 @@ class AttemptCalls:
         tokens: TokenBuffer,
         record: Callable[[EventSpec], Awaitable[bool]],
         record_steps: bool,
+        meter: ProviderMeter,
     ) -> None:
         self._provider = provider
+        self._meter = meter
         self._attempt = attempt
         self._signal = signal
         self._deadline = deadline
@@ -150,8 +154,29 @@ class AttemptCalls:
     async def _complete(
         self, system: str, prompt: str, history: Sequence[Message], *, shown: bool
     ) -> Completion:
+        """One provider call, counted in the metrics with its time, tokens and error."""
         if self._signal.requested:
             raise JobCancelled
+        started = time.perf_counter()
+        try:
+            completion = await self._call(system, prompt, history, shown=shown)
+        except TimeLimitExceeded:
+            self._meter.call(time.perf_counter() - started, 0, "time_limit")
+            raise
+        except ProviderError as error:
+            kind = "retryable" if error.retryable else "fatal"
+            self._meter.call(time.perf_counter() - started, error.tokens_used, kind)
+            raise
+        except BaseException:
+            # Cancelled (the job, or the worker shutting down): a call, not an error.
+            self._meter.call(time.perf_counter() - started, 0)
+            raise
+        self._meter.call(time.perf_counter() - started, completion.tokens_used)
+        return completion
+
+    async def _call(
+        self, system: str, prompt: str, history: Sequence[Message], *, shown: bool
+    ) -> Completion:
         deadline = asyncio.timeout_at(self._deadline)
         try:
             with self._signal.interruptible():

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 
+from server import metrics
 from server.worker.runner import AttemptRunner, CancelSignal
 from server.worker.traces import attempt_span
 
@@ -74,6 +75,8 @@ class ExecutionEngine:
         self._thread = threading.Thread(target=loop.run_forever, name="agentq-engine", daemon=True)
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._open(), loop).result()
+        # A slot is in use from its job's hand-over to its recorded outcome: one task each.
+        metrics.watch_slots(lambda: len(self._tasks), self.concurrency)
 
     async def _open(self) -> None:
         self._runner = await self._open_runner()

@@ -1,4 +1,4 @@
-"""One line per attempt's outcome, on the `agentq.jobs` logger.
+"""One line per attempt's outcome, on the `agentq.jobs` logger, and its count in the metrics.
 
 An attempt ends `completed`, `failed`, `cancelled` or `retrying` (it failed and the job
 goes back to the queue). The line's fields are attached to the record too, so the JSON
@@ -11,7 +11,7 @@ import logging
 import time
 from contextvars import ContextVar
 
-from server import logs
+from server import logs, metrics
 from server.store.transitions import Attempt
 
 JOBS_LOGGER = "agentq.jobs"
@@ -28,12 +28,14 @@ def start_clock() -> None:
 
 
 def log_outcome(attempt: Attempt, outcome: str, *, error: str | None = None) -> None:
-    """Log `job <id> <outcome> attempts=<n> <ms>ms`; `error` says why it failed.
+    """Log `job <id> <outcome> attempts=<n> <ms>ms`; `error` says why it failed. The
+    outcome and the attempt's run time go to the metrics too.
 
     Only the values are taken here; the writer thread spells out the line (`logs.later`).
     """
     started = _started.get()
     duration_s = time.monotonic() - started if started is not None else 0.0
+    metrics.attempt_ended(attempt.tenant_id, outcome, duration_s)
     logs.later(log, logging.INFO, _line, attempt.job_id, outcome, attempt.number, duration_s, error)
 
 

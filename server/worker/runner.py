@@ -16,7 +16,7 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from server import tracing
+from server import metrics, tracing
 from server.clock import Clock, utc_now
 from server.providers.base import Provider, ProviderError
 from server.queue import JobQueue
@@ -59,7 +59,9 @@ class AttemptRunner:
         token_interval_s: float = 0.1,
         context_limits: ContextLimits | None = None,
         verify: VerifyConfig | None = None,
+        meter: metrics.ProviderMeter | None = None,
     ) -> None:
+        """`meter` counts the provider's calls under its name and model."""
         self.store = store
         self.provider = provider
         self._queue = queue
@@ -69,6 +71,7 @@ class AttemptRunner:
         self._token_interval_s = token_interval_s
         self._context_limits = context_limits or ContextLimits()
         self._verify = verify or VerifyConfig()
+        self._meter = meter or metrics.ProviderMeter("unnamed", "unnamed")
 
     async def claim(self, job_id: str) -> Attempt | None:
         """Start an attempt of the job; None when there is nothing to run now."""
@@ -80,6 +83,8 @@ class AttemptRunner:
         if attempt is not None:
             # DEBUG, not INFO: a line per job would cost a busy worker more than its SQL.
             log.debug("job %s attempt %d started", job_id, attempt.number)
+            waited = (now - attempt.due_at).total_seconds() if attempt.due_at else 0.0
+            metrics.attempt_started(attempt.tenant_id, waited)
             return attempt
         due = await self.store.due_at(job_id)
         if due is not None and due > now:
@@ -123,6 +128,7 @@ class AttemptRunner:
             tokens=tokens,
             record=lambda event: self._record(attempt, event),
             record_steps=not plan.calls_once,
+            meter=self._meter,
         )
         try:
             result = await verification.run(plan, calls)
@@ -168,7 +174,7 @@ class AttemptRunner:
         digest = context_hash(
             agent_id=attempt.agent_id, role=role, prompt=attempt.prompt, response=result.text
         )
-        await self._finish(
+        completed = await self._finish(
             attempt,
             {
                 "status": JobStatus.COMPLETED,
@@ -188,6 +194,8 @@ class AttemptRunner:
             # The job's turn of its context is committed with its completion.
             turn=attempt.context_id is not None,
         )
+        if completed and attempt.enable_adversarial:
+            metrics.verification(verified=result.verified, rounds=result.debate_rounds)
 
     async def _after_error(
         self, attempt: Attempt, message: str, retryable: bool, tokens: int, *, now: bool = False

@@ -74,6 +74,8 @@ async def test_a_claim_wins_a_due_pending_job_once_and_hands_back_its_attempt(
         role=ROLE,
         tokens_used=0,
         context_id=None,
+        tenant_id=job.tenant_id,
+        due_at=now,
     )
     assert second is None
     columns = ("status", "run_token", "attempts", "started_at", "lease_expires_at", "event_seq")

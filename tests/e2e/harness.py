@@ -57,6 +57,9 @@ def settings_for(**overrides: Any) -> Settings:
         # Tests send bad credentials by the hundred from one address; the throttle of
         # failed checks has its own tests (test_failed_credentials.py).
         "auth_failure_burst": 1_000_000,
+        # No metrics endpoint: test processes would all want the default port; the
+        # metrics have their own tests (test_metrics*.py).
+        "metrics_addr": "",
     }
     values.update(overrides)
     return Settings(**values)
