@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import traceback
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -27,6 +28,7 @@ from bench.measure_latency import CHUNKS, LONG_STREAM_CHUNKS, measure_latency
 from bench.procs import ProcessSet
 from bench.profiling import Profiler, find_py_spy, summary_markdown
 from bench.runs import Context
+from bench.stack import agentq_env
 
 REPO = Path(__file__).resolve().parent.parent
 TOPOLOGY_NOTE = (
@@ -112,6 +114,8 @@ def _run_all(ctx: Context, results: dict[str, Any], scratch: Path) -> None:
             f"Redis {'up' if redis_ok else 'unreachable'} "
             "(--postgres-url / --redis-url point elsewhere)"
         )
+    if config.tracing:
+        ctx.config = config = replace(config, tracing_endpoint=_start_otlp_sink(ctx))
     # The baselines are what the two configurations' figures are compared with.
     if config.baselines and config.configs:
         results["baselines"] = measure_baselines(ctx, redis_available=redis_ok)
@@ -126,6 +130,18 @@ def _run_all(ctx: Context, results: dict[str, Any], scratch: Path) -> None:
         ctx.say("latency-bound workload")
         ctx.notes.append(LATENCY_NOTE)
         results["latency"] = measure_latency(ctx, scratch, postgres=both)
+
+
+def _start_otlp_sink(ctx: Context) -> str:
+    """Start the OTLP receiver the traced processes export to; its endpoint."""
+    argv = [sys.executable, "-m", "bench.otlp_sink"]
+    sink = ctx.procs.start("otlp-sink", argv, env=agentq_env({}))
+    port = sink.wait_for_port(r"otlp sink listening on port (\d+)")
+    ctx.notes.append(
+        "Traced: every agentq process exports its spans over OTLP/gRPC to a receiver of the "
+        "run's (its CPU shows as `otlp-sink`)."
+    )
+    return f"http://127.0.0.1:{port}"
 
 
 def _profiler(config: BenchConfig, run_dir: Path) -> Profiler | None:
@@ -166,6 +182,8 @@ def _meta(config: BenchConfig, tools: Tools, agentq: str) -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_gb": _memory_gb(),
         "mode": mode + (", profiled (py-spy perturbs figures)" if config.profile else ""),
+        "metrics": "on" if config.metrics else "off",
+        "tracing": "on" if config.tracing else "off",
         "duration_s": config.duration_s,
         "warmup_s": config.warmup_s,
         "in_flight": list(config.in_flight),

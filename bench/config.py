@@ -53,6 +53,11 @@ class BenchConfig:
     install_tools: bool = True
     results_dir: Path = RESULTS_DIR
     agentq: str = ""
+    # agentq's processes serve Prometheus metrics, as deployed; off to measure their cost.
+    metrics: bool = True
+    # Where agentq's processes export traces (an OTLP sink the run starts); empty for none.
+    tracing_endpoint: str = ""
+    tracing: bool = False
     max_run_s: float = 2400.0
     quick: bool = False
 
@@ -131,6 +136,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-install", action="store_true", help="never apt-get h2load or wrk")
     p.add_argument("--results-dir", type=Path, help="where results go (bench/results)")
     p.add_argument("--agentq", help="the agentq executable (default: next to this Python)")
+    p.add_argument(
+        "--no-metrics", action="store_true", help="agentq serves no metrics (to measure their cost)"
+    )
+    p.add_argument(
+        "--tracing",
+        action="store_true",
+        help="agentq exports traces to an OTLP sink of the run's (to measure their cost)",
+    )
     return p
 
 
@@ -173,4 +186,6 @@ def from_args(args: argparse.Namespace) -> BenchConfig:
         profile=args.profile,
         python_loadgen=args.python_loadgen,
         install_tools=not args.no_install,
+        metrics=not args.no_metrics,
+        tracing=args.tracing,
     )

@@ -67,8 +67,10 @@ class Deployment:
             # limit (the limiter still runs); the default tier would refuse most calls.
             "AGENTQ_DEFAULT_TIER": "unlimited",
             # Measured as deployed, with metrics on: each process on a free port of its own.
-            "AGENTQ_METRICS_ADDR": "127.0.0.1:0",
+            "AGENTQ_METRICS_ADDR": "127.0.0.1:0" if self.config.metrics else "",
         }
+        if self.config.tracing_endpoint:
+            settings["OTEL_EXPORTER_OTLP_ENDPOINT"] = self.config.tracing_endpoint
         if self.kind == "postgres":
             settings["AGENTQ_REDIS_URL"] = self.config.redis_url
             settings["AGENTQ_REDIS_NAMESPACE"] = self.namespace

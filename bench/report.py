@@ -226,6 +226,7 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{meta['started']} · agentq {meta['agentq_version']} · commit {meta['commit']} · "
         f"{meta['cpus']} CPUs, {meta['memory_gb']:.0f} GB · {meta['mode']} · "
+        f"metrics {meta.get('metrics', 'on')}, tracing {meta.get('tracing', 'off')} · "
         f"{meta['duration_s']:g} s per run after {meta['warmup_s']:g} s warm-up · "
         f"load: {meta['load_tools']}",
         "",
