@@ -75,7 +75,8 @@ def test_a_bad_setting_is_one_line_that_never_repeats_the_secret(tmp_path: Path)
 
     assert refused.returncode == 2
     assert refused.stderr == (
-        "agentq: AGENTQ_DEFAULT_TIER 'no-such-tier' is not one of: free, standard, unlimited\n"
+        "agentq: AGENTQ_DEFAULT_TIER 'no-such-tier' is not one of: "
+        "free, pro, standard, starter, unlimited\n"
     )
     assert SECRET[:5] not in refused.stderr
 
