@@ -3,7 +3,7 @@
 #
 # The suite runs in steps, each one pytest run with the given args:
 #   static    ruff, mypy --strict and the import contracts (tests/test_code_quality.py)
-#   tests     every test not marked `gate`
+#   tests     every test not marked `gate`, in two processes (pytest-xdist)
 #   proto     buf lint, build and breaking through npx (tests/test_proto_lint.py)
 #   polyglot  the Node.js client through npm (tests/e2e/test_polyglot_client.py)
 #   ts-stubs  a TypeScript client on the stubs of `buf generate`, through npm
@@ -41,6 +41,12 @@ STEPS=(
   "client   5m  tests/client/test_fresh_install.py"
   "bench    6m  tests/test_bench_smoke.py"
 )
+
+# The `tests` step runs in this many pytest processes (pytest-xdist): its tests spend
+# much of their time waiting on the servers, workers and subprocesses they start, so two
+# processes keep two cores busy. Each test makes its own databases, Redis namespace and
+# ports, so they never share state.
+TESTS_PROCESSES=2
 
 # The pytest exit status of one run, with a note when it collected nothing.
 pytest_status() {
@@ -87,7 +93,11 @@ for step in "${STEPS[@]}"; do
     summary+=("$(printf '%-9s not run  (-x)' "$name")")
     continue
   fi
-  if [[ $gates == - ]]; then selection=(-m "not gate"); else selection=(-m gate "$gates"); fi
+  if [[ $gates == - ]]; then
+    selection=(-m "not gate" --numprocesses "$TESTS_PROCESSES")
+  else
+    selection=(-m gate "$gates")
+  fi
   echo
   echo "==== test.sh: step $name: pytest ${selection[*]} $* ===="
   command=(.venv/bin/python -m pytest "${selection[@]}" "$@")
