@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
-from google.protobuf import message
 
 from server import metrics
 from server.api import policy
@@ -26,6 +25,7 @@ from server.api.call_log import TENANT_TRAILER, TENANT_WANTED, log_call
 from server.api.context import Context, principal_var, request_id_var
 from server.api.credential_size import check_credential_size
 from server.api.failures import FailureThrottle, client_address
+from server.api.parsing import UNPARSABLE, strict, tolerant
 from server.api.status import code_name, status_details
 from server.auth.principal import Principal, require_role, require_scope
 from server.auth.tokens import INVALID_HEADER_FORMAT, BearerVerifier
@@ -193,37 +193,6 @@ def _refuse_ambiguous(repeated: Collection[str]) -> None:
         raise Unauthenticated(INVALID_KEY)
 
 
-class _Unparsable:
-    """Stands in for a unary request whose bytes are not a message of its type."""
-
-
-_UNPARSABLE = _Unparsable()
-
-
-def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """Parse a unary request; grpc answers UNKNOWN with the exception text if parsing raises."""
-
-    def parse(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except message.DecodeError:
-            return _UNPARSABLE
-
-    return parse
-
-
-def _strict(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    """Parse each message of a request stream, raising while the guarded handler iterates."""
-
-    def parse(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except message.DecodeError:
-            raise InvalidArgument.unparsable() from None
-
-    return parse
-
-
 def _repeated(pairs: tuple[tuple[str, Any], ...]) -> frozenset[str]:
     """The metadata keys sent more than once (`dict` keeps only the last of each)."""
     if len({key for key, _ in pairs}) == len(pairs):
@@ -269,7 +238,7 @@ class _GuardedMethod:
         deserializer = handler.request_deserializer
         if deserializer is not None:
             deserializer = (
-                _strict(deserializer) if handler.request_streaming else _tolerant(deserializer)
+                strict(deserializer) if handler.request_streaming else tolerant(deserializer)
             )
         kwargs = {
             "request_deserializer": deserializer,
@@ -364,7 +333,7 @@ class _Call:
     async def __aenter__(self) -> None:
         try:
             await self._method.admit(self._context, self._admission)
-            if self._request is _UNPARSABLE:
+            if self._request is UNPARSABLE:
                 raise InvalidArgument.unparsable()
         except BaseException as error:
             await self.__aexit__(type(error), error, error.__traceback__)
