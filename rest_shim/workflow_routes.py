@@ -1,0 +1,350 @@
+"""Workflows' routes (/api/v1/workflows), each one RPC of WorkflowService; their JSON shapes.
+
+Fields travel as sent: the server judges them (422) with the messages a gRPC client gets
+(README, Workflows). A PATCH changes the fields its body names: their names are the
+update mask.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any
+
+from fastapi.responses import Response
+from google.protobuf import field_mask_pb2, json_format, struct_pb2
+from pydantic import AfterValidator, BaseModel, Field
+
+from agentq.v1 import workflow_service_pb2 as pb
+from rest_shim import render, rules
+from rest_shim.event_routes import finite_doubles, plain
+from rest_shim.routes import _AUTHED, _BODY, _SECURED, PageSize, PageToken, int32
+from rest_shim.rules import documented
+from rest_shim.schemas import PageMeta, StrictStr
+from rest_shim.table import RouteTable
+
+INPUT_NUMBER_MESSAGE = "Invalid input: numbers must be finite doubles"
+_MASKED = ("name", "trigger", "steps")
+
+
+class TriggerBody(BaseModel):
+    """What starts a run besides POST .../runs."""
+
+    event_type: StrictStr = Field(
+        description="An emitted event of this type starts a run with its data as input."
+    )
+
+
+class StepBody(BaseModel):
+    """One step: a name, an agent of the tenant, a prompt template, its dependencies."""
+
+    name: StrictStr = Field(description="1-50 characters of a-z0-9_-, unique in the workflow.")
+    agent_id: Annotated[StrictStr, documented(rules.uuid())] = Field(
+        description="An agent of the tenant."
+    )
+    prompt: StrictStr = Field(
+        description="1-50,000 characters; `{{input}}` and `{{steps.<name>.response}}`."
+    )
+    depends_on: list[StrictStr] = Field(
+        default_factory=list, description="Steps that must complete first."
+    )
+
+
+class CreateWorkflowBody(BaseModel):
+    """POST /api/v1/workflows."""
+
+    name: StrictStr = Field(description="1-100 characters after trimming.")
+    trigger: TriggerBody | None = None
+    steps: list[StepBody] = Field(description="1 to 20 steps.")
+
+
+class UpdateWorkflowBody(BaseModel):
+    """PATCH /api/v1/workflows/{id}: the fields it names change (null trigger: none)."""
+
+    name: StrictStr | None = None
+    trigger: TriggerBody | None = None
+    steps: list[StepBody] | None = None
+
+
+class RunWorkflowBody(BaseModel):
+    """POST /api/v1/workflows/{id}/runs."""
+
+    input: Annotated[Any, AfterValidator(finite_doubles(INPUT_NUMBER_MESSAGE))] = Field(
+        None, description="Any JSON value of at most 65,536 bytes as compact JSON."
+    )
+
+
+class WorkflowOut(BaseModel):
+    """A workflow at its current version."""
+
+    id: str
+    name: str
+    trigger: TriggerBody | None
+    steps: list[StepBody]
+    version: int
+    created_at: str
+    updated_at: str
+
+
+class WorkflowPage(BaseModel):
+    """A page of the tenant's workflows, newest first."""
+
+    data: list[WorkflowOut]
+    meta: PageMeta
+
+
+class StepRunOut(BaseModel):
+    """One step of a run."""
+
+    name: str
+    job_id: str | None
+    status: str
+    response: str | None
+    error: str | None
+
+
+class RunOut(BaseModel):
+    """A run: its parent job's state and each step's."""
+
+    id: str = Field(description="The run's parent job's id.")
+    workflow_id: str
+    version: int
+    status: str
+    input: Any
+    steps: list[StepRunOut]
+    response: str | None
+    error: str | None
+    event_id: str | None
+    created_at: str
+    completed_at: str | None
+
+
+class RunPage(BaseModel):
+    """A page of a workflow's runs, newest first."""
+
+    data: list[RunOut]
+    meta: PageMeta
+
+
+def _optional(message: Any, field: str) -> Any:
+    return getattr(message, field) if message.HasField(field) else None
+
+
+def workflow(message: pb.Workflow) -> dict[str, Any]:
+    """A workflow body."""
+    trigger = message.trigger.event_type if message.HasField("trigger") else None
+    return {
+        "id": message.id,
+        "name": message.name,
+        "trigger": None if trigger is None else {"event_type": trigger},
+        "steps": [
+            {
+                "name": s.name,
+                "agent_id": s.agent_id,
+                "prompt": s.prompt,
+                "depends_on": list(s.depends_on),
+            }
+            for s in message.steps
+        ],
+        "version": message.version,
+        "created_at": message.created_at.ToJsonString(),
+        "updated_at": message.updated_at.ToJsonString(),
+    }
+
+
+def _value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind in (None, "null_value"):
+        return None
+    return plain(getattr(value, kind))
+
+
+def run(message: pb.WorkflowRun) -> dict[str, Any]:
+    """A run body."""
+    return {
+        "id": message.id,
+        "workflow_id": message.workflow_id,
+        "version": message.version,
+        "status": render.status_name(message.status),
+        "input": _value(message.input),
+        "steps": [
+            {
+                "name": s.name,
+                "job_id": _optional(s, "job_id"),
+                "status": render.status_name(s.status),
+                "response": _optional(s, "response"),
+                "error": _optional(s, "error"),
+            }
+            for s in message.steps
+        ],
+        "response": _optional(message, "response"),
+        "error": _optional(message, "error"),
+        "event_id": _optional(message, "event_id"),
+        "created_at": message.created_at.ToJsonString(),
+        "completed_at": (
+            message.completed_at.ToJsonString() if message.HasField("completed_at") else None
+        ),
+    }
+
+
+def _steps(steps: list[StepBody] | None) -> list[pb.WorkflowStep]:
+    return [
+        pb.WorkflowStep(name=s.name, agent_id=s.agent_id, prompt=s.prompt, depends_on=s.depends_on)
+        for s in steps or []
+    ]
+
+
+def _trigger(trigger: TriggerBody | None) -> pb.WorkflowTrigger | None:
+    return None if trigger is None else pb.WorkflowTrigger(event_type=trigger.event_type)
+
+
+WORKFLOWS = RouteTable()
+_WorkflowId = Annotated[uuid.UUID, Field(description="The workflow's id.")]
+
+
+@WORKFLOWS.route(
+    "POST",
+    "/api/v1/workflows",
+    rpc="WorkflowService.CreateWorkflow",
+    status=201,
+    render=lambda reply: workflow(reply.workflow),
+    response_model=WorkflowOut,
+    errors=(*_AUTHED, *_BODY),
+    credentials=_SECURED,
+    tag="workflows",
+)
+def create_workflow(body: CreateWorkflowBody) -> pb.CreateWorkflowRequest:
+    """Create a workflow: a name, an optional trigger and its steps (version 1)."""
+    return pb.CreateWorkflowRequest(
+        name=body.name, trigger=_trigger(body.trigger), steps=_steps(body.steps)
+    )
+
+
+@WORKFLOWS.route(
+    "GET",
+    "/api/v1/workflows",
+    rpc="WorkflowService.ListWorkflows",
+    render=lambda reply: render.page(
+        [workflow(w) for w in reply.workflows], reply.page_size, reply.next_page_token
+    ),
+    response_model=WorkflowPage,
+    errors=(*_AUTHED, 422),
+    credentials=_SECURED,
+    tag="workflows",
+)
+def list_workflows(
+    page_size: PageSize = None, page_token: PageToken = ""
+) -> pb.ListWorkflowsRequest:
+    """The tenant's workflows, newest first, paged."""
+    return pb.ListWorkflowsRequest(
+        page_size=None if page_size is None else int32(page_size), page_token=page_token
+    )
+
+
+@WORKFLOWS.route(
+    "GET",
+    "/api/v1/workflows/{workflow_id}",
+    rpc="WorkflowService.GetWorkflow",
+    render=lambda reply: workflow(reply.workflow),
+    response_model=WorkflowOut,
+    errors=(*_AUTHED, 404, 422),
+    credentials=_SECURED,
+    tag="workflows",
+)
+def get_workflow(workflow_id: _WorkflowId) -> pb.GetWorkflowRequest:
+    """One workflow at its current version."""
+    return pb.GetWorkflowRequest(workflow_id=str(workflow_id))
+
+
+@WORKFLOWS.route(
+    "PATCH",
+    "/api/v1/workflows/{workflow_id}",
+    rpc="WorkflowService.UpdateWorkflow",
+    render=lambda reply: workflow(reply.workflow),
+    response_model=WorkflowOut,
+    errors=(*_AUTHED, *_BODY, 404),
+    credentials=_SECURED,
+    tag="workflows",
+)
+def update_workflow(workflow_id: _WorkflowId, body: UpdateWorkflowBody) -> pb.UpdateWorkflowRequest:
+    """Change the fields the body names, as the next version; started runs keep theirs."""
+    paths = [name for name in _MASKED if name in body.model_fields_set]
+    return pb.UpdateWorkflowRequest(
+        workflow_id=str(workflow_id),
+        name=body.name or "",
+        trigger=_trigger(body.trigger),
+        steps=_steps(body.steps),
+        update_mask=field_mask_pb2.FieldMask(paths=paths),
+    )
+
+
+@WORKFLOWS.route(
+    "DELETE",
+    "/api/v1/workflows/{workflow_id}",
+    rpc="WorkflowService.DeleteWorkflow",
+    status=204,
+    render=None,
+    response_class=Response,
+    errors=(*_AUTHED, 404, 422),
+    credentials=_SECURED,
+    tag="workflows",
+)
+def delete_workflow(workflow_id: _WorkflowId) -> pb.DeleteWorkflowRequest:
+    """Delete a workflow; its runs stay readable as jobs."""
+    return pb.DeleteWorkflowRequest(workflow_id=str(workflow_id))
+
+
+@WORKFLOWS.route(
+    "POST",
+    "/api/v1/workflows/{workflow_id}/runs",
+    rpc="WorkflowService.RunWorkflow",
+    status=202,
+    render=lambda reply: run(reply.run),
+    response_model=RunOut,
+    errors=(*_AUTHED, *_BODY, 404),
+    credentials=_SECURED,
+    tag="workflows",
+)
+def run_workflow(workflow_id: _WorkflowId, body: RunWorkflowBody) -> pb.RunWorkflowRequest:
+    """Start a run of the workflow's current version; its id is the parent job's."""
+    value = None
+    if body.input is not None:
+        value = json_format.ParseDict(body.input, struct_pb2.Value())
+    return pb.RunWorkflowRequest(workflow_id=str(workflow_id), input=value)
+
+
+@WORKFLOWS.route(
+    "GET",
+    "/api/v1/workflows/{workflow_id}/runs",
+    rpc="WorkflowService.ListWorkflowRuns",
+    render=lambda reply: render.page(
+        [run(r) for r in reply.runs], reply.page_size, reply.next_page_token
+    ),
+    response_model=RunPage,
+    errors=(*_AUTHED, 404, 422),
+    credentials=_SECURED,
+    tag="workflows",
+)
+def list_workflow_runs(
+    workflow_id: _WorkflowId, page_size: PageSize = None, page_token: PageToken = ""
+) -> pb.ListWorkflowRunsRequest:
+    """The workflow's runs, newest first, paged."""
+    return pb.ListWorkflowRunsRequest(
+        workflow_id=str(workflow_id),
+        page_size=None if page_size is None else int32(page_size),
+        page_token=page_token,
+    )
+
+
+@WORKFLOWS.route(
+    "GET",
+    "/api/v1/workflows/{workflow_id}/runs/{run_id}",
+    rpc="WorkflowService.GetWorkflowRun",
+    render=lambda reply: run(reply.run),
+    response_model=RunOut,
+    errors=(*_AUTHED, 404, 422),
+    credentials=_SECURED,
+    tag="workflows",
+)
+def get_workflow_run(workflow_id: _WorkflowId, run_id: uuid.UUID) -> pb.GetWorkflowRunRequest:
+    """One run, with each step's job and answer."""
+    return pb.GetWorkflowRunRequest(workflow_id=str(workflow_id), run_id=str(run_id))
