@@ -35,7 +35,7 @@ _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 EVENT_ID_PATTERN = f"^(?:evt_{_UUID}|job_{_UUID}_[0-9]{{10}})$"
 
 
-def _event_type() -> dict[str, Any]:
+def event_type() -> dict[str, Any]:
     return {"type": "string", "pattern": f"^[{TYPE_CHARACTERS}]{{1,{MAX_TYPE_CHARS}}}$"}
 
 
@@ -70,7 +70,7 @@ def _beyond_double(value: Any) -> bool:
 class CreateEventBody(BaseModel):
     """POST /api/v1/events."""
 
-    type: Annotated[StrictStr, documented(_event_type())] = Field(
+    type: Annotated[StrictStr, documented(event_type())] = Field(
         description="1-100 characters of a-z0-9._-; `job.` is reserved for job events."
     )
     data: Annotated[dict[str, Any], AfterValidator(_doubles)] = Field(
@@ -141,7 +141,7 @@ _Filter = Annotated[str | None, Query()]
 )
 def list_events(
     type: Annotated[
-        str | None, documented(_event_type(), nullable=True), Query(description="Only this type.")
+        str | None, documented(event_type(), nullable=True), Query(description="Only this type.")
     ] = None,
     job_id: Annotated[
         str | None, documented(rules.uuid(), nullable=True), Query(description="Only its events.")

@@ -12,10 +12,12 @@ from typing import Annotated, Any
 
 from fastapi.responses import Response
 from google.protobuf import field_mask_pb2, json_format, struct_pb2
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic.config import JsonDict
 
 from agentq.v1 import workflow_service_pb2 as pb
 from rest_shim import render, rules
+from rest_shim.event_routes import event_type as event_type_rule
 from rest_shim.event_routes import finite_doubles, plain
 from rest_shim.routes import _AUTHED, _BODY, _SECURED, PageSize, PageToken, int32
 from rest_shim.rules import documented
@@ -24,45 +26,64 @@ from rest_shim.table import RouteTable
 
 INPUT_NUMBER_MESSAGE = "Invalid input: numbers must be finite doubles"
 _MASKED = ("name", "trigger", "steps")
+# The server's rules (server/service/workflow_rules.py), for the OpenAPI document only:
+# the server judges every field, so REST and gRPC answer with the same messages.
+MAX_NAME_CHARS, MAX_STEPS, MAX_PROMPT_CHARS = 100, 20, 50_000
+_STEP_NAME = {"type": "string", "pattern": "^[a-z0-9_-]{1,50}$"}
+_STEP_LIST: JsonDict = {"minItems": 1, "maxItems": MAX_STEPS}
 
 
 class TriggerBody(BaseModel):
     """What starts a run besides POST .../runs."""
 
-    event_type: StrictStr = Field(
-        description="An emitted event of this type starts a run with its data as input."
+    event_type: Annotated[StrictStr, documented(event_type_rule())] = Field(
+        description="An emitted event of this type starts a run with its data as input;"
+        " not starting with `job.`."
     )
 
 
 class StepBody(BaseModel):
     """One step: a name, an agent of the tenant, a prompt template, its dependencies."""
 
-    name: StrictStr = Field(description="1-50 characters of a-z0-9_-, unique in the workflow.")
+    name: Annotated[StrictStr, documented(_STEP_NAME)] = Field(
+        description="1-50 characters of a-z0-9_-, unique in the workflow."
+    )
     agent_id: Annotated[StrictStr, documented(rules.uuid())] = Field(
         description="An agent of the tenant."
     )
-    prompt: StrictStr = Field(
-        description="1-50,000 characters; `{{input}}` and `{{steps.<name>.response}}`."
+    prompt: Annotated[StrictStr, documented(rules.trimmed(1, MAX_PROMPT_CHARS))] = Field(
+        description="1-50,000 characters; `{{input}}` and `{{steps.<name>.response}}` of a"
+        " step it depends on."
     )
-    depends_on: list[StrictStr] = Field(
-        default_factory=list, description="Steps that must complete first."
+    depends_on: list[Annotated[StrictStr, documented(_STEP_NAME)]] = Field(
+        default_factory=list, description="Names of steps that must complete first; no cycle."
     )
 
 
 class CreateWorkflowBody(BaseModel):
     """POST /api/v1/workflows."""
 
-    name: StrictStr = Field(description="1-100 characters after trimming.")
+    name: Annotated[StrictStr, documented(rules.trimmed(1, MAX_NAME_CHARS))] = Field(
+        description="1-100 characters after trimming."
+    )
     trigger: TriggerBody | None = None
-    steps: list[StepBody] = Field(description="1 to 20 steps.")
+    steps: list[StepBody] = Field(description="1 to 20 steps.", json_schema_extra=_STEP_LIST)
 
 
 class UpdateWorkflowBody(BaseModel):
     """PATCH /api/v1/workflows/{id}: the fields it names change (null trigger: none)."""
 
-    name: StrictStr | None = None
+    model_config = ConfigDict(json_schema_extra={"minProperties": 1})
+
+    name: Annotated[
+        StrictStr | None, documented(rules.trimmed(1, MAX_NAME_CHARS), nullable=True)
+    ] = None
     trigger: TriggerBody | None = None
-    steps: list[StepBody] | None = None
+    steps: list[StepBody] | None = Field(None, json_schema_extra=_STEP_LIST)
+    update_mask: Annotated[
+        list[StrictStr] | None,
+        documented({"type": "array", "items": rules.one_of(_MASKED), "minItems": 1}, nullable=True),
+    ] = Field(None, description="The fields to change; the other keys of the body when omitted.")
 
 
 class RunWorkflowBody(BaseModel):
@@ -267,7 +288,9 @@ def get_workflow(workflow_id: _WorkflowId) -> pb.GetWorkflowRequest:
 )
 def update_workflow(workflow_id: _WorkflowId, body: UpdateWorkflowBody) -> pb.UpdateWorkflowRequest:
     """Change the fields the body names, as the next version; started runs keep theirs."""
-    paths = [name for name in _MASKED if name in body.model_fields_set]
+    paths = body.update_mask
+    if paths is None:
+        paths = [name for name in _MASKED if name in body.model_fields_set]
     return pb.UpdateWorkflowRequest(
         workflow_id=str(workflow_id),
         name=body.name or "",
