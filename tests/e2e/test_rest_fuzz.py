@@ -281,7 +281,7 @@ def _well_formed_workflow(live: Live) -> Callable[[Case], Case]:
             case.body, dict
         ):
             return case
-        body = case.body
+        body: dict[str, Any] = case.body
         for index, step in enumerate(body.get("steps") or []):
             step.update(name=f"s{index}", agent_id=live.agent_id, depends_on=[])
             step["prompt"] = step["prompt"].replace("{{", "{ {")

@@ -90,7 +90,7 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
         [
             (
                 "steps[0].prompt",
-                f"Invalid steps[0].prompt: '{{{{ input.__class__ }}}}' is not a placeholder: "
+                "Invalid steps[0].prompt: '{{ input.__class__ }}' is not a placeholder: "
                 + PLACEHOLDERS,
             )
         ],
