@@ -113,8 +113,10 @@ async def advance(
         return []
     by_name = {record.step_name: record for record in started}
     if job.cancel_requested:
+        # Its steps were cancelled with it; the run ends once none of them still runs.
         await cancel_tree(tx, [job], at=at)
-        await _end(tx, run, job, steps, by_name, EventType.CANCELLED, at=at)
+        if not await _unfinished(tx, run):
+            await _end(tx, run, job, steps, by_name, EventType.CANCELLED, at=at)
         return []
     queued: list[str] = []
     if _failure(steps, by_name) is None and not _all_completed(steps, by_name):
@@ -131,9 +133,11 @@ async def advance(
             if record.job_id is not None:
                 queued.append(record.job_id)
     if _failure(steps, by_name) is not None:
-        unfinished = [c for c in await tx.jobs.children([run.run_id]) if not c.job_status.finished]
+        # The steps still running are cancelled; the run fails once none of them runs.
+        unfinished = await _unfinished(tx, run)
         await cancel_tree(tx, unfinished, at=at)
-        await _end(tx, run, job, steps, by_name, EventType.FAILED, at=at)
+        if not unfinished:
+            await _end(tx, run, job, steps, by_name, EventType.FAILED, at=at)
         return []
     if _all_completed(steps, by_name):
         await _end(tx, run, job, steps, by_name, EventType.COMPLETED, at=at)
@@ -187,18 +191,22 @@ async def _queue_step(
 
 
 def _failure(steps: tuple[Step, ...], by_name: dict[str, RunStepRecord]) -> str | None:
-    """Why the run fails: its first declared step that failed or was cancelled; else None."""
-    for step in steps:
-        record = by_name.get(step.name)
-        if record is None:
-            continue
+    """Why the run fails: its first declared step that failed, else the first one cancelled
+    (by a client, or with its agent); None when no step did either."""
+    records = [by_name[s.name] for s in steps if s.name in by_name]
+    for record in records:
         if record.error is not None:
-            return f"Step {step.name} failed: {record.error}"
+            return f"Step {record.step_name} failed: {record.error}"
         if record.status == JobStatus.FAILED:
-            return f"Step {step.name} failed: {record.job_error}"
+            return f"Step {record.step_name} failed: {record.job_error}"
+    for record in records:
         if record.status == JobStatus.CANCELLED:
-            return f"Step {step.name} was cancelled"
+            return f"Step {record.step_name} was cancelled"
     return None
+
+
+async def _unfinished(tx: Tables, run: WorkflowRunRecord) -> list[JobRecord]:
+    return [c for c in await tx.jobs.children([run.run_id]) if not c.job_status.finished]
 
 
 def _all_completed(steps: tuple[Step, ...], by_name: dict[str, RunStepRecord]) -> bool:
