@@ -8,6 +8,7 @@ update mask.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi.responses import Response
@@ -22,7 +23,7 @@ from rest_shim.event_routes import finite_doubles, plain
 from rest_shim.routes import _AUTHED, _BODY, _SECURED, PageSize, PageToken, int32
 from rest_shim.rules import documented
 from rest_shim.schemas import PageMeta, StrictStr
-from rest_shim.table import RouteTable
+from rest_shim.table import Build, RouteTable
 
 INPUT_NUMBER_MESSAGE = "Invalid input: numbers must be finite doubles"
 _MASKED = ("name", "trigger", "steps")
@@ -219,19 +220,26 @@ def _trigger(trigger: TriggerBody | None) -> pb.WorkflowTrigger | None:
 
 
 WORKFLOWS = RouteTable()
+
+
+def _route(method: str, path: str, rpc: str, **options: Any) -> Callable[[Build], Build]:
+    """Declare a route of WorkflowService, for a caller's credentials."""
+    return WORKFLOWS.route(
+        method, path, rpc=f"WorkflowService.{rpc}", credentials=_SECURED, tag="workflows", **options
+    )
+
+
 _WorkflowId = Annotated[uuid.UUID, Field(description="The workflow's id.")]
 
 
-@WORKFLOWS.route(
+@_route(
     "POST",
     "/api/v1/workflows",
-    rpc="WorkflowService.CreateWorkflow",
+    "CreateWorkflow",
     status=201,
     render=lambda reply: workflow(reply.workflow),
     response_model=WorkflowOut,
     errors=(*_AUTHED, *_BODY),
-    credentials=_SECURED,
-    tag="workflows",
 )
 def create_workflow(body: CreateWorkflowBody) -> pb.CreateWorkflowRequest:
     """Create a workflow: a name, an optional trigger and its steps (version 1)."""
@@ -240,17 +248,15 @@ def create_workflow(body: CreateWorkflowBody) -> pb.CreateWorkflowRequest:
     )
 
 
-@WORKFLOWS.route(
+@_route(
     "GET",
     "/api/v1/workflows",
-    rpc="WorkflowService.ListWorkflows",
+    "ListWorkflows",
     render=lambda reply: render.page(
         [workflow(w) for w in reply.workflows], reply.page_size, reply.next_page_token
     ),
     response_model=WorkflowPage,
     errors=(*_AUTHED, 422),
-    credentials=_SECURED,
-    tag="workflows",
 )
 def list_workflows(
     page_size: PageSize = None, page_token: PageToken = ""
@@ -261,30 +267,26 @@ def list_workflows(
     )
 
 
-@WORKFLOWS.route(
+@_route(
     "GET",
     "/api/v1/workflows/{workflow_id}",
-    rpc="WorkflowService.GetWorkflow",
+    "GetWorkflow",
     render=lambda reply: workflow(reply.workflow),
     response_model=WorkflowOut,
     errors=(*_AUTHED, 404, 422),
-    credentials=_SECURED,
-    tag="workflows",
 )
 def get_workflow(workflow_id: _WorkflowId) -> pb.GetWorkflowRequest:
     """One workflow at its current version."""
     return pb.GetWorkflowRequest(workflow_id=str(workflow_id))
 
 
-@WORKFLOWS.route(
+@_route(
     "PATCH",
     "/api/v1/workflows/{workflow_id}",
-    rpc="WorkflowService.UpdateWorkflow",
+    "UpdateWorkflow",
     render=lambda reply: workflow(reply.workflow),
     response_model=WorkflowOut,
     errors=(*_AUTHED, *_BODY, 404),
-    credentials=_SECURED,
-    tag="workflows",
 )
 def update_workflow(workflow_id: _WorkflowId, body: UpdateWorkflowBody) -> pb.UpdateWorkflowRequest:
     """Change the fields the body names, as the next version; started runs keep theirs."""
@@ -300,32 +302,28 @@ def update_workflow(workflow_id: _WorkflowId, body: UpdateWorkflowBody) -> pb.Up
     )
 
 
-@WORKFLOWS.route(
+@_route(
     "DELETE",
     "/api/v1/workflows/{workflow_id}",
-    rpc="WorkflowService.DeleteWorkflow",
+    "DeleteWorkflow",
     status=204,
     render=None,
     response_class=Response,
     errors=(*_AUTHED, 404, 422),
-    credentials=_SECURED,
-    tag="workflows",
 )
 def delete_workflow(workflow_id: _WorkflowId) -> pb.DeleteWorkflowRequest:
     """Delete a workflow; its runs stay readable as jobs."""
     return pb.DeleteWorkflowRequest(workflow_id=str(workflow_id))
 
 
-@WORKFLOWS.route(
+@_route(
     "POST",
     "/api/v1/workflows/{workflow_id}/runs",
-    rpc="WorkflowService.RunWorkflow",
+    "RunWorkflow",
     status=202,
     render=lambda reply: run(reply.run),
     response_model=RunOut,
     errors=(*_AUTHED, *_BODY, 404),
-    credentials=_SECURED,
-    tag="workflows",
 )
 def run_workflow(workflow_id: _WorkflowId, body: RunWorkflowBody) -> pb.RunWorkflowRequest:
     """Start a run of the workflow's current version; its id is the parent job's."""
@@ -335,17 +333,15 @@ def run_workflow(workflow_id: _WorkflowId, body: RunWorkflowBody) -> pb.RunWorkf
     return pb.RunWorkflowRequest(workflow_id=str(workflow_id), input=value)
 
 
-@WORKFLOWS.route(
+@_route(
     "GET",
     "/api/v1/workflows/{workflow_id}/runs",
-    rpc="WorkflowService.ListWorkflowRuns",
+    "ListWorkflowRuns",
     render=lambda reply: render.page(
         [run(r) for r in reply.runs], reply.page_size, reply.next_page_token
     ),
     response_model=RunPage,
     errors=(*_AUTHED, 404, 422),
-    credentials=_SECURED,
-    tag="workflows",
 )
 def list_workflow_runs(
     workflow_id: _WorkflowId, page_size: PageSize = None, page_token: PageToken = ""
@@ -358,15 +354,13 @@ def list_workflow_runs(
     )
 
 
-@WORKFLOWS.route(
+@_route(
     "GET",
     "/api/v1/workflows/{workflow_id}/runs/{run_id}",
-    rpc="WorkflowService.GetWorkflowRun",
+    "GetWorkflowRun",
     render=lambda reply: run(reply.run),
     response_model=RunOut,
     errors=(*_AUTHED, 404, 422),
-    credentials=_SECURED,
-    tag="workflows",
 )
 def get_workflow_run(workflow_id: _WorkflowId, run_id: uuid.UUID) -> pb.GetWorkflowRunRequest:
     """One run, with each step's job and answer."""

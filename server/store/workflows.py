@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, and_, bindparam, insert, select, update
 
@@ -29,6 +29,7 @@ from server.store.tables import (
     workflows,
 )
 
+R = TypeVar("R")
 _WORKFLOW = WorkflowRecord.columns(workflows)
 _RUN = WorkflowRunRecord.columns(workflow_runs)
 _LIVE = workflows.c.deleted_at.is_(None)
@@ -44,8 +45,8 @@ class StoredWorkflow:
 
     @classmethod
     def of(cls, row: Row) -> StoredWorkflow:
-        values = tuple(row.values())
-        return cls(WorkflowRecord(*values[: len(_WORKFLOW)]), values[len(_WORKFLOW)])
+        workflow, (steps,) = _split(row, WorkflowRecord, len(_WORKFLOW))
+        return cls(workflow, steps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +61,14 @@ class RunView:
 
     @classmethod
     def of(cls, row: Row) -> RunView:
-        values = tuple(row.values())
-        return cls(WorkflowRunRecord(*values[: len(_RUN)]), *values[len(_RUN) :])
+        run, job = _split(row, WorkflowRunRecord, len(_RUN))
+        return cls(run, *job)
+
+
+def _split(row: Row, record: type[R], count: int) -> tuple[R, tuple[Any, ...]]:
+    """The record of a row's first `count` columns, and the columns after them."""
+    values = tuple(row.values())
+    return record(*values[:count]), values[count:]
 
 
 def _with_steps() -> Select[Any]:

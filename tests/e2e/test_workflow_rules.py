@@ -4,7 +4,6 @@ over REST and over gRPC alike; a refused request stores nothing (README, Workflo
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
@@ -12,19 +11,13 @@ import pytest
 from google.protobuf import field_mask_pb2, json_format, struct_pb2
 
 from agentq.v1 import workflow_service_pb2 as pb
-from tests.e2e.harness import RestThread, ServerThread, rpc_error
+from tests.e2e.harness import rpc_error
 from tests.e2e.rest_errors_helpers import assert_error
-from tests.e2e.workflow_helpers import Tenant, tenant_on
+from tests.e2e.workflow_helpers import Tenant
 
 AGENT = "{agent}"
 NAME_RULE = "Invalid name: must be 1 to 100 characters after trimming, without NUL"
 PLACEHOLDERS = "use {{input}} or {{steps.<name>.response}}"
-
-
-@pytest.fixture
-def tenant(server: ServerThread, shim: RestThread) -> Iterator[Tenant]:
-    with tenant_on(shim.url, server.port) as user:
-        yield user
 
 
 def _step(

@@ -24,7 +24,7 @@ def test_triggered_runs_complete_once_each_across_worker_processes(
     with (
         scaled_rest(settings) as (server, rest),
         worker_processes(settings, count=2, concurrency=4),
-        tenant_on(rest.url, server.port, "scaler") as tenant,
+        tenant_on((server, rest), "scaler") as tenant,
     ):
         http = tenant.http
         agent = tenant.agent()

@@ -6,44 +6,32 @@ its limit, and tenant isolation (README, Workflows)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.harness import RestThread, ServerThread, running_rest, running_server, settings_for
 from tests.e2e.rest_errors_helpers import assert_error
-from tests.e2e.workflow_helpers import Tenant, job_story, position, tenant_on, three_steps
+from tests.e2e.workflow_helpers import (
+    Stack,
+    Tenant,
+    chain,
+    job_story,
+    not_queued,
+    position,
+    tenant_on,
+    three_steps,
+)
 
 JOB_STORY = ["job.queued", "job.started", "job.completed"]
 
 
-@pytest.fixture(scope="module")
-def wf_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    """The embedded default with the safety judge on, so that `[unsafe]` fails a step."""
-    database: Path = tmp_path_factory.mktemp("workflows") / "agentq.db"
-    settings = settings_for(
-        database_url=f"sqlite:///{database}", prompt_guard="judge", workflow_poll_s=0.05
-    )
-    with running_server(settings, in_process_workers=True) as started:
-        yield started
-
-
-@pytest.fixture(scope="module")
-def wf_shim(wf_server: ServerThread) -> Iterator[RestThread]:
-    with running_rest(f"127.0.0.1:{wf_server.port}") as started:
-        yield started
+# The safety judge is on, so that `[unsafe]` in a prompt fails its step.
+WORKFLOW_SETTINGS = {"prompt_guard": "judge"}
 
 
 @pytest.fixture
-def tenant(wf_server: ServerThread, wf_shim: RestThread) -> Iterator[Tenant]:
-    with tenant_on(wf_shim.url, wf_server.port) as user:
-        yield user
-
-
-@pytest.fixture
-def other(wf_server: ServerThread, wf_shim: RestThread) -> Iterator[Tenant]:
-    with tenant_on(wf_shim.url, wf_server.port, "bob") as user:
+def other(workflow_server: Stack) -> Iterator[Tenant]:
+    with tenant_on(workflow_server, "bob") as user:
         yield user
 
 
@@ -104,26 +92,12 @@ def test_an_emitted_event_runs_the_workflow_and_the_log_tells_the_story(tenant: 
 
 def test_a_run_started_by_hand_renders_a_string_input_as_it_is(tenant: Tenant) -> None:
     agent = tenant.agent()
-    steps = [
-        {"name": "draft", "agent_id": agent, "prompt": "Draft {{input}}"},
-        {
-            "name": "polish",
-            "agent_id": agent,
-            "prompt": "Polish {{steps.draft.response}}",
-            "depends_on": ["draft"],
-        },
-    ]
+    steps = chain(agent, "Draft {{input}}", "Polish {{steps.draft.response}}", ("draft", "polish"))
     workflow = tenant.create({"name": "two steps", "steps": steps})
     started = tenant.run(workflow["id"], "a haiku")
     assert started["status"] == "running" and started["event_id"] is None
     assert [s["name"] for s in started["steps"]] == ["draft", "polish"]
-    assert started["steps"][1] == {
-        "name": "polish",
-        "job_id": None,
-        "status": "pending",
-        "response": None,
-        "error": None,
-    }
+    assert started["steps"][1] == not_queued("polish")
     run = tenant.wait_run(workflow["id"], started["id"])
     assert run["status"] == "completed", run
     assert run["steps"][0]["response"] == 'As "You are a careful assistant.": Draft a haiku'
@@ -133,10 +107,7 @@ def test_a_run_started_by_hand_renders_a_string_input_as_it_is(tenant: Tenant) -
 
 def test_a_failed_step_fails_the_run_and_starts_nothing_after_it(tenant: Tenant) -> None:
     agent = tenant.agent()
-    steps = [
-        {"name": "check", "agent_id": agent, "prompt": "Check {{input}}"},
-        {"name": "after", "agent_id": agent, "prompt": "Then", "depends_on": ["check"]},
-    ]
+    steps = chain(agent, "Check {{input}}", "Then", ("check", "after"))
     workflow = tenant.create({"name": "judged", "steps": steps})
     # The safety judge (AGENTQ_PROMPT_GUARD=judge) refuses the rendered prompt: the
     # step's job fails, and so does the run.
@@ -145,13 +116,7 @@ def test_a_failed_step_fails_the_run_and_starts_nothing_after_it(tenant: Tenant)
     check, after = run["steps"]
     assert check["status"] == "failed" and check["error"].startswith("Safety judge rejected")
     assert run["error"] == f"Step check failed: {check['error']}"
-    assert after == {
-        "name": "after",
-        "job_id": None,
-        "status": "pending",
-        "response": None,
-        "error": None,
-    }
+    assert after == not_queued("after")
     job = tenant.http.get(f"/api/v1/jobs/{run['id']}").json()
     assert job["status"] == "failed" and job["error"] == run["error"]
     failed = [e for e in tenant.log() if e["type"] == "workflow.failed"]

@@ -11,12 +11,21 @@ from typing import Any
 
 import grpc
 import httpx
+import pytest
 
 from agentq.v1 import workflow_service_pb2_grpc as pb_grpc
-from tests.e2e.harness import token
+from tests.e2e.harness import (
+    RestThread,
+    ServerThread,
+    running_rest,
+    running_server,
+    settings_for,
+    token,
+)
 from tests.e2e.rest_helpers import create_agent, http_client
 
 RUN_FINISHED = ("completed", "failed", "cancelled")
+Stack = tuple[ServerThread, RestThread]
 
 
 class Tenant:
@@ -86,12 +95,26 @@ class Tenant:
 
 
 @contextmanager
-def tenant_on(shim_url: str, grpc_port: int, sub: str = "alice") -> Iterator[Tenant]:
+def workflow_stack(factory: pytest.TempPathFactory, **overrides: Any) -> Iterator[Stack]:
+    """An embedded server (SQLite, in-process workers) whose orchestrator sweeps every
+    50 ms, with `overrides`, and a REST shim in front of it."""
+    database = factory.mktemp("workflows") / "agentq.db"
+    settings = settings_for(database_url=f"sqlite:///{database}", workflow_poll_s=0.05, **overrides)
+    with (
+        running_server(settings, in_process_workers=True) as server,
+        running_rest(f"127.0.0.1:{server.port}") as shim,
+    ):
+        yield server, shim
+
+
+@contextmanager
+def tenant_on(stack: Stack, sub: str = "alice") -> Iterator[Tenant]:
     """A user of a new tenant: tests on a shared server never see each other's rows."""
+    server, shim = stack
     bearer = token(sub, tenant=f"t-{uuid.uuid4()}")
     with (
-        http_client(shim_url, bearer) as http,
-        grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel,
+        http_client(shim.url, bearer) as http,
+        grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel,
     ):
         yield Tenant(http, pb_grpc.WorkflowServiceStub(channel), bearer)
 
@@ -112,6 +135,19 @@ def three_steps(research: str, facts: str, summary: str) -> dict[str, Any]:
             },
         ],
     }
+
+
+def chain(agent: str, first: str, second: str, names: tuple[str, str]) -> list[dict[str, Any]]:
+    """Two steps of one agent, the second after the first."""
+    return [
+        {"name": names[0], "agent_id": agent, "prompt": first},
+        {"name": names[1], "agent_id": agent, "prompt": second, "depends_on": [names[0]]},
+    ]
+
+
+def not_queued(name: str) -> dict[str, Any]:
+    """A step of a run that has no job (yet)."""
+    return {"name": name, "job_id": None, "status": "pending", "response": None, "error": None}
 
 
 def job_story(events: list[dict[str, Any]], job_id: str) -> list[str]:
