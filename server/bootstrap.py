@@ -134,7 +134,9 @@ class Runtime:
             max_unfinished_jobs=settings.max_unfinished_jobs,
             token_lifetime_s=settings.token_ttl_s,
         )
-        workflows = WorkflowService(store, sender, page_tokens=page_tokens)
+        workflows = WorkflowService(
+            store, sender, page_tokens=page_tokens, prompt_guard=prompt_guard
+        )
         return Services(
             agents=AgentService(store, page_tokens=page_tokens, prompt_guard=prompt_guard),
             jobs=JobService(
@@ -180,7 +182,9 @@ class Runtime:
 
         async def open_orchestrator() -> Orchestrator:
             db = await open_database(settings.database_url, pool_size=RECOVERY_POOL_SIZE)
-            return Orchestrator(Store(db), self.queue)
+            return Orchestrator(
+                Store(db), self.queue, prompt_guard=PromptGuard(settings.prompt_guard)
+            )
 
         threads = [
             RecoveryThread(open_recovery, interval_s=settings.recovery_interval_s),

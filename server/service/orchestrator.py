@@ -26,7 +26,8 @@ from datetime import datetime
 from typing import Any
 
 from server.clock import Clock, utc_now
-from server.errors import InvalidArgument
+from server.errors import InvalidArgument, PermissionDenied
+from server.prompt_guard import PromptGuard
 from server.queue import BatchQueue
 from server.service.jobs import cancel_tree
 from server.service.workflow_rules import Step, input_text, render, steps_of
@@ -64,6 +65,7 @@ async def start_run(
     input: str,
     event_id: str | None,
     at: datetime,
+    guard: PromptGuard,
 ) -> Started | None:
     """Store a run of the workflow's current version and queue its first steps.
 
@@ -95,7 +97,7 @@ async def start_run(
     await tx.workflows.add_run(run)
     parent = await tx.jobs.get(run_id, tenant_id=tenant_id)
     assert parent is not None
-    return Started(run_id, await advance(tx, run, steps, parent, [], at=at))
+    return Started(run_id, await advance(tx, run, steps, parent, [], at=at, guard=guard))
 
 
 async def advance(
@@ -106,6 +108,7 @@ async def advance(
     started: list[RunStepRecord],
     *,
     at: datetime,
+    guard: PromptGuard,
 ) -> list[str]:
     """Move one run forward: queue its ready steps, or record its end; the jobs queued."""
     if job.job_status.finished:  # ended some other way (retention, an operator)
@@ -128,7 +131,7 @@ async def advance(
             )
             if step.name in by_name or not ready:
                 continue
-            record = await _queue_step(tx, run, job, step, answers, at=at)
+            record = await _queue_step(tx, run, job, step, answers, at=at, guard=guard)
             by_name[step.name] = record
             if record.job_id is not None:
                 queued.append(record.job_id)
@@ -152,8 +155,10 @@ async def _queue_step(
     answers: dict[str, str],
     *,
     at: datetime,
+    guard: PromptGuard,
 ) -> RunStepRecord:
-    """Queue a step's child job, or record why it cannot be queued."""
+    """Queue a step's child job, or record why it cannot be queued: its rendered prompt
+    keeps an execute prompt's rules and passes the prompt guard, as any prompt does."""
     prompt = render(step.prompt, input_text(run.input), answers)
     error: str | None = None
     job_id: str | None = None
@@ -165,8 +170,9 @@ async def _queue_step(
             enable_self_correction=False,
             max_debate_rounds=None,
         )
-    except InvalidArgument as invalid:
-        error = f"Its rendered prompt is refused: {invalid.message}"
+        guard.check_prompt(spec.prompt)
+    except (InvalidArgument, PermissionDenied) as refused:
+        error = f"Its rendered prompt is refused: {refused.message}"
     else:
         child = NewJob(
             id=str(uuid.uuid4()),
@@ -268,10 +274,18 @@ async def _end(
 class Orchestrator:
     """Moves every open run forward, a batch per sweep; any number of processes may sweep."""
 
-    def __init__(self, store: Store, queue: BatchQueue, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        store: Store,
+        queue: BatchQueue,
+        *,
+        clock: Clock = utc_now,
+        prompt_guard: PromptGuard | None = None,
+    ) -> None:
         self._store = store
         self._queue = queue
         self._clock = clock
+        self._guard = prompt_guard or PromptGuard()
         # Versions never change, so their steps are kept once read.
         self._steps: dict[tuple[str, int], tuple[Step, ...]] = {}
 
@@ -294,7 +308,7 @@ class Orchestrator:
                     continue
                 steps = await self._steps_of(tx, run)
                 mine = [s for s in started if s.run_id == run.run_id]
-                queued += await advance(tx, run, steps, job, mine, at=now)
+                queued += await advance(tx, run, steps, job, mine, at=now, guard=self._guard)
         if queued:
             await self._send(queued)
         return len(runs)

@@ -17,6 +17,7 @@ from server.auth.principal import Principal
 from server.clock import Clock, utc_now
 from server.errors import FieldViolation, InvalidArgument, NotFound
 from server.paging import Cursor, Page, PageTokens
+from server.prompt_guard import PromptGuard
 from server.service.event_log import LogEvent
 from server.service.jobs import Sender
 from server.service.orchestrator import start_run
@@ -100,11 +101,13 @@ class WorkflowService:
         *,
         clock: Clock = utc_now,
         page_tokens: PageTokens | None = None,
+        prompt_guard: PromptGuard | None = None,
     ) -> None:
         self._store = store
         self._sender = sender
         self._clock = clock
         self._tokens = page_tokens or PageTokens()
+        self._guard = prompt_guard or PromptGuard()
 
     async def create(
         self,
@@ -145,6 +148,10 @@ class WorkflowService:
                 raise
             violations = error.violations + await self._agent_violations(tenant, steps)
             raise InvalidArgument(violations) from None
+        # As an execute's prompt, a template that reads as an injection is refused (403)
+        # after the field rules (README, Prompt guard).
+        for step in definition.steps:
+            self._guard.check_prompt(step.prompt)
         violations = await self._agent_violations(tenant, definition.steps)
         if violations:
             raise InvalidArgument(violations)
@@ -231,7 +238,13 @@ class WorkflowService:
             if stored is None:
                 raise not_found(workflow_id)
             started = await start_run(
-                tx, tenant, stored, input=stored_input, event_id=None, at=self._clock()
+                tx,
+                tenant,
+                stored,
+                input=stored_input,
+                event_id=None,
+                at=self._clock(),
+                guard=self._guard,
             )
             if started is None:
                 raise NotFound(AGENT_NOT_FOUND)
@@ -244,7 +257,13 @@ class WorkflowService:
         data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
         for stored in await tx.workflows.triggered_by(tenant_id, event.type):
             started = await start_run(
-                tx, tenant_id, stored, input=data, event_id=event.id, at=event.created_at
+                tx,
+                tenant_id,
+                stored,
+                input=data,
+                event_id=event.id,
+                at=event.created_at,
+                guard=self._guard,
             )
             # A workflow whose result agent is gone has nothing to run as.
             if started is not None:
