@@ -134,20 +134,21 @@ class Runtime:
             max_unfinished_jobs=settings.max_unfinished_jobs,
             token_lifetime_s=settings.token_ttl_s,
         )
+        jobs = JobService(
+            store,
+            sender,
+            retention_s=settings.retention_s,
+            max_unfinished_jobs=settings.max_unfinished_jobs,
+            page_tokens=page_tokens,
+            context_auto=settings.context_auto,
+            prompt_guard=prompt_guard,
+        )
         workflows = WorkflowService(
-            store, sender, page_tokens=page_tokens, prompt_guard=prompt_guard
+            store, sender, page_tokens=page_tokens, prompt_guard=prompt_guard, jobs=jobs
         )
         return Services(
             agents=AgentService(store, page_tokens=page_tokens, prompt_guard=prompt_guard),
-            jobs=JobService(
-                store,
-                sender,
-                retention_s=settings.retention_s,
-                max_unfinished_jobs=settings.max_unfinished_jobs,
-                page_tokens=page_tokens,
-                context_auto=settings.context_auto,
-                prompt_guard=prompt_guard,
-            ),
+            jobs=jobs,
             contexts=ContextService(store, page_tokens=page_tokens),
             events=EventLogService(store, page_tokens=page_tokens, on_emit=workflows),
             system=SystemService(db, db_type=settings.db_type),

@@ -173,7 +173,7 @@ class World:
     @cached_property
     def workflows(self) -> WorkflowService:
         return WorkflowService(
-            self.store, self.queue, clock=self.clock, page_tokens=self.page_tokens
+            self.store, self.queue, clock=self.clock, page_tokens=self.page_tokens, jobs=self.jobs
         )
 
     @cached_property

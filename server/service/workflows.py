@@ -19,7 +19,7 @@ from server.errors import FieldViolation, InvalidArgument, NotFound
 from server.paging import Cursor, Page, PageTokens
 from server.prompt_guard import PromptGuard
 from server.service.event_log import LogEvent
-from server.service.jobs import Sender
+from server.service.jobs import JobService, Sender
 from server.service.orchestrator import start_run
 from server.service.workflow_rules import (
     MAX_STEPS,
@@ -102,8 +102,12 @@ class WorkflowService:
         clock: Clock = utc_now,
         page_tokens: PageTokens | None = None,
         prompt_guard: PromptGuard | None = None,
+        jobs: JobService | None = None,
     ) -> None:
+        """With `jobs`, a run started by a client counts against the tenant's cap of
+        unfinished jobs (README, Access control), as an execute does."""
         self._store = store
+        self._jobs = jobs
         self._sender = sender
         self._clock = clock
         self._tokens = page_tokens or PageTokens()
@@ -237,6 +241,8 @@ class WorkflowService:
             stored = await tx.workflows.get(tenant, workflow_id)
             if stored is None:
                 raise not_found(workflow_id)
+            if self._jobs is not None:
+                await self._jobs.check_capacity(tx, tenant)
             started = await start_run(
                 tx,
                 tenant,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from server.auth.principal import Principal
-from server.errors import NotFound
+from server.errors import NotFound, ResourceExhausted
 from server.providers.base import Completion, ProviderError
 from server.service.event_log import EventQuery
 from server.service.orchestrator import Orchestrator
@@ -163,3 +163,13 @@ async def test_retention_removes_a_runs_rows_with_its_job(store: Store) -> None:
     with pytest.raises(NotFound):
         await world.workflows.get_run(alice, workflow.id, run.id)
     assert await store.workflows.steps_of([run.id]) == []
+
+
+async def test_a_run_counts_against_the_tenants_cap_of_unfinished_jobs(store: Store) -> None:
+    world, alice = World(store, max_unfinished_jobs=3), _tenant()
+    workflow = await _diamond(world, alice)
+    await world.workflows.run(alice, workflow.id, None)  # its job and two steps: three
+    with pytest.raises(ResourceExhausted) as refused:
+        await world.workflows.run(alice, workflow.id, None)
+    assert refused.value.message == "Too many unfinished jobs: the limit is 3 per tenant"
+    assert len((await world.workflows.list_runs(alice, workflow.id, size=10, token="")).items) == 1
