@@ -122,15 +122,9 @@ async def advance(
             await _end(tx, run, job, steps, by_name, EventType.CANCELLED, at=at)
         return []
     queued: list[str] = []
-    if _failure(steps, by_name) is None and not _all_completed(steps, by_name):
+    if _failure(steps, by_name) is None:
         answers = {n: r.response or "" for n, r in by_name.items() if r.status == "completed"}
-        for step in steps:
-            ready = all(
-                by_name.get(d) is not None and by_name[d].status == "completed"
-                for d in step.depends_on
-            )
-            if step.name in by_name or not ready:
-                continue
+        for step in _ready(steps, by_name):
             record = await _queue_step(tx, run, job, step, answers, at=at, guard=guard)
             by_name[step.name] = record
             if record.job_id is not None:
@@ -213,6 +207,33 @@ def _failure(steps: tuple[Step, ...], by_name: dict[str, RunStepRecord]) -> str 
 
 async def _unfinished(tx: Tables, run: WorkflowRunRecord) -> list[JobRecord]:
     return [c for c in await tx.jobs.children([run.run_id]) if not c.job_status.finished]
+
+
+def _ready(steps: tuple[Step, ...], by_name: dict[str, RunStepRecord]) -> list[Step]:
+    """The steps not started whose dependencies all completed."""
+    return [
+        s
+        for s in steps
+        if s.name not in by_name
+        and all(d in by_name and by_name[d].status == JobStatus.COMPLETED for d in s.depends_on)
+    ]
+
+
+def needs_a_look(
+    steps: tuple[Step, ...], by_name: dict[str, RunStepRecord], status: str, cancelled: bool
+) -> bool:
+    """Whether a sweep has something to do for a run: a step to start, or an end to record.
+
+    A run whose steps are all still running is left alone, so a sweep over many long runs
+    costs a few statements, not a lock and a read per run.
+    """
+    return (
+        cancelled
+        or JobStatus(status).finished
+        or _failure(steps, by_name) is not None
+        or _all_completed(steps, by_name)
+        or bool(_ready(steps, by_name))
+    )
 
 
 def _all_completed(steps: tuple[Step, ...], by_name: dict[str, RunStepRecord]) -> bool:
@@ -298,17 +319,24 @@ class Orchestrator:
         now = self._clock()
         async with self._store.transaction() as tx:
             runs = await tx.workflows.open_runs(limit=BATCH)
-            started = await tx.workflows.steps_of([run.run_id for run in runs])
+            run_ids = [run.run_id for run in runs]
+            started = await tx.workflows.steps_of(run_ids)
+            states = await tx.workflows.run_states(run_ids)
             queued: list[str] = []
             for run in runs:
+                steps = await self._steps_of(tx, run)
+                mine = {s.step_name: s for s in started if s.run_id == run.run_id}
+                state = states.get(run.run_id)
+                if state is not None and not needs_a_look(steps, mine, *state):
+                    continue
                 await tx.workflows.lock_job(run.run_id)
                 job = await tx.jobs.get(run.run_id, tenant_id=run.tenant_id)
                 if job is None:  # removed by retention
                     await tx.workflows.finish_run(run.run_id, at=now)
                     continue
-                steps = await self._steps_of(tx, run)
-                mine = [s for s in started if s.run_id == run.run_id]
-                queued += await advance(tx, run, steps, job, mine, at=now, guard=self._guard)
+                # Read again under the lock: a step may have finished since.
+                fresh = await tx.workflows.steps_of([run.run_id])
+                queued += await advance(tx, run, steps, job, fresh, at=now, guard=self._guard)
         if queued:
             await self._send(queued)
         return len(runs)

@@ -153,6 +153,9 @@ _STEPS = (
     .where(workflow_run_steps.c.run_id.in_(bindparam("run_ids", expanding=True)))
 )
 _ADD_STEP = insert(workflow_run_steps)
+_RUN_STATES = select(jobs.c.id, jobs.c.status, jobs.c.cancel_requested).where(
+    jobs.c.id.in_(bindparam("ids", expanding=True))
+)
 # The run's parent job, locked: a cancel (an UPDATE of that row) waits for the step
 # being queued, and then finds it among the children it cancels.
 _LOCK_JOB = select(jobs.c.id).where(jobs.c.id == bindparam("id")).with_for_update()
@@ -279,6 +282,13 @@ class Workflows:
             return []
         rows = await self._run.all(_STEPS, {"run_ids": run_ids})
         return [RunStepRecord.of(row) for row in rows]
+
+    async def run_states(self, run_ids: list[str]) -> dict[str, tuple[str, bool]]:
+        """The status and cancel request of these runs' parent jobs, by id."""
+        if not run_ids:
+            return {}
+        rows = await self._run.all(_RUN_STATES, {"ids": run_ids})
+        return {row["id"]: (row["status"], bool(row["cancel_requested"])) for row in rows}
 
     async def add_step(
         self, run_id: str, step_name: str, *, job_id: str | None, error: str | None, at: datetime
