@@ -19,6 +19,7 @@ from agentq.v1 import (
     job_service_pb2_grpc,
     system_service_pb2_grpc,
     token_service_pb2_grpc,
+    workflow_service_pb2_grpc,
 )
 from rest_shim import render
 from rest_shim.access_log import TENANT_WANTED, tenant_from
@@ -77,6 +78,7 @@ class Backend:
             "SystemService": system_service_pb2_grpc.SystemServiceStub(self._channel),
             "AdminService": admin_service_pb2_grpc.AdminServiceStub(self._channel),
             "TokenService": token_service_pb2_grpc.TokenServiceStub(self._channel),
+            "WorkflowService": workflow_service_pb2_grpc.WorkflowServiceStub(self._channel),
         }
 
     def method(self, rpc: str) -> Callable[..., Any]:

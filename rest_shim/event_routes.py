@@ -9,6 +9,7 @@ number as one).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from fastapi import Path, Query
@@ -34,21 +35,29 @@ _UUID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 EVENT_ID_PATTERN = f"^(?:evt_{_UUID}|job_{_UUID}_[0-9]{{10}})$"
 
 
-def _event_type() -> dict[str, Any]:
+def event_type() -> dict[str, Any]:
     return {"type": "string", "pattern": f"^[{TYPE_CHARACTERS}]{{1,{MAX_TYPE_CHARS}}}$"}
 
 
-def _doubles(value: Any) -> Any:
-    """Refuse numbers a double cannot hold: JSON's integers are unbounded, 1e400 is inf."""
-    if isinstance(value, dict):
-        for item in value.values():
-            _doubles(item)
-    elif isinstance(value, list):
-        for item in value:
-            _doubles(item)
-    elif _beyond_double(value):
-        raise PydanticCustomError("value_error", DATA_NUMBER_MESSAGE)
-    return value
+def finite_doubles(message: str) -> Callable[[Any], Any]:
+    """A validator refusing numbers a double cannot hold (JSON's integers are unbounded,
+    1e400 is inf) with `message`."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, dict):
+            for item in value.values():
+                check(item)
+        elif isinstance(value, list):
+            for item in value:
+                check(item)
+        elif _beyond_double(value):
+            raise PydanticCustomError("value_error", message)
+        return value
+
+    return check
+
+
+_doubles = finite_doubles(DATA_NUMBER_MESSAGE)
 
 
 def _beyond_double(value: Any) -> bool:
@@ -61,7 +70,7 @@ def _beyond_double(value: Any) -> bool:
 class CreateEventBody(BaseModel):
     """POST /api/v1/events."""
 
-    type: Annotated[StrictStr, documented(_event_type())] = Field(
+    type: Annotated[StrictStr, documented(event_type())] = Field(
         description="1-100 characters of a-z0-9._-; `job.` is reserved for job events."
     )
     data: Annotated[dict[str, Any], AfterValidator(_doubles)] = Field(
@@ -88,12 +97,12 @@ class EventPage(BaseModel):
     meta: PageMeta
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """A Struct's value as JSON: whole numbers as integers, as the client sent them."""
     if isinstance(value, struct_pb2.Struct):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: plain(item) for key, item in value.items()}
     if isinstance(value, struct_pb2.ListValue):
-        return [_plain(item) for item in value]
+        return [plain(item) for item in value]
     if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53:
         return int(value)
     return value
@@ -107,7 +116,7 @@ def event(message: events_pb.Event) -> dict[str, Any]:
         "created_at": message.created_at.ToJsonString(),
         "job_id": message.job_id if message.HasField("job_id") else None,
         "agent_id": message.agent_id if message.HasField("agent_id") else None,
-        "data": _plain(message.data),
+        "data": plain(message.data),
     }
 
 
@@ -132,7 +141,7 @@ _Filter = Annotated[str | None, Query()]
 )
 def list_events(
     type: Annotated[
-        str | None, documented(_event_type(), nullable=True), Query(description="Only this type.")
+        str | None, documented(event_type(), nullable=True), Query(description="Only this type.")
     ] = None,
     job_id: Annotated[
         str | None, documented(rules.uuid(), nullable=True), Query(description="Only its events.")

@@ -26,10 +26,12 @@ from server.service.agents import AgentService
 from server.service.contexts import ContextService
 from server.service.event_log import EventLogService
 from server.service.jobs import JobService
+from server.service.orchestrator import Orchestrator
 from server.service.own_keys import OwnKeys
 from server.service.recovery import Recovery, RecoveryThread
 from server.service.services import Services
 from server.service.system import SystemService
+from server.service.workflows import WorkflowService
 from server.settings import MIN_SECRET_BYTES, Settings
 from server.store.connect import open_database
 from server.store.migrate import create_db_engine, migrate
@@ -140,22 +142,27 @@ class Runtime:
             max_unfinished_jobs=settings.max_unfinished_jobs,
             token_lifetime_s=settings.token_ttl_s,
         )
+        jobs = JobService(
+            store,
+            sender,
+            retention_s=settings.retention_s,
+            max_unfinished_jobs=settings.max_unfinished_jobs,
+            page_tokens=page_tokens,
+            context_auto=settings.context_auto,
+            prompt_guard=prompt_guard,
+        )
+        workflows = WorkflowService(
+            store, sender, page_tokens=page_tokens, prompt_guard=prompt_guard, jobs=jobs
+        )
         return Services(
             agents=AgentService(store, page_tokens=page_tokens, prompt_guard=prompt_guard),
-            jobs=JobService(
-                store,
-                sender,
-                retention_s=settings.retention_s,
-                max_unfinished_jobs=settings.max_unfinished_jobs,
-                page_tokens=page_tokens,
-                context_auto=settings.context_auto,
-                prompt_guard=prompt_guard,
-            ),
+            jobs=jobs,
             contexts=ContextService(store, page_tokens=page_tokens),
-            events=EventLogService(store, page_tokens=page_tokens),
+            events=EventLogService(store, page_tokens=page_tokens, on_emit=workflows),
             system=SystemService(db, db_type=settings.db_type),
             access=access,
             own_keys=OwnKeys(access, store, page_tokens),
+            workflows=workflows,
             store=store,
             sender=sender,
         )
@@ -182,9 +189,22 @@ class Runtime:
                 retention_s=settings.retention_s,
             )
 
-        thread = RecoveryThread(open_recovery, interval_s=settings.recovery_interval_s)
-        thread.start()
-        self._threads.append(thread)
+        async def open_orchestrator() -> Orchestrator:
+            db = await open_database(settings.database_url, pool_size=RECOVERY_POOL_SIZE)
+            return Orchestrator(
+                Store(db), self.queue, prompt_guard=PromptGuard(settings.prompt_guard)
+            )
+
+        threads = [
+            RecoveryThread(open_recovery, interval_s=settings.recovery_interval_s),
+            # Workflow runs move forward beside the sweeper (README, Workflows).
+            RecoveryThread(
+                open_orchestrator, interval_s=settings.workflow_poll_s, name="agentq-workflows"
+            ),
+        ]
+        for thread in threads:
+            thread.start()
+        self._threads += threads
 
     def close(self, *, grace_s: float | None = None) -> None:
         """Stop taking jobs, let running attempts finish for a grace period, stop the rest.

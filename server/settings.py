@@ -96,6 +96,9 @@ class Settings(BaseSettings):
     # An SSE stream sends a keep-alive comment after this much silence.
     stream_keepalive_s: float = Field(default=15.0, gt=0)
     recovery_interval_s: float = Field(default=5.0, gt=0)
+    # How often the orchestrator moves workflow runs forward (README, Workflows): a step
+    # starts at most this long after the steps it depends on completed.
+    workflow_poll_s: float = Field(default=0.25, gt=0)
 
     # Conversation contexts: an execution with a context_id sends its provider the newest
     # earlier turns of that context, at most this many turns (0: none) and at most this

@@ -30,7 +30,9 @@ from server.service.agents import AgentService
 from server.service.contexts import ContextService
 from server.service.event_log import EventLogService
 from server.service.jobs import JobService
+from server.service.orchestrator import Orchestrator
 from server.service.recovery import Recovery
+from server.service.workflows import WorkflowService
 from server.store.connect import open_database
 from server.store.events import EventType
 from server.store.migrate import create_db_engine, migrate
@@ -167,6 +169,23 @@ class World:
     @cached_property
     def event_log(self) -> EventLogService:
         return EventLogService(self.store, clock=self.clock, page_tokens=self.page_tokens)
+
+    @cached_property
+    def workflows(self) -> WorkflowService:
+        return WorkflowService(
+            self.store, self.queue, clock=self.clock, page_tokens=self.page_tokens, jobs=self.jobs
+        )
+
+    @cached_property
+    def triggers(self) -> EventLogService:
+        """The event log whose emitted events start the workflows they trigger."""
+        return EventLogService(
+            self.store, clock=self.clock, page_tokens=self.page_tokens, on_emit=self.workflows
+        )
+
+    def orchestrator(self) -> Orchestrator:
+        """The loop that moves workflow runs forward, on this world's store and queue."""
+        return Orchestrator(self.store, self.queue, clock=self.clock)
 
     @cached_property
     def access(self) -> AccessService:

@@ -62,6 +62,16 @@ ACCESS: dict[str, Access] = {
     "/agentq.v1.ApiKeyService/CreateKey": Access(_WRITERS, "keys:write"),
     "/agentq.v1.ApiKeyService/ListKeys": Access(_WRITERS, "keys:write"),
     "/agentq.v1.ApiKeyService/DeleteKey": Access(_WRITERS, "keys:write"),
+    # Workflows (README, Workflows): defining one is like defining an agent, running
+    # one and reading its runs like queueing and reading jobs.
+    "/agentq.v1.WorkflowService/CreateWorkflow": Access(_WRITERS, "agents:write"),
+    "/agentq.v1.WorkflowService/ListWorkflows": Access(_CALLERS, "agents:read"),
+    "/agentq.v1.WorkflowService/GetWorkflow": Access(_CALLERS, "agents:read"),
+    "/agentq.v1.WorkflowService/UpdateWorkflow": Access(_WRITERS, "agents:write"),
+    "/agentq.v1.WorkflowService/DeleteWorkflow": Access(_WRITERS, "agents:write"),
+    "/agentq.v1.WorkflowService/RunWorkflow": Access(_CALLERS, "jobs:write"),
+    "/agentq.v1.WorkflowService/ListWorkflowRuns": Access(_CALLERS, "jobs:read"),
+    "/agentq.v1.WorkflowService/GetWorkflowRun": Access(_CALLERS, "jobs:read"),
     "/agentq.v1.TokenService/CreateToken": Access(None, None),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access(None, None),
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access(None, None),

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from server.auth.principal import Principal
 from server.clock import Clock, utc_now
@@ -25,7 +27,7 @@ from server.store.event_log import (
     LogFilter,
 )
 from server.store.records import EventRecord
-from server.store.store import Store
+from server.store.store import Store, Tables
 from server.validation import parse_id
 
 TYPE_CHARACTERS = "a-z0-9._-"  # a regex character class
@@ -173,15 +175,33 @@ class EventQuery:
         return where
 
 
+class EmitHook(Protocol):
+    """What else an emitted event does, in the transaction that stores it (workflows)."""
+
+    async def emitted(self, tx: Tables, tenant_id: str, event: LogEvent) -> list[str]:
+        """Act on the event; the ids of the jobs queued, to send once committed."""
+        ...
+
+    def send(self, job_ids: list[str]) -> None:
+        """Send the messages of committed jobs."""
+        ...
+
+
 class EventLogService:
     """The caller's tenant's event log: list and read it, emit events into it."""
 
     def __init__(
-        self, store: Store, *, clock: Clock = utc_now, page_tokens: PageTokens | None = None
+        self,
+        store: Store,
+        *,
+        clock: Clock = utc_now,
+        page_tokens: PageTokens | None = None,
+        on_emit: EmitHook | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._tokens = page_tokens or PageTokens()
+        self._on_emit = on_emit
 
     async def list_events(
         self, principal: Principal, query: EventQuery, *, size: int | None, token: str
@@ -240,14 +260,27 @@ class EventLogService:
             agent_id=None,
             data=json.loads(stored),
         )
-        await self._store.event_log.add(
-            id=event.id,
-            tenant_id=principal.tenant_id,
-            type=type,
-            data=stored,
-            created_at=event.created_at,
-        )
+        # The runs an event triggers start in its own transaction, so none is lost; with
+        # nothing to trigger, the event is one statement on its own.
+        hook = self._on_emit
+        tables = self._store.transaction() if hook is not None else _alone(self._store)
+        async with tables as tx:
+            await tx.event_log.add(
+                id=event.id,
+                tenant_id=principal.tenant_id,
+                type=type,
+                data=stored,
+                created_at=event.created_at,
+            )
+            queued = [] if hook is None else await hook.emitted(tx, principal.tenant_id, event)
+        if hook is not None and queued:
+            hook.send(queued)
         return event
+
+
+@asynccontextmanager
+async def _alone(store: Store) -> AsyncIterator[Tables]:
+    yield store
 
 
 def is_event_id(value: str) -> bool:

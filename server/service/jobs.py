@@ -210,6 +210,13 @@ class JobService:
             raise InvalidArgument.field("parent_job_id", message)
         return depth
 
+    async def check_capacity(self, tx: Tables, tenant: str) -> None:
+        """Refuse (429) one more unfinished job of a tenant at its cap; the tenant's lock is
+        held to the end of `tx`, so racing submits take turns (a workflow run's start)."""
+        cap = await self._lock_if_capped(tx, tenant)
+        if cap is not None:
+            await self._check_cap(tx, tenant, cap)
+
     async def _lock_if_capped(self, tx: Tables, tenant: str) -> int | None:
         """The tenant's cap, holding its row lock so racing submits take turns; None if none."""
         own = await tx.limits.get(tenant)

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from server import metrics
 from server.clock import Clock, utc_now
@@ -80,6 +81,7 @@ class Recovery:
                     await tx.events.delete_for(job_ids)
                     await tx.keys.delete_for(job_ids)
                     await tx.contexts.delete_for(job_ids)
+                    await tx.workflows.delete_runs(job_ids)
                     await tx.jobs.delete(job_ids)
                 await tx.keys.delete_older_than(cutoff)
                 await tx.agents.purge_deleted(limit=BATCH)
@@ -191,6 +193,14 @@ class Recovery:
         return True
 
 
+class Sweeper(Protocol):
+    """What a background thread runs every interval: the recovery sweeper, the orchestrator."""
+
+    async def sweep(self) -> int: ...
+
+    async def close(self) -> None: ...
+
+
 class RecoveryThread(threading.Thread):
     """Runs sweeps every `interval_s` until stopped, on an event loop of its own.
 
@@ -200,9 +210,13 @@ class RecoveryThread(threading.Thread):
     """
 
     def __init__(
-        self, open_recovery: Callable[[], Awaitable[Recovery]], *, interval_s: float
+        self,
+        open_recovery: Callable[[], Awaitable[Sweeper]],
+        *,
+        interval_s: float,
+        name: str = "agentq-recovery",
     ) -> None:
-        super().__init__(name="agentq-recovery", daemon=True)
+        super().__init__(name=name, daemon=True)
         self._open = open_recovery
         self._interval_s = interval_s
         self._stopped = threading.Event()
@@ -211,7 +225,7 @@ class RecoveryThread(threading.Thread):
         asyncio.run(self._sweeps())
 
     async def _sweeps(self) -> None:
-        recovery: Recovery | None = None
+        recovery: Sweeper | None = None
         while not self._stopped.is_set():
             try:
                 recovery = recovery or await self._open()

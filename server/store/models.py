@@ -296,3 +296,87 @@ class TenantLimit(Base):
     tenant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     tier: Mapped[str | None] = mapped_column(String(32))
     max_unfinished_jobs: Mapped[int | None] = mapped_column(Integer)
+
+
+class Workflow(Base):
+    """A tenant's workflow: its name, trigger and current version (README, Workflows).
+
+    The steps live in `workflow_versions`, one immutable row per version, so a run keeps
+    the steps of the version it started with whatever edits follow.
+    """
+
+    __tablename__ = "workflows"
+    __table_args__ = (
+        # Lists page newest first by (created_at, id) within a tenant.
+        Index("ix_workflows_tenant_id_created_at_id", "tenant_id", "created_at", "id"),
+        # An emitted event looks up the workflows its type triggers.
+        Index("ix_workflows_tenant_id_trigger_event_type", "tenant_id", "trigger_event_type"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255))
+    name: Mapped[str] = mapped_column(String(100))
+    # The emitted event type that starts a run; NULL for none.
+    trigger_event_type: Mapped[str | None] = mapped_column(String(100))
+    version: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set when deleted: it no longer answers nor runs; its versions stay for its runs.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WorkflowVersion(Base):
+    """One version of a workflow's steps, never changed once stored."""
+
+    __tablename__ = "workflow_versions"
+
+    workflow_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # The steps as a JSON array of {"name", "agent_id", "prompt", "depends_on"}.
+    steps: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WorkflowRun(Base):
+    """A run of a workflow: its parent job (`run_id`), the version it runs and its input."""
+
+    __tablename__ = "workflow_runs"
+    __table_args__ = (
+        # A workflow's runs page newest first by (created_at, run_id).
+        Index(
+            "ix_workflow_runs_workflow_id_created_at_run_id", "workflow_id", "created_at", "run_id"
+        ),
+        # The orchestrator reads the runs not yet finished.
+        Index("ix_workflow_runs_finished_at", "finished_at"),
+    )
+
+    # The id of the run's parent job.
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(String(255))
+    workflow_id: Mapped[str] = mapped_column(String(36))
+    version: Mapped[int] = mapped_column(Integer)
+    # The input as compact JSON.
+    input: Mapped[str] = mapped_column(Text)
+    # The emitted event that started the run; NULL for RunWorkflow.
+    event_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # Set by the orchestrator once the run's job is final: it reads the run no more.
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class WorkflowRunStep(Base):
+    """A step of a run once started: its child job, or why it could not be queued.
+
+    The primary key is (run, step): a step is queued at most once, whichever
+    orchestrator (or redelivered sweep) tries it.
+    """
+
+    __tablename__ = "workflow_run_steps"
+
+    run_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    step_name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    # The step's child job; NULL when it failed before one was queued.
+    job_id: Mapped[str | None] = mapped_column(String(36))
+    # Why the step failed before it had a job (its prompt broke a rule, its agent is gone).
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -175,3 +175,47 @@ class LimitRecord(Record):
     tenant_id: str
     tier: str | None
     max_unfinished_jobs: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRecord(Record):
+    """A tenant's workflow at its current version (README, Workflows)."""
+
+    id: str
+    tenant_id: str
+    name: str
+    trigger_event_type: str | None
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowRunRecord(Record):
+    """A run of a workflow: its parent job's id, the version it runs and its input."""
+
+    run_id: str
+    tenant_id: str
+    workflow_id: str
+    version: int
+    input: str
+    event_id: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class RunStepRecord(Record):
+    """A started step of a run and, once queued, the state of its child job."""
+
+    run_id: str
+    step_name: str
+    job_id: str | None
+    error: str | None
+    status: str | None
+    response: str | None
+    job_error: str | None
+    tokens_used: int | None
+    context_hash: str | None
+    merkle_root: str | None

@@ -13,6 +13,7 @@ from server.store.event_log import EventLog
 from server.store.events import Events
 from server.store.jobs import Jobs
 from server.store.keys import IdempotencyKeys
+from server.store.workflows import Workflows
 
 
 class Tables:
@@ -27,6 +28,7 @@ class Tables:
         self.limits = Limits(run)
         self.contexts = Contexts(run)
         self.event_log = EventLog(run)
+        self.workflows = Workflows(run)
 
 
 class Store(Tables):

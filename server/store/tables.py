@@ -14,6 +14,10 @@ from server.store.models import (
     Job,
     JobEvent,
     TenantLimit,
+    Workflow,
+    WorkflowRun,
+    WorkflowRunStep,
+    WorkflowVersion,
 )
 
 
@@ -31,3 +35,7 @@ api_keys = _table(ApiKey)
 tenant_limits = _table(TenantLimit)
 context_turns = _table(ContextTurn)
 client_events = _table(ClientEvent)
+workflows = _table(Workflow)
+workflow_versions = _table(WorkflowVersion)
+workflow_runs = _table(WorkflowRun)
+workflow_run_steps = _table(WorkflowRunStep)

@@ -17,6 +17,7 @@ from tests.e2e.harness import (
     token,
 )
 from tests.e2e.rest_errors_helpers import VALID_AGENT
+from tests.e2e.workflow_helpers import Stack, Tenant, tenant_on, workflow_stack
 
 
 @pytest.fixture
@@ -86,3 +87,22 @@ def agent_id(shim: RestThread) -> str:
     assert response.status_code == 201, response.text
     created: str = response.json()["id"]
     return created
+
+
+@pytest.fixture(scope="module")
+def workflow_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    """An embedded server and shim for a module's workflow tests, with the settings its
+    WORKFLOW_SETTINGS holds (tests/e2e/workflow_helpers.py)."""
+    with workflow_stack(
+        tmp_path_factory, **getattr(request.module, "WORKFLOW_SETTINGS", {})
+    ) as started:
+        yield started
+
+
+@pytest.fixture
+def tenant(workflow_server: Stack) -> Iterator[Tenant]:
+    """A user of a new tenant on the module's workflow server."""
+    with tenant_on(workflow_server) as user:
+        yield user

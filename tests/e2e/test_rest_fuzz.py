@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +144,33 @@ def _future_expiry(case: Case) -> Case:
     return case
 
 
+def _well_formed_workflow(live: Live) -> Callable[[Case], Case]:
+    """Valid workflow bodies made so where no schema can say it: each step of the fuzzer's
+    agent, named apart, depending on nothing, with no `{{` in its prompt, no `job.` trigger,
+    and a PATCH naming its fields by its keys. Those rules are tested in
+    test_workflow_rules.py.
+    """
+
+    def fix(case: Case) -> Case:
+        if not case.operation.path.startswith("/api/v1/workflows") or not isinstance(
+            case.body, dict
+        ):
+            return case
+        body: dict[str, Any] = case.body
+        for index, step in enumerate(body.get("steps") or []):
+            step.update(name=f"s{index}", agent_id=live.agent_id, depends_on=[])
+            step["prompt"] = step["prompt"].replace("{{", "{ {")
+        trigger = body.get("trigger")
+        if isinstance(trigger, dict) and trigger["event_type"].startswith("job."):
+            trigger["event_type"] = "order.created"
+        if case.operation.method.upper() == "PATCH":
+            body.pop("update_mask", None)
+            body.setdefault("name", "fuzzed")
+        return case
+
+    return fix
+
+
 def _fuzz(
     live: Live, operations: list[OpenApiOperation], *, authorized: bool, known_ids: bool
 ) -> Counter[tuple[str, int]]:
@@ -156,7 +184,8 @@ def _fuzz(
         cases = st.one_of(
             operation.as_strategy(GenerationMode.POSITIVE, **fixed)
             .map(_without_page_token)
-            .map(_future_expiry),
+            .map(_future_expiry)
+            .map(_well_formed_workflow(live)),
             operation.as_strategy(GenerationMode.NEGATIVE, **fixed),
         )
 

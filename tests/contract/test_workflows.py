@@ -1,0 +1,175 @@
+"""Workflows on SQLite and PostgreSQL: versions, runs moved forward by the orchestrator
+one sweep at a time, each step queued once however often a run is swept, a run started
+in the transaction of the event that triggers it, and retention (README, Workflows)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from server.auth.principal import Principal
+from server.errors import NotFound, ResourceExhausted
+from server.providers.base import Completion, ProviderError
+from server.service.event_log import EventQuery
+from server.service.orchestrator import Orchestrator
+from server.service.workflow_rules import Step
+from server.store.database import DuplicateKey
+from server.store.store import Store
+from tests.fakes.provider import ScriptedProvider
+from tests.world import World
+
+
+def _tenant() -> Principal:
+    # The databases are shared by the session: each test works in a tenant of its own.
+    return Principal(subject="alice", role="user", tenant_id=f"t-{uuid.uuid4()}")
+
+
+async def _diamond(world: World, tenant: Principal, trigger: str | None = None) -> Any:
+    agent = await world.add_agent(tenant_id=tenant.tenant_id)
+    return await world.workflows.create(
+        tenant,
+        name="diamond",
+        trigger_event_type=trigger,
+        steps=[
+            Step("a", agent.id, "A {{input}}"),
+            Step("b", agent.id, "B {{input}}"),
+            Step("c", agent.id, "C {{steps.a.response}} {{steps.b.response}}", ("a", "b")),
+        ],
+    )
+
+
+async def _run_queued(world: World, answers: list[str]) -> None:
+    """Run every job queued so far, answering in turn."""
+    provider = ScriptedProvider(*(Completion(text=a, tokens_used=1) for a in answers))
+    runner = world.runner(provider)
+    for job_id in world.queue.sent:
+        await world.run_job(runner, job_id)
+    world.queue.calls.clear()
+
+
+async def _sweep(orchestrator: Orchestrator, world: World) -> None:
+    world.clock.advance(1)
+    await orchestrator.sweep()
+
+
+async def test_a_run_moves_forward_a_sweep_at_a_time_and_completes(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    workflow = await _diamond(world, alice)
+    run = await world.workflows.run(alice, workflow.id, {"n": 1})
+    assert [s.status for s in run.steps] == ["pending"] * 3
+    assert [s.job_id is not None for s in run.steps] == [True, True, False]
+    orchestrator = world.orchestrator()
+
+    await _run_queued(world, ["first", "second"])
+    await _sweep(orchestrator, world)
+    await _sweep(orchestrator, world)  # a second look changes nothing
+    mid = await world.workflows.get_run(alice, workflow.id, run.id)
+    assert [s.status for s in mid.steps] == ["completed", "completed", "pending"]
+    [third] = world.queue.sent
+    third_job = await world.job(third)
+    assert third_job is not None and third_job.prompt == "C first second"
+    assert third_job.parent_job_id == run.id and third_job.depth == 1
+
+    await _run_queued(world, ["done"])
+    await _sweep(orchestrator, world)
+    await _sweep(orchestrator, world)
+    done = await world.workflows.get_run(alice, workflow.id, run.id)
+    assert (done.status, done.response, done.input) == ("completed", "done", {"n": 1})
+    job = await world.job(run.id)
+    assert job is not None and job.response == "done" and job.tokens_used == 3
+    query = EventQuery(type="workflow.completed")
+    log = await world.event_log.list_events(alice, query, size=10, token="")
+    assert [e.data["steps"] for e in log.items] == [{"a": "first", "b": "second", "c": "done"}]
+
+
+async def test_a_step_is_started_once_whatever_looks_at_the_run_again(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    workflow = await _diamond(world, alice)
+    run = await world.workflows.run(alice, workflow.id, "x")
+    with pytest.raises(DuplicateKey):
+        await store.workflows.add_step(run.id, "a", job_id=None, error=None, at=world.clock())
+    await _run_queued(world, ["first", "second"])
+    # Two orchestrators, as in two processes, sweep the same run.
+    first, second = world.orchestrator(), world.orchestrator()
+    await _sweep(first, world)
+    await _sweep(second, world)
+    children = await store.jobs.children([run.id])
+    assert len(children) == 3 and len(world.queue.sent) == 1
+
+
+async def test_a_failed_step_fails_the_run_with_its_error(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    workflow = await _diamond(world, alice)
+    run = await world.workflows.run(alice, workflow.id, None)
+    refused = ProviderError("Provider returned HTTP 400", retryable=False)
+    runner = world.runner(ScriptedProvider(refused, Completion(text="fine", tokens_used=1)))
+    for job_id in world.queue.sent:
+        await world.run_job(runner, job_id)
+    await _sweep(world.orchestrator(), world)
+    failed = await world.workflows.get_run(alice, workflow.id, run.id)
+    assert failed.status == "failed"
+    assert failed.error == "Step a failed: Provider returned HTTP 400"
+    assert failed.steps[2].job_id is None
+
+
+async def test_an_emitted_event_starts_its_runs_in_its_own_transaction(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    workflow = await _diamond(world, alice, trigger="order.created")
+    await _diamond(world, _tenant(), trigger="order.created")  # another tenant's
+    event = await world.triggers.emit(alice, "order.created", {"order": 9})
+    page = await world.workflows.list_runs(alice, workflow.id, size=10, token="")
+    [run] = page.items
+    assert (run.event_id, run.input, run.version) == (event.id, {"order": 9}, 1)
+    assert len(world.queue.sent) == 2  # the first two steps of this tenant's run only
+    await world.triggers.emit(alice, "order.shipped", {})
+    assert len((await world.workflows.list_runs(alice, workflow.id, size=10, token="")).items) == 1
+
+
+async def test_versions_pages_and_deletion(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    workflows = []
+    for _ in range(3):
+        world.clock.advance(1)
+        workflows.append(await _diamond(world, alice))
+    first = await world.workflows.list_workflows(alice, size=2, token="")
+    rest = await world.workflows.list_workflows(alice, size=2, token=first.next_token or "")
+    assert [w.id for w in [*first.items, *rest.items]] == [w.id for w in workflows[::-1]]
+    target = workflows[0]
+    updated = await world.workflows.update(
+        alice, target.id, mask=["name"], name="renamed", trigger_event_type=None, steps=[]
+    )
+    assert (updated.version, updated.name, updated.steps) == (2, "renamed", target.steps)
+    assert await store.workflows.version_steps(target.id, 1) == await store.workflows.version_steps(
+        target.id, 2
+    )
+    await world.workflows.delete(alice, target.id)
+    with pytest.raises(NotFound):
+        await world.workflows.get(alice, target.id)
+    with pytest.raises(NotFound):
+        await world.workflows.get(_tenant(), workflows[1].id)
+
+
+async def test_retention_removes_a_runs_rows_with_its_job(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    workflow = await _diamond(world, alice)
+    run = await world.workflows.run(alice, workflow.id, None)
+    await world.jobs.cancel_job(alice, run.id)
+    await _sweep(world.orchestrator(), world)
+    assert (await world.workflows.get_run(alice, workflow.id, run.id)).status == "cancelled"
+    world.clock.advance(world.retention_s + 60)
+    await world.recovery().expire()
+    with pytest.raises(NotFound):
+        await world.workflows.get_run(alice, workflow.id, run.id)
+    assert await store.workflows.steps_of([run.id]) == []
+
+
+async def test_a_run_counts_against_the_tenants_cap_of_unfinished_jobs(store: Store) -> None:
+    world, alice = World(store, max_unfinished_jobs=3), _tenant()
+    workflow = await _diamond(world, alice)
+    await world.workflows.run(alice, workflow.id, None)  # its job and two steps: three
+    with pytest.raises(ResourceExhausted) as refused:
+        await world.workflows.run(alice, workflow.id, None)
+    assert refused.value.message == "Too many unfinished jobs: the limit is 3 per tenant"
+    assert len((await world.workflows.list_runs(alice, workflow.id, size=10, token="")).items) == 1
