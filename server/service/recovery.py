@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from server.clock import Clock, utc_now
 from server.queue import BatchQueue
@@ -180,6 +181,18 @@ class Recovery:
         return True
 
 
+class Sweeper(Protocol):
+    """What a sweeping thread runs: the recovery sweeper, the webhook dispatcher."""
+
+    async def sweep(self) -> int:
+        """One round of work."""
+        ...
+
+    async def close(self) -> None:
+        """Release what it holds."""
+        ...
+
+
 class RecoveryThread(threading.Thread):
     """Runs sweeps every `interval_s` until stopped, on an event loop of its own.
 
@@ -189,9 +202,13 @@ class RecoveryThread(threading.Thread):
     """
 
     def __init__(
-        self, open_recovery: Callable[[], Awaitable[Recovery]], *, interval_s: float
+        self,
+        open_recovery: Callable[[], Awaitable[Sweeper]],
+        *,
+        interval_s: float,
+        name: str = "agentq-recovery",
     ) -> None:
-        super().__init__(name="agentq-recovery", daemon=True)
+        super().__init__(name=name, daemon=True)
         self._open = open_recovery
         self._interval_s = interval_s
         self._stopped = threading.Event()
@@ -200,7 +217,7 @@ class RecoveryThread(threading.Thread):
         asyncio.run(self._sweeps())
 
     async def _sweeps(self) -> None:
-        recovery: Recovery | None = None
+        recovery: Sweeper | None = None
         while not self._stopped.is_set():
             try:
                 recovery = recovery or await self._open()

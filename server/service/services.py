@@ -12,6 +12,7 @@ from server.service.event_log import EventLogService
 from server.service.jobs import JobService
 from server.service.own_keys import OwnKeys
 from server.service.system import SystemService
+from server.service.webhooks import WebhookService
 from server.store.store import Store
 
 
@@ -26,6 +27,7 @@ class Services:
     system: SystemService
     access: AccessService
     own_keys: OwnKeys
+    webhooks: WebhookService
     store: Store
     sender: MessageSender
 

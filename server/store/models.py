@@ -296,3 +296,8 @@ class TenantLimit(Base):
     tenant_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     tier: Mapped[str | None] = mapped_column(String(32))
     max_unfinished_jobs: Mapped[int | None] = mapped_column(Integer)
+
+
+# The webhooks' tables live in a module of their own; importing it here puts them in
+# Base.metadata for the migrations and the schema checks.
+from server.store import webhook_models as _webhook_models  # noqa: E402, F401

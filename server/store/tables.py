@@ -15,6 +15,7 @@ from server.store.models import (
     JobEvent,
     TenantLimit,
 )
+from server.store.webhook_models import Webhook, WebhookDelivery, WebhookSubscription
 
 
 def _table(model: type[Base]) -> Table:
@@ -31,3 +32,6 @@ api_keys = _table(ApiKey)
 tenant_limits = _table(TenantLimit)
 context_turns = _table(ContextTurn)
 client_events = _table(ClientEvent)
+webhooks = _table(Webhook)
+webhook_subscriptions = _table(WebhookSubscription)
+webhook_deliveries = _table(WebhookDelivery)
