@@ -22,9 +22,10 @@ from rest_shim.routes import API
 from rest_shim.rules import documented, one_of
 from rest_shim.settings import RestSettings
 from rest_shim.table import fastapi_router
+from rest_shim.webhook_routes import WEBHOOKS
 
 # The route table: every route, declared once, for FastAPI and the fast lane alike.
-ROUTES = (*API, *EVENTS, *KEYS, *ADMIN)
+ROUTES = (*API, *EVENTS, *KEYS, *WEBHOOKS, *ADMIN)
 # Where the files of the interactive docs (Swagger UI, ReDoc) are served.
 DOCS_ASSETS = "/docs/assets"
 

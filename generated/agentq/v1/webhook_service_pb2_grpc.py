@@ -32,9 +32,10 @@ class WebhookServiceStub:
     HMAC-SHA256>`), at least once, retried with backoff for a day. Every RPC
     needs credentials in the metadata: a JWT (HS256) as `authorization: Bearer
     <jwt>`, or an API key as `x-api-key: agq_...` or `authorization: Bearer
-    agq_...`, with the role `user`, `agent` or `admin` and (an API key, or a
-    token made from one) the scope `jobs:read` to read and `jobs:write` to
-    change. Without valid credentials it returns UNAUTHENTICATED; without the
+    agq_...`. Reading (Get, List, ListWebhookDeliveries) needs the role
+    `user`, `agent` or `admin` and (an API key, or a token made from one) the
+    scope `jobs:read`; every change needs the role `user` or `admin` and the
+    scope `jobs:write`. Without valid credentials it returns UNAUTHENTICATED; without the
     role or scope PERMISSION_DENIED; over a rate limit RESOURCE_EXHAUSTED; and
     UNAVAILABLE when a store needed for these checks is down. Another tenant's
     webhook answers NOT_FOUND, like one that does not exist.
@@ -95,9 +96,10 @@ class WebhookServiceServicer:
     HMAC-SHA256>`), at least once, retried with backoff for a day. Every RPC
     needs credentials in the metadata: a JWT (HS256) as `authorization: Bearer
     <jwt>`, or an API key as `x-api-key: agq_...` or `authorization: Bearer
-    agq_...`, with the role `user`, `agent` or `admin` and (an API key, or a
-    token made from one) the scope `jobs:read` to read and `jobs:write` to
-    change. Without valid credentials it returns UNAUTHENTICATED; without the
+    agq_...`. Reading (Get, List, ListWebhookDeliveries) needs the role
+    `user`, `agent` or `admin` and (an API key, or a token made from one) the
+    scope `jobs:read`; every change needs the role `user` or `admin` and the
+    scope `jobs:write`. Without valid credentials it returns UNAUTHENTICATED; without the
     role or scope PERMISSION_DENIED; over a rate limit RESOURCE_EXHAUSTED; and
     UNAVAILABLE when a store needed for these checks is down. Another tenant's
     webhook answers NOT_FOUND, like one that does not exist.
@@ -233,9 +235,10 @@ class WebhookService:
     HMAC-SHA256>`), at least once, retried with backoff for a day. Every RPC
     needs credentials in the metadata: a JWT (HS256) as `authorization: Bearer
     <jwt>`, or an API key as `x-api-key: agq_...` or `authorization: Bearer
-    agq_...`, with the role `user`, `agent` or `admin` and (an API key, or a
-    token made from one) the scope `jobs:read` to read and `jobs:write` to
-    change. Without valid credentials it returns UNAUTHENTICATED; without the
+    agq_...`. Reading (Get, List, ListWebhookDeliveries) needs the role
+    `user`, `agent` or `admin` and (an API key, or a token made from one) the
+    scope `jobs:read`; every change needs the role `user` or `admin` and the
+    scope `jobs:write`. Without valid credentials it returns UNAUTHENTICATED; without the
     role or scope PERMISSION_DENIED; over a rate limit RESOURCE_EXHAUSTED; and
     UNAVAILABLE when a store needed for these checks is down. Another tenant's
     webhook answers NOT_FOUND, like one that does not exist.
