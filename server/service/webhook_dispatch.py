@@ -102,12 +102,16 @@ class WebhookDispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lease_s = settings.timeout_s * BATCH + _LEASE_MARGIN_S
 
-    async def close(self) -> None:
-        """Stop sending (leases held run out on their own) and close the connections."""
+    async def stop(self) -> None:
+        """Stop sending (leases held run out on their own); close the HTTP connections."""
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.aclose()
+
+    async def close(self) -> None:
+        """Stop sending, and close the database connections too."""
+        await self.stop()
         await self._store.db.close()
 
     async def sweep(self) -> int:

@@ -66,14 +66,14 @@ class Target:
 
 
 def parse_url(url: str, *, allow_private: bool) -> SplitResult:
-    """The URL split, if it keeps the rule; else INVALID_ARGUMENT."""
+    """The URL split, if it keeps the rule; else RefusedTarget."""
     schemes = ("http", "https") if allow_private else ("https",)
     message = HTTP_MESSAGE if allow_private else HTTPS_MESSAGE
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - a port out of range raises here
     except ValueError:
-        raise InvalidArgument.field("url", message) from None
+        raise RefusedTarget(message) from None
     if (
         len(url) > MAX_URL_CHARS
         or parts.scheme not in schemes
@@ -82,7 +82,7 @@ def parse_url(url: str, *, allow_private: bool) -> SplitResult:
         or parts.password is not None
         or any(c.isspace() for c in url)
     ):
-        raise InvalidArgument.field("url", message)
+        raise RefusedTarget(message)
     return parts
 
 
@@ -123,8 +123,8 @@ async def resolve(url: SplitResult, *, allow_private: bool, resolver: Resolver) 
 async def check_target(url: str, *, allow_private: bool, resolver: Resolver) -> str:
     """The URL, if it keeps the rule and its host resolves to allowed addresses; else
     INVALID_ARGUMENT with the reason."""
-    parts = parse_url(url, allow_private=allow_private)
     try:
+        parts = parse_url(url, allow_private=allow_private)
         await resolve(parts, allow_private=allow_private, resolver=resolver)
     except RefusedTarget as refusal:
         raise InvalidArgument.field("url", refusal.message) from None

@@ -45,7 +45,8 @@ class WebhookRecord(Record):
 
 
 _COLUMNS = WebhookRecord.columns(webhooks)
-_OF_TENANT = (webhooks.c.id == bindparam("id"), webhooks.c.tenant_id == bindparam("tenant_id"))
+# Named apart from the columns: an UPDATE binds its new values under the columns' names.
+_OF_TENANT = (webhooks.c.id == bindparam("of_id"), webhooks.c.tenant_id == bindparam("of_tenant"))
 _GET = select(*_COLUMNS).where(*_OF_TENANT)
 _ADD = insert(webhooks)
 _SUBSCRIBE = insert(webhook_subscriptions)
@@ -84,7 +85,7 @@ class Webhooks:
 
     async def get(self, tenant_id: str, webhook_id: str) -> WebhookRecord | None:
         """The tenant's webhook, or None."""
-        row = await self._run.one(_GET, {"id": webhook_id, "tenant_id": tenant_id})
+        row = await self._run.one(_GET, {"of_id": webhook_id, "of_tenant": tenant_id})
         return None if row is None else WebhookRecord.of(row)
 
     async def page(
@@ -104,7 +105,7 @@ class Webhooks:
         None when the tenant has no such webhook; then nothing changed.
         """
         statement = _change(tuple(sorted(values)))
-        params = {"id": webhook_id, "tenant_id": tenant_id}
+        params = {"of_id": webhook_id, "of_tenant": tenant_id}
         params.update({f"new_{name}": value for name, value in values.items()})
         async with self._run.atomic() as run:
             row = await run.one(statement, params)
@@ -119,7 +120,7 @@ class Webhooks:
     async def delete(self, tenant_id: str, webhook_id: str) -> bool:
         """Remove the tenant's webhook with its subscriptions and deliveries; False if none."""
         async with self._run.atomic() as run:
-            if await run.one(_DELETE, {"id": webhook_id, "tenant_id": tenant_id}) is None:
+            if await run.one(_DELETE, {"of_id": webhook_id, "of_tenant": tenant_id}) is None:
                 return False
             await run.run(_UNSUBSCRIBE, {"id": webhook_id})
             await run.run(_DELETE_DELIVERIES, {"id": webhook_id})
