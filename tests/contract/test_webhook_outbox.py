@@ -160,7 +160,7 @@ async def test_one_dispatcher_at_a_time_holds_a_webhook(store: Store) -> None:
 async def test_the_dispatcher_sends_signed_deliveries_and_retries_a_receiver_that_was_down(
     store: Store,
 ) -> None:
-    world, alice = World(store), _tenant()
+    alice = _tenant()
     with running_receiver() as receiver:
         service = WebhookService(store, allow_private=True)
         webhook, secret = await service.create(
@@ -189,7 +189,7 @@ async def test_the_dispatcher_sends_signed_deliveries_and_retries_a_receiver_tha
 
 
 async def test_an_address_refused_at_delivery_time_is_not_sent_to(store: Store) -> None:
-    world, alice = World(store), _tenant()
+    alice = _tenant()
     with running_receiver() as receiver:
         # Created where private addresses were allowed; sent where they are not.
         webhook, _ = await WebhookService(store, allow_private=True).create(
