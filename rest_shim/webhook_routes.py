@@ -202,8 +202,9 @@ def update_webhook(webhook_id: WebhookId, body: UpdateWebhookBody) -> pb.UpdateW
     return pb.UpdateWebhookRequest(
         webhook_id=webhook_id,
         url=body.url,
-        event_types=body.event_types or [],
-        update_event_types=body.event_types is not None,
+        event_types=None
+        if body.event_types is None
+        else pb.WebhookEventTypes(types=body.event_types),
         enabled=body.enabled,
     )
 

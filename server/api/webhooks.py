@@ -94,7 +94,9 @@ class WebhookServicer(pb_grpc.WebhookServiceServicer):
             current_principal(),
             request.webhook_id,
             url=request.url if request.HasField("url") else None,
-            event_types=list(request.event_types) if request.update_event_types else None,
+            event_types=(
+                list(request.event_types.types) if request.HasField("event_types") else None
+            ),
             enabled=request.enabled if request.HasField("enabled") else None,
         )
         return pb.UpdateWebhookResponse(webhook=webhook_message(webhook))

@@ -371,20 +371,18 @@ class UpdateWebhookRequest(_message.Message):
     WEBHOOK_ID_FIELD_NUMBER: _builtins.int
     URL_FIELD_NUMBER: _builtins.int
     EVENT_TYPES_FIELD_NUMBER: _builtins.int
-    UPDATE_EVENT_TYPES_FIELD_NUMBER: _builtins.int
     ENABLED_FIELD_NUMBER: _builtins.int
     webhook_id: _builtins.str
     """Required. The webhook's id, a UUID."""
     url: _builtins.str
     """A new URL, of CreateWebhookRequest's rule."""
-    update_event_types: _builtins.bool
-    """Whether event_types is set (a repeated field cannot say so itself)."""
     enabled: _builtins.bool
     """Whether to deliver new events to it."""
     @_builtins.property
-    def event_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """New event types, of CreateWebhookRequest's rule; they replace the old
-        ones when `update_event_types` is true.
+    def event_types(self) -> Global___WebhookEventTypes:
+        """New event types, of CreateWebhookRequest's rule, in place of the old
+        ones; unset to keep them. (A message, so that unset differs from empty;
+        over REST the list itself.)
         """
 
     def __init__(
@@ -392,13 +390,12 @@ class UpdateWebhookRequest(_message.Message):
         *,
         webhook_id: _builtins.str = ...,
         url: _builtins.str | None = ...,
-        event_types: _abc.Iterable[_builtins.str] | None = ...,
-        update_event_types: _builtins.bool = ...,
+        event_types: Global___WebhookEventTypes | None = ...,
         enabled: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_url", b"_url", "enabled", b"enabled", "url", b"url"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_url", b"_url", "enabled", b"enabled", "event_types", b"event_types", "url", b"url"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_url", b"_url", "enabled", b"enabled", "event_types", b"event_types", "update_event_types", b"update_event_types", "url", b"url", "webhook_id", b"webhook_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "_url", b"_url", "enabled", b"enabled", "event_types", b"event_types", "url", b"url", "webhook_id", b"webhook_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -410,6 +407,30 @@ class UpdateWebhookRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__url) -> _WhichOneofReturnType__url | None: ...
 
 Global___UpdateWebhookRequest: _TypeAlias = UpdateWebhookRequest  # noqa: Y015
+
+@_typing.final
+class WebhookEventTypes(_message.Message):
+    """A list of event types that may be set or not."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The event types, each `*` or 1 to 100 characters of `a-z0-9._-`."""
+
+    def __init__(
+        self,
+        *,
+        types: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WebhookEventTypes: _TypeAlias = WebhookEventTypes  # noqa: Y015
 
 @_typing.final
 class UpdateWebhookResponse(_message.Message):
