@@ -134,8 +134,9 @@ _RETRY = (
     update(deliveries)
     .where(
         deliveries.c.id == bindparam("delivery_id"),
-        _OF_WEBHOOK,
-        deliveries.c.tenant_id == bindparam("tenant_id"),
+        # Named apart from the columns: an UPDATE binds new values under their names.
+        deliveries.c.webhook_id == bindparam("of_webhook"),
+        deliveries.c.tenant_id == bindparam("of_tenant"),
     )
     .values(status=PENDING, next_attempt_at=_NOW, retry_from=_NOW)
     .returning(*_COLUMNS)
@@ -175,7 +176,7 @@ class Deliveries:
         self, tenant_id: str, webhook_id: str, delivery_id: int, *, now: datetime
     ) -> DeliveryRecord | None:
         """Make a delivery pending and due now, with a new retry period; None if none."""
-        params = {"tenant_id": tenant_id, "webhook_id": webhook_id, "delivery_id": delivery_id}
+        params = {"of_tenant": tenant_id, "of_webhook": webhook_id, "delivery_id": delivery_id}
         row = await self._run.one(_RETRY, {**params, "now": now})
         return None if row is None else DeliveryRecord.of(row)
 
