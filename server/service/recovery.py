@@ -70,7 +70,8 @@ class Recovery:
 
     async def expire(self) -> int:
         """Delete finished jobs past retention with their events, keys and context turns,
-        and emitted events as old, a batch at a time; how many jobs and events went."""
+        and emitted events and finished webhook deliveries as old, a batch at a time; how
+        many went."""
         cutoff = self._clock() - self._retention
 
         async def delete_batch() -> int:
@@ -94,7 +95,11 @@ class Recovery:
         )
         if emitted:
             log.info("retention removed %d emitted events", emitted)
-        return deleted + emitted
+        # Webhook deliveries sent or failed are kept as long (README, Webhooks).
+        delivered = await _in_batches(
+            lambda: self._store.deliveries.delete_finished_before(cutoff, limit=BATCH)
+        )
+        return deleted + emitted + delivered
 
     async def _recover_lost_runs(self, now: datetime) -> int:
         recovered = 0

@@ -15,7 +15,7 @@ from server.service.event_log import EventLogService
 from server.service.webhook_dispatch import DispatchSettings, WebhookDispatcher
 from server.service.webhook_targets import REFUSED_MESSAGE
 from server.service.webhooks import WebhookService
-from server.store.deliveries import DeliveryRecord
+from server.store.deliveries import DeliveryRecord, Outcome
 from server.store.events import EventSpec, EventType
 from server.store.records import JobRecord
 from server.store.store import Store
@@ -207,3 +207,18 @@ async def test_an_address_refused_at_delivery_time_is_not_sent_to(store: Store) 
     assert refused.last_error is not None and "https URL" in refused.last_error
     assert receiver.requests == []
     assert REFUSED_MESSAGE.startswith("Invalid url:")
+
+
+async def test_retention_removes_finished_deliveries_and_keeps_pending_ones(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    hook = await _hook(world, alice, ["order.created"])
+    await world.event_log.emit(alice, "order.created", {})
+    await world.event_log.emit(alice, "order.created", {})
+    sent, waiting = await _deliveries(store, hook)
+    now = world.clock()
+    await store.deliveries.record(sent.id, Outcome("succeeded", 200, None, now, now))
+
+    world.clock.advance(world.retention_s + 1)
+    await world.recovery().expire()
+
+    assert [d.id for d in await _deliveries(store, hook)] == [waiting.id]
