@@ -21,6 +21,22 @@ from rest_shim.schemas import PageMeta, StrictStr
 from rest_shim.table import RouteTable
 
 WEBHOOKS = RouteTable()
+# The server's rules (server/service/webhooks.py, webhook_targets.py), for the OpenAPI
+# document; whether a URL's host resolves to allowed addresses no schema can say.
+MAX_URL_CHARS = 2000
+MAX_TYPES = 50
+TYPE_PATTERN = "^(\\*|[a-z0-9._-]{1,100})$"
+
+
+def _url() -> dict[str, Any]:
+    return {"type": "string", "pattern": "^https://", "maxLength": MAX_URL_CHARS}
+
+
+def _types() -> dict[str, Any]:
+    items = {"type": "string", "pattern": TYPE_PATTERN}
+    return {"type": "array", "items": items, "minItems": 1, "maxItems": MAX_TYPES}
+
+
 _STATUS_NAMES = {
     pb.DELIVERY_STATUS_PENDING: "pending",
     pb.DELIVERY_STATUS_SUCCEEDED: "succeeded",
@@ -28,18 +44,21 @@ _STATUS_NAMES = {
 }
 _INT64 = 2**63
 WebhookId = Annotated[str, documented(rules.uuid()), Path(description="The webhook's id, a UUID.")]
+# Any int64 reaches the server, which words the refusal of one below 1.
 DeliveryId = Annotated[
-    int, Path(ge=-_INT64, lt=_INT64, description="The delivery's id, a positive number.")
+    int,
+    documented(rules.integer(1, _INT64 - 1)),
+    Path(ge=-_INT64, lt=_INT64, description="The delivery's id, a positive number."),
 ]
 
 
 class CreateWebhookBody(BaseModel):
     """POST /api/v1/webhooks."""
 
-    url: StrictStr = Field(
+    url: Annotated[StrictStr, documented(_url())] = Field(
         description="https URL of at most 2000 characters whose host is a public address."
     )
-    event_types: list[StrictStr] = Field(
+    event_types: Annotated[list[StrictStr], documented(_types())] = Field(
         description="1-50 types, each `*` or 1-100 characters of a-z0-9._-."
     )
     enabled: StrictBool = Field(True, description="Whether new events are delivered.")
@@ -48,8 +67,12 @@ class CreateWebhookBody(BaseModel):
 class UpdateWebhookBody(BaseModel):
     """PATCH /api/v1/webhooks/{id}: the fields given change, the others stay."""
 
-    url: StrictStr | None = Field(None, description="A new URL, of the create rule.")
-    event_types: list[StrictStr] | None = Field(None, description="New types, of the create rule.")
+    url: Annotated[StrictStr | None, documented(_url(), nullable=True)] = Field(
+        None, description="A new URL, of the create rule."
+    )
+    event_types: Annotated[list[StrictStr] | None, documented(_types(), nullable=True)] = Field(
+        None, description="New types, of the create rule."
+    )
     enabled: StrictBool | None = Field(None, description="Whether new events are delivered.")
 
 

@@ -64,10 +64,14 @@ class DispatchSettings:
     concurrency: int
 
 
+# A generator of its own: the module's shared one is other code's (and tests' seeds).
+_JITTER = random.SystemRandom()
+
+
 def backoff_delay(attempts: int, *, base_s: float, max_s: float) -> float:
     """Full jitter: a random delay up to base x 2^(attempts - 1), capped."""
     ceiling = min(max_s, base_s * 2 ** min(attempts - 1, 30))
-    return random.uniform(0, ceiling)
+    return _JITTER.uniform(0, ceiling)
 
 
 def event_body(delivery: DeliveryRecord, data: Any) -> str:

@@ -76,7 +76,8 @@ def parse_url(url: str, *, allow_private: bool) -> SplitResult:
         raise RefusedTarget(message) from None
     if (
         len(url) > MAX_URL_CHARS
-        or parts.scheme not in schemes
+        # The scheme as written, lowercase (urlsplit would lowercase it).
+        or not url.startswith(tuple(f"{scheme}://" for scheme in schemes))
         or not parts.hostname
         or parts.username is not None
         or parts.password is not None
