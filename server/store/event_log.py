@@ -119,6 +119,14 @@ def job_event_deliveries(source: FromClause, name: ColumnElement[str], at: Any) 
     return deliveries(source.c.tenant_id, event_id, job_event_type(name), at, source)
 
 
+def job_row_deliveries(job_id: ColumnElement[str], name: ColumnElement[str], at: Any) -> Insert:
+    """`job_event_deliveries` read from the job's row itself, after its transition, by a
+    statement of its own in the transition's transaction (SQLite has no data-modifying CTE).
+    """
+    row = select(jobs.c.id, jobs.c.tenant_id, jobs.c.event_seq).where(jobs.c.id == job_id)
+    return job_event_deliveries(row.subquery("changed"), name, at)
+
+
 def _job_events(*where: ColumnElement[bool]) -> Select[Any]:
     """The tenant's job events (no token deltas) as log rows."""
     return (

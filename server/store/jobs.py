@@ -36,7 +36,7 @@ from sqlalchemy import (
 from server.paging import Cursor
 from server.store.contexts import STORE_TURN_OF_JOB
 from server.store.database import Row, Statements
-from server.store.event_log import job_event_deliveries
+from server.store.event_log import job_event_deliveries, job_row_deliveries
 from server.store.events import EventType
 from server.store.models import JobStatus
 from server.store.pages import newest_first
@@ -142,21 +142,11 @@ def _queue(postgres: bool, unless_capped: bool) -> Executable:
 _QUEUED_TYPE = literal(EventType.QUEUED.value, events.c.type.type)
 _QUEUED_AT = bindparam("queued_at", type_=events.c.created_at.type)
 # SQLite: the outbox's deliveries of a job's QUEUED event, after the job is stored.
-_DELIVER_QUEUED = job_event_deliveries(
-    select(jobs.c.id, jobs.c.tenant_id, jobs.c.event_seq)
-    .where(jobs.c.id == _param("id"))
-    .subquery("job"),
-    _QUEUED_TYPE,
-    _QUEUED_AT,
-)
+_DELIVER_QUEUED = job_row_deliveries(_param("id"), _QUEUED_TYPE, _QUEUED_AT)
 
 
 _QUEUED_EVENT = insert(events).values(
-    job_id=bindparam("id"),
-    sequence=1,
-    type=EventType.QUEUED.value,
-    created_at=bindparam("queued_at", type_=events.c.created_at.type),
-    attempt=0,
+    job_id=bindparam("id"), sequence=1, type=_QUEUED_TYPE, created_at=_QUEUED_AT, attempt=0
 )
 
 _GET = select(*_COLUMNS).where(jobs.c.id == _param("id"), jobs.c.tenant_id == _param("tenant_id"))

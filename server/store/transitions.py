@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.dml import Insert, Update
 
 from server.store.contexts import store_turn
-from server.store.event_log import job_event_deliveries
+from server.store.event_log import job_event_deliveries, job_row_deliveries
 from server.store.events import EventSpec, EventType
 from server.store.models import JobStatus
 from server.store.tables import agents, events, jobs
@@ -294,13 +294,8 @@ STEP_COLUMNS = (
 
 _EVENT_TYPE = bindparam("event_type", type_=events.c.type.type)
 _EVENT_AT = bindparam("event_at", type_=events.c.created_at.type)
-# SQLite: the job's row as its transition left it, for the outbox's statement.
-_JOB_ROW = (
-    select(jobs.c.id, jobs.c.tenant_id, jobs.c.event_seq)
-    .where(jobs.c.id == bindparam("job_id"))
-    .subquery("changed")
-)
-DELIVER_JOB_EVENT = job_event_deliveries(_JOB_ROW, _EVENT_TYPE, _EVENT_AT)
+# SQLite: the outbox's deliveries of a transition's event, after the transition.
+DELIVER_JOB_EVENT = job_row_deliveries(bindparam("job_id"), _EVENT_TYPE, _EVENT_AT)
 
 
 def _event_from(source: CTE, *, step: bool) -> Insert:

@@ -270,11 +270,8 @@ def _future_expiry(case: Case) -> Case:
 
 
 def _public_url(case: Case) -> Case:
-    """A valid case whose webhook `url`, if any, names a public address.
-
-    Whether a URL's host resolves to allowed addresses depends on DNS, which no schema can
-    state: the refusals (422 `Invalid url: ...`) are tested in test_webhook_errors.py.
-    """
+    """A valid case whose webhook `url` names a public address: what a host resolves to no
+    schema states (the refusals are tested in test_webhook_errors.py)."""
     if isinstance(case.body, dict) and case.body.get("url") is not None:
         case.body["url"] = "https://8.8.8.8/hook"
     return case
