@@ -38,6 +38,8 @@ class Receiver:
     down: bool = False
     # Paths answered with a redirect to `/redirected`, which counts as any other path.
     redirect: set[str] = field(default_factory=set)
+    # While cleared, every request waits for it before being answered (a slow receiver).
+    answering: threading.Event = field(default_factory=threading.Event)
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -66,6 +68,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+            receiver.answering.wait(timeout=60)
             headers = {k.lower(): v for k, v in self.headers.items()}
             if self.path in receiver.redirect:
                 self._answer(302, location=receiver.url("/redirected"))
@@ -104,6 +107,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
 def running_receiver() -> Iterator[Receiver]:
     """A receiver on a free port of 127.0.0.1, stopped on exit."""
     receiver = Receiver()
+    receiver.answering.set()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(receiver))
     receiver.port = server.server_address[1]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -111,6 +115,7 @@ def running_receiver() -> Iterator[Receiver]:
     try:
         yield receiver
     finally:
+        receiver.answering.set()
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)

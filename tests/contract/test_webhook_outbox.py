@@ -5,6 +5,8 @@ to addresses that are not allowed, checked again at each attempt."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from typing import Any
 
@@ -186,6 +188,35 @@ async def test_the_dispatcher_sends_signed_deliveries_and_retries_a_receiver_tha
     [taken] = receiver.taken()
     assert taken.verified and taken.webhook_id == event.id
     assert taken.body["type"] == "order.created" and taken.body["data"] == {"order": 7}
+
+
+async def test_a_slow_receiver_holds_up_only_its_own_webhook_and_order_is_kept(
+    store: Store,
+) -> None:
+    alice = _tenant()
+    events = EventLogService(store)
+    with running_receiver() as slow, running_receiver() as fast:
+        service = WebhookService(store, allow_private=True)
+        await service.create(alice, url=slow.url(), event_types=["slow.one"], enabled=True)
+        await service.create(alice, url=fast.url(), event_types=["fast.one"], enabled=True)
+        slow.answering.clear()
+        dispatcher = WebhookDispatcher(store, _render, _settings())
+        try:
+            await events.emit(alice, "slow.one", {})
+            sent = [(await events.emit(alice, "fast.one", {"n": n})).id for n in range(3)]
+            await dispatcher.sweep()
+            # The fast receiver gets all three, in order, while the slow one still holds
+            # its first request unanswered.
+            deadline = time.monotonic() + 30
+            while len(fast.taken()) < 3 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert [r.webhook_id for r in fast.taken()] == sent
+            assert slow.taken() == []
+            slow.answering.set()
+            await dispatcher.idle()
+        finally:
+            await dispatcher.stop()
+    assert len(slow.taken()) == 1
 
 
 async def test_an_address_refused_at_delivery_time_is_not_sent_to(store: Store) -> None:
