@@ -163,18 +163,20 @@ class WebhookDispatcher:
                 log.warning("could not release webhook %s", webhook.id, exc_info=True)
 
     async def _attempt(self, webhook: Leased, delivery: DeliveryRecord) -> Outcome:
-        body = delivery.body
-        if body is None:
-            body = event_body(delivery, await self._data(delivery))
-            await self._store.deliveries.set_body(delivery.id, body)
         status_code: int | None = None
         try:
+            body = delivery.body
+            if body is None:
+                body = event_body(delivery, await self._data(delivery))
+                await self._store.deliveries.set_body(delivery.id, body)
             status_code = await self._post(webhook, delivery, body)
             error = None if 200 <= status_code < 300 else f"The receiver answered {status_code}"
         except RefusedTarget as refusal:
             error = refusal.message
-        except httpx.HTTPError as failure:
-            error = f"{type(failure).__name__}: {failure}"[:MAX_ERROR_CHARS] or "No answer"
+        except Exception as failure:
+            # No answer (httpx's errors), or anything else: an attempt that failed all the
+            # same, counted and retried later, never one tried again at once forever.
+            error = f"{type(failure).__name__}: {failure}"[:MAX_ERROR_CHARS]
         now = self._clock()
         if error is None:
             return Outcome(SUCCEEDED, status_code, None, now, now)
