@@ -31,10 +31,10 @@ def _tenant() -> Principal:
     return Principal(subject="alice", role="user", tenant_id=f"t-{uuid.uuid4()}")
 
 
-def _settings(*, allow_private: bool = True) -> DispatchSettings:
+def _settings(*, allow_private: bool = True, retry_s: float = 3600) -> DispatchSettings:
     return DispatchSettings(
         timeout_s=5,
-        retry_s=3600,
+        retry_s=retry_s,
         backoff_s=0,
         backoff_max_s=0,
         allow_private=allow_private,
@@ -253,3 +253,37 @@ async def test_retention_removes_finished_deliveries_and_keeps_pending_ones(stor
     await world.recovery().expire()
 
     assert [d.id for d in await _deliveries(store, hook)] == [waiting.id]
+
+
+async def test_a_delivery_failing_past_its_retry_period_has_failed_until_retried(
+    store: Store,
+) -> None:
+    alice = _tenant()
+    with running_receiver() as receiver:
+        service = WebhookService(store, allow_private=True)
+        webhook, secret = await service.create(
+            alice, url=receiver.url(), event_types=["late.one"], enabled=True
+        )
+        receiver.secret, receiver.down = secret, True
+        # A retry period already over when the first attempt fails.
+        dispatcher = WebhookDispatcher(store, _render, _settings(retry_s=0))
+        try:
+            await EventLogService(store).emit(alice, "late.one", {})
+            await dispatcher.sweep()
+            await dispatcher.idle()
+            [failed] = await _deliveries(store, webhook.id)
+            assert (failed.status, failed.attempts, failed.last_status_code) == ("failed", 1, 503)
+            # Failed deliveries are not sent again by themselves...
+            await dispatcher.sweep()
+            await dispatcher.idle()
+            assert (await _deliveries(store, webhook.id))[0].attempts == 1
+
+            # ...until retried, with a new period.
+            receiver.down = False
+            await service.retry(alice, webhook.id, failed.id)
+            await dispatcher.sweep()
+            await dispatcher.idle()
+        finally:
+            await dispatcher.stop()
+    [sent] = await _deliveries(store, webhook.id)
+    assert (sent.status, sent.attempts, sent.last_status_code) == ("succeeded", 2, 200)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks import Webhook
 
+from server.service.webhook_dispatch import backoff_delay
 from server.service.webhook_targets import (
     REFUSED_MESSAGE,
     UNRESOLVED_MESSAGE,
@@ -91,3 +92,9 @@ def test_a_secret_is_one_standardwebhooks_signs_and_verifies_with() -> None:
         "webhook-signature": signature,
     }
     assert webhook.verify('{"a":1}', headers) == {"a": 1}
+
+
+def test_retry_delays_are_full_jitter_under_a_doubling_ceiling() -> None:
+    delays = [backoff_delay(3, base_s=2, max_s=60) for _ in range(200)]
+    assert all(0 <= d <= 8 for d in delays) and max(delays) > 4
+    assert all(0 <= backoff_delay(40, base_s=2, max_s=60) <= 60 for _ in range(50))
