@@ -22,8 +22,9 @@ from server.store.events import EventSpec, EventType
 from server.store.records import JobRecord
 from server.store.store import Store
 from server.store.transitions import record
+from server.store.webhooks import WebhookRecord
 from tests.fakes.provider import ScriptedProvider, Stream
-from tests.webhook_receiver import running_receiver
+from tests.webhook_receiver import Receiver, running_receiver
 from tests.world import World, execute_request
 
 
@@ -53,6 +54,18 @@ async def _hook(
     service = WebhookService(world.store, allow_private=True, clock=world.clock)
     webhook, _ = await service.create(tenant, url=url, event_types=types, enabled=True)
     return webhook.id
+
+
+async def _down_receiver(
+    store: Store, tenant: Principal, receiver: Receiver, event_type: str
+) -> WebhookRecord:
+    """A webhook of the tenant to the receiver, which is down and verifies with its secret."""
+    service = WebhookService(store, allow_private=True)
+    webhook, secret = await service.create(
+        tenant, url=receiver.url(), event_types=[event_type], enabled=True
+    )
+    receiver.secret, receiver.down = secret, True
+    return webhook
 
 
 async def _deliveries(store: Store, webhook_id: str) -> list[DeliveryRecord]:
@@ -164,11 +177,7 @@ async def test_the_dispatcher_sends_signed_deliveries_and_retries_a_receiver_tha
 ) -> None:
     alice = _tenant()
     with running_receiver() as receiver:
-        service = WebhookService(store, allow_private=True)
-        webhook, secret = await service.create(
-            alice, url=receiver.url(), event_types=["order.created"], enabled=True
-        )
-        receiver.secret, receiver.down = secret, True
+        webhook = await _down_receiver(store, alice, receiver, "order.created")
         dispatcher = WebhookDispatcher(store, _render, _settings())
         try:
             event = await EventLogService(store).emit(alice, "order.created", {"order": 7})
@@ -259,12 +268,9 @@ async def test_a_delivery_failing_past_its_retry_period_has_failed_until_retried
     store: Store,
 ) -> None:
     alice = _tenant()
+    service = WebhookService(store, allow_private=True)
     with running_receiver() as receiver:
-        service = WebhookService(store, allow_private=True)
-        webhook, secret = await service.create(
-            alice, url=receiver.url(), event_types=["late.one"], enabled=True
-        )
-        receiver.secret, receiver.down = secret, True
+        webhook = await _down_receiver(store, alice, receiver, "late.one")
         # A retry period already over when the first attempt fails.
         dispatcher = WebhookDispatcher(store, _render, _settings(retry_s=0))
         try:
