@@ -228,7 +228,10 @@ class RecoveryThread(threading.Thread):
                 recovery = recovery or await self._open()
                 await recovery.sweep()
             except Exception:
-                log.exception("recovery sweep failed; trying again in %.1fs", self._interval_s)
+                # The thread's name says whose: the sweeper's, or the webhook dispatcher's.
+                log.exception(
+                    "%s: sweep failed; trying again in %.1fs", self.name, self._interval_s
+                )
             await asyncio.to_thread(self._stopped.wait, self._interval_s)
         if recovery is not None:
             await recovery.close()
