@@ -22,10 +22,11 @@ from rest_shim.routes import API
 from rest_shim.rules import documented, one_of
 from rest_shim.settings import RestSettings
 from rest_shim.table import fastapi_router
+from rest_shim.webhook_routes import WEBHOOKS
 from rest_shim.workflow_routes import WORKFLOWS
 
 # The route table: every route, declared once, for FastAPI and the fast lane alike.
-ROUTES = (*API, *EVENTS, *KEYS, *WORKFLOWS, *ADMIN)
+ROUTES = (*API, *EVENTS, *KEYS, *WORKFLOWS, *WEBHOOKS, *ADMIN)
 # Where the files of the interactive docs (Swagger UI, ReDoc) are served.
 DOCS_ASSETS = "/docs/assets"
 

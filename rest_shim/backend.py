@@ -19,6 +19,7 @@ from agentq.v1 import (
     job_service_pb2_grpc,
     system_service_pb2_grpc,
     token_service_pb2_grpc,
+    webhook_service_pb2_grpc,
     workflow_service_pb2_grpc,
 )
 from rest_shim import render
@@ -75,6 +76,7 @@ class Backend:
             "JobService": job_service_pb2_grpc.JobServiceStub(self._channel),
             "ContextService": context_service_pb2_grpc.ContextServiceStub(self._channel),
             "EventService": event_service_pb2_grpc.EventServiceStub(self._channel),
+            "WebhookService": webhook_service_pb2_grpc.WebhookServiceStub(self._channel),
             "SystemService": system_service_pb2_grpc.SystemServiceStub(self._channel),
             "AdminService": admin_service_pb2_grpc.AdminServiceStub(self._channel),
             "TokenService": token_service_pb2_grpc.TokenServiceStub(self._channel),

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic_core import to_json
 from starlette.responses import Response
 
+from agentq.client.wire import job as job
+from agentq.client.wire import result as _result
+from agentq.client.wire import status_name as status_name
+from agentq.client.wire import time as _time
+from agentq.client.wire import time_or_none as _time_or_none
 from agentq.v1 import (
     admin_service_pb2,
     agent_pb2,
@@ -19,14 +23,6 @@ from agentq.v1 import (
     system_service_pb2,
     token_service_pb2,
 )
-
-_STATUS_NAMES = {
-    job_pb2.JOB_STATUS_PENDING: "pending",
-    job_pb2.JOB_STATUS_RUNNING: "running",
-    job_pb2.JOB_STATUS_COMPLETED: "completed",
-    job_pb2.JOB_STATUS_FAILED: "failed",
-    job_pb2.JOB_STATUS_CANCELLED: "cancelled",
-}
 
 
 def json_response(body: Any, status_code: int = 200) -> Response:
@@ -40,20 +36,6 @@ def json_response(body: Any, status_code: int = 200) -> Response:
     """
     content = to_json(body, inf_nan_mode="null")
     return Response(content, status_code=status_code, media_type="application/json")
-
-
-def _time(stamp: Timestamp) -> str:
-    # ToJsonString gives RFC 3339 in UTC with a Z and 0, 3, 6 or 9 fraction digits.
-    return stamp.ToJsonString()
-
-
-def _time_or_none(message: Any, field: str) -> str | None:
-    return _time(getattr(message, field)) if message.HasField(field) else None
-
-
-def status_name(status: job_pb2.JobStatus.ValueType) -> str:
-    """The lowercase word of a JobStatus value."""
-    return _STATUS_NAMES[status]
 
 
 def health(reply: system_service_pb2.GetHealthResponse) -> dict[str, Any]:
@@ -105,27 +87,6 @@ def execute_ack(reply: agent_service_pb2.ExecuteResponse) -> dict[str, Any]:
         "merkle_root": reply.merkle_root if reply.HasField("merkle_root") else None,
         "latency_ms": reply.latency_ms,
     }
-
-
-def job(message: job_pb2.Job) -> dict[str, Any]:
-    """A job body, with its result once finished."""
-    body = {
-        "job_id": message.job_id,
-        "agent_id": message.agent_id,
-        "status": status_name(message.status),
-        "result": _result(message.result) if message.HasField("result") else None,
-        "error": message.error if message.HasField("error") else None,
-        "queued_at": _time(message.queued_at),
-        "started_at": _time_or_none(message, "started_at"),
-        "completed_at": _time_or_none(message, "completed_at"),
-        "attempts": message.attempts,
-        "parent_job_id": message.parent_job_id if message.HasField("parent_job_id") else None,
-        "depth": message.depth,
-    }
-    # Only with tracing on: a vex-api client sees the body it knows.
-    if message.HasField("trace_id"):
-        body["trace_id"] = message.trace_id
-    return body
 
 
 def page(items: list[dict[str, Any]], size: int, next_token: str) -> dict[str, Any]:
@@ -209,25 +170,6 @@ def _step(step: job_pb2.JobStep) -> dict[str, Any]:
         "text": step.text,
         "confidence": step.confidence if step.HasField("confidence") else None,
         "evidence": step.evidence if step.HasField("evidence") else None,
-    }
-
-
-def _result(result: job_pb2.AgentJobResult) -> dict[str, Any]:
-    return {
-        "job_id": result.job_id,
-        "agent_id": result.agent_id,
-        "success": result.success,
-        "response": result.response,
-        "tokens_used": result.tokens_used,
-        "completed_at": _time(result.completed_at),
-        "error": result.error if result.HasField("error") else None,
-        "prompt": result.prompt,
-        "context_hash": result.context_hash or None,
-        "merkle_root": result.merkle_root or None,
-        "verified": result.verified,
-        "confidence": result.confidence if result.HasField("confidence") else None,
-        "debate_rounds": result.debate_rounds,
-        "new_context_id": result.new_context_id if result.HasField("new_context_id") else None,
     }
 
 

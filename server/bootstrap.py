@@ -9,10 +9,13 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import dramatiq
 
+from agentq.client import wire
 from server import metrics
+from server.api.convert import job_message
 from server.configuration import ConfigurationError
 from server.dev_mode import shared_secret
 from server.paging import PageTokens
@@ -31,10 +34,13 @@ from server.service.own_keys import OwnKeys
 from server.service.recovery import Recovery, RecoveryThread
 from server.service.services import Services
 from server.service.system import SystemService
+from server.service.webhook_dispatch import DispatchSettings, WebhookDispatcher
+from server.service.webhooks import WebhookService
 from server.service.workflows import WorkflowService
 from server.settings import MIN_SECRET_BYTES, Settings
 from server.store.connect import open_database
 from server.store.migrate import create_db_engine, migrate
+from server.store.records import JobRecord
 from server.store.store import Store
 from server.worker.engine import ExecutionEngine
 from server.worker.history import ContextLimits
@@ -102,8 +108,26 @@ def verify_config(settings: Settings) -> VerifyConfig:
 # waits for a slot and a claim, so a few keep any number of slots busy, and the broker
 # hands a worker no more than twice as many messages as it has such threads.
 MESSAGE_THREADS = 8
-# The recovery sweeper's own connections.
+# The recovery sweeper's own connections, and the webhook dispatcher's.
 RECOVERY_POOL_SIZE = 2
+WEBHOOK_POOL_SIZE = 4
+
+
+def render_job(job: JobRecord) -> dict[str, Any]:
+    """A job as GET /api/v1/jobs/{id} answers it: the data of a job event's webhook."""
+    return wire.job(job_message(job))
+
+
+def dispatch_settings(settings: Settings) -> DispatchSettings:
+    """The webhook dispatcher's knobs of the settings."""
+    return DispatchSettings(
+        timeout_s=settings.webhook_timeout_s,
+        retry_s=settings.webhook_retry_hours * 3600,
+        backoff_s=settings.webhook_backoff_s,
+        backoff_max_s=settings.webhook_backoff_max_s,
+        allow_private=settings.webhook_allow_private,
+        concurrency=settings.webhook_concurrency,
+    )
 
 
 def engine_pool_size(concurrency: int) -> int:
@@ -163,6 +187,9 @@ class Runtime:
             access=access,
             own_keys=OwnKeys(access, store, page_tokens),
             workflows=workflows,
+            webhooks=WebhookService(
+                store, allow_private=settings.webhook_allow_private, page_tokens=page_tokens
+            ),
             store=store,
             sender=sender,
         )
@@ -174,6 +201,22 @@ class Runtime:
         worker = dramatiq.Worker(self.broker, worker_threads=threads, worker_timeout=100)
         worker.start()
         self._workers.append(worker)
+        # Webhooks are sent where jobs run (README, Webhooks).
+        self.start_webhooks()
+
+    def start_webhooks(self) -> None:
+        """Send webhook deliveries in the background, on a thread and a pool of its own."""
+        settings = self.settings
+
+        async def open_dispatcher() -> WebhookDispatcher:
+            db = await open_database(settings.database_url, pool_size=WEBHOOK_POOL_SIZE)
+            return WebhookDispatcher(Store(db), render_job, dispatch_settings(settings))
+
+        thread = RecoveryThread(
+            open_dispatcher, interval_s=settings.webhook_poll_s, name="agentq-webhooks"
+        )
+        thread.start()
+        self._threads.append(thread)
 
     def start_recovery(self) -> None:
         """Sweep for lost jobs in the background, on a thread and a pool of its own."""

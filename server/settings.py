@@ -128,6 +128,19 @@ class Settings(BaseSettings):
     # judge read each prompt before anything else: server/worker/verification.py).
     prompt_guard: GuardMode = "patterns"
 
+    # Webhooks (README, Webhooks): a delivery is retried with exponential backoff and full
+    # jitter (each delay random up to backoff x 2^(attempts-1), at most backoff_max) for
+    # this many hours, then failed; each attempt waits this long for an answer. Private
+    # addresses (and http URLs) are refused unless allowed; the dispatcher looks for due
+    # deliveries every poll and sends to at most `concurrency` webhooks at once.
+    webhook_retry_hours: float = Field(default=24.0, gt=0)
+    webhook_backoff_s: float = Field(default=5.0, ge=0)
+    webhook_backoff_max_s: float = Field(default=600.0, ge=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_allow_private: bool = False
+    webhook_poll_s: float = Field(default=1.0, gt=0)
+    webhook_concurrency: int = Field(default=16, ge=1)
+
     provider: Literal["builtin", "openai"] = "builtin"
     builtin_latency_ms: int = Field(default=50, ge=0)
     openai_base_url: str = "https://api.openai.com/v1"

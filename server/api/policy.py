@@ -72,6 +72,16 @@ ACCESS: dict[str, Access] = {
     "/agentq.v1.WorkflowService/RunWorkflow": Access(_CALLERS, "jobs:write"),
     "/agentq.v1.WorkflowService/ListWorkflowRuns": Access(_CALLERS, "jobs:read"),
     "/agentq.v1.WorkflowService/GetWorkflowRun": Access(_CALLERS, "jobs:read"),
+    # Webhooks (README, Webhooks) send the tenant's events to a URL of its choice: reading
+    # them is reading jobs, and changing them a write a role `agent` may not make.
+    "/agentq.v1.WebhookService/CreateWebhook": Access(_WRITERS, "jobs:write"),
+    "/agentq.v1.WebhookService/ListWebhooks": Access(_CALLERS, "jobs:read"),
+    "/agentq.v1.WebhookService/GetWebhook": Access(_CALLERS, "jobs:read"),
+    "/agentq.v1.WebhookService/UpdateWebhook": Access(_WRITERS, "jobs:write"),
+    "/agentq.v1.WebhookService/DeleteWebhook": Access(_WRITERS, "jobs:write"),
+    "/agentq.v1.WebhookService/RotateWebhookSecret": Access(_WRITERS, "jobs:write"),
+    "/agentq.v1.WebhookService/ListWebhookDeliveries": Access(_CALLERS, "jobs:read"),
+    "/agentq.v1.WebhookService/RetryWebhookDelivery": Access(_WRITERS, "jobs:write"),
     "/agentq.v1.TokenService/CreateToken": Access(None, None),
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access(None, None),
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access(None, None),

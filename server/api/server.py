@@ -27,6 +27,8 @@ from agentq.v1 import (
     system_service_pb2_grpc,
     token_service_pb2,
     token_service_pb2_grpc,
+    webhook_service_pb2,
+    webhook_service_pb2_grpc,
     workflow_service_pb2,
     workflow_service_pb2_grpc,
 )
@@ -41,6 +43,7 @@ from server.api.guard import Guard, GuardInterceptor, JwtSettings
 from server.api.jobs import JobServicer
 from server.api.system import SystemServicer
 from server.api.tokens import TokenServicer
+from server.api.webhooks import WebhookServicer
 from server.api.workflows import WorkflowServicer
 from server.configuration import ConfigurationError
 from server.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -58,6 +61,7 @@ _FILES = (
     token_service_pb2.DESCRIPTOR,
     api_key_service_pb2.DESCRIPTOR,
     workflow_service_pb2.DESCRIPTOR,
+    webhook_service_pb2.DESCRIPTOR,
 )
 SERVICE_NAMES = tuple(
     service.full_name for file in _FILES for service in file.services_by_name.values()
@@ -141,6 +145,7 @@ def _bind(
     workflow_service_pb2_grpc.add_WorkflowServiceServicer_to_server(
         WorkflowServicer(services), server
     )
+    webhook_service_pb2_grpc.add_WebhookServiceServicer_to_server(WebhookServicer(services), server)
     issuer = TokenIssuer(secret=secret, issuer=settings.jwt_issuer, lifetime_s=settings.token_ttl_s)
     token_service_pb2_grpc.add_TokenServiceServicer_to_server(TokenServicer(issuer), server)
 

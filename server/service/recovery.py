@@ -71,7 +71,8 @@ class Recovery:
 
     async def expire(self) -> int:
         """Delete finished jobs past retention with their events, keys and context turns,
-        and emitted events as old, a batch at a time; how many jobs and events went."""
+        and emitted events and finished webhook deliveries as old, a batch at a time; how
+        many went."""
         cutoff = self._clock() - self._retention
 
         async def delete_batch() -> int:
@@ -96,7 +97,11 @@ class Recovery:
         )
         if emitted:
             log.info("retention removed %d emitted events", emitted)
-        return deleted + emitted
+        # Webhook deliveries sent or failed are kept as long (README, Webhooks).
+        delivered = await _in_batches(
+            lambda: self._store.deliveries.delete_finished_before(cutoff, limit=BATCH)
+        )
+        return deleted + emitted + delivered
 
     async def _recover_lost_runs(self, now: datetime) -> int:
         outcomes: list[tuple[JobRecord, str]] = []
@@ -194,11 +199,15 @@ class Recovery:
 
 
 class Sweeper(Protocol):
-    """What a background thread runs every interval: the recovery sweeper, the orchestrator."""
+    """What a sweeping thread runs: the recovery sweeper, the orchestrator, the dispatcher."""
 
-    async def sweep(self) -> int: ...
+    async def sweep(self) -> int:
+        """One round of work."""
+        ...
 
-    async def close(self) -> None: ...
+    async def close(self) -> None:
+        """Release what it holds."""
+        ...
 
 
 class RecoveryThread(threading.Thread):
@@ -231,7 +240,10 @@ class RecoveryThread(threading.Thread):
                 recovery = recovery or await self._open()
                 await recovery.sweep()
             except Exception:
-                log.exception("recovery sweep failed; trying again in %.1fs", self._interval_s)
+                # The thread's name says whose: the sweeper's, or the webhook dispatcher's.
+                log.exception(
+                    "%s: sweep failed; trying again in %.1fs", self.name, self._interval_s
+                )
             await asyncio.to_thread(self._stopped.wait, self._interval_s)
         if recovery is not None:
             await recovery.close()

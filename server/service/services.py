@@ -12,6 +12,7 @@ from server.service.event_log import EventLogService
 from server.service.jobs import JobService
 from server.service.own_keys import OwnKeys
 from server.service.system import SystemService
+from server.service.webhooks import WebhookService
 from server.service.workflows import WorkflowService
 from server.store.store import Store
 
@@ -28,6 +29,7 @@ class Services:
     access: AccessService
     own_keys: OwnKeys
     workflows: WorkflowService
+    webhooks: WebhookService
     store: Store
     sender: MessageSender
 

@@ -19,6 +19,7 @@ from typing import cast as typed
 from sqlalchemy import (
     Column,
     ColumnElement,
+    FromClause,
     Select,
     String,
     Text,
@@ -33,10 +34,12 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.functions import FunctionElement
 
 from server.paging import Cursor
 from server.store.database import Row, Statements
+from server.store.outbox import deliveries
 from server.store.pages import newest_first
 from server.store.records import EventRecord
 from server.store.tables import client_events, events, jobs
@@ -94,8 +97,34 @@ def _text(value: str) -> ColumnElement[str]:
     return literal_column(f"'{value}'", String())
 
 
-# A job event's id: `job_`, the job's id, `_` and its sequence as SEQUENCE_DIGITS digits.
-_JOB_EVENT_ID = _text(JOB_ID_PREFIX) + events.c.job_id + _text("_") + _Padded(events.c.sequence)
+def job_event_id(job_id: ColumnElement[str], sequence: ColumnElement[int]) -> ColumnElement[str]:
+    """A job event's id: `job_`, the job's id, `_` and its sequence as SEQUENCE_DIGITS digits."""
+    return _text(JOB_ID_PREFIX) + job_id + _text("_") + _Padded(sequence)
+
+
+def job_event_type(name: ColumnElement[str]) -> ColumnElement[str]:
+    """A job event's type in the log: `job.` and the job event's name."""
+    return _text(JOB_TYPE_PREFIX) + name
+
+
+_JOB_EVENT_ID = job_event_id(events.c.job_id, events.c.sequence)
+
+
+def job_event_deliveries(source: FromClause, name: ColumnElement[str], at: Any) -> Insert:
+    """The outbox's deliveries of the job event a transition just numbered (README,
+    Webhooks): `source` is the job's row after it (`id`, `tenant_id`, `event_seq`), `name`
+    the job event's name, `at` its time.
+    """
+    event_id = job_event_id(source.c.id, source.c.event_seq)
+    return deliveries(source.c.tenant_id, event_id, job_event_type(name), at, source)
+
+
+def job_row_deliveries(job_id: ColumnElement[str], name: ColumnElement[str], at: Any) -> Insert:
+    """`job_event_deliveries` read from the job's row itself, after its transition, by a
+    statement of its own in the transition's transaction (SQLite has no data-modifying CTE).
+    """
+    row = select(jobs.c.id, jobs.c.tenant_id, jobs.c.event_seq).where(jobs.c.id == job_id)
+    return job_event_deliveries(row.subquery("changed"), name, at)
 
 
 def _job_events(*where: ColumnElement[bool]) -> Select[Any]:
@@ -103,7 +132,7 @@ def _job_events(*where: ColumnElement[bool]) -> Select[Any]:
     return (
         select(
             _JOB_EVENT_ID.label("id"),
-            (_text(JOB_TYPE_PREFIX) + events.c.type).label("type"),
+            job_event_type(events.c.type).label("type"),
             events.c.created_at.label("created_at"),
             jobs.c.agent_id,
             cast(null(), Text).label("data"),
@@ -152,7 +181,7 @@ def _page(by_type: bool, by_job: bool, by_agent: bool, since: bool, after: bool)
     job_where: list[ColumnElement[bool]] = []
     emitted_where: list[ColumnElement[bool]] = []
     if by_type:
-        job_where.append(_text(JOB_TYPE_PREFIX) + events.c.type == bindparam("type"))
+        job_where.append(job_event_type(events.c.type) == bindparam("type"))
         emitted_where.append(client_events.c.type == bindparam("type"))
     if by_job:
         job_where.append(events.c.job_id == bindparam("job_id"))
@@ -178,6 +207,13 @@ _EMITTED_EVENT = _emitted(client_events.c.id == bindparam("id"))
 # Every column but `seq`, which the database numbers.
 _ADD = insert(client_events).values(
     {name: bindparam(name) for name in ("id", "tenant_id", "type", "data", "created_at")}
+)
+# The outbox's deliveries of an emitted event, with the parameters of `_ADD`.
+_DELIVER = deliveries(
+    bindparam("tenant_id", type_=String()),
+    bindparam("id", type_=String()),
+    bindparam("type", type_=String()),
+    bindparam("created_at", type_=client_events.c.created_at.type),
 )
 _EXPIRED = (
     select(client_events.c.seq)
@@ -228,9 +264,16 @@ class EventLog:
     async def add(
         self, *, id: str, tenant_id: str, type: str, data: str, created_at: datetime
     ) -> None:
-        """Store an emitted event; its `seq` is the next of the table's."""
+        """Store an emitted event; its `seq` is the next of the table's.
+
+        Every emitted event is stored here, and nowhere else: its webhook deliveries go in
+        with it, in the same transaction (the outbox, `server/store/outbox.py`).
+        """
         values = {"id": id, "tenant_id": tenant_id, "type": type, "data": data}
-        await self._run.run(_ADD, {**values, "created_at": created_at})
+        params = {**values, "created_at": created_at}
+        async with self._run.atomic() as run:
+            await run.run(_ADD, params)
+            await run.run(_DELIVER, params)
 
     async def delete_older_than(self, before: datetime, *, limit: int) -> int:
         """Remove up to `limit` emitted events stored before `before`, oldest first; how many."""

@@ -36,12 +36,14 @@ from sqlalchemy import (
 from server.paging import Cursor
 from server.store.contexts import STORE_TURN_OF_JOB
 from server.store.database import Row, Statements
+from server.store.event_log import job_event_deliveries, job_row_deliveries
 from server.store.events import EventType
 from server.store.models import JobStatus
 from server.store.pages import newest_first
 from server.store.records import JobRecord
 from server.store.tables import agents, events, jobs, tenant_limits
 from server.store.transitions import (
+    DELIVER_JOB_EVENT,
     DUE,
     STEP_COLUMNS,
     Attempt,
@@ -125,29 +127,26 @@ def _queue(postgres: bool, unless_capped: bool) -> Executable:
         )
         live_agent.append(~capped)
     source = select(*_NEW_JOB.values()).where(*live_agent)
-    stored = insert(jobs).from_select(list(_NEW_JOB), source).returning(jobs.c.id)
+    stored = insert(jobs).from_select(list(_NEW_JOB), source)
     if not postgres:
-        return stored
-    job = stored.cte("job")
+        return stored.returning(jobs.c.id)
+    job = stored.returning(jobs.c.id, jobs.c.tenant_id, jobs.c.event_seq).cte("job")
     queued = insert(events).from_select(
         ["job_id", "sequence", "type", "created_at", "attempt"],
-        select(
-            job.c.id,
-            literal(1),
-            literal(EventType.QUEUED.value, events.c.type.type),
-            bindparam("queued_at", type_=events.c.created_at.type),
-            literal(0),
-        ),
+        select(job.c.id, literal(1), _QUEUED_TYPE, _QUEUED_AT, literal(0)),
     )
-    return select(job.c.id).add_cte(queued.cte("queued"))
+    delivered = job_event_deliveries(job, _QUEUED_TYPE, _QUEUED_AT)
+    return select(job.c.id).add_cte(queued.cte("queued"), delivered.cte("delivered"))
+
+
+_QUEUED_TYPE = literal(EventType.QUEUED.value, events.c.type.type)
+_QUEUED_AT = bindparam("queued_at", type_=events.c.created_at.type)
+# SQLite: the outbox's deliveries of a job's QUEUED event, after the job is stored.
+_DELIVER_QUEUED = job_row_deliveries(_param("id"), _QUEUED_TYPE, _QUEUED_AT)
 
 
 _QUEUED_EVENT = insert(events).values(
-    job_id=bindparam("id"),
-    sequence=1,
-    type=EventType.QUEUED.value,
-    created_at=bindparam("queued_at", type_=events.c.created_at.type),
-    attempt=0,
+    job_id=bindparam("id"), sequence=1, type=_QUEUED_TYPE, created_at=_QUEUED_AT, attempt=0
 )
 
 _GET = select(*_COLUMNS).where(jobs.c.id == _param("id"), jobs.c.tenant_id == _param("tenant_id"))
@@ -258,7 +257,9 @@ class Jobs:
         async with self._run.atomic() as run:
             stored = await run.one(statement, job.params)
             if stored is not None:
-                await run.run(_QUEUED_EVENT, {"id": job.id, "queued_at": job.queued_at})
+                params = {"id": job.id, "queued_at": job.queued_at}
+                await run.run(_QUEUED_EVENT, params)
+                await run.run(_DELIVER_QUEUED, params)
         return stored is not None
 
     async def get(self, job_id: str, *, tenant_id: str) -> JobRecord | None:
@@ -311,6 +312,8 @@ class Jobs:
                 await run.run(_INSERT_EVENT, _event_row(change, row))
             if row is not None and change.turn:
                 await run.run(STORE_TURN_OF_JOB, {"job_id": change.job_id})
+            if row is not None and change.shape.deliver:
+                await run.run(DELIVER_JOB_EVENT, change.params)
         return row
 
     async def apply(self, change: Transition) -> bool:

@@ -380,3 +380,8 @@ class WorkflowRunStep(Base):
     # Why the step failed before it had a job (its prompt broke a rule, its agent is gone).
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# The webhooks' tables live in a module of their own; importing it here puts them in
+# Base.metadata for the migrations and the schema checks.
+from server.store import webhook_models as _webhook_models  # noqa: E402, F401

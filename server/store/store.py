@@ -9,10 +9,12 @@ from server.store.access import ApiKeys, Limits
 from server.store.agents import Agents
 from server.store.contexts import Contexts
 from server.store.database import Database, Statements
+from server.store.deliveries import Deliveries
 from server.store.event_log import EventLog
 from server.store.events import Events
 from server.store.jobs import Jobs
 from server.store.keys import IdempotencyKeys
+from server.store.webhooks import Webhooks
 from server.store.workflows import Workflows
 
 
@@ -29,6 +31,8 @@ class Tables:
         self.contexts = Contexts(run)
         self.event_log = EventLog(run)
         self.workflows = Workflows(run)
+        self.webhooks = Webhooks(run)
+        self.deliveries = Deliveries(run)
 
 
 class Store(Tables):

@@ -19,6 +19,7 @@ from server.store.models import (
     WorkflowRunStep,
     WorkflowVersion,
 )
+from server.store.webhook_models import Webhook, WebhookDelivery, WebhookSubscription
 
 
 def _table(model: type[Base]) -> Table:
@@ -39,3 +40,6 @@ workflows = _table(Workflow)
 workflow_versions = _table(WorkflowVersion)
 workflow_runs = _table(WorkflowRun)
 workflow_run_steps = _table(WorkflowRunStep)
+webhooks = _table(Webhook)
+webhook_subscriptions = _table(WebhookSubscription)
+webhook_deliveries = _table(WebhookDelivery)

@@ -38,6 +38,7 @@ from sqlalchemy import (
 from sqlalchemy.sql.dml import Insert, Update
 
 from server.store.contexts import store_turn
+from server.store.event_log import job_event_deliveries, job_row_deliveries
 from server.store.events import EventSpec, EventType
 from server.store.models import JobStatus
 from server.store.tables import agents, events, jobs
@@ -111,6 +112,7 @@ class Transition:
             due=self.due_by is not None,
             event=self.event is not None,
             step=self.event is not None and self.event.step is not None,
+            deliver=self.event is not None and self.event.type is not EventType.TOKEN,
             starts_attempt=self.starts_attempt,
             turn=self.turn,
         )
@@ -259,6 +261,8 @@ class Shape:
     # The event is a step event, with its columns (a separate shape: other events
     # bind none of them).
     step: bool
+    # The event goes to the webhooks' outbox too: every job event but a token delta.
+    deliver: bool
     starts_attempt: bool
     turn: bool
 
@@ -294,14 +298,20 @@ STEP_COLUMNS = (
 )
 
 
+_EVENT_TYPE = bindparam("event_type", type_=events.c.type.type)
+_EVENT_AT = bindparam("event_at", type_=events.c.created_at.type)
+# SQLite: the outbox's deliveries of a transition's event, after the transition.
+DELIVER_JOB_EVENT = job_row_deliveries(bindparam("job_id"), _EVENT_TYPE, _EVENT_AT)
+
+
 def _event_from(source: CTE, *, step: bool) -> Insert:
     """INSERT the event of each row the `source` CTE updated, numbered by its event_seq."""
     # Casts: in a SELECT list a NULL parameter would otherwise be typed text.
     values: list[ColumnElement[Any]] = [
         source.c.id,
         source.c.event_seq,
-        bindparam("event_type", type_=events.c.type.type),
-        bindparam("event_at", type_=events.c.created_at.type),
+        _EVENT_TYPE,
+        _EVENT_AT,
         source.c.attempts,
         cast(bindparam("event_error"), Text),
         cast(bindparam("event_delay_s"), Float),
@@ -331,6 +341,8 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
     returned: list[ColumnElement[Any]] = [jobs.c.id]
     if shape.event or shape.starts_attempt:
         returned += [jobs.c.event_seq, jobs.c.attempts]
+    if shape.deliver:
+        returned.append(jobs.c.tenant_id)
     if shape.starts_attempt:
         returned += [
             jobs.c.agent_id,
@@ -357,6 +369,9 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
         written.append(_event_from(source, step=shape.step).cte("recorded"))
     if shape.turn:
         written.append(store_turn(source).cte("stored"))
+    if shape.deliver:
+        deliveries = job_event_deliveries(source, _EVENT_TYPE, _EVENT_AT)
+        written.append(deliveries.cte("delivered"))
     # Only the columns a caller reads come back, not the turn's texts.
     return select(*(source.c[name] for name in names)).add_cte(*written)
 

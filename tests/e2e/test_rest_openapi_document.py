@@ -38,8 +38,8 @@ EVENT_FIELDS = {"id", "type", "created_at", "job_id", "agent_id", "data"}
 # (any string), a context by the client (its rule's pattern). Neither is ever a 404: a
 # tenant without limits of its own has the defaults, a context without turns is empty.
 FREE_FORM_PATH_PARAMETERS = {"tenant_id", "context_id"}
-# Resource ids that are opaque strings of the server's own forms, not UUIDs: an event's.
-OPAQUE_PATH_IDS = {"event_id"}
+# Resource ids of the server's own forms, not UUIDs: an event's, a webhook delivery's (a number).
+OPAQUE_PATH_IDS = {"event_id", "delivery_id"}
 
 # The success status and body of each route of docs/contract.md §3 and of access control, with the
 # fields promised in that body (all of them always present, some maybe null).
