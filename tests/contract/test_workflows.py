@@ -84,6 +84,22 @@ async def test_a_run_moves_forward_a_sweep_at_a_time_and_completes(store: Store)
     assert [e.data["steps"] for e in log.items] == [{"a": "first", "b": "second", "c": "done"}]
 
 
+async def test_the_runs_event_follows_its_jobs_completion_in_the_log(store: Store) -> None:
+    # Both are written by one transition at one moment; the log, newest first, must still
+    # put the workflow's event after the run's job.completed (README, Workflows: Events).
+    world, alice = World(store), _tenant()
+    agent = await world.add_agent(tenant_id=alice.tenant_id)
+    workflow = await world.workflows.create(
+        alice, name="one", trigger_event_type=None, steps=[Step("a", agent.id, "A")]
+    )
+    run = await world.workflows.run(alice, workflow.id, None)
+    await _run_queued(world, ["done"])
+    await _sweep(world.orchestrator(), world)
+    log = await world.event_log.list_events(alice, EventQuery(), size=10, token="")
+    newest = [(e.type, e.job_id) for e in log.items[:2]]
+    assert newest == [("workflow.completed", None), ("job.completed", run.id)]
+
+
 async def test_a_step_is_started_once_whatever_looks_at_the_run_again(store: Store) -> None:
     world, alice = World(store), _tenant()
     workflow = await _diamond(world, alice)

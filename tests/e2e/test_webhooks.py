@@ -23,17 +23,10 @@ from tests.e2e.harness import (
     token,
 )
 from tests.e2e.rest_errors_helpers import VALID_AGENT
+from tests.e2e.webhook_helpers import FAST_WEBHOOKS, create_webhook, deliveries
 from tests.webhook_receiver import Receiver, running_receiver
 
 TIMEOUT_S = 60
-# Short waits between attempts, so a receiver's outage is retried within a second or so.
-FAST = {
-    "webhook_allow_private": True,
-    "webhook_backoff_s": 0.2,
-    "webhook_backoff_max_s": 0.5,
-    "webhook_poll_s": 0.1,
-    "webhook_timeout_s": 5,
-}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +34,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThr
     database = f"sqlite:///{tmp_path_factory.mktemp('webhooks') / 'agentq.db'}"
     headers = {"Authorization": f"Bearer {token('alice')}"}
     with (
-        running_server(settings_for(database_url=database, **FAST), in_process_workers=True) as s,
+        running_server(
+            settings_for(database_url=database, **FAST_WEBHOOKS), in_process_workers=True
+        ) as s,
         running_rest(f"127.0.0.1:{s.port}") as rest,
         httpx.Client(base_url=rest.url, timeout=TIMEOUT_S, headers=headers) as client,
     ):
@@ -57,22 +52,6 @@ def http(served: tuple[ServerThread, httpx.Client]) -> httpx.Client:
 def receiver() -> Iterator[Receiver]:
     with running_receiver() as started:
         yield started
-
-
-def _created(http: httpx.Client, receiver: Receiver, types: list[str], path: str = "/hook") -> Any:
-    response = http.post("/api/v1/webhooks", json={"url": receiver.url(path), "event_types": types})
-    assert response.status_code == 201, response.text
-    body = response.json()
-    assert body["secret"].startswith("whsec_")
-    receiver.secret = body["secret"]
-    return body
-
-
-def _deliveries(http: httpx.Client, webhook_id: str) -> list[dict[str, Any]]:
-    response = http.get(f"/api/v1/webhooks/{webhook_id}/deliveries", params={"page_size": 100})
-    assert response.status_code == 200, response.text
-    deliveries: list[dict[str, Any]] = response.json()["data"]
-    return deliveries
 
 
 def _emit(http: httpx.Client, type: str, data: dict[str, Any]) -> str:
@@ -95,7 +74,7 @@ def _run_jobs(http: httpx.Client, count: int) -> list[str]:
 def test_a_receiver_down_for_a_while_gets_every_event_exactly_once_after_deduplication(
     http: httpx.Client, receiver: Receiver
 ) -> None:
-    webhook = _created(http, receiver, ["job.completed", "job.failed", "order.created"])
+    webhook = create_webhook(http, receiver, ["job.completed", "job.failed", "order.created"])
     receiver.down = True
     job_ids = _run_jobs(http, 3)
     emitted = {_emit(http, "order.created", {"order": n}): {"order": n} for n in range(2)}
@@ -103,7 +82,7 @@ def test_a_receiver_down_for_a_while_gets_every_event_exactly_once_after_dedupli
 
     # While it is down: every event has its delivery, tried and answered 503.
     def all_tried() -> bool:
-        found = _deliveries(http, webhook["id"])
+        found = deliveries(http, webhook["id"])
         return len(found) == 5 and all(d["last_status_code"] == 503 for d in found)
 
     receiver.wait_for(all_tried, timeout_s=TIMEOUT_S)
@@ -112,7 +91,7 @@ def test_a_receiver_down_for_a_while_gets_every_event_exactly_once_after_dedupli
     receiver.down = False
     receiver.wait_for(lambda: len(receiver.unique()) == 5, timeout_s=TIMEOUT_S)
     receiver.wait_for(
-        lambda: all(d["status"] == "succeeded" for d in _deliveries(http, webhook["id"])),
+        lambda: all(d["status"] == "succeeded" for d in deliveries(http, webhook["id"])),
         timeout_s=TIMEOUT_S,
     )
 
@@ -130,7 +109,7 @@ def test_a_receiver_down_for_a_while_gets_every_event_exactly_once_after_dedupli
         assert body["type"] == "job.completed"
         assert body["data"] == http.get(f"/api/v1/jobs/{job_id}").json()
     # The list says what happened: tried while down, then answered 200.
-    for delivery in _deliveries(http, webhook["id"]):
+    for delivery in deliveries(http, webhook["id"]):
         assert delivery["attempts"] >= 2
         assert (delivery["last_status_code"], delivery["last_error"]) == (200, None)
         assert delivery["last_attempt_at"] is not None and delivery["next_attempt_at"] is None
@@ -140,11 +119,11 @@ def test_a_receiver_down_for_a_while_gets_every_event_exactly_once_after_dedupli
 def test_a_retried_delivery_is_sent_again_with_the_same_webhook_id(
     http: httpx.Client, receiver: Receiver
 ) -> None:
-    webhook = _created(http, receiver, ["ping.sent"])
+    webhook = create_webhook(http, receiver, ["ping.sent"])
     event_id = _emit(http, "ping.sent", {})
     receiver.wait_for(lambda: len(receiver.taken()) == 1)
-    receiver.wait_for(lambda: _deliveries(http, webhook["id"])[0]["status"] == "succeeded")
-    [delivery] = _deliveries(http, webhook["id"])
+    receiver.wait_for(lambda: deliveries(http, webhook["id"])[0]["status"] == "succeeded")
+    [delivery] = deliveries(http, webhook["id"])
 
     retried = http.post(f"/api/v1/webhooks/{webhook['id']}/deliveries/{delivery['id']}/retry")
 
@@ -152,27 +131,27 @@ def test_a_retried_delivery_is_sent_again_with_the_same_webhook_id(
     assert retried.json()["id"] == delivery["id"]
     receiver.wait_for(lambda: len(receiver.taken()) == 2)
     assert {r.webhook_id for r in receiver.taken()} == {event_id}
-    receiver.wait_for(lambda: _deliveries(http, webhook["id"])[0]["attempts"] == 2)
-    assert _deliveries(http, webhook["id"])[0]["status"] == "succeeded"
+    receiver.wait_for(lambda: deliveries(http, webhook["id"])[0]["attempts"] == 2)
+    assert deliveries(http, webhook["id"])[0]["status"] == "succeeded"
 
 
 def test_a_redirect_is_not_followed_and_counts_as_a_failed_attempt(
     http: httpx.Client, receiver: Receiver
 ) -> None:
     receiver.redirect.add("/moved")
-    webhook = _created(http, receiver, ["moved.event"], path="/moved")
+    webhook = create_webhook(http, receiver, ["moved.event"], path="/moved")
     _emit(http, "moved.event", {})
 
-    receiver.wait_for(lambda: _deliveries(http, webhook["id"])[0]["attempts"] >= 1)
+    receiver.wait_for(lambda: deliveries(http, webhook["id"])[0]["attempts"] >= 1)
 
-    [delivery] = _deliveries(http, webhook["id"])
+    [delivery] = deliveries(http, webhook["id"])
     assert (delivery["status"], delivery["last_status_code"]) == ("pending", 302)
     assert delivery["last_error"] == "The receiver answered 302"
     assert receiver.taken() == []
 
 
-def test_a_rotated_secret_signs_the_next_deliveries(http: httpx.Client, receiver: Receiver) -> None:
-    webhook = _created(http, receiver, ["rotation.checked"])
+def test_a_rotated_secret_signs_the_nextdeliveries(http: httpx.Client, receiver: Receiver) -> None:
+    webhook = create_webhook(http, receiver, ["rotation.checked"])
     old = receiver.secret
 
     rotated = http.post(f"/api/v1/webhooks/{webhook['id']}/rotate-secret")
@@ -189,7 +168,7 @@ def test_webhooks_are_read_changed_and_deleted_over_rest_and_grpc_alike(
     served: tuple[ServerThread, httpx.Client], http: httpx.Client, receiver: Receiver
 ) -> None:
     server, _ = served
-    webhook = _created(http, receiver, ["a.b"])
+    webhook = create_webhook(http, receiver, ["a.b"])
     metadata = (("authorization", f"Bearer {token('alice')}"),)
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         stub = pb_grpc.WebhookServiceStub(channel)
@@ -219,7 +198,7 @@ def test_webhooks_are_read_changed_and_deleted_over_rest_and_grpc_alike(
     }
     # Disabled: new events are not delivered.
     _emit(http, "c.d", {})
-    assert _deliveries(http, webhook["id"]) == []
+    assert deliveries(http, webhook["id"]) == []
     patched = http.patch(f"/api/v1/webhooks/{webhook['id']}", json={"enabled": True})
     assert patched.status_code == 200 and patched.json()["event_types"] == ["c.d", "*"]
 

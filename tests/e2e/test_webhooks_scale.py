@@ -11,6 +11,7 @@ import pytest
 from server.settings import Settings
 from tests.e2e.harness import WorkerProcess, running_rest, running_server, token
 from tests.e2e.rest_errors_helpers import VALID_AGENT
+from tests.e2e.webhook_helpers import FAST_WEBHOOKS
 from tests.webhook_receiver import running_receiver
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -20,14 +21,7 @@ TIMEOUT_S = 60
 def test_a_worker_process_sends_every_event_once_to_a_receiver_that_was_down(
     scaled_settings: Settings,
 ) -> None:
-    settings = scaled_settings.model_copy(
-        update={
-            "webhook_allow_private": True,
-            "webhook_backoff_s": 0.2,
-            "webhook_backoff_max_s": 0.5,
-            "webhook_poll_s": 0.1,
-        }
-    )
+    settings = scaled_settings.model_copy(update=FAST_WEBHOOKS)
     headers = {"Authorization": f"Bearer {token('alice')}"}
     with (
         running_receiver() as receiver,
