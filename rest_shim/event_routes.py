@@ -71,7 +71,7 @@ class CreateEventBody(BaseModel):
     """POST /api/v1/events."""
 
     type: Annotated[StrictStr, documented(event_type())] = Field(
-        description="1-100 characters of a-z0-9._-; `job.` is reserved for job events."
+        description="1-100 characters of a-z0-9._-; `job.` and `workflow.` are the service's own."
     )
     data: Annotated[dict[str, Any], AfterValidator(_doubles)] = Field(
         default_factory=dict,

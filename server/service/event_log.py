@@ -22,9 +22,9 @@ from server.errors import FieldViolation, InvalidArgument, NotFound
 from server.paging import Cursor, Page, PageTokens, page_size
 from server.store.event_log import (
     EMITTED_ID_PREFIX,
-    JOB_TYPE_PREFIX,
     LogEventRecord,
     LogFilter,
+    reserved_prefix,
 )
 from server.store.records import EventRecord
 from server.store.store import Store, Tables
@@ -34,7 +34,6 @@ TYPE_CHARACTERS = "a-z0-9._-"  # a regex character class
 MAX_TYPE_CHARS = 100
 _TYPE = re.compile(f"[{TYPE_CHARACTERS}]{{1,{MAX_TYPE_CHARS}}}")
 TYPE_MESSAGE = f"Invalid type: must be 1 to {MAX_TYPE_CHARS} characters of {TYPE_CHARACTERS}"
-RESERVED_MESSAGE = f"Invalid type: the prefix '{JOB_TYPE_PREFIX}' is reserved for job events"
 MAX_DATA_BYTES = 65_536
 DATA_SIZE_MESSAGE = f"Invalid data: must be at most {MAX_DATA_BYTES} bytes as compact JSON"
 DATA_NUMBER_MESSAGE = "Invalid data: numbers must be finite doubles"
@@ -51,12 +50,18 @@ _JOB_EVENT_ID = re.compile(f"job_({_UUID})_([0-9]{{10}})")
 _EMITTED_ID = re.compile(f"evt_{_UUID}")
 
 
+def reserved_message(field: str, prefix: str) -> str:
+    """The refusal of a type that starts with one of the service's own prefixes."""
+    return f"Invalid {field}: the prefix '{prefix}' is reserved for {prefix[:-1]} events"
+
+
 def parse_type(value: str, *, emitting: bool = False) -> str:
-    """An event type of the rule, else INVALID_ARGUMENT; `job.` only for reading."""
+    """An event type of the rule, else INVALID_ARGUMENT; the service's own only for reading."""
     if not _TYPE.fullmatch(value):
         raise InvalidArgument.field("type", TYPE_MESSAGE)
-    if emitting and value.startswith(JOB_TYPE_PREFIX):
-        raise InvalidArgument.field("type", RESERVED_MESSAGE)
+    prefix = reserved_prefix(value) if emitting else None
+    if prefix is not None:
+        raise InvalidArgument.field("type", reserved_message("type", prefix))
     return value
 
 

@@ -22,8 +22,9 @@ from server.service.event_log import (
     MAX_TYPE_CHARS,
     TYPE_CHARACTERS,
     compact_json,
+    reserved_message,
 )
-from server.store.event_log import JOB_TYPE_PREFIX
+from server.store.event_log import reserved_prefix
 from server.validation import MAX_PROMPT_CHARS, MIN_PROMPT_CHARS, parse_id
 
 MAX_NAME_CHARS = 100
@@ -36,9 +37,6 @@ NAME_MESSAGE = f"Invalid name: must be 1 to {MAX_NAME_CHARS} characters after tr
 STEPS_MESSAGE = f"Invalid steps: must be 1 to {MAX_STEPS} steps"
 EVENT_TYPE_MESSAGE = (
     f"Invalid trigger.event_type: must be 1 to {MAX_TYPE_CHARS} characters of {TYPE_CHARACTERS}"
-)
-EVENT_TYPE_RESERVED = (
-    f"Invalid trigger.event_type: the prefix '{JOB_TYPE_PREFIX}' is reserved for job events"
 )
 INPUT_SIZE_MESSAGE = f"Invalid input: must be at most {MAX_DATA_BYTES} bytes as compact JSON"
 INPUT_NUMBER_MESSAGE = DATA_NUMBER_MESSAGE.replace("data", "input")
@@ -103,8 +101,11 @@ def check_definition(
 def _trigger_violations(event_type: str) -> list[FieldViolation]:
     if not _EVENT_TYPE.fullmatch(event_type):
         return [FieldViolation("trigger.event_type", EVENT_TYPE_MESSAGE)]
-    if event_type.startswith(JOB_TYPE_PREFIX):
-        return [FieldViolation("trigger.event_type", EVENT_TYPE_RESERVED)]
+    prefix = reserved_prefix(event_type)
+    if prefix is not None:
+        return [
+            FieldViolation("trigger.event_type", reserved_message("trigger.event_type", prefix))
+        ]
     return []
 
 

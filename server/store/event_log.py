@@ -45,6 +45,16 @@ from server.store.records import EventRecord
 from server.store.tables import client_events, events, jobs
 
 JOB_TYPE_PREFIX = "job."
+# Types the service itself writes: clients read them but may not emit or trigger on
+# them, so no client can pass for a job's or a run's outcome (README, Event log).
+RESERVED_PREFIXES = (JOB_TYPE_PREFIX, "workflow.")
+
+
+def reserved_prefix(event_type: str) -> str | None:
+    """The service's own prefix that `event_type` starts with, if any."""
+    return next((p for p in RESERVED_PREFIXES if event_type.startswith(p)), None)
+
+
 JOB_ID_PREFIX = "job_"
 EMITTED_ID_PREFIX = "evt_"
 SEQUENCE_DIGITS = 10

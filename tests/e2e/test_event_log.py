@@ -25,6 +25,7 @@ from tests.e2e.rest_helpers import FINISHED, create_agent, http_client, submit, 
 
 TYPE_RULE = "Invalid type: must be 1 to 100 characters of a-z0-9._-"
 RESERVED = "Invalid type: the prefix 'job.' is reserved for job events"
+RESERVED_WORKFLOW = "Invalid type: the prefix 'workflow.' is reserved for workflow events"
 TOO_BIG = "Invalid data: must be at most 65536 bytes as compact JSON"
 NOT_A_DOUBLE = "Invalid data: numbers must be finite doubles"
 SINCE_RULE = "Invalid since: must be an RFC 3339 timestamp, such as 2026-04-01T12:00:00Z"
@@ -170,6 +171,10 @@ INVALID_EVENTS = [
     pytest.param("a" * 101, {}, [("type", TYPE_RULE)], id="type-101"),
     pytest.param("order created", {}, [("type", TYPE_RULE)], id="type-space"),
     pytest.param("job.completed", {}, [("type", RESERVED)], id="type-reserved"),
+    # A client passing for a run's outcome would reach every webhook that trusts it.
+    pytest.param(
+        "workflow.completed", {}, [("type", RESERVED_WORKFLOW)], id="type-reserved-workflow"
+    ),
     pytest.param("big", {"s": "x" * 65_529}, [("data", TOO_BIG)], id="data-65537-bytes"),
     pytest.param("big", {"s": "é" * 32_765}, [("data", TOO_BIG)], id="data-bytes-not-chars"),
     pytest.param(

@@ -120,6 +120,16 @@ CASES: dict[str, tuple[dict[str, Any], list[tuple[str, str]]]] = {
             )
         ],
     ),
+    "workflow trigger": (
+        _body(_step(), trigger="workflow.completed"),
+        [
+            (
+                "trigger.event_type",
+                "Invalid trigger.event_type: the prefix 'workflow.' is reserved for workflow "
+                "events",
+            )
+        ],
+    ),
     "several at once": (
         _body(_step("A"), name="", trigger="job.x"),
         [
