@@ -16,6 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 from opentelemetry import trace
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.expression import Executable
 
 from server import tracing
@@ -27,11 +28,18 @@ _WRITE = re.compile(r"\b(INSERT INTO|UPDATE|DELETE FROM)\s+(\w+)")
 _READ = re.compile(r"\bFROM\s+(\w+)")
 
 
+# Statements compile for the database they run on: some constructs have no generic SQL.
+_DIALECTS = {
+    "postgresql": postgresql.dialect(),  # type: ignore[no-untyped-call]
+    "sqlite": sqlite.dialect(),
+}
+
+
 @functools.lru_cache(maxsize=1024)
-def span_name(statement: Executable) -> str:
+def span_name(statement: Executable, dialect: str) -> str:
     """What a statement does, as `INSERT jobs` or `SELECT agents` (statements are built once)."""
     try:
-        sql = str(statement)
+        sql = str(statement.compile(dialect=_DIALECTS[dialect]))  # type: ignore[attr-defined]
     except Exception:
         return type(statement).__name__.upper()
     write = _WRITE.search(sql)
@@ -47,7 +55,9 @@ def _span(statement: Executable, dialect: str) -> Iterator[None]:
         yield
         return
     with tracing.tracer().start_as_current_span(
-        span_name(statement), kind=trace.SpanKind.CLIENT, attributes={"db.system.name": dialect}
+        span_name(statement, dialect),
+        kind=trace.SpanKind.CLIENT,
+        attributes={"db.system.name": dialect},
     ):
         yield
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import ValidationError
+from sqlalchemy import select
 
 from agentq.v1 import job_pb2
 from rest_shim import render
@@ -15,7 +16,10 @@ from server import tracing
 from server.api.convert import job_message
 from server.service.recovery import Recovery
 from server.settings import Settings
+from server.store.event_log import job_event_id
 from server.store.models import JobStatus
+from server.store.tables import events
+from server.store.traced import span_name
 from server.worker.policy import RetryPolicy
 from tests.fakes.provider import ScriptedProvider
 from tests.world import ALICE, World, execute_request
@@ -182,3 +186,11 @@ def test_the_service_is_named_agentq_unless_the_otel_variables_name_it(
         assert (attributes["service.name"], attributes["agentq.process"]) == (name, "worker")
     finally:
         installed.uninstall()
+
+
+def test_a_statement_is_named_as_its_own_database_compiles_it() -> None:
+    # The event log's ids use a construct only PostgreSQL and SQLite can render.
+    statement = select(job_event_id(events.c.job_id, events.c.sequence))
+
+    assert span_name(statement, "postgresql") == "SELECT job_events"
+    assert span_name(statement, "sqlite") == "SELECT job_events"
