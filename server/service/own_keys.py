@@ -38,7 +38,8 @@ class OwnKeys:
         expires_at: datetime | None,
         tier: str | None,
     ) -> tuple[ApiKeyRecord, str]:
-        """A key for the caller's tenant with the caller's role, and scopes it holds itself."""
+        """A key for the caller's tenant with the caller's role, scopes it holds itself, and
+        an expiry no later than its own key's."""
         new = NewKey(
             tenant_id=principal.tenant_id,
             name=name,
@@ -48,7 +49,9 @@ class OwnKeys:
             expires_at=expires_at,
             tier=tier,
         )
-        return await self._access.create_key(new, held=held_scopes(principal))
+        return await self._access.create_key(
+            new, held=held_scopes(principal), not_after=principal.key_expires_at
+        )
 
     async def list(
         self, principal: Principal, *, size: int | None, token: str

@@ -217,3 +217,30 @@ def test_rest_refuses_an_expiry_that_is_not_an_rfc_3339_string(http: httpx.Clien
             "message": message,
             "status": 422,
         }
+
+
+# --- a key's expiry ---------------------------------------------------------------------------
+
+OUTLIVES = "Cannot grant a key that expires after the caller's own key"
+
+
+def test_an_expiring_key_cannot_make_a_key_that_outlives_it(
+    server: ServerThread, http: httpx.Client, transport: Transport
+) -> None:
+    # A leaked key that expires in an hour must not buy a key that never does
+    # (README, Self-service API keys).
+    manager = create_key(http, "acme", ["jobs:read", "keys:write"], lifetime_seconds=3600)["key"]
+    before = _stored_keys(server)
+
+    for body in (
+        {"scopes": ["jobs:read"]},
+        {"scopes": ["jobs:read"], "expires_at": in_seconds(7200)},
+    ):
+        _refused(transport.create(manager, body), 403, "FORBIDDEN", OUTLIVES)
+    assert _stored_keys(server) == before
+    shorter = transport.create(manager, {"scopes": ["jobs:read"], "expires_at": in_seconds(1800)})
+    assert shorter.status == 201, shorter
+    # A key that never expires, and the operator's JWT, may grant any expiry.
+    forever = _key(http, ["jobs:read", "keys:write"])
+    assert transport.create(forever, {"scopes": ["jobs:read"]}).status == 201
+    assert transport.create(token("ops"), {"scopes": ["jobs:read"]}).status == 201
