@@ -189,3 +189,22 @@ async def test_a_run_counts_against_the_tenants_cap_of_unfinished_jobs(store: St
         await world.workflows.run(alice, workflow.id, None)
     assert refused.value.message == "Too many unfinished jobs: the limit is 3 per tenant"
     assert len((await world.workflows.list_runs(alice, workflow.id, size=10, token="")).items) == 1
+
+
+async def test_a_storm_of_triggering_events_stops_at_the_tenants_cap(store: Store) -> None:
+    # Events cost a request each, but every run is up to 21 jobs: without the cap a tenant
+    # could queue without bound by emitting (README, Workflows: Triggers).
+    world, alice = World(store, max_unfinished_jobs=3), _tenant()
+    workflow = await _diamond(world, alice, trigger="order.created")
+    await world.triggers.emit(alice, "order.created", {"order": 1})  # three jobs: at the cap
+    for order in range(2, 6):
+        with pytest.raises(ResourceExhausted) as refused:
+            await world.triggers.emit(alice, "order.created", {"order": order})
+        assert refused.value.message == "Too many unfinished jobs: the limit is 3 per tenant"
+    runs = await world.workflows.list_runs(alice, workflow.id, size=10, token="")
+    assert len(runs.items) == 1
+    # Nothing of a refused event is stored; an event that triggers nothing is not refused.
+    query = EventQuery(type="order.created")
+    page = await world.triggers.list_events(alice, query, size=10, token="")
+    assert len(page.items) == 1
+    await world.triggers.emit(alice, "order.shipped", {})
