@@ -27,6 +27,7 @@ from typing import Any
 
 from server.clock import Clock, utc_now
 from server.errors import InvalidArgument, PermissionDenied
+from server.paging import Cursor
 from server.prompt_guard import PromptGuard
 from server.queue import BatchQueue
 from server.service.jobs import cancel_tree
@@ -320,10 +321,24 @@ class Orchestrator:
         await self._store.db.close()
 
     async def sweep(self) -> int:
-        """Advance the open runs; how many were read."""
+        """Advance every open run, a batch (one transaction) at a time; how many were read.
+
+        Every batch is read, not only the oldest: runs still waiting on their steps must
+        not keep newer runs, another tenant's among them, from moving.
+        """
+        read = 0
+        after: Cursor | None = None
+        while True:
+            runs = await self._sweep_batch(after)
+            read += len(runs)
+            if len(runs) < BATCH:
+                return read
+            after = Cursor(runs[-1].created_at, runs[-1].run_id)
+
+    async def _sweep_batch(self, after: Cursor | None) -> list[WorkflowRunRecord]:
         now = self._clock()
         async with self._store.transaction() as tx:
-            runs = await tx.workflows.open_runs(limit=BATCH)
+            runs = await tx.workflows.open_runs(limit=BATCH, after=after)
             run_ids = [run.run_id for run in runs]
             started = await tx.workflows.steps_of(run_ids)
             states = await tx.workflows.run_states(run_ids)
@@ -344,7 +359,7 @@ class Orchestrator:
                 queued += await advance(tx, run, steps, job, fresh, at=now, guard=self._guard)
         if queued:
             await self._send(queued)
-        return len(runs)
+        return runs
 
     async def _steps_of(self, tx: Tables, run: WorkflowRunRecord) -> tuple[Step, ...]:
         key = (run.workflow_id, run.version)

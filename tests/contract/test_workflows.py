@@ -208,3 +208,30 @@ async def test_a_storm_of_triggering_events_stops_at_the_tenants_cap(store: Stor
     page = await world.triggers.list_events(alice, query, size=10, token="")
     assert len(page.items) == 1
     await world.triggers.emit(alice, "order.shipped", {})
+
+
+async def test_runs_past_a_sweeps_batch_still_move_forward(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A sweep reads a batch of open runs: older runs still waiting on their steps must not
+    # keep a newer run (another tenant's) from ever moving (README, Workflows).
+    monkeypatch.setattr("server.service.orchestrator.BATCH", 2)
+    world, alice, bob = World(store), _tenant(), _tenant()
+    slow = await _diamond(world, alice)
+    for _ in range(2):
+        await world.workflows.run(alice, slow.id, None)
+        world.clock.advance(1)
+    fast = await _diamond(world, bob)
+    run = await world.workflows.run(bob, fast.id, None)
+    world.queue.calls.clear()
+    provider = ScriptedProvider(*(Completion(text=a, tokens_used=1) for a in ["x", "y"]))
+    runner = world.runner(provider)
+    for step in run.steps[:2]:
+        assert step.job_id is not None
+        await world.run_job(runner, step.job_id)
+    orchestrator = world.orchestrator()
+    for _ in range(3):
+        await _sweep(orchestrator, world)
+    moved = await world.workflows.get_run(bob, fast.id, run.id)
+    assert [s.status for s in moved.steps] == ["completed", "completed", "pending"]
+    assert moved.steps[2].job_id is not None
