@@ -50,8 +50,16 @@ class OwnKeys:
             tier=tier,
         )
         return await self._access.create_key(
-            new, held=held_scopes(principal), not_after=principal.key_expires_at
+            new, held=held_scopes(principal), not_after=await self._expiry(principal)
         )
+
+    async def _expiry(self, principal: Principal) -> datetime | None:
+        """When the caller's key expires, for a key and a token exchanged for one alike (a
+        token does not carry it); None for a key that never does and the operator's JWT."""
+        if principal.api_key_id is None:
+            return None
+        row = await self._store.api_keys.get(principal.api_key_id)
+        return None if row is None else row.expires_at
 
     async def list(
         self, principal: Principal, *, size: int | None, token: str

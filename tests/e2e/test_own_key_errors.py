@@ -232,11 +232,14 @@ def test_an_expiring_key_cannot_make_a_key_that_outlives_it(
     manager = create_key(http, "acme", ["jobs:read", "keys:write"], lifetime_seconds=3600)["key"]
     before = _stored_keys(server)
 
-    for body in (
-        {"scopes": ["jobs:read"]},
-        {"scopes": ["jobs:read"], "expires_at": in_seconds(7200)},
-    ):
-        _refused(transport.create(manager, body), 403, "FORBIDDEN", OUTLIVES)
+    exchanged = http.post("/api/v1/tokens", headers={"X-API-Key": manager})
+    assert exchanged.status_code == 200, exchanged.text
+    for caller in (manager, exchanged.json()["access_token"]):
+        for body in (
+            {"scopes": ["jobs:read"]},
+            {"scopes": ["jobs:read"], "expires_at": in_seconds(7200)},
+        ):
+            _refused(transport.create(caller, body), 403, "FORBIDDEN", OUTLIVES)
     assert _stored_keys(server) == before
     shorter = transport.create(manager, {"scopes": ["jobs:read"], "expires_at": in_seconds(1800)})
     assert shorter.status == 201, shorter
