@@ -208,6 +208,14 @@ async def test_a_storm_of_triggering_events_stops_at_the_tenants_cap(store: Stor
     page = await world.triggers.list_events(alice, query, size=10, token="")
     assert len(page.items) == 1
     await world.triggers.emit(alice, "order.shipped", {})
+    # One event that triggers more runs than the cap leaves room for starts none of them.
+    bob = _tenant()
+    for _ in range(2):
+        await _diamond(world, bob, trigger="order.created")  # three jobs per run
+    with pytest.raises(ResourceExhausted):
+        await world.triggers.emit(bob, "order.created", {})
+    page = await world.triggers.list_events(bob, query, size=10, token="")
+    assert page.items == []
 
 
 async def test_runs_past_a_sweeps_batch_still_move_forward(
