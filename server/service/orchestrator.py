@@ -45,6 +45,8 @@ from server.validation import execution_spec
 log = logging.getLogger(__name__)
 
 BATCH = 200
+# How many characters of versions' steps a process keeps between sweeps.
+STEPS_CACHE_CHARS = 20_000_000
 COMPLETED_EVENT = "workflow.completed"
 FAILED_EVENT = "workflow.failed"
 CANCELLED_EVENT = "workflow.cancelled"
@@ -315,6 +317,7 @@ class Orchestrator:
         self._guard = prompt_guard or PromptGuard()
         # Versions never change, so their steps are kept once read.
         self._steps: dict[tuple[str, int], tuple[Step, ...]] = {}
+        self._cached_chars = 0
 
     async def close(self) -> None:
         """Close the orchestrator's connections."""
@@ -366,7 +369,14 @@ class Orchestrator:
         if key not in self._steps:
             stored = await tx.workflows.version_steps(*key)
             assert stored is not None
+            # A version's steps are up to 20 prompts of 50,000 characters, and a client
+            # makes a version per PATCH: kept without bound, a tenant could fill the
+            # memory of every process. Past the budget they are all read afresh.
+            if self._cached_chars + len(stored) > STEPS_CACHE_CHARS:
+                self._steps.clear()
+                self._cached_chars = 0
             self._steps[key] = steps_of(stored)
+            self._cached_chars += len(stored)
         return self._steps[key]
 
     async def _send(self, job_ids: list[str]) -> None:

@@ -243,3 +243,28 @@ async def test_runs_past_a_sweeps_batch_still_move_forward(
     moved = await world.workflows.get_run(bob, fast.id, run.id)
     assert [s.status for s in moved.steps] == ["completed", "completed", "pending"]
     assert moved.steps[2].job_id is not None
+
+
+async def test_the_steps_an_orchestrator_keeps_stay_within_their_budget(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every PATCH makes a version, each up to a megabyte of prompts: the orchestrator's
+    # copy of them must not grow with them (README, Workflows).
+    world, alice = World(store), _tenant()
+    workflow = await _diamond(world, alice)
+    orchestrator = world.orchestrator()
+    stored = await store.workflows.version_steps(workflow.id, 1)
+    assert stored is not None
+    monkeypatch.setattr("server.service.orchestrator.STEPS_CACHE_CHARS", 2 * len(stored))
+    agent = workflow.steps[0].agent_id
+    for version in range(5):
+        if version:
+            steps = [
+                Step(s.name, agent, f"{s.prompt} v{version}", s.depends_on) for s in workflow.steps
+            ]
+            await world.workflows.update(
+                alice, workflow.id, mask=["steps"], name="", trigger_event_type=None, steps=steps
+            )
+        await world.workflows.run(alice, workflow.id, None)
+        await _sweep(orchestrator, world)
+    assert len(orchestrator._steps) <= 2
