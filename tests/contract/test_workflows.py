@@ -268,3 +268,67 @@ async def test_the_steps_an_orchestrator_keeps_stay_within_their_budget(
         await world.workflows.run(alice, workflow.id, None)
         await _sweep(orchestrator, world)
     assert len(orchestrator._steps) <= 2
+
+
+async def test_a_late_failure_fails_a_run_whose_last_step_already_completed(store: Store) -> None:
+    # The last declared step answers first; another fails after it: the run fails, and a
+    # step still running when one fails is cancelled before the run ends (README, Workflows).
+    world, alice = World(store), _tenant()
+    agent = await world.add_agent(tenant_id=alice.tenant_id)
+    workflow = await world.workflows.create(
+        alice,
+        name="late",
+        trigger_event_type=None,
+        steps=[
+            Step("slow", agent.id, "S {{input}}"),
+            Step("hang", agent.id, "H {{input}}"),
+            Step("last", agent.id, "L {{input}}"),
+        ],
+    )
+    run = await world.workflows.run(alice, workflow.id, None)
+    slow, hang, last = (s.job_id for s in run.steps)
+    assert slow is not None and hang is not None and last is not None
+    orchestrator = world.orchestrator()
+    ok = world.runner(ScriptedProvider(Completion(text="last answer", tokens_used=1)))
+    await world.run_job(ok, last)
+    await _sweep(orchestrator, world)
+    assert (await world.workflows.get_run(alice, workflow.id, run.id)).status == "running"
+    refused = ProviderError("Provider returned HTTP 400", retryable=False)
+    await world.run_job(world.runner(ScriptedProvider(refused)), slow)
+    await _sweep(orchestrator, world)
+    hung = await world.job(hang)
+    assert hung is not None and (hung.status == "cancelled" or hung.cancel_requested)
+    await _sweep(orchestrator, world)
+    failed = await world.workflows.get_run(alice, workflow.id, run.id)
+    assert (failed.status, failed.error) == (
+        "failed",
+        "Step slow failed: Provider returned HTTP 400",
+    )
+    assert failed.response is None
+
+
+async def test_a_steps_agent_deleted_mid_run_fails_the_run_at_that_step(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    first = await world.add_agent(tenant_id=alice.tenant_id)
+    second = await world.add_agent(tenant_id=alice.tenant_id)
+    workflow = await world.workflows.create(
+        alice,
+        name="gone",
+        trigger_event_type=None,
+        steps=[
+            Step("a", first.id, "A {{input}}"),
+            Step("b", second.id, "B", ("a",)),
+            Step("c", first.id, "C", ("b",)),
+        ],
+    )
+    run = await world.workflows.run(alice, workflow.id, None)
+    await world.agents.delete_agent(alice, second.id)
+    await _run_queued(world, ["a answer"])
+    orchestrator = world.orchestrator()
+    for _ in range(2):
+        await _sweep(orchestrator, world)
+    failed = await world.workflows.get_run(alice, workflow.id, run.id)
+    # (Deleting the last step's agent, the run's own, cancels the run with its jobs.)
+    assert (failed.status, failed.error) == ("failed", "Step b failed: Agent not found")
+    assert [s.status for s in failed.steps] == ["completed", "failed", "pending"]
+    assert failed.steps[1].job_id is None and failed.steps[2].job_id is None
