@@ -40,6 +40,12 @@ async def _diamond(world: World, tenant: Principal, trigger: str | None = None) 
     )
 
 
+async def _flow(world: World, tenant: Principal, *steps: Step) -> Any:
+    return await world.workflows.create(
+        tenant, name="flow", trigger_event_type=None, steps=list(steps)
+    )
+
+
 async def _run_queued(world: World, answers: list[str]) -> None:
     """Run every job queued so far, answering in turn."""
     provider = ScriptedProvider(*(Completion(text=a, tokens_used=1) for a in answers))
@@ -275,15 +281,12 @@ async def test_a_late_failure_fails_a_run_whose_last_step_already_completed(stor
     # step still running when one fails is cancelled before the run ends (README, Workflows).
     world, alice = World(store), _tenant()
     agent = await world.add_agent(tenant_id=alice.tenant_id)
-    workflow = await world.workflows.create(
+    workflow = await _flow(
+        world,
         alice,
-        name="late",
-        trigger_event_type=None,
-        steps=[
-            Step("slow", agent.id, "S {{input}}"),
-            Step("hang", agent.id, "H {{input}}"),
-            Step("last", agent.id, "L {{input}}"),
-        ],
+        Step("slow", agent.id, "S {{input}}"),
+        Step("hang", agent.id, "H {{input}}"),
+        Step("last", agent.id, "L {{input}}"),
     )
     run = await world.workflows.run(alice, workflow.id, None)
     slow, hang, last = (s.job_id for s in run.steps)
@@ -311,15 +314,12 @@ async def test_a_steps_agent_deleted_mid_run_fails_the_run_at_that_step(store: S
     world, alice = World(store), _tenant()
     first = await world.add_agent(tenant_id=alice.tenant_id)
     second = await world.add_agent(tenant_id=alice.tenant_id)
-    workflow = await world.workflows.create(
+    workflow = await _flow(
+        world,
         alice,
-        name="gone",
-        trigger_event_type=None,
-        steps=[
-            Step("a", first.id, "A {{input}}"),
-            Step("b", second.id, "B", ("a",)),
-            Step("c", first.id, "C", ("b",)),
-        ],
+        Step("a", first.id, "A {{input}}"),
+        Step("b", second.id, "B", ("a",)),
+        Step("c", first.id, "C", ("b",)),
     )
     run = await world.workflows.run(alice, workflow.id, None)
     await world.agents.delete_agent(alice, second.id)
