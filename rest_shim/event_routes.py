@@ -2,8 +2,8 @@
 
 Filters and the type travel as sent: the server judges them (422) with the messages a
 gRPC client gets. Only what JSON can say and protobuf cannot carry is refused here: data
-that is not an object, and numbers no double holds (google.protobuf.Struct keeps every
-number as one).
+that is not an object, numbers no double holds (google.protobuf.Struct keeps every
+number as one), and text with a lone surrogate.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from agentq.v1 import event_service_pb2 as events_pb
 from rest_shim import render, rules
 from rest_shim.routes import _AUTHED, _BODY, _SECURED, PageSize, PageToken, int32
 from rest_shim.rules import documented
-from rest_shim.schemas import PageMeta, StrictStr
+from rest_shim.schemas import PageMeta, StrictStr, valid_unicode
 from rest_shim.table import RouteTable
 
 # The server's rules (server/service/event_log.py), for the OpenAPI document.
@@ -41,12 +41,16 @@ def event_type() -> dict[str, Any]:
 
 def finite_doubles(message: str) -> Callable[[Any], Any]:
     """A validator refusing numbers a double cannot hold (JSON's integers are unbounded,
-    1e400 is inf) with `message`."""
+    1e400 is inf) with `message`, and text with half a character, which no protobuf
+    string carries, as every string field does."""
 
     def check(value: Any) -> Any:
         if isinstance(value, dict):
-            for item in value.values():
+            for key, item in value.items():
+                valid_unicode(key)
                 check(item)
+        elif isinstance(value, str):
+            valid_unicode(value)
         elif isinstance(value, list):
             for item in value:
                 check(item)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi.responses import Response
@@ -49,8 +49,16 @@ class CreateKeyBody(BaseModel):
 def _timestamp(value: datetime | None) -> Timestamp | None:
     if value is None:
         return None
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        # An offset can carry a time past year 9999 (or before year 1) in UTC, where no
+        # timestamp reaches: it is the last (first) one, which the server's rules judge.
+        utc = (datetime.max if value.year == datetime.max.year else datetime.min).replace(
+            tzinfo=UTC
+        )
     stamp = Timestamp()
-    stamp.FromDatetime(value)
+    stamp.FromDatetime(utc)
     return stamp
 
 

@@ -32,6 +32,7 @@ SCOPES = ("agents:read", "agents:write", "jobs:read", "jobs:write", "keys:write"
 KEY_PREFIX = "agq_"
 INVALID_KEY = "Invalid API key"
 SCOPE_NOT_HELD = "Cannot grant scope(s) the caller does not hold"
+OUTLIVES_CALLER = "Cannot grant a key that expires after the caller's own key"
 MAX_LIFETIME_S = 10 * 365 * 86400
 # How stale the set of revoked keys may be: a token exchanged for a key is refused
 # this soon after the key's revocation, on every replica.
@@ -146,20 +147,28 @@ class AccessService:
         return hmac.new(self._pepper, key.encode("utf-8"), hashlib.sha256).hexdigest()
 
     async def create_key(
-        self, new: NewKey, *, held: frozenset[str] | None = None
+        self,
+        new: NewKey,
+        *,
+        held: frozenset[str] | None = None,
+        not_after: datetime | None = None,
     ) -> tuple[ApiKeyRecord, str]:
         """Store a new key's digest and return its row and the key, shown this once.
 
         `held`: the scopes of a caller that may grant only those (self-service), checked
-        after the field rules; None for the operator, who may grant any.
+        after the field rules; None for the operator, who may grant any. `not_after`: when
+        the caller's own key expires, past which the new key may not live (a key that
+        expires must not buy one that does not); None when the caller's never does.
         """
         now = self._clock()
         scopes = _check_key_request(new, self._tiers, now)
         wider = [scope for scope in scopes if held is not None and scope not in held]
         if wider:
             raise PermissionDenied(f"{SCOPE_NOT_HELD}: {wider}")
-        key = KEY_PREFIX + secrets.token_urlsafe(32)
         expires = now + timedelta(seconds=new.lifetime_s) if new.lifetime_s else new.expires_at
+        if not_after is not None and (expires is None or expires > not_after):
+            raise PermissionDenied(OUTLIVES_CALLER)
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
         prefix = key[: len(KEY_PREFIX) + 4]
         row = ApiKeyRecord(
             id=str(uuid.uuid4()),

@@ -27,6 +27,7 @@ from typing import Any
 
 from server.clock import Clock, utc_now
 from server.errors import InvalidArgument, PermissionDenied
+from server.paging import Cursor
 from server.prompt_guard import PromptGuard
 from server.queue import BatchQueue
 from server.service.jobs import cancel_tree
@@ -44,6 +45,8 @@ from server.validation import execution_spec
 log = logging.getLogger(__name__)
 
 BATCH = 200
+# How many characters of versions' steps a process keeps between sweeps.
+STEPS_CACHE_CHARS = 20_000_000
 COMPLETED_EVENT = "workflow.completed"
 FAILED_EVENT = "workflow.failed"
 CANCELLED_EVENT = "workflow.cancelled"
@@ -314,16 +317,31 @@ class Orchestrator:
         self._guard = prompt_guard or PromptGuard()
         # Versions never change, so their steps are kept once read.
         self._steps: dict[tuple[str, int], tuple[Step, ...]] = {}
+        self._cached_chars = 0
 
     async def close(self) -> None:
         """Close the orchestrator's connections."""
         await self._store.db.close()
 
     async def sweep(self) -> int:
-        """Advance the open runs; how many were read."""
+        """Advance every open run, a batch (one transaction) at a time; how many were read.
+
+        Every batch is read, not only the oldest: runs still waiting on their steps must
+        not keep newer runs, another tenant's among them, from moving.
+        """
+        read = 0
+        after: Cursor | None = None
+        while True:
+            runs = await self._sweep_batch(after)
+            read += len(runs)
+            if len(runs) < BATCH:
+                return read
+            after = Cursor(runs[-1].created_at, runs[-1].run_id)
+
+    async def _sweep_batch(self, after: Cursor | None) -> list[WorkflowRunRecord]:
         now = self._clock()
         async with self._store.transaction() as tx:
-            runs = await tx.workflows.open_runs(limit=BATCH)
+            runs = await tx.workflows.open_runs(limit=BATCH, after=after)
             run_ids = [run.run_id for run in runs]
             started = await tx.workflows.steps_of(run_ids)
             states = await tx.workflows.run_states(run_ids)
@@ -344,14 +362,21 @@ class Orchestrator:
                 queued += await advance(tx, run, steps, job, fresh, at=now, guard=self._guard)
         if queued:
             await self._send(queued)
-        return len(runs)
+        return runs
 
     async def _steps_of(self, tx: Tables, run: WorkflowRunRecord) -> tuple[Step, ...]:
         key = (run.workflow_id, run.version)
         if key not in self._steps:
             stored = await tx.workflows.version_steps(*key)
             assert stored is not None
+            # A version's steps are up to 20 prompts of 50,000 characters, and a client
+            # makes a version per PATCH: kept without bound, a tenant could fill the
+            # memory of every process. Past the budget they are all read afresh.
+            if self._cached_chars + len(stored) > STEPS_CACHE_CHARS:
+                self._steps.clear()
+                self._cached_chars = 0
             self._steps[key] = steps_of(stored)
+            self._cached_chars += len(stored)
         return self._steps[key]
 
     async def _send(self, job_ids: list[str]) -> None:

@@ -38,7 +38,8 @@ class OwnKeys:
         expires_at: datetime | None,
         tier: str | None,
     ) -> tuple[ApiKeyRecord, str]:
-        """A key for the caller's tenant with the caller's role, and scopes it holds itself."""
+        """A key for the caller's tenant with the caller's role, scopes it holds itself, and
+        an expiry no later than its own key's."""
         new = NewKey(
             tenant_id=principal.tenant_id,
             name=name,
@@ -48,7 +49,17 @@ class OwnKeys:
             expires_at=expires_at,
             tier=tier,
         )
-        return await self._access.create_key(new, held=held_scopes(principal))
+        return await self._access.create_key(
+            new, held=held_scopes(principal), not_after=await self._expiry(principal)
+        )
+
+    async def _expiry(self, principal: Principal) -> datetime | None:
+        """When the caller's key expires, for a key and a token exchanged for one alike (a
+        token does not carry it); None for a key that never does and the operator's JWT."""
+        if principal.api_key_id is None:
+            return None
+        row = await self._store.api_keys.get(principal.api_key_id)
+        return None if row is None else row.expires_at
 
     async def list(
         self, principal: Principal, *, size: int | None, token: str

@@ -258,10 +258,17 @@ class WorkflowService:
         return await self.get_run(principal, workflow_id, started.run_id)
 
     async def emitted(self, tx: Tables, tenant_id: str, event: LogEvent) -> list[str]:
-        """Start a run of each workflow this event's type triggers, with its data as input."""
+        """Start a run of each workflow this event's type triggers, with its data as input.
+
+        Each run it starts counts against the tenant's cap of unfinished jobs as a client's
+        run does, the runs started before it included (so one event that triggers many
+        workflows is bounded too): a refusal (429) stores no event and no run.
+        """
         queued: list[str] = []
         data = json.dumps(event.data, separators=(",", ":"), ensure_ascii=False)
         for stored in await tx.workflows.triggered_by(tenant_id, event.type):
+            if self._jobs is not None:
+                await self._jobs.check_capacity(tx, tenant_id)
             started = await start_run(
                 tx,
                 tenant_id,

@@ -19,7 +19,7 @@ from sqlalchemy import Select, and_, bindparam, insert, select, update
 
 from server.paging import Cursor
 from server.store.database import Row, Statements
-from server.store.pages import newest_first
+from server.store.pages import newest_first, oldest_first
 from server.store.records import RunStepRecord, WorkflowRecord, WorkflowRunRecord
 from server.store.tables import (
     jobs,
@@ -124,13 +124,6 @@ _GET_RUN = _RUN_VIEW.where(
     workflow_runs.c.tenant_id == bindparam("tenant_id"),
 )
 _ADD_RUN = insert(workflow_runs)
-_OPEN_RUNS = (
-    select(*_RUN)
-    .where(workflow_runs.c.finished_at.is_(None))
-    .order_by(workflow_runs.c.created_at)
-    .limit(bindparam("limit"))
-    .with_for_update(skip_locked=True)
-)
 _FINISH_RUN = (
     update(workflow_runs)
     .where(workflow_runs.c.run_id == bindparam("b_run_id"))
@@ -170,6 +163,13 @@ _DELETE_RUN_STEPS = workflow_run_steps.delete().where(
 @functools.cache
 def _page(after: bool) -> Select[Any]:
     return newest_first(_with_steps(), workflows.c.created_at, workflows.c.id, after=after)
+
+
+@functools.cache
+def _open_runs(after: bool) -> Select[Any]:
+    query = select(*_RUN).where(workflow_runs.c.finished_at.is_(None))
+    at, key = workflow_runs.c.created_at, workflow_runs.c.run_id
+    return oldest_first(query, at, key, after=after).with_for_update(skip_locked=True)
 
 
 @functools.cache
@@ -267,9 +267,15 @@ class Workflows:
         rows = await self._run.all(_runs_page(after is not None), params)
         return [RunView.of(row) for row in rows]
 
-    async def open_runs(self, *, limit: int) -> list[WorkflowRunRecord]:
-        """Runs not yet finished, oldest first, locked (others' locked ones are skipped)."""
-        rows = await self._run.all(_OPEN_RUNS, {"limit": limit})
+    async def open_runs(
+        self, *, limit: int, after: Cursor | None = None
+    ) -> list[WorkflowRunRecord]:
+        """Runs not yet finished, oldest first, after `after`, locked (others' locked ones
+        are skipped)."""
+        params: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            params.update(after_at=after.at, after_id=after.id)
+        rows = await self._run.all(_open_runs(after is not None), params)
         return [WorkflowRunRecord.of(row) for row in rows]
 
     async def finish_run(self, run_id: str, *, at: datetime) -> None:

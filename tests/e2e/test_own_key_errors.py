@@ -217,3 +217,57 @@ def test_rest_refuses_an_expiry_that_is_not_an_rfc_3339_string(http: httpx.Clien
             "message": message,
             "status": 422,
         }
+
+
+# --- a key's expiry ---------------------------------------------------------------------------
+
+OUTLIVES = "Cannot grant a key that expires after the caller's own key"
+
+
+def test_an_expiring_key_cannot_make_a_key_that_outlives_it(
+    server: ServerThread, http: httpx.Client, transport: Transport
+) -> None:
+    # A leaked key that expires in an hour must not buy a key that never does
+    # (README, Self-service API keys).
+    manager = create_key(http, "acme", ["jobs:read", "keys:write"], lifetime_seconds=3600)["key"]
+    before = _stored_keys(server)
+
+    exchanged = http.post("/api/v1/tokens", headers={"X-API-Key": manager})
+    assert exchanged.status_code == 200, exchanged.text
+    for caller in (manager, exchanged.json()["access_token"]):
+        for body in (
+            {"scopes": ["jobs:read"]},
+            {"scopes": ["jobs:read"], "expires_at": in_seconds(7200)},
+        ):
+            _refused(transport.create(caller, body), 403, "FORBIDDEN", OUTLIVES)
+    assert _stored_keys(server) == before
+    shorter = transport.create(manager, {"scopes": ["jobs:read"], "expires_at": in_seconds(1800)})
+    assert shorter.status == 201, shorter
+    # A key that never expires, and the operator's JWT, may grant any expiry.
+    forever = _key(http, ["jobs:read", "keys:write"])
+    assert transport.create(forever, {"scopes": ["jobs:read"]}).status == 201
+    assert transport.create(token("ops"), {"scopes": ["jobs:read"]}).status == 201
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        (
+            "9999-12-31T23:59:59-23:59",
+            "Invalid expires_at: must be at most 315360000 seconds ahead",
+        ),
+        ("0001-01-01T00:00:00+01:00", "Invalid expires_at: must be in the future"),
+    ],
+)
+def test_a_time_past_the_ends_of_the_calendar_in_utc_is_the_rule_not_a_500(
+    server: ServerThread, http: httpx.Client, when: str, message: str
+) -> None:
+    # RFC 3339 allows an offset that carries these past year 9999 or before year 1 in UTC,
+    # where no timestamp reaches; they are as far ahead (or behind) as any time can be.
+    manager = _key(http, ["jobs:read", "keys:write"])
+    before = _stored_keys(server)
+
+    outcome = Rest(http).create(manager, {"scopes": ["jobs:read"], "expires_at": when})
+
+    _refused(outcome, 422, "VALIDATION_ERROR", message)
+    assert _stored_keys(server) == before

@@ -298,3 +298,25 @@ def test_a_nul_in_a_template_and_a_number_no_double_holds_are_refused(tenant: Te
         tenant.stub.RunWorkflow(request, metadata=tenant.metadata)
     assert rpc_error(error.value)[3] == [("input", "Invalid input: numbers must be finite doubles")]
     assert tenant.http.get(path).json()["data"] == []
+
+
+def test_half_a_character_in_a_run_input_is_a_422_not_a_server_error(tenant: Tenant) -> None:
+    # JSON can spell a lone surrogate; no protobuf string can carry it (README, Workflows).
+    workflow = tenant.create(_with_agent(_body(_step()), tenant.agent()))
+    path = f"/api/v1/workflows/{workflow['id']}/runs"
+    for content in (b'{"input": "a\\ud800b"}', b'{"input": {"\\udfff": 1}}'):
+        response = tenant.http.post(
+            path, content=content, headers={"Content-Type": "application/json"}
+        )
+        refused = assert_error(
+            response, 422, "VALIDATION_ERROR", "Value error, must be valid Unicode text"
+        )
+        assert refused["detail"][0]["loc"][:2] == ["body", "input"]
+    assert tenant.http.get(path).json()["data"] == []
+    # An emitted event's data, which becomes a triggered run's input, alike.
+    response = tenant.http.post(
+        "/api/v1/events",
+        content=b'{"type": "order.created", "data": {"note": ["\\udc00"]}}',
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(response, 422, "VALIDATION_ERROR", "Value error, must be valid Unicode text")
