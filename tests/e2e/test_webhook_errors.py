@@ -189,6 +189,17 @@ def _refused(outcome: Outcome, status: int, code: str, message: str) -> None:
         ("https://[::ffff:127.0.0.1]/", REFUSED),
         ("https://0.0.0.0/", REFUSED),
         ("https://224.0.0.1/", REFUSED),
+        ("HTTPS://8.8.8.8/", HTTPS),
+        ("https://evil.example@127.0.0.1/", HTTPS),
+        ("https://127.0.0.1#@evil.example/", REFUSED),
+        ("https://2130706433/", REFUSED),
+        ("https://0177.0.0.1/", REFUSED),
+        ("https://0x7f.1/", REFUSED),
+        ("https://[::]/", REFUSED),
+        # IPv6 forms carrying 127.0.0.1: IPv4-compatible, NAT64 and 6to4.
+        ("https://[::127.0.0.1]/", REFUSED),
+        ("https://[64:ff9b::7f00:1]/", REFUSED),
+        ("https://[2002:7f00:1::]/", REFUSED),
     ],
 )
 def test_a_url_breaking_its_rule_is_refused_and_nothing_is_stored(
