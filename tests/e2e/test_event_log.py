@@ -28,6 +28,7 @@ RESERVED = "Invalid type: the prefix 'job.' is reserved for job events"
 RESERVED_WORKFLOW = "Invalid type: the prefix 'workflow.' is reserved for workflow events"
 TOO_BIG = "Invalid data: must be at most 65536 bytes as compact JSON"
 NOT_A_DOUBLE = "Invalid data: numbers must be finite doubles"
+TOO_DEEP = "Invalid data: must nest at most 32 objects and arrays deep"
 SINCE_RULE = "Invalid since: must be an RFC 3339 timestamp, such as 2026-04-01T12:00:00Z"
 NOT_AN_EVENT_ID = "Invalid event_id: not the id of an event"
 # '{"s":"…"}' is 8 bytes around the string.
@@ -229,6 +230,52 @@ def test_numbers_no_double_holds_are_refused(caller: Caller, server: ServerThrea
         "VALIDATION_ERROR",
         [("data", NOT_A_DOUBLE)],
     )
+    assert _stored(server) == before
+
+
+def _arrays(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_data_nested_too_deep_is_refused_alike_over_rest_and_grpc(
+    caller: Caller, server: ServerThread
+) -> None:
+    # The data object is level 1: {"a": 31 arrays} is 32 deep, the deepest allowed.
+    deepest = {"a": _arrays(31)}
+    assert caller.emit("n", deepest)["data"] == deepest
+    before = _stored(server)
+    too_deep = struct_pb2.Struct()
+    too_deep.update({"a": _arrays(32)})
+    with pytest.raises(grpc.RpcError) as raised:
+        request = pb.CreateEventRequest(type="n", data=too_deep)
+        caller.stub.CreateEvent(request, metadata=caller.metadata, timeout=10)
+    # Deeper than protobuf carries, and deeper than Python recurses: refused all the same.
+    beyond = [
+        caller.http.post(
+            "/api/v1/events",
+            content='{"type":"n","data":{"a":' + "[" * depth + "1" + "]" * depth + "}}",
+            headers={"content-type": "application/json"},
+        )
+        for depth in (32, 60, 500)
+    ]
+    hostile = caller.http.post(
+        "/api/v1/events",
+        content='{"type":"n","data":{"a":' + "[" * 10_000 + "]" * 10_000 + "}}",
+        headers={"content-type": "application/json"},
+    )
+
+    assert rpc_error(raised.value) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        TOO_DEEP,
+        "VALIDATION_ERROR",
+        [("data", TOO_DEEP)],
+    )
+    for response in beyond:
+        assert_validation_error(response, [(["body", "data"], TOO_DEEP)])
+    assert_error(hostile, 400, "BAD_REQUEST", "Malformed JSON in request body")
     assert _stored(server) == before
 
 
