@@ -27,6 +27,9 @@ class Received:
     webhook_id: str
     body: Any
     verified: bool
+    # As sent, to verify with a secret other than the receiver's.
+    raw: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,6 +43,8 @@ class Receiver:
     redirect: set[str] = field(default_factory=set)
     # While cleared, every request waits for it before being answered (a slow receiver).
     answering: threading.Event = field(default_factory=threading.Event)
+    # Set when a request has come in, before it waits for `answering`.
+    arrived: threading.Event = field(default_factory=threading.Event)
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,6 +73,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+            receiver.arrived.set()
             receiver.answering.wait(timeout=60)
             headers = {k.lower(): v for k, v in self.headers.items()}
             if self.path in receiver.redirect:
@@ -86,7 +92,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                     verified = False
             with receiver.lock:
                 receiver.requests.append(
-                    Received(self.path, headers.get("webhook-id", ""), body, verified)
+                    Received(self.path, headers.get("webhook-id", ""), body, verified, raw, headers)
                 )
             self._answer(200 if verified or receiver.secret is None else 401)
 

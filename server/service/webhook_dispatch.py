@@ -21,7 +21,7 @@ import random
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -149,6 +149,12 @@ class WebhookDispatcher:
                 left = (webhook.until - self._clock()).total_seconds()
                 if left < self._settings.timeout_s + _LEASE_MARGIN_S / 2:
                     break
+                # Read again before each attempt: a webhook deleted or disabled meanwhile
+                # is sent nothing more, and a new secret or URL holds from the next one.
+                current = await self._store.webhooks.get(delivery.tenant_id, webhook.id)
+                if current is None or not current.enabled:
+                    break
+                webhook = replace(webhook, url=current.url, secret=current.secret)
                 outcome = await self._attempt(webhook, delivery)
                 await self._store.deliveries.record(delivery.id, outcome)
                 if outcome.status != SUCCEEDED:

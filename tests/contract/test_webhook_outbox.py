@@ -8,9 +8,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from server.auth.principal import Principal
 from server.service.event_log import EventLogService
@@ -226,6 +228,62 @@ async def test_a_slow_receiver_holds_up_only_its_own_webhook_and_order_is_kept(
         finally:
             await dispatcher.stop()
     assert len(slow.taken()) == 1
+
+
+async def _change_while_sending(
+    store: Store, change: Callable[[WebhookService, Principal, str], Awaitable[object]]
+) -> tuple[Receiver, list[DeliveryRecord]]:
+    """Two events to a webhook; `change` is made while the receiver holds the first."""
+    alice = _tenant()
+    service = WebhookService(store, allow_private=True)
+    with running_receiver() as receiver:
+        webhook, _ = await service.create(
+            alice, url=receiver.url(), event_types=["order.created"], enabled=True
+        )
+        dispatcher = WebhookDispatcher(store, _render, _settings())
+        try:
+            events = EventLogService(store)
+            for n in range(2):
+                await events.emit(alice, "order.created", {"n": n})
+            receiver.answering.clear()
+            await dispatcher.sweep()
+            assert await asyncio.to_thread(receiver.arrived.wait, 30)
+            await change(service, alice, webhook.id)
+            receiver.answering.set()
+            await dispatcher.idle()
+        finally:
+            await dispatcher.stop()
+    return receiver, await _deliveries(store, webhook.id)
+
+
+async def test_a_webhook_deleted_or_disabled_while_sending_is_sent_nothing_more(
+    store: Store,
+) -> None:
+    async def disable(service: WebhookService, tenant: Principal, webhook_id: str) -> object:
+        return await service.update(tenant, webhook_id, url=None, event_types=None, enabled=False)
+
+    deleted, left = await _change_while_sending(store, WebhookService.delete)
+    disabled, held = await _change_while_sending(store, disable)
+
+    assert len(deleted.taken()) == 1 and left == []
+    assert len(disabled.taken()) == 1
+    assert [d.status for d in held] == ["succeeded", "pending"]
+
+
+async def test_a_secret_rotated_while_sending_signs_the_next_delivery(store: Store) -> None:
+    rotated: list[str] = []
+
+    async def rotate(service: WebhookService, tenant: Principal, webhook_id: str) -> object:
+        _, secret = await service.rotate_secret(tenant, webhook_id)
+        rotated.append(secret)
+        return secret
+
+    receiver, _ = await _change_while_sending(store, rotate)
+
+    first, second = receiver.taken()
+    Webhook(rotated[0]).verify(second.raw, second.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(rotated[0]).verify(first.raw, first.headers)
 
 
 async def test_an_address_refused_at_delivery_time_is_not_sent_to(store: Store) -> None:
