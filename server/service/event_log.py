@@ -80,7 +80,8 @@ def parse_since(value: str) -> datetime:
         if match.group(1) is not None:
             text = value[: match.start(1)] + match.group(1)[:6] + value[match.end(1) :]
         return datetime.fromisoformat(text.upper().replace(" ", "T")).astimezone(UTC)
-    except ValueError:
+    # OverflowError: a time whose offset takes it past year 9999 or before year 1 in UTC.
+    except (ValueError, OverflowError):
         raise InvalidArgument.field("since", SINCE_MESSAGE) from None
 
 

@@ -292,6 +292,12 @@ INVALID_FILTERS = [
     pytest.param("since", "yesterday", SINCE_RULE, id="since-words"),
     pytest.param("since", "2026-04-01T12:00:00", SINCE_RULE, id="since-without-offset"),
     pytest.param("since", "2026-04-01", SINCE_RULE, id="since-date-only"),
+    # In UTC these are past year 9999 and before year 1: no time Python holds.
+    pytest.param("since", "9999-12-31T23:59:59-01:00", SINCE_RULE, id="since-after-9999"),
+    pytest.param("since", "0001-01-01T00:00:00+01:00", SINCE_RULE, id="since-before-1"),
+    pytest.param("type", "order\x00", TYPE_RULE, id="type-nul"),
+    pytest.param("type", "' OR 1=1 --", TYPE_RULE, id="type-sql"),
+    pytest.param("since", "\uff12\uff10\uff12\uff16-04-01T12:00Z", SINCE_RULE, id="since-wide"),
     pytest.param("page_token", "not-a-token", "Invalid page_token", id="page-token"),
     pytest.param("page_size", 0, "Invalid page_size: must be between 1 and 100", id="page-size-0"),
 ]
