@@ -16,6 +16,12 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
+from server.auth.principal import Principal
+from server.service.event_log import EventLogService
+from server.service.webhook_dispatch import DispatchSettings, WebhookDispatcher
+from server.service.webhooks import WebhookService
+from server.store.store import Store
+
 POLL_S = 0.05
 
 
@@ -125,3 +131,21 @@ def running_receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+async def send_one_event(
+    store: Store, tenant: Principal, url: str, settings: DispatchSettings
+) -> str:
+    """A webhook of the tenant to `url` for every type (created where private addresses
+    are allowed), one event emitted and sent by one sweep; the webhook's id."""
+    webhook, _ = await WebhookService(store, allow_private=True).create(
+        tenant, url=url, event_types=["*"], enabled=True
+    )
+    dispatcher = WebhookDispatcher(store, lambda job: {"job_id": job.id}, settings)
+    try:
+        await EventLogService(store).emit(tenant, "order.created", {})
+        await dispatcher.sweep()
+        await dispatcher.idle()
+    finally:
+        await dispatcher.stop()
+    return webhook.id

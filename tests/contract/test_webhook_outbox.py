@@ -26,7 +26,7 @@ from server.store.store import Store
 from server.store.transitions import record
 from server.store.webhooks import WebhookRecord
 from tests.fakes.provider import ScriptedProvider, Stream
-from tests.webhook_receiver import Receiver, running_receiver
+from tests.webhook_receiver import Receiver, running_receiver, send_one_event
 from tests.world import World, execute_request
 
 
@@ -290,17 +290,9 @@ async def test_an_address_refused_at_delivery_time_is_not_sent_to(store: Store) 
     alice = _tenant()
     with running_receiver() as receiver:
         # Created where private addresses were allowed; sent where they are not.
-        webhook, _ = await WebhookService(store, allow_private=True).create(
-            alice, url=receiver.url(), event_types=["*"], enabled=True
-        )
-        dispatcher = WebhookDispatcher(store, _render, _settings(allow_private=False))
-        try:
-            await EventLogService(store).emit(alice, "order.created", {})
-            await dispatcher.sweep()
-            await dispatcher.idle()
-        finally:
-            await dispatcher.stop()
-    [refused] = await _deliveries(store, webhook.id)
+        settings = _settings(allow_private=False)
+        webhook_id = await send_one_event(store, alice, receiver.url(), settings)
+    [refused] = await _deliveries(store, webhook_id)
     assert (refused.status, refused.attempts, refused.last_status_code) == ("pending", 1, None)
     assert refused.last_error is not None and "https URL" in refused.last_error
     assert receiver.requests == []
