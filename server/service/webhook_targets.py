@@ -81,7 +81,8 @@ def parse_url(url: str, *, allow_private: bool) -> SplitResult:
         or not parts.hostname
         or parts.username is not None
         or parts.password is not None
-        or any(c.isspace() for c in url)
+        # Whitespace and control characters (NUL, DEL, ESC...): no request carries them.
+        or any(c.isspace() or not c.isprintable() for c in url)
     ):
         raise RefusedTarget(message)
     return parts

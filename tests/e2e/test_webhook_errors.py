@@ -190,6 +190,10 @@ def _refused(outcome: Outcome, status: int, code: str, message: str) -> None:
         ("https://0.0.0.0/", REFUSED),
         ("https://224.0.0.1/", REFUSED),
         ("HTTPS://8.8.8.8/", HTTPS),
+        # Control characters: PostgreSQL refuses NUL in text, and no request carries them.
+        ("https://8.8.8.8/a\x00b", HTTPS),
+        ("https://8.8.8.8/a\x7fb", HTTPS),
+        ("https://8.8.8.8/a\x1bb", HTTPS),
         ("https://evil.example@127.0.0.1/", HTTPS),
         ("https://127.0.0.1#@evil.example/", REFUSED),
         ("https://2130706433/", REFUSED),
