@@ -21,7 +21,7 @@ from agentq.v1 import event_service_pb2 as events_pb
 from rest_shim import render, rules
 from rest_shim.routes import _AUTHED, _BODY, _SECURED, PageSize, PageToken, int32
 from rest_shim.rules import documented
-from rest_shim.schemas import PageMeta, StrictStr
+from rest_shim.schemas import PageMeta, StrictStr, unicode_text
 from rest_shim.table import RouteTable
 
 # The server's rules (server/service/event_log.py), for the OpenAPI document.
@@ -46,8 +46,9 @@ def finite_doubles(
     message: str, *, max_depth: int = 0, depth_message: str = ""
 ) -> Callable[[Any], Any]:
     """A validator refusing numbers a double cannot hold (JSON's integers are unbounded,
-    1e400 is inf) with `message`; and, given `max_depth`, objects and arrays nested deeper
-    (the value itself is level 1) with `depth_message`."""
+    1e400 is inf) with `message`, strings and keys no protobuf carries as StrictStr does,
+    and, given `max_depth`, objects and arrays nested deeper (the value itself is level 1)
+    with `depth_message`."""
 
     def check(value: Any, depth: int = 1) -> Any:
         if isinstance(value, dict | list):
@@ -55,6 +56,11 @@ def finite_doubles(
                 raise PydanticCustomError("value_error", depth_message)
             for item in value.values() if isinstance(value, dict) else value:
                 check(item, depth + 1)
+            # Keys too are strings a lone surrogate ("\ud800") may break.
+            for key in value if isinstance(value, dict) else ():
+                unicode_text(key)
+        elif isinstance(value, str):
+            unicode_text(value)
         elif _beyond_double(value):
             raise PydanticCustomError("value_error", message)
         return value

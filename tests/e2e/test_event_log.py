@@ -279,6 +279,25 @@ def test_data_nested_too_deep_is_refused_alike_over_rest_and_grpc(
     assert _stored(server) == before
 
 
+@pytest.mark.parametrize(
+    "body",
+    ['{"type":"n","data":{"s":"\\ud800"}}', '{"type":"n","data":{"a":[{"\\udfff":1}]}}'],
+)
+def test_a_lone_surrogate_in_data_is_refused_as_in_any_string(
+    caller: Caller, server: ServerThread, body: str
+) -> None:
+    # JSON's grammar allows "\ud800", but it is no Unicode text; no protobuf string carries it.
+    before = _stored(server)
+    response = caller.http.post(
+        "/api/v1/events", content=body, headers={"content-type": "application/json"}
+    )
+
+    assert_validation_error(
+        response, [(["body", "data"], "Value error, must be valid Unicode text")]
+    )
+    assert _stored(server) == before
+
+
 def test_data_that_is_not_an_object_is_refused_by_the_shim(caller: Caller) -> None:
     response = caller.http.post("/api/v1/events", json={"type": "n", "data": [1]})
 
