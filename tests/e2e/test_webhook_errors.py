@@ -299,6 +299,9 @@ def test_an_agent_may_read_webhooks_but_not_change_them(transport: Transport) ->
         transport.create(AGENT, {"url": PUBLIC, "event_types": ["a.b"]}), 403, "FORBIDDEN", denied
     )
     _refused(transport.delete(AGENT, webhook_id), 403, "FORBIDDEN", denied)
+    _refused(transport.update(AGENT, webhook_id, {"enabled": False}), 403, "FORBIDDEN", denied)
+    _refused(transport.rotate(AGENT, webhook_id), 403, "FORBIDDEN", denied)
+    _refused(transport.retry(AGENT, webhook_id, 1), 403, "FORBIDDEN", denied)
     assert transport.get(AGENT, webhook_id).status == 200
     assert transport.deliveries(AGENT, webhook_id).status == 200
 
