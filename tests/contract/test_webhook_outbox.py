@@ -9,6 +9,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -172,6 +173,27 @@ async def test_one_dispatcher_at_a_time_holds_a_webhook(store: Store) -> None:
     await store.deliveries.release(hook, "a")
     third = await store.deliveries.lease(now=now, until=later, token="c", limit=100)
     assert hook in [w.id for w in third]
+
+
+async def test_a_dispatcher_killed_mid_send_leaves_its_delivery_to_the_next(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    hook = await _hook(world, alice, ["order.created"])
+    await world.event_log.emit(alice, "order.created", {})
+    now = world.clock()
+    until = now + timedelta(seconds=60)
+
+    # Leased and never recorded nor released, as by a process killed while sending.
+    assert hook in [
+        w.id for w in await store.deliveries.lease(now=now, until=until, token="a", limit=1000)
+    ]
+    after = until + timedelta(seconds=1)
+    taken = await store.deliveries.lease(
+        now=after, until=after + timedelta(seconds=60), token="b", limit=1000
+    )
+
+    assert hook in [w.id for w in taken]
+    [again] = await store.deliveries.due(hook, now=after, limit=10)
+    assert (again.status, again.attempts) == ("pending", 0)
 
 
 async def test_the_dispatcher_sends_signed_deliveries_and_retries_a_receiver_that_was_down(
