@@ -21,13 +21,16 @@ from agentq.v1 import event_service_pb2 as events_pb
 from rest_shim import render, rules
 from rest_shim.routes import _AUTHED, _BODY, _SECURED, PageSize, PageToken, int32
 from rest_shim.rules import documented
-from rest_shim.schemas import PageMeta, StrictStr, valid_unicode
+from rest_shim.schemas import PageMeta, StrictStr, unicode_text
 from rest_shim.table import RouteTable
 
 # The server's rules (server/service/event_log.py), for the OpenAPI document.
 TYPE_CHARACTERS = "a-z0-9._-"
 MAX_TYPE_CHARS = 100
 DATA_NUMBER_MESSAGE = "Invalid data: numbers must be finite doubles"
+# Deeper data protobuf cannot carry to the server; its rule and message, as it words them.
+MAX_DATA_DEPTH = 32
+DATA_DEPTH_MESSAGE = f"Invalid data: must nest at most {MAX_DATA_DEPTH} objects and arrays deep"
 _DOUBLE_MAX = 1.7976931348623157e308
 
 
@@ -39,21 +42,25 @@ def event_type() -> dict[str, Any]:
     return {"type": "string", "pattern": f"^[{TYPE_CHARACTERS}]{{1,{MAX_TYPE_CHARS}}}$"}
 
 
-def finite_doubles(message: str) -> Callable[[Any], Any]:
+def finite_doubles(
+    message: str, *, max_depth: int = 0, depth_message: str = ""
+) -> Callable[[Any], Any]:
     """A validator refusing numbers a double cannot hold (JSON's integers are unbounded,
-    1e400 is inf) with `message`, and text with half a character, which no protobuf
-    string carries, as every string field does."""
+    1e400 is inf) with `message`, strings and keys no protobuf carries as StrictStr does,
+    and, given `max_depth`, objects and arrays nested deeper (the value itself is level 1)
+    with `depth_message`."""
 
-    def check(value: Any) -> Any:
-        if isinstance(value, dict):
-            for key, item in value.items():
-                valid_unicode(key)
-                check(item)
+    def check(value: Any, depth: int = 1) -> Any:
+        if isinstance(value, dict | list):
+            if max_depth and depth > max_depth:
+                raise PydanticCustomError("value_error", depth_message)
+            for item in value.values() if isinstance(value, dict) else value:
+                check(item, depth + 1)
+            # Keys too are strings a lone surrogate ("\ud800") may break.
+            for key in value if isinstance(value, dict) else ():
+                unicode_text(key)
         elif isinstance(value, str):
-            valid_unicode(value)
-        elif isinstance(value, list):
-            for item in value:
-                check(item)
+            unicode_text(value)
         elif _beyond_double(value):
             raise PydanticCustomError("value_error", message)
         return value
@@ -61,7 +68,9 @@ def finite_doubles(message: str) -> Callable[[Any], Any]:
     return check
 
 
-_doubles = finite_doubles(DATA_NUMBER_MESSAGE)
+_doubles = finite_doubles(
+    DATA_NUMBER_MESSAGE, max_depth=MAX_DATA_DEPTH, depth_message=DATA_DEPTH_MESSAGE
+)
 
 
 def _beyond_double(value: Any) -> bool:

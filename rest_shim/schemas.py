@@ -12,7 +12,7 @@ from rest_shim import rules
 from rest_shim.rules import documented
 
 
-def valid_unicode(value: str) -> str:
+def unicode_text(value: str) -> str:
     # JSON can spell half a character (a lone surrogate escape); no protobuf
     # string, and so no server, can carry it.
     try:
@@ -23,7 +23,7 @@ def valid_unicode(value: str) -> str:
 
 
 # A JSON string (never a number or null coerced to one) that is valid Unicode.
-StrictStr = Annotated[_StrictStr, AfterValidator(valid_unicode)]
+StrictStr = Annotated[_StrictStr, AfterValidator(unicode_text)]
 
 
 def _whole(value: Any) -> Any:

@@ -16,6 +16,12 @@ from typing import Any
 
 from standardwebhooks import Webhook
 
+from server.auth.principal import Principal
+from server.service.event_log import EventLogService
+from server.service.webhook_dispatch import DispatchSettings, WebhookDispatcher
+from server.service.webhooks import WebhookService
+from server.store.store import Store
+
 POLL_S = 0.05
 
 
@@ -27,6 +33,9 @@ class Received:
     webhook_id: str
     body: Any
     verified: bool
+    # As sent, to verify with a secret other than the receiver's.
+    raw: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -40,6 +49,8 @@ class Receiver:
     redirect: set[str] = field(default_factory=set)
     # While cleared, every request waits for it before being answered (a slow receiver).
     answering: threading.Event = field(default_factory=threading.Event)
+    # Set when a request has come in, before it waits for `answering`.
+    arrived: threading.Event = field(default_factory=threading.Event)
     requests: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -68,6 +79,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+            receiver.arrived.set()
             receiver.answering.wait(timeout=60)
             headers = {k.lower(): v for k, v in self.headers.items()}
             if self.path in receiver.redirect:
@@ -86,7 +98,7 @@ def _handler(receiver: Receiver) -> type[BaseHTTPRequestHandler]:
                     verified = False
             with receiver.lock:
                 receiver.requests.append(
-                    Received(self.path, headers.get("webhook-id", ""), body, verified)
+                    Received(self.path, headers.get("webhook-id", ""), body, verified, raw, headers)
                 )
             self._answer(200 if verified or receiver.secret is None else 401)
 
@@ -119,3 +131,21 @@ def running_receiver() -> Iterator[Receiver]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=10)
+
+
+async def send_one_event(
+    store: Store, tenant: Principal, url: str, settings: DispatchSettings
+) -> str:
+    """A webhook of the tenant to `url` for every type (created where private addresses
+    are allowed), one event emitted and sent by one sweep; the webhook's id."""
+    webhook, _ = await WebhookService(store, allow_private=True).create(
+        tenant, url=url, event_types=["*"], enabled=True
+    )
+    dispatcher = WebhookDispatcher(store, lambda job: {"job_id": job.id}, settings)
+    try:
+        await EventLogService(store).emit(tenant, "order.created", {})
+        await dispatcher.sweep()
+        await dispatcher.idle()
+    finally:
+        await dispatcher.stop()
+    return webhook.id

@@ -37,6 +37,10 @@ TYPE_MESSAGE = f"Invalid type: must be 1 to {MAX_TYPE_CHARS} characters of {TYPE
 MAX_DATA_BYTES = 65_536
 DATA_SIZE_MESSAGE = f"Invalid data: must be at most {MAX_DATA_BYTES} bytes as compact JSON"
 DATA_NUMBER_MESSAGE = "Invalid data: numbers must be finite doubles"
+# Well below what protobuf decodes (100 messages deep, two for each level of a Struct), so
+# every refusal over gRPC is this one, and the REST shim refuses alike (rest_shim/event_routes.py).
+MAX_DATA_DEPTH = 32
+DATA_DEPTH_MESSAGE = f"Invalid data: must nest at most {MAX_DATA_DEPTH} objects and arrays deep"
 SINCE_MESSAGE = "Invalid since: must be an RFC 3339 timestamp, such as 2026-04-01T12:00:00Z"
 EVENT_ID_MESSAGE = "Invalid event_id: not the id of an event"
 # RFC 3339's date-time: a time with its offset, seconds included, any fraction.
@@ -76,7 +80,8 @@ def parse_since(value: str) -> datetime:
         if match.group(1) is not None:
             text = value[: match.start(1)] + match.group(1)[:6] + value[match.end(1) :]
         return datetime.fromisoformat(text.upper().replace(" ", "T")).astimezone(UTC)
-    except ValueError:
+    # OverflowError: a time whose offset takes it past year 9999 or before year 1 in UTC.
+    except (ValueError, OverflowError):
         raise InvalidArgument.field("since", SINCE_MESSAGE) from None
 
 
@@ -90,6 +95,22 @@ def compact_json(data: dict[str, Any]) -> str:
         return json.dumps(_whole(data), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError:
         raise InvalidArgument.field("data", DATA_NUMBER_MESSAGE) from None
+
+
+def nesting(value: Any) -> int:
+    """How many objects and arrays deep the value goes (an empty object is 1), counted
+    without recursion."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 def _whole(value: Any) -> Any:
@@ -250,6 +271,8 @@ class EventLogService:
         except InvalidArgument as error:
             violations.extend(error.violations)
         try:
+            if nesting(data) > MAX_DATA_DEPTH:
+                raise InvalidArgument.field("data", DATA_DEPTH_MESSAGE)
             stored = compact_json(data)
             if len(stored.encode()) > MAX_DATA_BYTES:
                 violations.append(FieldViolation("data", DATA_SIZE_MESSAGE))

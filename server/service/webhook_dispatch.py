@@ -21,7 +21,7 @@ import random
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from typing import Any
 
@@ -149,6 +149,12 @@ class WebhookDispatcher:
                 left = (webhook.until - self._clock()).total_seconds()
                 if left < self._settings.timeout_s + _LEASE_MARGIN_S / 2:
                     break
+                # Read again before each attempt: a webhook deleted or disabled meanwhile
+                # is sent nothing more, and a new secret or URL holds from the next one.
+                current = await self._store.webhooks.get(delivery.tenant_id, webhook.id)
+                if current is None or not current.enabled:
+                    break
+                webhook = replace(webhook, url=current.url, secret=current.secret)
                 outcome = await self._attempt(webhook, delivery)
                 await self._store.deliveries.record(delivery.id, outcome)
                 if outcome.status != SUCCEEDED:
@@ -173,6 +179,8 @@ class WebhookDispatcher:
             error = None if 200 <= status_code < 300 else f"The receiver answered {status_code}"
         except RefusedTarget as refusal:
             error = refusal.message
+        except TimeoutError:
+            error = f"TimeoutError: no whole answer within {self._settings.timeout_s:g} s"
         except Exception as failure:
             # No answer (httpx's errors), or anything else: an attempt that failed all the
             # same, counted and retried later, never one tried again at once forever.
@@ -206,13 +214,16 @@ class WebhookDispatcher:
             "webhook-timestamp": str(int(now.timestamp())),
             "webhook-signature": Webhook(webhook.secret).sign(delivery.event_id, now, body),
         }
-        response = await self._client.post(
-            target.connect_url,
-            content=body.encode(),
-            headers=headers,
-            # TLS checks the certificate against the URL's host, not the address.
-            extensions={"sni_hostname": target.host},
-        )
+        # httpx's timeout bounds each read, not the whole answer: a receiver trickling
+        # its answer would hold the attempt, and its webhook, past the lease.
+        async with asyncio.timeout(self._settings.timeout_s):
+            response = await self._client.post(
+                target.connect_url,
+                content=body.encode(),
+                headers=headers,
+                # TLS checks the certificate against the URL's host, not the address.
+                extensions={"sni_hostname": target.host},
+            )
         return response.status_code
 
     async def _data(self, delivery: DeliveryRecord) -> Any:

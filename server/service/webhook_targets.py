@@ -81,21 +81,39 @@ def parse_url(url: str, *, allow_private: bool) -> SplitResult:
         or not parts.hostname
         or parts.username is not None
         or parts.password is not None
-        or any(c.isspace() for c in url)
+        # Whitespace and control characters (NUL, DEL, ESC...): no request carries them.
+        or any(c.isspace() or not c.isprintable() for c in url)
     ):
         raise RefusedTarget(message)
     return parts
 
 
+# NAT64's well-known prefix (RFC 6052): its addresses reach the IPv4 address they end in.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _carried(address: IPAddress) -> IPAddress:
+    """The IPv4 address an IPv6 one reaches (IPv4-mapped, 6to4, NAT64), else itself."""
+    if isinstance(address, ipaddress.IPv4Address):
+        return address
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return address
+
+
 def refused(address: IPAddress, *, allow_private: bool) -> bool:
     """Whether no webhook may be sent to this address."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
+    address = _carried(address)
     if address in METADATA:
         return True
     if allow_private:
         return False
-    return not address.is_global or address.is_multicast
+    # Python counts some reserved ranges as global, ::/8 (IPv4-compatible ::a.b.c.d) one.
+    return not address.is_global or address.is_multicast or address.is_reserved
 
 
 async def system_resolver(host: str, port: int) -> list[str]:

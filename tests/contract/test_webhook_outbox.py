@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from standardwebhooks import Webhook, WebhookVerificationError
 
 from server.auth.principal import Principal
 from server.service.event_log import EventLogService
@@ -24,7 +27,7 @@ from server.store.store import Store
 from server.store.transitions import record
 from server.store.webhooks import WebhookRecord
 from tests.fakes.provider import ScriptedProvider, Stream
-from tests.webhook_receiver import Receiver, running_receiver
+from tests.webhook_receiver import Receiver, running_receiver, send_one_event
 from tests.world import World, execute_request
 
 
@@ -172,6 +175,27 @@ async def test_one_dispatcher_at_a_time_holds_a_webhook(store: Store) -> None:
     assert hook in [w.id for w in third]
 
 
+async def test_a_dispatcher_killed_mid_send_leaves_its_delivery_to_the_next(store: Store) -> None:
+    world, alice = World(store), _tenant()
+    hook = await _hook(world, alice, ["order.created"])
+    await world.event_log.emit(alice, "order.created", {})
+    now = world.clock()
+    until = now + timedelta(seconds=60)
+
+    # Leased and never recorded nor released, as by a process killed while sending.
+    assert hook in [
+        w.id for w in await store.deliveries.lease(now=now, until=until, token="a", limit=1000)
+    ]
+    after = until + timedelta(seconds=1)
+    taken = await store.deliveries.lease(
+        now=after, until=after + timedelta(seconds=60), token="b", limit=1000
+    )
+
+    assert hook in [w.id for w in taken]
+    [again] = await store.deliveries.due(hook, now=after, limit=10)
+    assert (again.status, again.attempts) == ("pending", 0)
+
+
 async def test_the_dispatcher_sends_signed_deliveries_and_retries_a_receiver_that_was_down(
     store: Store,
 ) -> None:
@@ -228,21 +252,69 @@ async def test_a_slow_receiver_holds_up_only_its_own_webhook_and_order_is_kept(
     assert len(slow.taken()) == 1
 
 
+async def _change_while_sending(
+    store: Store, change: Callable[[WebhookService, Principal, str], Awaitable[object]]
+) -> tuple[Receiver, list[DeliveryRecord]]:
+    """Two events to a webhook; `change` is made while the receiver holds the first."""
+    alice = _tenant()
+    service = WebhookService(store, allow_private=True)
+    with running_receiver() as receiver:
+        webhook, _ = await service.create(
+            alice, url=receiver.url(), event_types=["order.created"], enabled=True
+        )
+        dispatcher = WebhookDispatcher(store, _render, _settings())
+        try:
+            events = EventLogService(store)
+            for n in range(2):
+                await events.emit(alice, "order.created", {"n": n})
+            receiver.answering.clear()
+            await dispatcher.sweep()
+            assert await asyncio.to_thread(receiver.arrived.wait, 30)
+            await change(service, alice, webhook.id)
+            receiver.answering.set()
+            await dispatcher.idle()
+        finally:
+            await dispatcher.stop()
+    return receiver, await _deliveries(store, webhook.id)
+
+
+async def test_a_webhook_deleted_or_disabled_while_sending_is_sent_nothing_more(
+    store: Store,
+) -> None:
+    async def disable(service: WebhookService, tenant: Principal, webhook_id: str) -> object:
+        return await service.update(tenant, webhook_id, url=None, event_types=None, enabled=False)
+
+    deleted, left = await _change_while_sending(store, WebhookService.delete)
+    disabled, held = await _change_while_sending(store, disable)
+
+    assert len(deleted.taken()) == 1 and left == []
+    assert len(disabled.taken()) == 1
+    assert [d.status for d in held] == ["succeeded", "pending"]
+
+
+async def test_a_secret_rotated_while_sending_signs_the_next_delivery(store: Store) -> None:
+    rotated: list[str] = []
+
+    async def rotate(service: WebhookService, tenant: Principal, webhook_id: str) -> object:
+        _, secret = await service.rotate_secret(tenant, webhook_id)
+        rotated.append(secret)
+        return secret
+
+    receiver, _ = await _change_while_sending(store, rotate)
+
+    first, second = receiver.taken()
+    Webhook(rotated[0]).verify(second.raw, second.headers)
+    with pytest.raises(WebhookVerificationError):
+        Webhook(rotated[0]).verify(first.raw, first.headers)
+
+
 async def test_an_address_refused_at_delivery_time_is_not_sent_to(store: Store) -> None:
     alice = _tenant()
     with running_receiver() as receiver:
         # Created where private addresses were allowed; sent where they are not.
-        webhook, _ = await WebhookService(store, allow_private=True).create(
-            alice, url=receiver.url(), event_types=["*"], enabled=True
-        )
-        dispatcher = WebhookDispatcher(store, _render, _settings(allow_private=False))
-        try:
-            await EventLogService(store).emit(alice, "order.created", {})
-            await dispatcher.sweep()
-            await dispatcher.idle()
-        finally:
-            await dispatcher.stop()
-    [refused] = await _deliveries(store, webhook.id)
+        settings = _settings(allow_private=False)
+        webhook_id = await send_one_event(store, alice, receiver.url(), settings)
+    [refused] = await _deliveries(store, webhook_id)
     assert (refused.status, refused.attempts, refused.last_status_code) == ("pending", 1, None)
     assert refused.last_error is not None and "https URL" in refused.last_error
     assert receiver.requests == []

@@ -28,6 +28,7 @@ RESERVED = "Invalid type: the prefix 'job.' is reserved for job events"
 RESERVED_WORKFLOW = "Invalid type: the prefix 'workflow.' is reserved for workflow events"
 TOO_BIG = "Invalid data: must be at most 65536 bytes as compact JSON"
 NOT_A_DOUBLE = "Invalid data: numbers must be finite doubles"
+TOO_DEEP = "Invalid data: must nest at most 32 objects and arrays deep"
 SINCE_RULE = "Invalid since: must be an RFC 3339 timestamp, such as 2026-04-01T12:00:00Z"
 NOT_AN_EVENT_ID = "Invalid event_id: not the id of an event"
 # '{"s":"…"}' is 8 bytes around the string.
@@ -232,6 +233,71 @@ def test_numbers_no_double_holds_are_refused(caller: Caller, server: ServerThrea
     assert _stored(server) == before
 
 
+def _arrays(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_data_nested_too_deep_is_refused_alike_over_rest_and_grpc(
+    caller: Caller, server: ServerThread
+) -> None:
+    # The data object is level 1: {"a": 31 arrays} is 32 deep, the deepest allowed.
+    deepest = {"a": _arrays(31)}
+    assert caller.emit("n", deepest)["data"] == deepest
+    before = _stored(server)
+    too_deep = struct_pb2.Struct()
+    too_deep.update({"a": _arrays(32)})
+    with pytest.raises(grpc.RpcError) as raised:
+        request = pb.CreateEventRequest(type="n", data=too_deep)
+        caller.stub.CreateEvent(request, metadata=caller.metadata, timeout=10)
+    # Deeper than protobuf carries, and deeper than Python recurses: refused all the same.
+    beyond = [
+        caller.http.post(
+            "/api/v1/events",
+            content='{"type":"n","data":{"a":' + "[" * depth + "1" + "]" * depth + "}}",
+            headers={"content-type": "application/json"},
+        )
+        for depth in (32, 60, 500)
+    ]
+    hostile = caller.http.post(
+        "/api/v1/events",
+        content='{"type":"n","data":{"a":' + "[" * 10_000 + "]" * 10_000 + "}}",
+        headers={"content-type": "application/json"},
+    )
+
+    assert rpc_error(raised.value) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        TOO_DEEP,
+        "VALIDATION_ERROR",
+        [("data", TOO_DEEP)],
+    )
+    for response in beyond:
+        assert_validation_error(response, [(["body", "data"], TOO_DEEP)])
+    assert_error(hostile, 400, "BAD_REQUEST", "Malformed JSON in request body")
+    assert _stored(server) == before
+
+
+@pytest.mark.parametrize(
+    "body",
+    ['{"type":"n","data":{"s":"\\ud800"}}', '{"type":"n","data":{"a":[{"\\udfff":1}]}}'],
+)
+def test_a_lone_surrogate_in_data_is_refused_as_in_any_string(
+    caller: Caller, server: ServerThread, body: str
+) -> None:
+    # JSON's grammar allows "\ud800", but it is no Unicode text; no protobuf string carries it.
+    before = _stored(server)
+    response = caller.http.post(
+        "/api/v1/events", content=body, headers={"content-type": "application/json"}
+    )
+
+    assert_validation_error(
+        response, [(["body", "data"], "Value error, must be valid Unicode text")]
+    )
+    assert _stored(server) == before
+
+
 def test_data_that_is_not_an_object_is_refused_by_the_shim(caller: Caller) -> None:
     response = caller.http.post("/api/v1/events", json={"type": "n", "data": [1]})
 
@@ -245,6 +311,12 @@ INVALID_FILTERS = [
     pytest.param("since", "yesterday", SINCE_RULE, id="since-words"),
     pytest.param("since", "2026-04-01T12:00:00", SINCE_RULE, id="since-without-offset"),
     pytest.param("since", "2026-04-01", SINCE_RULE, id="since-date-only"),
+    # In UTC these are past year 9999 and before year 1: no time Python holds.
+    pytest.param("since", "9999-12-31T23:59:59-01:00", SINCE_RULE, id="since-after-9999"),
+    pytest.param("since", "0001-01-01T00:00:00+01:00", SINCE_RULE, id="since-before-1"),
+    pytest.param("type", "order\x00", TYPE_RULE, id="type-nul"),
+    pytest.param("type", "' OR 1=1 --", TYPE_RULE, id="type-sql"),
+    pytest.param("since", "\uff12\uff10\uff12\uff16-04-01T12:00Z", SINCE_RULE, id="since-wide"),
     pytest.param("page_token", "not-a-token", "Invalid page_token", id="page-token"),
     pytest.param("page_size", 0, "Invalid page_size: must be between 1 and 100", id="page-size-0"),
 ]

@@ -24,6 +24,7 @@ from server.settings import Settings
 from server.store.models import Job
 from tests.e2e.database_outage import database_down
 from tests.e2e.harness import ServerThread, running_rest, running_server, token
+from tests.tcp_server import tcp_server
 
 VALID_AGENT = {"name": "helper", "role": "You are a helpful assistant."}
 QUICK_S = 5
@@ -62,33 +63,13 @@ def _free_port() -> int:
 @contextmanager
 def _silent_backend() -> Iterator[str]:
     """A TCP server that accepts connections and never says a word; yields its address."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
-    listener.settimeout(0.1)
-    held: list[socket.socket] = []
-    stopping = threading.Event()
 
-    def accept() -> None:
-        while not stopping.is_set():
-            try:
-                connection, _ = listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            held.append(connection)
+    def hold(connection: socket.socket, stopping: threading.Event) -> None:
+        with connection:
+            stopping.wait()
 
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{listener.getsockname()[1]}"
-    finally:
-        stopping.set()
-        thread.join(timeout=5)
-        for connection in held:
-            connection.close()
-        listener.close()
+    with tcp_server(hold) as port:
+        yield f"127.0.0.1:{port}"
 
 
 def test_a_backend_that_is_down_is_503_quickly_never_500(tmp_path: Path) -> None:

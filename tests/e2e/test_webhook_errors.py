@@ -189,6 +189,21 @@ def _refused(outcome: Outcome, status: int, code: str, message: str) -> None:
         ("https://[::ffff:127.0.0.1]/", REFUSED),
         ("https://0.0.0.0/", REFUSED),
         ("https://224.0.0.1/", REFUSED),
+        ("HTTPS://8.8.8.8/", HTTPS),
+        # Control characters: PostgreSQL refuses NUL in text, and no request carries them.
+        ("https://8.8.8.8/a\x00b", HTTPS),
+        ("https://8.8.8.8/a\x7fb", HTTPS),
+        ("https://8.8.8.8/a\x1bb", HTTPS),
+        ("https://evil.example@127.0.0.1/", HTTPS),
+        ("https://127.0.0.1#@evil.example/", REFUSED),
+        ("https://2130706433/", REFUSED),
+        ("https://0177.0.0.1/", REFUSED),
+        ("https://0x7f.1/", REFUSED),
+        ("https://[::]/", REFUSED),
+        # IPv6 forms carrying 127.0.0.1: IPv4-compatible, NAT64 and 6to4.
+        ("https://[::127.0.0.1]/", REFUSED),
+        ("https://[64:ff9b::7f00:1]/", REFUSED),
+        ("https://[2002:7f00:1::]/", REFUSED),
     ],
 )
 def test_a_url_breaking_its_rule_is_refused_and_nothing_is_stored(
@@ -284,6 +299,9 @@ def test_an_agent_may_read_webhooks_but_not_change_them(transport: Transport) ->
         transport.create(AGENT, {"url": PUBLIC, "event_types": ["a.b"]}), 403, "FORBIDDEN", denied
     )
     _refused(transport.delete(AGENT, webhook_id), 403, "FORBIDDEN", denied)
+    _refused(transport.update(AGENT, webhook_id, {"enabled": False}), 403, "FORBIDDEN", denied)
+    _refused(transport.rotate(AGENT, webhook_id), 403, "FORBIDDEN", denied)
+    _refused(transport.retry(AGENT, webhook_id, 1), 403, "FORBIDDEN", denied)
     assert transport.get(AGENT, webhook_id).status == 200
     assert transport.deliveries(AGENT, webhook_id).status == 200
 

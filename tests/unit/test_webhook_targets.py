@@ -39,6 +39,15 @@ from server.service.webhooks import new_secret
         ("fe80::1", True, False),
         ("fc00::1", True, False),
         ("::ffff:10.0.0.1", True, False),
+        # IPv6 forms that carry an IPv4 address: judged by the address they carry, and
+        # the reserved ones refused whatever they carry.
+        ("::7f00:1", True, False),
+        ("64:ff9b::7f00:1", True, False),
+        ("2002:7f00:1::", True, False),
+        ("2002:808:808::", False, False),
+        ("64:ff9b::808:808", False, False),
+        ("64:ff9b::a9fe:a9fe", True, True),
+        ("2002:a9fe:a9fe::", True, True),
         # Metadata addresses are refused even where private addresses are allowed.
         ("169.254.169.254", True, True),
         ("fd00:ec2::254", True, True),
