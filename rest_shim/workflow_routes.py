@@ -18,14 +18,15 @@ from pydantic.config import JsonDict
 
 from agentq.v1 import workflow_service_pb2 as pb
 from rest_shim import render, rules
+from rest_shim.event_routes import MAX_DATA_DEPTH, finite_doubles, plain
 from rest_shim.event_routes import event_type as event_type_rule
-from rest_shim.event_routes import finite_doubles, plain
 from rest_shim.routes import _AUTHED, _BODY, _SECURED, PageSize, PageToken, int32
 from rest_shim.rules import documented
 from rest_shim.schemas import PageMeta, StrictStr
 from rest_shim.table import Build, RouteTable
 
 INPUT_NUMBER_MESSAGE = "Invalid input: numbers must be finite doubles"
+INPUT_DEPTH_MESSAGE = f"Invalid input: must nest at most {MAX_DATA_DEPTH} objects and arrays deep"
 _MASKED = ("name", "trigger", "steps")
 # The server's rules (server/service/workflow_rules.py), for the OpenAPI document only:
 # the server judges every field, so REST and gRPC answer with the same messages.
@@ -87,10 +88,16 @@ class UpdateWorkflowBody(BaseModel):
     ] = Field(None, description="The fields to change; the other keys of the body when omitted.")
 
 
+# An input travels as a protobuf Struct, which nests only so deep: the event data's rule.
+_input_values = finite_doubles(
+    INPUT_NUMBER_MESSAGE, max_depth=MAX_DATA_DEPTH, depth_message=INPUT_DEPTH_MESSAGE
+)
+
+
 class RunWorkflowBody(BaseModel):
     """POST /api/v1/workflows/{id}/runs."""
 
-    input: Annotated[Any, AfterValidator(finite_doubles(INPUT_NUMBER_MESSAGE))] = Field(
+    input: Annotated[Any, AfterValidator(_input_values)] = Field(
         None, description="Any JSON value of at most 65,536 bytes as compact JSON."
     )
 

@@ -17,11 +17,14 @@ from typing import Any
 
 from server.errors import FieldViolation, InvalidArgument
 from server.service.event_log import (
+    DATA_DEPTH_MESSAGE,
     DATA_NUMBER_MESSAGE,
     MAX_DATA_BYTES,
+    MAX_DATA_DEPTH,
     MAX_TYPE_CHARS,
     TYPE_CHARACTERS,
     compact_json,
+    nesting,
     reserved_message,
 )
 from server.store.event_log import reserved_prefix
@@ -40,6 +43,7 @@ EVENT_TYPE_MESSAGE = (
 )
 INPUT_SIZE_MESSAGE = f"Invalid input: must be at most {MAX_DATA_BYTES} bytes as compact JSON"
 INPUT_NUMBER_MESSAGE = DATA_NUMBER_MESSAGE.replace("data", "input")
+INPUT_DEPTH_MESSAGE = DATA_DEPTH_MESSAGE.replace("data", "input")
 MASK_FIELDS = ("name", "trigger", "steps")
 MASK_EMPTY = "Invalid update_mask: must name at least one of name, trigger, steps"
 # `{{ ... }}`, shortest first: each placeholder ends at the first `}}`.
@@ -244,7 +248,10 @@ def render(template: str, input_text: str, answers: Mapping[str, str]) -> str:
 
 
 def input_json(value: Any) -> str:
-    """A run's input as stored: compact JSON of at most 65,536 bytes, else INVALID_ARGUMENT."""
+    """A run's input as stored: compact JSON of at most 65,536 bytes, nested as deep as an
+    event's data may be (it travels as a protobuf Struct), else INVALID_ARGUMENT."""
+    if nesting(value) > MAX_DATA_DEPTH:
+        raise InvalidArgument.field(INPUT, INPUT_DEPTH_MESSAGE)
     try:
         stored = compact_json({INPUT: value})[len(INPUT) + 4 : -1]
     except InvalidArgument:

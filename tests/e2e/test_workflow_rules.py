@@ -320,3 +320,35 @@ def test_half_a_character_in_a_run_input_is_a_422_not_a_server_error(tenant: Ten
         headers={"Content-Type": "application/json"},
     )
     assert_error(response, 422, "VALIDATION_ERROR", "Value error, must be valid Unicode text")
+
+
+def _arrays(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_run_input_nested_too_deep_is_refused_alike(tenant: Tenant) -> None:
+    # It travels as a protobuf Struct, which nests only so deep: the event data's rule.
+    workflow = tenant.create(_with_agent(_body(_step()), tenant.agent()))
+    path = f"/api/v1/workflows/{workflow['id']}/runs"
+    too_deep = struct_pb2.Value()
+    too_deep.list_value.extend([_arrays(32)])
+    request = pb.RunWorkflowRequest(workflow_id=workflow["id"], input=too_deep)
+    message = "Invalid input: must nest at most 32 objects and arrays deep"
+    _assert_refused_over_both(
+        tenant,
+        tenant.http.post(path, json={"input": _arrays(33)}),
+        lambda: tenant.stub.RunWorkflow(request, metadata=tenant.metadata),
+        [("input", message)],
+    )
+    # Deeper than protobuf carries: refused by the shim with the same message, never a 500.
+    beyond = tenant.http.post(
+        path,
+        content=b'{"input": ' + b"[" * 60 + b"1" + b"]" * 60 + b"}",
+        headers={"Content-Type": "application/json"},
+    )
+    assert_error(beyond, 422, "VALIDATION_ERROR", message)
+    deepest = _arrays(32)
+    assert tenant.run(workflow["id"], deepest)["input"] == deepest
