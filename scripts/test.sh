@@ -45,7 +45,9 @@ STEPS=(
 # The `tests` step runs in this many pytest processes (pytest-xdist): its tests spend
 # much of their time waiting on the servers, workers and subprocesses they start, so two
 # processes keep two cores busy. Each test makes its own databases, Redis namespace and
-# ports, so they never share state.
+# ports, so they never share state. A file's tests run together in one process
+# (--dist loadfile): a server a module starts for its tests runs beside no other file's
+# tests, whose process-wide counters (the metrics) it would otherwise move.
 TESTS_PROCESSES=2
 
 # The pytest exit status of one run, with a note when it collected nothing.
@@ -94,7 +96,7 @@ for step in "${STEPS[@]}"; do
     continue
   fi
   if [[ $gates == - ]]; then
-    selection=(-m "not gate" --numprocesses "$TESTS_PROCESSES")
+    selection=(-m "not gate" --numprocesses "$TESTS_PROCESSES" --dist loadfile)
   else
     selection=(-m gate "$gates")
   fi
