@@ -16,6 +16,7 @@ from google.protobuf import field_mask_pb2, json_format, struct_pb2
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.config import JsonDict
 
+from agentq.client.wire import time_or_none
 from agentq.v1 import workflow_service_pb2 as pb
 from rest_shim import render, rules
 from rest_shim.event_routes import MAX_DATA_DEPTH, finite_doubles, plain
@@ -209,9 +210,7 @@ def run(message: pb.WorkflowRun) -> dict[str, Any]:
         "error": _optional(message, "error"),
         "event_id": _optional(message, "event_id"),
         "created_at": message.created_at.ToJsonString(),
-        "completed_at": (
-            message.completed_at.ToJsonString() if message.HasField("completed_at") else None
-        ),
+        "completed_at": time_or_none(message, "completed_at"),
     }
 
 

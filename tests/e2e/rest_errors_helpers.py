@@ -71,3 +71,11 @@ def nothing_stored(server: ServerThread) -> Iterator[None]:
     before = stored_rows(server)
     yield
     assert stored_rows(server) == before, "a refused request stored something"
+
+
+def nested_arrays(depth: int) -> Any:
+    """1 inside `depth` arrays: a value nested as deep as a depth rule needs."""
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value

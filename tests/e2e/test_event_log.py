@@ -20,7 +20,7 @@ from agentq.v1 import event_service_pb2_grpc as pb_grpc
 from rest_shim.event_routes import event as rendered
 from server.store.tables import client_events
 from tests.e2e.harness import RestThread, ServerThread, rpc_error, token
-from tests.e2e.rest_errors_helpers import assert_error, assert_validation_error
+from tests.e2e.rest_errors_helpers import assert_error, assert_validation_error, nested_arrays
 from tests.e2e.rest_helpers import FINISHED, create_agent, http_client, submit, wait_for
 
 TYPE_RULE = "Invalid type: must be 1 to 100 characters of a-z0-9._-"
@@ -233,22 +233,15 @@ def test_numbers_no_double_holds_are_refused(caller: Caller, server: ServerThrea
     assert _stored(server) == before
 
 
-def _arrays(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 def test_data_nested_too_deep_is_refused_alike_over_rest_and_grpc(
     caller: Caller, server: ServerThread
 ) -> None:
     # The data object is level 1: {"a": 31 arrays} is 32 deep, the deepest allowed.
-    deepest = {"a": _arrays(31)}
+    deepest = {"a": nested_arrays(31)}
     assert caller.emit("n", deepest)["data"] == deepest
     before = _stored(server)
     too_deep = struct_pb2.Struct()
-    too_deep.update({"a": _arrays(32)})
+    too_deep.update({"a": nested_arrays(32)})
     with pytest.raises(grpc.RpcError) as raised:
         request = pb.CreateEventRequest(type="n", data=too_deep)
         caller.stub.CreateEvent(request, metadata=caller.metadata, timeout=10)

@@ -12,7 +12,7 @@ from google.protobuf import field_mask_pb2, json_format, struct_pb2
 
 from agentq.v1 import workflow_service_pb2 as pb
 from tests.e2e.harness import rpc_error
-from tests.e2e.rest_errors_helpers import assert_error
+from tests.e2e.rest_errors_helpers import assert_error, nested_arrays
 from tests.e2e.workflow_helpers import Tenant
 
 AGENT = "{agent}"
@@ -322,24 +322,17 @@ def test_half_a_character_in_a_run_input_is_a_422_not_a_server_error(tenant: Ten
     assert_error(response, 422, "VALIDATION_ERROR", "Value error, must be valid Unicode text")
 
 
-def _arrays(depth: int) -> Any:
-    value: Any = 1
-    for _ in range(depth):
-        value = [value]
-    return value
-
-
 def test_a_run_input_nested_too_deep_is_refused_alike(tenant: Tenant) -> None:
     # It travels as a protobuf Struct, which nests only so deep: the event data's rule.
     workflow = tenant.create(_with_agent(_body(_step()), tenant.agent()))
     path = f"/api/v1/workflows/{workflow['id']}/runs"
     too_deep = struct_pb2.Value()
-    too_deep.list_value.extend([_arrays(32)])
+    too_deep.list_value.extend([nested_arrays(32)])
     request = pb.RunWorkflowRequest(workflow_id=workflow["id"], input=too_deep)
     message = "Invalid input: must nest at most 32 objects and arrays deep"
     _assert_refused_over_both(
         tenant,
-        tenant.http.post(path, json={"input": _arrays(33)}),
+        tenant.http.post(path, json={"input": nested_arrays(33)}),
         lambda: tenant.stub.RunWorkflow(request, metadata=tenant.metadata),
         [("input", message)],
     )
@@ -350,5 +343,5 @@ def test_a_run_input_nested_too_deep_is_refused_alike(tenant: Tenant) -> None:
         headers={"Content-Type": "application/json"},
     )
     assert_error(beyond, 422, "VALIDATION_ERROR", message)
-    deepest = _arrays(32)
+    deepest = nested_arrays(32)
     assert tenant.run(workflow["id"], deepest)["input"] == deepest
