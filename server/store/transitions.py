@@ -341,7 +341,8 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
     returned: list[ColumnElement[Any]] = [jobs.c.id]
     if shape.event or shape.starts_attempt:
         returned += [jobs.c.event_seq, jobs.c.attempts]
-    if shape.deliver:
+    if shape.deliver or shape.starts_attempt:
+        # The outbox's webhooks, and the metrics of a claim, are the tenant's.
         returned.append(jobs.c.tenant_id)
     if shape.starts_attempt:
         returned += [
@@ -355,7 +356,6 @@ def transition_statement(postgres: bool, shape: Shape) -> Executable:
             jobs.c.traceparent,
             _of_agent("role"),
             _of_agent("verification"),
-            jobs.c.tenant_id,
             jobs.c.next_run_at,
         ]
     if not (postgres and (shape.event or shape.turn)):
