@@ -7,7 +7,8 @@ line's writer (`access_log.log_request`), the one place every answer passes.
 A label set's child is looked up in prometheus-client once and kept here, so a request
 costs a dict lookup, an increment and a histogram bucket search. The labels stay few: a
 path no route matched is `unmatched` and an unusual method `other`, so a scanner cannot
-add a series per path it tries.
+add a series per path it tries. A process that serves no metrics records none:
+`set_recording(False)`.
 """
 
 from __future__ import annotations
@@ -33,10 +34,19 @@ _DURATION = Histogram(
     buckets=BUCKETS,
 )
 _bound: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+_recording = True
+
+
+def set_recording(on: bool) -> None:
+    """Record requests, or (in a process that serves no metrics) nothing."""
+    global _recording
+    _recording = on
 
 
 def request(method: str, route: str | None, status: int, duration_s: float) -> None:
     """One answered request; `route` is its route template, None when no route matched."""
+    if not _recording:
+        return
     key = (method if method in _METHODS else "other", route or UNMATCHED, status)
     bound = _bound.get(key)
     if bound is None:

@@ -8,6 +8,8 @@ README.md (Metrics) lists each name, its labels and what it counts.
 Recording is on the hot paths, so a label set's child is looked up in prometheus-client
 once and kept in a plain dict here: a call then costs a dict lookup and an increment
 (plus a bucket search for a histogram), not a lock-guarded lookup and a tuple of labels.
+A process that serves no metrics (AGENTQ_METRICS_ADDR empty) records none either:
+`configure(recording=False)` makes every call here return at once.
 """
 
 from __future__ import annotations
@@ -106,10 +108,14 @@ _SLOTS = Gauge(
 _verified = {True: _VERIFICATIONS.labels("true"), False: _VERIFICATIONS.labels("false")}
 _calls: dict[tuple[str, str], tuple[Any, Any]] = {}
 _run_time: dict[str, Any] = {}
+# False in a process that serves no metrics: nobody could read what it records.
+_recording = True
 
 
 def grpc_call(rpc: str, code: str, duration_s: float) -> None:
     """One gRPC call answered (server/api/call_log.py)."""
+    if not _recording:
+        return
     bound = _calls.get((rpc, code))
     if bound is None:
         # The methods are those the server registered, the codes gRPC's: a bounded set.
@@ -134,6 +140,8 @@ class _JobCounters:
         self._bound: dict[tuple[str, str], Any] = {}
 
     def inc(self, event: str, tenant: str, amount: int = 1) -> None:
+        if not _recording:
+            return
         if not self.by_tenant:
             self.counters[event].inc(amount)
             return
@@ -158,9 +166,11 @@ _JOB_HELP = {
 _jobs = _JobCounters(by_tenant=False)
 
 
-def configure(*, tenant_labels: bool) -> None:
-    """Label the job counters by tenant (AGENTQ_METRICS_TENANT_LABELS), or not."""
-    global _jobs
+def configure(*, tenant_labels: bool, recording: bool = True) -> None:
+    """Label the job counters by tenant (AGENTQ_METRICS_TENANT_LABELS), or not; record
+    nothing at all unless `recording`."""
+    global _jobs, _recording
+    _recording = recording
     if tenant_labels != _jobs.by_tenant:
         _jobs.unregister()
         _jobs = _JobCounters(by_tenant=tenant_labels)
@@ -175,6 +185,8 @@ def jobs_counted(event: str, tenant: str, amount: int = 1) -> None:
 
 def attempt_started(tenant: str, waited_s: float) -> None:
     """An attempt was claimed after waiting `waited_s` since it could start."""
+    if not _recording:
+        return
     _jobs.inc("started", tenant)
     _QUEUE_WAIT.observe(max(0.0, waited_s))
 
@@ -190,6 +202,8 @@ _OUTCOME_EVENTS = {
 
 def attempt_ended(tenant: str, outcome: str, ran_s: float) -> None:
     """An attempt recorded `outcome` (completed, failed, cancelled, retrying) after `ran_s`."""
+    if not _recording:
+        return
     _jobs.inc(_OUTCOME_EVENTS[outcome], tenant)
     child = _run_time.get(outcome)
     if child is None:
@@ -211,6 +225,8 @@ class ProviderMeter:
 
     def call(self, duration_s: float, tokens: int, error: str | None = None) -> None:
         """A call ended after `duration_s`, costing `tokens`; `error` is its kind if it failed."""
+        if not _recording:
+            return
         self._calls.inc()
         self._duration.observe(duration_s)
         if tokens:
@@ -221,6 +237,8 @@ class ProviderMeter:
 
 def verification(*, verified: bool, rounds: int) -> None:
     """An adversarial run completed, verified or not, after `rounds` debate rounds."""
+    if not _recording:
+        return
     _verified[verified].inc()
     if rounds:
         _DEBATE_ROUNDS.inc(rounds)
@@ -235,7 +253,7 @@ class _Count:
         self._counter = counter
 
     def __call__(self, value: str = "", amount: int = 1) -> None:
-        if amount:
+        if amount and _recording:
             (self._counter if self._bound is None else self._bound[value]).inc(amount)
 
 

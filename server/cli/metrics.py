@@ -21,6 +21,7 @@ from prometheus_client import (
 )
 from sqlalchemy import Engine, func, select
 
+from rest_shim import metrics as rest_metrics
 from server import logs, metrics
 from server.configuration import ConfigurationError
 from server.settings import Settings
@@ -92,10 +93,12 @@ def serve_metrics(
 
     `count_jobs` adds the pending and running gauges from the database (the serving
     processes do; many worker processes counting the same rows would add nothing).
-    Raises ConfigurationError when the address cannot be listened on.
+    Raises ConfigurationError when the address cannot be listened on. A process that
+    serves none records none either: what it would count, nobody could read.
     """
-    metrics.configure(tenant_labels=settings.metrics_tenant_labels)
     address = metrics_address(settings, command, index)
+    metrics.configure(tenant_labels=settings.metrics_tenant_labels, recording=address is not None)
+    rest_metrics.set_recording(address is not None)
     if address is None:
         return None
     host, port = address
