@@ -30,3 +30,33 @@ def test_the_quick_benchmark_runs_every_workload_and_verifies_them(tmp_path: pat
         # PostgreSQL and Redis run in CI: the configuration the targets judge must be there.
         assert "postgres" in report["configs"]
     assert report["targets"], "the report names no targets"
+
+
+def test_the_side_by_side_comparison_measures_every_workload_on_both_sides(
+    tmp_path: pathlib.Path,
+) -> None:
+    argv = ["--rounds", "2", "--duration", "0.5", "--warmup", "0", "--e2e-rounds", "1"]
+    argv += ["--e2e-count", "100", "--only", "embedded", "--results-dir", str(tmp_path)]
+    argv += ["--a-env", "AGENTQ_METRICS_ADDR="]
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.ab", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    (run,) = tmp_path.iterdir()
+    rounds = json.loads((run / "results.json").read_text())["configs"]["embedded"]
+    assert set(rounds) == {
+        "e2e",
+        "grpc_get_job_64",
+        "rest_get_job_64",
+        "grpc_execute_64",
+        "rest_execute_64",
+    }
+    for label, turns in rounds.items():
+        assert len(turns) == (1 if label == "e2e" else 2)
+        for turn in turns:
+            assert turn["a"]["per_s"] > 0 and turn["b"]["per_s"] > 0, (label, turn)
+    assert "| embedded | rest_execute_64 |" in (run / "results.md").read_text()
