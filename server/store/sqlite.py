@@ -1,12 +1,15 @@
-"""The database port on SQLite: each connection on a thread of its own, one trip per statement.
+"""The database port on SQLite: each connection on a thread of its own, few trips to it.
 
 SQLite's driver blocks, so every connection lives on its own thread (a lane) and the
 event loop awaits it. A statement, its rows and, for a statement on its own, the commit
 go to the lane as one piece of work: one trip between the loop and the thread, where a
-driver adapter that awaits each cursor call takes four. Statements go through
-SQLAlchemy's synchronous Core, which formats timestamps as one sortable text
-(`UTCDateTime`). WAL lets readers run beside the one writer; busy_timeout makes writers
-wait for each other instead of failing at once.
+driver adapter that awaits each cursor call takes four. In a transaction, a statement
+whose rows are not needed (`run`) waits for the next trip, the next statement's or the
+commit's, and goes with it: a job's transition, its event and its webhook deliveries
+take two trips, not four, and SQLite's one write lock is held that much shorter.
+Statements go through SQLAlchemy's synchronous Core, which formats timestamps as one
+sortable text (`UTCDateTime`). WAL lets readers run beside the one writer;
+busy_timeout makes writers wait for each other instead of failing at once.
 """
 
 from __future__ import annotations
@@ -99,8 +102,8 @@ def _roll_back(connection: Connection) -> None:
         connection.rollback()
 
 
-def _commit(connection: Connection) -> None:
-    _committed(lambda _connection: None)(connection)
+def _nothing(connection: Connection) -> None:
+    return None
 
 
 class _Lane:
@@ -135,24 +138,44 @@ class _Lane:
 
 
 class _Transaction:
-    """Statements on one lane, in its transaction."""
+    """Statements on one lane, in its transaction.
+
+    `run` only queues its statement: it is sent, in order, before the next `one` or
+    `all` or the commit, in the same trip. A failure of it (a duplicate key) is thus
+    raised by that later call, still inside the transaction's block, which rolls it all
+    back as before.
+    """
 
     dialect = "sqlite"
 
     def __init__(self, lane: _Lane) -> None:
         self._lane = lane
+        self._waiting: list[Work[None]] = []
 
     def atomic(self) -> AbstractAsyncContextManager[Statements]:
         return contextlib.nullcontext(self)
 
     async def one(self, statement: Executable, params: Params | None = None) -> Row | None:
-        return await self._lane.call(_one(statement, params))
+        return await self._lane.call(self.after_waiting(_one(statement, params)))
 
     async def all(self, statement: Executable, params: Params | None = None) -> list[Row]:
-        return await self._lane.call(_all(statement, params))
+        return await self._lane.call(self.after_waiting(_all(statement, params)))
 
     async def run(self, statement: Executable, params: Params | None = None) -> None:
-        await self._lane.call(_run(statement, params))
+        self._waiting.append(_run(statement, params))
+
+    def after_waiting(self, work: Work[T]) -> Work[T]:
+        """`work`, preceded by the statements `run` queued since the last trip."""
+        waiting, self._waiting = self._waiting, []
+        if not waiting:
+            return work
+
+        def batch(connection: Connection) -> T:
+            for statement in waiting:
+                statement(connection)
+            return work(connection)
+
+        return batch
 
 
 class SqliteDatabase:
@@ -219,8 +242,9 @@ class SqliteDatabase:
         lane = await self._idle.get()
         try:
             try:
-                yield _Transaction(lane)
-                await lane.call(_commit)
+                statements = _Transaction(lane)
+                yield statements
+                await lane.call(_committed(statements.after_waiting(_nothing)))
             except BaseException:
                 # Whatever was left undone (even the commit, if its caller went away), the
                 # rollback is sent before the lane goes back, so it runs before the next

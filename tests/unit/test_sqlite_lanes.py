@@ -10,8 +10,8 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select
 
 from server.errors import Unavailable
-from server.store.database import DuplicateKey
-from server.store.sqlite import SqliteDatabase
+from server.store.database import DuplicateKey, Statements
+from server.store.sqlite import SqliteDatabase, T, Work, _Lane
 
 _metadata = MetaData()
 _rows = Table("rows", _metadata, Column("id", Integer, primary_key=True))
@@ -104,3 +104,32 @@ async def test_a_database_that_cannot_be_opened_is_unavailable(tmp_path: Path) -
         async with db.transaction() as tx:
             await tx.one(_COUNT)
     await db.close()
+
+
+async def test_a_transaction_s_writes_go_with_its_next_statement_or_commit_in_one_trip(
+    db: SqliteDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    trips: list[str] = []
+    call = _Lane.call
+
+    async def counted(lane: _Lane, work: Work[T]) -> T:
+        trips.append(getattr(work, "__name__", "work"))
+        return await call(lane, work)
+
+    monkeypatch.setattr(_Lane, "call", counted)
+
+    async with db.transaction() as tx:
+        await tx.run(insert(_rows), {"id": 1})
+        seen = await _count_in(tx)  # the insert, then the count: one trip
+        await tx.run(insert(_rows), {"id": 2})
+        await tx.run(insert(_rows), {"id": 3})  # both with the commit: one trip
+
+    assert seen == 1
+    assert len(trips) == 2
+    assert await _count(db) == 3
+
+
+async def _count_in(tx: Statements) -> int:
+    row = await tx.one(_COUNT)
+    assert row is not None
+    return int(row["count_1"])
