@@ -27,7 +27,7 @@ from typing import Any
 
 from bench import ab_report
 from bench.config import CONFIGS, RESULTS_DIR, BenchConfig
-from bench.db import Database
+from bench.db import FINISHED_STATUSES, Database
 from bench.deployment import Deployment
 from bench.loadgen import LoadGenerator, LoadResult, find_tools
 from bench.machine import CpuMeter
@@ -216,22 +216,26 @@ def _api_run(
 ) -> dict[str, float]:
     """One measured run: calls/s, p50, and the server's CPU milliseconds per answer."""
     assert side.server is not None and side.db is not None
+    engine_runs = queues and not side.deployment.separate_workers
     ctx.wait_until_quiet()
+    finished = side.db.count_jobs(statuses=FINISHED_STATUSES) if engine_runs else 0
     meter, began = CpuMeter.start(ctx.procs.roots()), time.monotonic()
     result = _load(ctx, call, protocol, in_flight, ctx.config.duration_s)
     cores, elapsed = meter.split(), time.monotonic() - began
     require_no_errors(f"{side.name} {protocol} at {in_flight}", result)
-    if queues and not side.deployment.separate_workers:
-        # The embedded engine works the jobs off in the server: let it finish before
-        # the other side's turn, so neither runs against the other's backlog.
+    figures = {"per_s": result.rps, "p50_ms": result.p50_ms}
+    if engine_runs:
+        # The embedded engine works the jobs off in the server, during the turn as much
+        # as its scheduling lets it: how many it finished is part of what the CPU bought.
+        finished = side.db.count_jobs(statuses=FINISHED_STATUSES) - finished
+        figures["finished_per_call"] = finished / max(result.ok, 1)
+        # Let it finish before the other side's turn, so neither runs against the
+        # other's backlog.
         side.db.wait_drained(timeout_s=ctx.config.drain_timeout_s)
     server_cpu_s = cores.get(_root_name(side.server, ctx), 0.0) * elapsed
-    return {
-        "per_s": result.rps,
-        "p50_ms": result.p50_ms,
-        "cpu_ms_per_call": 1000 * server_cpu_s / max(result.ok, 1),
-        "others_cores": cores.get("others", 0.0),
-    }
+    figures["cpu_ms_per_call"] = 1000 * server_cpu_s / max(result.ok, 1)
+    figures["others_cores"] = cores.get("others", 0.0)
+    return figures
 
 
 def _e2e(ctx: Context, side: Side) -> dict[str, float]:

@@ -29,6 +29,13 @@ def summary(rounds: list[Round]) -> dict[str, Any]:
             max(r["a"]["others_cores"], r["b"]["others_cores"]) for r in rounds
         ),
     }
+    if "finished_per_call" in rounds[0]["a"]:
+        result["finished_per_call_a"] = statistics.median(
+            r["a"]["finished_per_call"] for r in rounds
+        )
+        result["finished_per_call_b"] = statistics.median(
+            r["b"]["finished_per_call"] for r in rounds
+        )
     for figure in ("per_s", "cpu_ms_per_call"):
         found = ratios(rounds, figure)
         if found:
@@ -46,6 +53,8 @@ def brief(rounds: list[Round]) -> str:
     text = f"B/A throughput {_ratio(s['per_s'])}"
     if "cpu_ms_per_call" in s:
         text += f", CPU per call {s['cpu_ms_per_call']['median']:.3f}"
+    if "finished_per_call_a" in s:
+        text += f", jobs finished in the turn per call {_finished(s)}"
     return text
 
 
@@ -61,8 +70,9 @@ def markdown(results: dict[str, Any]) -> str:
         "to end; turns alternate AB, BA, ...",
         "",
         "| configuration | workload | A /s | B /s | B/A throughput, median (range) "
-        "| B/A server CPU per call, median (range) | others, max cores |",
-        "|---|---|---|---|---|---|---|",
+        "| B/A server CPU per call, median (range) | others, max cores "
+        "| jobs finished in the turn per call, A / B |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for kind, workloads in results["configs"].items():
         for label, rounds in workloads.items():
@@ -70,9 +80,15 @@ def markdown(results: dict[str, Any]) -> str:
             cpu = _ratio(s["cpu_ms_per_call"]) if "cpu_ms_per_call" in s else "-"
             lines.append(
                 f"| {kind} | {label} | {s['a_per_s']:,.0f} | {s['b_per_s']:,.0f} "
-                f"| {_ratio(s['per_s'])} | {cpu} | {s['others_cores_max']:.2f} |"
+                f"| {_ratio(s['per_s'])} | {cpu} | {s['others_cores_max']:.2f} "
+                f"| {_finished(s) if 'finished_per_call_a' in s else '-'} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _finished(s: dict[str, Any]) -> str:
+    """Embedded executes: the jobs the server's engine finished during the turn, per call."""
+    return f"{s['finished_per_call_a']:.2f} / {s['finished_per_call_b']:.2f}"
 
 
 def _ratio(figure: dict[str, float]) -> str:

@@ -59,4 +59,6 @@ def test_the_side_by_side_comparison_measures_every_workload_on_both_sides(
         assert len(turns) == (1 if label == "e2e" else 2)
         for turn in turns:
             assert turn["a"]["per_s"] > 0 and turn["b"]["per_s"] > 0, (label, turn)
+            # The embedded engine's jobs are counted with the executes that queued them.
+            assert ("finished_per_call" in turn["a"]) == ("execute" in label), (label, turn)
     assert "| embedded | rest_execute_64 |" in (run / "results.md").read_text()

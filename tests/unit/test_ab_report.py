@@ -46,6 +46,16 @@ def test_the_table_has_a_row_per_configuration_and_workload() -> None:
     text = markdown(results)
 
     assert (
-        "| embedded | grpc_get_job_64 | 10 | 9 | 0.900 (0.900-0.900) | 1.000 (1.000-1.000) | 0.30 |"
-        in text
+        "| embedded | grpc_get_job_64 | 10 | 9 | 0.900 (0.900-0.900) "
+        "| 1.000 (1.000-1.000) | 0.30 | - |" in text
     )
+
+
+def test_embedded_executes_report_the_jobs_each_side_finished_during_its_turns() -> None:
+    rounds = [_round(100, 90, 2.0, 2.2), _round(100, 90, 2.0, 2.2)]
+    for turn, (a, b) in zip(rounds, [(0.1, 0.8), (0.3, 0.6)], strict=True):
+        turn["a"]["finished_per_call"], turn["b"]["finished_per_call"] = a, b
+
+    found = summary(rounds)
+
+    assert (found["finished_per_call_a"], found["finished_per_call_b"]) == (0.2, 0.7)
