@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import ab_report
+from bench.ab_latency import latency_turn, variants
 from bench.config import CONFIGS, RESULTS_DIR, BenchConfig
 from bench.db import FINISHED_STATUSES, Database
 from bench.deployment import Deployment
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         in_flight=tuple(args.in_flight),
         e2e_count=args.e2e_count,
         configs=tuple(args.only),
+        latency_jobs=args.latency_jobs,
+        latency_s=args.llm_latency_s,
     )
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     run_dir = args.results_dir / f"{stamp}-ab"
@@ -125,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             "duration_s": config.duration_s,
             "in_flight": list(config.in_flight),
             "e2e_count": config.e2e_count,
+            "latency_rounds": args.latency_rounds,
+            "latency_jobs": config.latency_jobs,
+            "latency_s": config.latency_s,
         },
         "configs": {},
     }
@@ -148,9 +154,25 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _measure(ctx: Context, pair: list[Side], args: argparse.Namespace) -> dict[str, Any]:
+    rounds: dict[str, list[dict[str, dict[str, float]]]] = {}
+    for label, chunks in variants(args.workloads).items():
+        for number in range(args.latency_rounds):
+            rounds.setdefault(label, []).append(
+                {
+                    side.name: latency_turn(
+                        ctx,
+                        side=side.deployment,
+                        agentq=side.agentq,
+                        settings=side.settings,
+                        chunks=chunks,
+                        logs=ctx.procs.log_dir / f"{label}-{number}-{side.name}",
+                    )
+                    for side in _turns(pair, number)
+                }
+            )
+        ctx.say(f"{label}: {ab_report.brief(rounds[label])}")
     for side in pair:
         side.start(ctx)
-    rounds: dict[str, list[dict[str, dict[str, float]]]] = {}
     for number in range(args.e2e_rounds if "e2e" in args.workloads else 0):
         rounds.setdefault("e2e", []).append(
             {side.name: _e2e(ctx, side) for side in _turns(pair, number)}
@@ -292,8 +314,16 @@ def _parser() -> argparse.ArgumentParser:
         "--workloads",
         type=lambda s: s.split(","),
         default=["e2e", *WORKLOADS],
-        help=f"workloads, comma-separated: e2e,{','.join(WORKLOADS)} (all)",
+        help=f"workloads, comma-separated: e2e,{','.join(WORKLOADS)} (these by default), "
+        "latency (the latency-bound runs, 4 and 200 chunks; or latency_4, latency_200)",
     )
+    p.add_argument(
+        "--latency-rounds", type=int, default=3, help="turns of each latency-bound run (3)"
+    )
+    p.add_argument(
+        "--latency-jobs", type=int, default=5000, help="executions per latency turn (5000)"
+    )
+    p.add_argument("--llm-latency-s", type=float, default=2.0, help="the fake provider's delay (2)")
     p.add_argument(
         "--only",
         type=lambda s: s.split(","),

@@ -68,6 +68,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"- {meta['rounds']} turns of {meta['duration_s']:g} s per API workload and concurrency "
         f"{meta['in_flight']}; {meta['e2e_rounds']} turns of {meta['e2e_count']} executions end "
         "to end; turns alternate AB, BA, ...",
+        *_latency_line(results),
         "",
         "| configuration | workload | A /s | B /s | B/A throughput, median (range) "
         "| B/A server CPU per call, median (range) | others, max cores "
@@ -84,6 +85,17 @@ def markdown(results: dict[str, Any]) -> str:
                 f"| {_finished(s) if 'finished_per_call_a' in s else '-'} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _latency_line(results: dict[str, Any]) -> list[str]:
+    meta = results["meta"]
+    labels = {label for workloads in results["configs"].values() for label in workloads}
+    if not any(label.startswith("latency") for label in labels):
+        return []
+    return [
+        f"- latency-bound: {meta['latency_rounds']} turns of each run of "
+        f"{meta['latency_jobs']} executions, the provider answering after {meta['latency_s']:g} s"
+    ]
 
 
 def _finished(s: dict[str, Any]) -> str:

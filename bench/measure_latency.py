@@ -52,16 +52,16 @@ def measure_latency(ctx: Context, scratch: Path, *, postgres: bool) -> dict[str,
     for kind in ("postgres", "embedded") if postgres else ("embedded",):
         deployment = Deployment(kind, ctx.config, scratch)
         try:
-            runs = {"main": _run(ctx, deployment, chunks=CHUNKS)}
+            runs = {"main": run_once(ctx, deployment, chunks=CHUNKS)}
             if kind == "postgres":
-                runs["long_stream"] = _run(ctx, deployment, chunks=LONG_STREAM_CHUNKS)
+                runs["long_stream"] = run_once(ctx, deployment, chunks=LONG_STREAM_CHUNKS)
             results[kind] = runs
         finally:
             deployment.cleanup()
     return results
 
 
-def _run(ctx: Context, deployment: Deployment, *, chunks: int) -> dict[str, Any]:
+def run_once(ctx: Context, deployment: Deployment, *, chunks: int) -> dict[str, Any]:
     """Queue the executions, let the engine work them off, wait for the last: the figures."""
     label = f"latency_{deployment.kind}_{chunks}_chunks"
     # Process names (log files, the cores-used column): `latency-postgres-4-workers`.

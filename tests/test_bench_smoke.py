@@ -38,6 +38,8 @@ def test_the_side_by_side_comparison_measures_every_workload_on_both_sides(
     argv = ["--rounds", "2", "--duration", "0.5", "--warmup", "0", "--e2e-rounds", "1"]
     argv += ["--e2e-count", "100", "--only", "embedded", "--results-dir", str(tmp_path)]
     argv += ["--a-env", "AGENTQ_METRICS_ADDR="]
+    argv += ["--workloads", "e2e,grpc_get_job,rest_get_job,grpc_execute,rest_execute,latency_4"]
+    argv += ["--latency-rounds", "1", "--latency-jobs", "30", "--llm-latency-s", "0.2"]
     result = subprocess.run(
         [sys.executable, "-m", "bench.ab", *argv],
         cwd=ROOT,
@@ -54,9 +56,10 @@ def test_the_side_by_side_comparison_measures_every_workload_on_both_sides(
         "rest_get_job_64",
         "grpc_execute_64",
         "rest_execute_64",
+        "latency_4",
     }
     for label, turns in rounds.items():
-        assert len(turns) == (1 if label == "e2e" else 2)
+        assert len(turns) == (2 if label.endswith("_64") else 1)
         for turn in turns:
             assert turn["a"]["per_s"] > 0 and turn["b"]["per_s"] > 0, (label, turn)
             # The embedded engine's jobs are counted with the executes that queued them.

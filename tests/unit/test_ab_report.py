@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench.ab_latency import variants
 from bench.ab_report import Round, markdown, summary
 
 
@@ -59,3 +60,9 @@ def test_embedded_executes_report_the_jobs_each_side_finished_during_its_turns()
     found = summary(rounds)
 
     assert (found["finished_per_call_a"], found["finished_per_call_b"]) == (0.2, 0.7)
+
+
+def test_latency_asks_for_both_latency_bound_runs_and_each_may_be_asked_alone() -> None:
+    assert variants(["e2e", "latency"]) == {"latency_4": 4, "latency_200": 200}
+    assert variants(["latency_200"]) == {"latency_200": 200}
+    assert variants(["e2e", "grpc_get_job"]) == {}
