@@ -26,12 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import ab_report
-from bench.ab_latency import latency_turn, variants
+from bench.ab_latency import SideDeployment, latency_turn, variants
 from bench.config import CONFIGS, RESULTS_DIR, BenchConfig
 from bench.db import FINISHED_STATUSES, Database
-from bench.deployment import Deployment
 from bench.loadgen import LoadGenerator, LoadResult, find_tools
-from bench.machine import CpuMeter
+from bench.machine import OTHERS, CpuMeter
 from bench.measure_agentq import TOKEN_TTL_S, end_to_end
 from bench.procs import ManagedProcess, ProcessSet
 from bench.runs import Context, require_no_errors
@@ -52,8 +51,8 @@ class Side:
 
     name: str
     agentq: str
-    settings: dict[str, str]
-    deployment: Deployment
+    # The configuration with this side's settings on top.
+    deployment: SideDeployment
     db: Database | None = None
     client: Client | None = None
     server: ManagedProcess | None = None
@@ -65,7 +64,7 @@ class Side:
         """A fresh database, `agentq serve` on it, a token, one completed job."""
         kind = self.deployment.kind
         self.db = self.deployment.new_database(self.name)
-        self.env = {**self.deployment.env(self.db), **self.settings}
+        self.env = self.deployment.env(self.db)
         server = start_server(ctx.procs, self.agentq, self.env, f"{self.name}-{kind}-serve")
         self.server = server.process
         argv = ["token", "--sub", SUBJECT, "--role", "user", "--ttl", TOKEN_TTL_S]
@@ -134,21 +133,19 @@ def main(argv: list[str] | None = None) -> int:
         },
         "configs": {},
     }
-    try:
-        for kind in config.configs:
-            ctx.say(f"configuration {kind}")
-            pair = [
-                Side(name, agentq, env, Deployment(kind, config, run_dir / "scratch"))
-                for name, (agentq, env) in sides.items()
-            ]
-            try:
-                results["configs"][kind] = _measure(ctx, pair, args)
-            finally:
-                procs.stop_all()
-                for side in pair:
-                    side.deployment.cleanup()
-    finally:
-        procs.stop_all()
+    for kind in config.configs:
+        ctx.say(f"configuration {kind}")
+        scratch = run_dir / "scratch"
+        pair = [
+            Side(name, agentq, SideDeployment(kind, config, scratch, settings=env))
+            for name, (agentq, env) in sides.items()
+        ]
+        try:
+            results["configs"][kind] = _measure(ctx, pair, args)
+        finally:
+            procs.stop_all()
+            for side in pair:
+                side.deployment.cleanup()
     print(ab_report.write(results, run_dir))
     return 0
 
@@ -163,7 +160,6 @@ def _measure(ctx: Context, pair: list[Side], args: argparse.Namespace) -> dict[s
                         ctx,
                         side=side.deployment,
                         agentq=side.agentq,
-                        settings=side.settings,
                         chunks=chunks,
                         logs=ctx.procs.log_dir / f"{label}-{number}-{side.name}",
                     )
@@ -254,9 +250,9 @@ def _api_run(
         # Let it finish before the other side's turn, so neither runs against the
         # other's backlog.
         side.db.wait_drained(timeout_s=ctx.config.drain_timeout_s)
-    server_cpu_s = cores.get(_root_name(side.server, ctx), 0.0) * elapsed
+    server_cpu_s = cores.get(side.server.name, 0.0) * elapsed
     figures["cpu_ms_per_call"] = 1000 * server_cpu_s / max(result.ok, 1)
-    figures["others_cores"] = cores.get("others", 0.0)
+    figures["others_cores"] = cores.get(OTHERS, 0.0)
     return figures
 
 
@@ -272,10 +268,6 @@ def _e2e(ctx: Context, side: Side) -> dict[str, float]:
     finally:
         side.stop_workers(ctx)
     return {"per_s": done["per_s"], "p50_ms": done["p50_ms"], "others_cores": done["others_cpu"]}
-
-
-def _root_name(process: ManagedProcess, ctx: Context) -> str:
-    return ctx.procs.roots()[process.pid]
 
 
 def _pairs(items: list[str]) -> dict[str, str]:

@@ -32,15 +32,14 @@ class SideDeployment(Deployment):
 def latency_turn(
     ctx: Context,
     *,
-    side: Deployment,
+    side: SideDeployment,
     agentq: str,
-    settings: dict[str, str],
     chunks: int,
     logs: Path,
 ) -> dict[str, float]:
-    """One side's latency-bound run (`side`: its configuration and scratch directory): its
-    completed jobs/s and run time p50."""
-    deployment = SideDeployment(side.kind, ctx.config, side.scratch, settings=settings)
+    """One side's latency-bound run on a configuration like `side`'s, with resources of
+    its own (removed after): its completed jobs/s and run time p50."""
+    deployment = SideDeployment(side.kind, side.config, side.scratch, settings=side.settings)
     logs.mkdir(parents=True)
     # A ProcessSet of the turn's own: the run names its processes the same every time.
     side_ctx = replace(ctx, agentq=agentq, procs=ProcessSet(logs))
