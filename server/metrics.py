@@ -140,8 +140,6 @@ class _JobCounters:
         self._bound: dict[tuple[str, str], Any] = {}
 
     def inc(self, event: str, tenant: str, amount: int = 1) -> None:
-        if not _recording:
-            return
         if not self.by_tenant:
             self.counters[event].inc(amount)
             return
@@ -179,7 +177,7 @@ def configure(*, tenant_labels: bool, recording: bool = True) -> None:
 def jobs_counted(event: str, tenant: str, amount: int = 1) -> None:
     """`amount` jobs of `tenant` were submitted, started, completed, failed, cancelled or
     retried (one of _JobCounters.EVENTS)."""
-    if amount:
+    if amount and _recording:
         _jobs.inc(event, tenant, amount)
 
 
